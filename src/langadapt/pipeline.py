@@ -1,0 +1,55 @@
+"""Run a recipe: every stage in order, skipping finished ones, resuming interrupted ones."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langadapt import corpus, embed_init, evaluate, report, tokenizer, train
+from langadapt.errors import ConfigError
+from langadapt.models import load_tokenizer, resolve_base
+from langadapt.recipe import Recipe
+from langadapt.rundir import STAGES, RunDir, read_json
+
+log = logging.getLogger(__name__)
+
+STAGE_MODULES = {"corpus": corpus, "tokenizer": tokenizer, "init": embed_init, "train": train, "eval": evaluate, "report": report}
+assert tuple(STAGE_MODULES) == STAGES
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    results: dict[str, Any]  # eval/results.json, when the eval stage has run
+
+    @property
+    def report(self) -> Path:
+        return self.run_dir / "report" / "index.html"
+
+
+def preflight(recipe: Recipe) -> None:
+    """Fail fast on a base model that cannot be found, before any corpus work."""
+    load_tokenizer(resolve_base(recipe.model), recipe.model.revision)
+
+
+def run(recipe: Recipe, stages: tuple[str, ...] = STAGES, force: bool = False) -> RunResult:
+    """Run `stages` of a recipe in its run directory; `force` recomputes them and all later ones."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError([f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGES)}"])
+    rd = RunDir(recipe.resolved_run_dir)
+    rd.root.mkdir(parents=True, exist_ok=True)
+    tmp = rd.root / "recipe.yaml.tmp"
+    tmp.write_text(recipe.to_yaml(), encoding="utf-8")
+    tmp.replace(rd.root / "recipe.yaml")
+    if any(s != "corpus" for s in stages):
+        preflight(recipe)
+    if force:
+        rd.invalidate_from(stages[0])
+    for stage in STAGES:
+        if stage in stages:
+            STAGE_MODULES[stage].run(recipe, rd)
+    results_file = rd.path("eval") / "results.json"
+    return RunResult(rd.root, read_json(results_file) if rd.is_complete("eval") and results_file.exists() else {})
