@@ -175,7 +175,8 @@ class Recipe:
         if recipe is not None:
             from langadapt.validation import semantic_problems
 
-            problems.extend(semantic_problems(recipe))
+            reported = {p.split(":", 1)[0] for p in problems}
+            problems.extend(p for p in semantic_problems(recipe) if p.split(":", 1)[0] not in reported)
         if problems:
             raise ConfigError(problems, source=source)
         assert recipe is not None
@@ -257,10 +258,11 @@ def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
                 ok = False
             continue
         value = _convert(hints[name], data[name], path, problems)
-        if value is _INVALID:
-            ok = False
-        else:
+        if value is not _INVALID:
             kwargs[name] = value
+        elif f.default is dataclasses.MISSING:
+            ok = False
+        # else: the problem is recorded; the default stands in so later checks still run
     return cls(**kwargs) if ok else None
 
 

@@ -146,7 +146,8 @@ class TokenStream:
         return block
 
     def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "next_doc": self.next_doc, "buffer": self.buffer, "documents_started": self.documents_started}
+        return {"epoch": self.epoch, "next_doc": self.next_doc, "buffer": list(self.buffer),
+                "documents_started": self.documents_started}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.epoch, self.next_doc = state["epoch"], state["next_doc"]

@@ -1,0 +1,118 @@
+"""Shared fixtures: a synthetic two-language corpus and a tiny Llama built in the test.
+
+Nothing is downloaded. The "target language" is made of a fixed syllable inventory, so a
+BPE trained on it finds tokens the tiny base tokenizer (trained mostly on English) lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+SYLLABLES = ["ndi", "ku", "mwa", "zi", "tha", "pa", "nga", "chi", "lu", "we", "mu", "ye", "dza", "kha", "ntchi"]
+ENGLISH = ("the a man woman went to city and saw house river light word people king land said day "
+           "of in with from over under good great small old new").split()
+
+
+def target_docs(n_groups: int = 12, per_group: int = 6, seed: int = 0) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    words = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(120)]
+    docs = []
+    for g in range(n_groups):
+        for i in range(per_group):
+            sent = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 12))).capitalize() + "." for _ in range(4)]
+            docs.append({"id": f"G{g:02d}.{i}", "text": " ".join(sent), "book": f"G{g:02d}"})
+    return docs
+
+
+def english_lines(n: int = 80, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(ENGLISH) for _ in range(rng.randint(8, 16))).capitalize() + "." for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("corpus")
+    nya = d / "target.jsonl"
+    nya.write_text("".join(json.dumps(doc) + "\n" for doc in target_docs()), encoding="utf-8")
+    eng = d / "english.txt"
+    eng.write_text("\n".join(english_lines()) + "\n", encoding="utf-8")
+    ood = d / "ood.txt"
+    ood.write_text("\n".join(english_lines(10, seed=7)) + "\n", encoding="utf-8")
+    return {"target": nya, "replay": eng, "ood": ood}
+
+
+def build_tiny_model(folder: Path, tie: bool = True) -> Path:
+    """A 2-layer Llama with a 400-token byte-level BPE trained on English-like text."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(english_lines(300, seed=3) + [d["text"] for d in target_docs(seed=9)[:5]], trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=tie, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_untied_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-untied", tie=False)
+
+
+def tiny_recipe_dict(corpus_files: dict[str, Path], model_dir: Path, run_dir: Path, **sections: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "tiny",
+        "run_dir": str(run_dir),
+        "model": {"base": str(model_dir)},
+        "corpus": {
+            "target": {"path": str(corpus_files["target"]), "language": "nya", "group_field": "book"},
+            "replay": {"path": str(corpus_files["replay"]), "language": "eng"},
+            "heldout_groups": ["G03", "G07", "eng.txt#0", "english.txt#0"],
+            "docs_per_group": 20,
+        },
+        "tokenizer": {"method": "extend", "new_tokens": 40, "target_vocab_size": 500},
+        "init": {"method": "fvt"},
+        "train": {"max_steps": 4, "seq_len": 32, "batch_size": 4, "warmup_steps": 1, "save_every": 2, "lr": 5e-3},
+        "eval": {"max_chars": 3000, "context_length": 64, "stride": 32,
+                 "extra_sets": [{"path": str(corpus_files["ood"]), "language": "eng", "name": "eng-ood"}]},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return data
+
+
+@pytest.fixture
+def tiny_recipe(corpus_files: dict[str, Path], tiny_model: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from langadapt.recipe import Recipe
+
+    def make(run_dir: str | None = None, **sections: Any) -> Recipe:
+        return Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, Path(run_dir or tmp_path / "run"), **sections))
+
+    return make
+
+
+def write_recipe(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path

@@ -1,0 +1,124 @@
+"""End to end through the CLI on a tiny model: the whole pipeline, re-runs that skip
+finished stages, and one clear error (no traceback) for each kind of bad input."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny_recipe_dict, write_recipe
+from langadapt.cli import app
+from langadapt.rundir import read_json
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    text = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    return result.exit_code, text
+
+
+def test_whole_pipeline_then_rerun_skips_everything(corpus_files, tiny_model, tmp_path):
+    run_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "tiny.yaml", tiny_recipe_dict(corpus_files, tiny_model, run_dir))
+    code, out = invoke("run", str(recipe))
+    assert code == 0, out
+    results = read_json(run_dir / "eval" / "results.json")
+    assert set(results["bits_per_byte"]) == {"nya-heldout", "eng-heldout", "eng-ood"}
+    for r in results["bits_per_byte"].values():
+        assert r["base"] > 0 and r["adapted"] > 0
+    page = (run_dir / "report" / "index.html").read_text()
+    assert "nya-heldout" in page and "data:image/png;base64," in page
+    assert (run_dir / "recipe.yaml").is_file()
+    for folder in ("corpus", "tokenizer", "model-init", "train", "eval", "report"):
+        assert (run_dir / folder / ".complete.json").is_file()
+    assert not list(run_dir.glob("*.partial"))
+
+    before = read_json(run_dir / "manifest.json")["stages"]
+    code, out = invoke("run", str(recipe))
+    assert code == 0, out
+    after = read_json(run_dir / "manifest.json")["stages"]
+    for stage, entry in after.items():
+        assert "last_skipped" in entry and entry["started"] == before[stage]["started"], stage
+
+    # a training change re-runs training and what follows, nothing before it
+    code, out = invoke("run", str(recipe), "--set", "train.lr=0.002")
+    assert code == 0, out
+    again = read_json(run_dir / "manifest.json")["stages"]
+    for stage in ("corpus", "tokenizer", "init"):
+        assert again[stage]["started"] == before[stage]["started"]
+    for stage in ("train", "eval", "report"):
+        assert again[stage]["started"] != before[stage]["started"] or again[stage]["fingerprint"] != before[stage]["fingerprint"]
+
+
+def test_single_stage_commands_name_the_missing_stage(corpus_files, tiny_model, tmp_path):
+    recipe = write_recipe(tmp_path / "tiny.yaml", tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run"))
+    code, out = invoke("train", str(recipe))
+    assert code == 1 and "stage 'init' has not finished" in out and "langadapt init" in out
+    code, out = invoke("corpus", str(recipe))
+    assert code == 0 and (tmp_path / "run" / "corpus" / "stats.json").is_file()
+
+
+def _bad(corpus_files, tiny_model, tmp_path, mutate):
+    data = tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run")
+    mutate(data)
+    return write_recipe(tmp_path / "bad.yaml", data)
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d["train"].update(max_stpes=5), "train.max_stpes: unknown key (did you mean 'max_steps'?)"),
+        (lambda d: d["init"].update(method="wechsel2"), "unknown init-methods 'wechsel2'"),
+        (lambda d: d["corpus"]["target"].update(path="/nonexistent/nya.txt"), "no file matches '/nonexistent/nya.txt'"),
+        (lambda d: d["model"].update(base="/nonexistent/model"), "model.base: folder not found: /nonexistent/model"),
+    ],
+    ids=["misspelt-key", "unknown-method", "missing-corpus", "missing-model"],
+)
+def test_bad_recipes_fail_before_work_with_one_clear_error(corpus_files, tiny_model, tmp_path, mutate, message):
+    recipe = _bad(corpus_files, tiny_model, tmp_path, mutate)
+    for command in ("validate", "run"):
+        code, out = invoke(command, str(recipe))
+        assert code == 1 and message in out and "Traceback" not in out
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_empty_corpus_fails_with_counts(corpus_files, tiny_model, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    recipe = _bad(corpus_files, tiny_model, tmp_path, lambda d: d["corpus"]["target"].update(path=str(empty), group_field=""))
+    code, out = invoke("run", str(recipe))
+    assert code == 1 and "no nya documents left" in out and "blank" in out and "Traceback" not in out
+    assert not (tmp_path / "run" / "corpus").exists()
+
+
+def test_unreachable_hub_model_fails_before_corpus_work(corpus_files, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = _bad(corpus_files, tiny_model, tmp_path, lambda d: d["model"].update(base="no-such-org/no-such-model"))
+    code, out = invoke("run", str(recipe))
+    assert code == 1 and "cannot load a tokenizer from 'no-such-org/no-such-model'" in out and "Traceback" not in out
+    assert not (tmp_path / "run" / "corpus").exists()
+
+
+@pytest.mark.parametrize("registry", ["init-methods", "tokenizer-methods", "train-methods", "objectives", "filters", "sources", "models", "recipes"])
+def test_list(registry):
+    code, out = invoke("list", registry)
+    assert code == 0 and out.strip()
+
+
+def test_list_unknown_registry():
+    code, out = invoke("list", "widgets")
+    assert code == 1 and "valid: init-methods" in out
+
+
+@pytest.mark.parametrize("command", ["demo", "run", "validate", "list", "corpus", "tokenizer", "init", "train", "eval", "report"])
+def test_help(command):
+    code, out = invoke(command, "--help")
+    assert code == 0 and "Usage" in out
+
+
+def test_validate_explain_documents_every_key(corpus_files, tiny_model, tmp_path):
+    recipe = write_recipe(tmp_path / "tiny.yaml", tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run"))
+    code, out = invoke("validate", str(recipe), "--explain")
+    assert code == 0 and "train.replay_ratio" in out and "corpus.heldout_groups" in out
