@@ -44,12 +44,17 @@ OBJECTIVES: Registry[Objective] = Registry("objectives")
 
 @OBJECTIVES.register("clm", help="causal language modelling: predict each next token")
 def clm_loss(model: "PreTrainedModel", input_ids: "torch.Tensor") -> "torch.Tensor":
+    import torch
     import torch.nn.functional as F
 
-    logits = model(input_ids=input_ids).logits[:, :-1]
-    targets = input_ids[:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
-    return loss.view(targets.shape)
+    logits = model(input_ids=input_ids).logits
+    if logits.dtype != torch.float32:
+        logits = logits.float()
+    # shift the targets, not the logits: slicing (batch, seq, vocab) logits would copy them
+    targets = torch.full_like(input_ids, -100)
+    targets[:, :-1] = input_ids[:, 1:]
+    loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1), reduction="none", ignore_index=-100)
+    return loss.view(input_ids.shape)[:, :-1]
 
 
 # -- methods: which weights train ----------------------------------------------------------
