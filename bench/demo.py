@@ -1,8 +1,8 @@
 """Benchmark the offline demo: wall time, quality against the base model, resume.
 
     python bench/demo.py                                  # one timed demo from a cold model cache
-    python bench/demo.py --interrupt-at 20 --reference runs/bench-demo
-                                                          # SIGINT after checkpoint 20, re-run, compare
+    python bench/demo.py --run-dir runs/bench-resume --interrupt-at 20 --reference runs/bench-demo
+                                                          # kill after checkpoint 20, re-run, compare
 
 The baseline is the base model itself, evaluated in the same run on the same held-out
 text: the targets are Chichewa bits/byte at least 25% below it and English (in-domain and
@@ -25,7 +25,7 @@ from pathlib import Path
 TARGETS = {"nya-heldout": ("<=", -0.25), "eng-heldout": ("<=", 0.05), "eng-ood": ("<=", 0.05)}
 
 
-def run_demo(run_dir: Path, env: dict[str, str], interrupt_at: int | None, extra: list[str]) -> float:
+def run_demo(run_dir: Path, env: dict[str, str], interrupt_at: int | None, sig: str, extra: list[str]) -> float:
     cmd = ["langadapt", "demo", "--run-dir", str(run_dir), *extra]
     t0 = time.time()
     if interrupt_at is None:
@@ -37,9 +37,9 @@ def run_demo(run_dir: Path, env: dict[str, str], interrupt_at: int | None, extra
         time.sleep(0.5)
     if proc.poll() is not None:
         sys.exit(f"demo ended before checkpoint {interrupt_at} appeared")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, f"SIG{sig}"))
     code = proc.wait()
-    print(f"interrupted after checkpoint {interrupt_at} (exit {code}); running again to resume", flush=True)
+    print(f"killed with SIG{sig} after checkpoint {interrupt_at} (exit {code}); running again to resume", flush=True)
     subprocess.run(cmd, env=env, check=True)
     return time.time() - t0
 
@@ -48,22 +48,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/bench-demo"), help="run directory (wiped first)")
     ap.add_argument("--warm-cache", action="store_true", help="reuse the imported model cache instead of a cold one")
-    ap.add_argument("--interrupt-at", type=int, default=None, help="SIGINT the demo once this training checkpoint exists, then resume")
+    ap.add_argument("--interrupt-at", type=int, default=None, help="kill the demo once this training checkpoint exists, then resume")
+    ap.add_argument("--signal", default="TERM", choices=["INT", "TERM", "KILL"], help="how to kill it (KILL: no chance to clean up)")
     ap.add_argument("--reference", type=Path, default=None, help="an uninterrupted run directory to compare results with")
     ap.add_argument("--set", action="append", default=[], help="recipe override passed to the demo")
+    ap.add_argument("--report-only", action="store_true", help="do not run: print the figures of the finished --run-dir")
     args = ap.parse_args()
 
-    if args.run_dir.exists():
-        shutil.rmtree(args.run_dir)
-    env = dict(os.environ)
-    if not args.warm_cache:
-        env["LANGADAPT_CACHE"] = tempfile.mkdtemp(prefix="langadapt-cache-")
-    extra = [x for s in args.set for x in ("--set", s)]
-    wall = run_demo(args.run_dir, env, args.interrupt_at, extra)
+    wall = None
+    if not args.report_only:
+        if args.run_dir.exists():
+            shutil.rmtree(args.run_dir)
+        env = dict(os.environ)
+        if not args.warm_cache:
+            env["LANGADAPT_CACHE"] = tempfile.mkdtemp(prefix="langadapt-cache-")
+        extra = [x for s in args.set for x in ("--set", s)]
+        wall = run_demo(args.run_dir, env, args.interrupt_at, args.signal, extra)
 
     manifest = json.loads((args.run_dir / "manifest.json").read_text())
     results = json.loads((args.run_dir / "eval" / "results.json").read_text())
-    print(f"\nwall time: {wall / 60:.1f} min ({'cold' if not args.warm_cache else 'warm'} model cache, {os.cpu_count()} cores)")
+    if wall is not None:
+        print(f"\nwall time: {wall / 60:.1f} min ({'cold' if not args.warm_cache else 'warm'} model cache, {os.cpu_count()} cores)")
+    print("stage times from the manifest:")
     for stage, entry in manifest["stages"].items():
         print(f"  {stage:10s} {entry.get('seconds', 0):7.1f} s{'  (resumed)' if entry.get('resumed') else ''}")
     print(f"\n{'set':14s} {'base':>8s} {'adapted':>8s} {'ratio':>7s}  target")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -50,9 +51,14 @@ def _setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", module="peft")
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # `kill` ends a run like Ctrl-C: manifest says interrupted, checkpoints stay
+
+
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except LangAdaptError as e:
