@@ -94,3 +94,15 @@ def test_bible_readers_align_by_book_and_chapter():
     assert "{" not in eng["GEN.1"].text  # footnotes removed
     assert nya["RUT.1"].group == eng["RUT.1"].group == "RUT"
     assert set(BUILTIN_SOURCES.names()) >= {"bible-nya", "bible-eng", "udhr-eng"}
+
+
+def test_hub_reader_streams_a_local_dataset_folder(tmp_path):
+    pytest.importorskip("datasets")
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps({"text": f"doc {i}", "site": f"s{i % 2}"}) + "\n" for i in range(5)))
+    docs, stats = read(SourceConfig(path=f"hf:{folder}", language="yor", group_field="site"))
+    assert [d.text for d in docs] == [f"doc {i}" for i in range(5)] and docs[1].group == "s1"
+    assert stats.records == 5
+    with pytest.raises(InputError, match="cannot load data set"):
+        read(SourceConfig(path=f"hf:{folder}", language="yor", split="validation"))

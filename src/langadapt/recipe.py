@@ -61,6 +61,7 @@ class SourceConfig:
     )
     split_by: str = opt("line", "txt only: one document per line, per blank-line paragraph, or per file (line|paragraph|file)")
     split: str = opt("train", "hf: data set split to read")
+    subset: str = opt("", "hf: data set configuration, e.g. nya_Latn for HuggingFaceFW/fineweb-2")
     max_documents: int = opt(0, "read at most this many documents (0: all); the rest are counted as not read")
 
 

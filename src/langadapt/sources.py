@@ -12,6 +12,7 @@ import glob
 import gzip
 import importlib.util
 import io
+import itertools
 import json
 import re
 from collections import Counter
@@ -214,20 +215,24 @@ def read_files(src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iter
 
 
 def read_hub(src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iterator[Doc]:
-    """Stream a hub data set by name (online users); `hf:NAME` or `hf:NAME/CONFIG`."""
+    """Stream a data set with `datasets.load_dataset` (`hf:NAME`, a hub id or a local folder)."""
     if importlib.util.find_spec("datasets") is None:
         raise MissingDependencyError("datasets", "reading hf: sources", "pip install 'langadapt[datasets]'")
     from datasets import load_dataset
 
     name = src.path[len("hf:") :]
-    config = None
-    if name.count("/") >= 2:
-        name, config = name.rsplit("/", 1)
     try:
-        ds = load_dataset(name, config, split=src.split, streaming=True)
-    except Exception as e:  # network, missing data set, bad config: all user-facing
-        raise InputError(f"cannot load data set '{name}' (split {src.split}): {e}", hint="check the name, or download it and point path: at the files") from None
-    yield from _records_to_docs(Path(name.replace("/", "_")), iter(ds), src, docs_per_group, stats)
+        ds = load_dataset(name, src.subset or None, split=src.split, streaming=True)
+        rows = iter(ds)
+        first = next(rows, None)
+    except Exception as e:  # network, missing data set, bad subset or split: all user-facing
+        raise InputError(
+            f"cannot load data set '{name}' (subset {src.subset or 'default'}, split {src.split}): {str(e).splitlines()[0]}",
+            hint="check the name, subset and split, or download the files and point path: at them",
+        ) from None
+    if first is None:
+        return
+    yield from _records_to_docs(Path(name.replace("/", "_")), itertools.chain([first], rows), src, docs_per_group, stats)
 
 
 def read_source(src: SourceConfig, docs_per_group: int = 100) -> tuple[Iterator[Doc], ReadStats]:
@@ -266,7 +271,7 @@ def source_identity(src: SourceConfig) -> dict[str, object]:
         _, package = BUILTIN_SOURCES.get(src.path[len("builtin:") :])
         return {"builtin": src.path, "package": package, "version": _version(package)}
     if src.path.startswith("hf:"):
-        return {"hub": src.path, "split": src.split}
+        return {"hub": src.path, "subset": src.subset, "split": src.split}
     return {str(f): _file_identity(f) for f in expand_files(src.path)}
 
 
@@ -278,8 +283,6 @@ def _file_identity(path: Path) -> str:
 
 
 def _version(package: str) -> str:
-    if package == "langadapt":
-        return metadata.version("langadapt")
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
