@@ -63,7 +63,7 @@ def semantic_problems(recipe: "Recipe") -> list[str]:
     check(bool(tr.lora_targets), "train.lora_targets: list at least one module name")
     check(0.0 <= tr.replay_ratio < 1.0, "train.replay_ratio: must be in [0, 1)")
     if tr.replay_ratio > 0:
-        check(c.replay is not None, "train.replay_ratio: > 0 needs corpus.replay (or set train.replay_ratio: 0)")
+        check(c.replay is not None, "train.replay_ratio: > 0 needs a valid corpus.replay (or set train.replay_ratio: 0)")
     check(tr.seq_len >= 8, "train.seq_len: must be >= 8")
     check(tr.batch_size >= 1, "train.batch_size: must be >= 1")
     check(tr.max_steps >= 1, "train.max_steps: must be >= 1")
