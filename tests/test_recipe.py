@@ -93,3 +93,10 @@ def test_every_shipped_recipe_validates(name):
 def test_every_field_is_documented():
     for key, _default, help_text in field_help(Recipe):
         assert help_text, f"{key} has no help text"
+
+
+def test_empty_files_are_caught_by_validation(corpus_files, tiny_model, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    data = tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run")
+    data["corpus"]["target"]["path"] = str(tmp_path / "empty.txt")
+    assert any("holds only empty files" in p for p in problems(data))

@@ -30,7 +30,14 @@ class RunResult:
 
 
 def preflight(recipe: Recipe) -> None:
-    """Fail fast on a base model that cannot be found, before any corpus work."""
+    """Fail fast on a base model that cannot be found, before any corpus work.
+
+    Hub ids and folders are checked by loading their tokenizer (seconds). Bundled and
+    GGUF models were checked by validation (package and file present); importing them
+    here would put the one-off dequantisation before the corpus is known to be usable.
+    """
+    if recipe.model.base.startswith("builtin:") or recipe.model.gguf_file:
+        return
     load_tokenizer(resolve_base(recipe.model), recipe.model.revision)
 
 

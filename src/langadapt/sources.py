@@ -304,8 +304,12 @@ def source_problems(src: SourceConfig, key: str) -> list[str]:
     elif src.path.startswith("hf:"):
         if len(src.path) <= 3:
             p.append(f"{key}.path: give a data set name after hf:")
-    elif not expand_files(src.path):
-        p.append(f"{key}.path: no file matches '{src.path}'")
+    else:
+        files = expand_files(src.path)
+        if not files:
+            p.append(f"{key}.path: no file matches '{src.path}'")
+        elif all(f.stat().st_size == 0 for f in files):
+            p.append(f"{key}.path: '{src.path}' holds only empty files ({len(files)})")
     return p
 
 
