@@ -26,7 +26,7 @@ def test_txt_lines_paragraphs_files(tmp_path):
     assert stats.records == 4 and stats.skipped["blank"] == 1
     assert [d.group for d in docs] == ["a.txt#0", "a.txt#0", "a.txt#1"]  # consecutive documents grouped
     docs, _ = read(SourceConfig(path=str(f), language="nya", split_by="paragraph"))
-    assert [d.text for d in docs] == ["one", "two\nthree\n"]
+    assert [d.text for d in docs] == ["one", "two\nthree"]
     docs, _ = read(SourceConfig(path=str(f), language="nya", split_by="file"))
     assert len(docs) == 1
 

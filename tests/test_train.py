@@ -74,8 +74,9 @@ def test_methods_train_what_they_claim(tiny_recipe, method):
     assert (old_rows_same, new_rows_moved, layer_moved) == expected
     summary = read_json(rd.path("train") / "summary.json")
     assert summary["steps"] == 2 and summary["trainable_parameters"] > 0
+    assert sum(summary["tokens"].values()) == 2 * 4 * 32  # steps x batch x seq_len, split by language
     lines = (rd.path("train") / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and "loss_nya" in lines[0] or "loss_eng" in lines[0]
+    assert len(lines) == 2 and ("loss_nya" in lines[0] or "loss_eng" in lines[0])
 
 
 def _state_of(folder):

@@ -109,23 +109,36 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="strict")
 
 
+def _txt_pieces(f: io.TextIOBase, split_by: str) -> Iterator[str]:
+    """Documents of a text stream: per line, per blank-line paragraph, or the whole file."""
+    if split_by == "file":
+        yield f.read()
+        return
+    paragraph: list[str] = []
+    for line in f:
+        if split_by == "line":
+            yield line.rstrip("\n")
+        elif line.strip():
+            paragraph.append(line)
+        elif paragraph:
+            yield "".join(paragraph).rstrip("\n")
+            paragraph = []
+        else:
+            yield ""  # consecutive blank lines: counted as blank, like empty lines
+    if paragraph:
+        yield "".join(paragraph).rstrip("\n")
+
+
 def _read_txt(path: Path, src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iterator[Doc]:
-    with _open_text(path) as f:
-        content = f.read()
-    if src.split_by == "file":
-        pieces = [content]
-    elif src.split_by == "paragraph":
-        pieces = re.split(r"\n\s*\n", content)
-    else:
-        pieces = content.splitlines()
     n = 0
-    for piece in pieces:
-        stats.records += 1
-        if not piece.strip():
-            stats.skipped["blank"] += 1
-            continue
-        yield Doc(id=f"{path.name}:{n}", text=piece, group=f"{path.name}#{n // docs_per_group}")
-        n += 1
+    with _open_text(path) as f:
+        for piece in _txt_pieces(f, src.split_by):
+            stats.records += 1
+            if not piece.strip():
+                stats.skipped["blank"] += 1
+                continue
+            yield Doc(id=f"{path.name}:{n}", text=piece, group=f"{path.name}#{n // docs_per_group}")
+            n += 1
 
 
 def _records_to_docs(path: Path, rows: Iterator[dict | None], src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iterator[Doc]:

@@ -244,8 +244,8 @@ def _optimizer(model: Any, cfg: TrainConfig) -> "torch.optim.Optimizer":
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def train_loop(model: Any, tok: "PreTrainedTokenizerBase", streams: dict[str, TokenStream], target: str,
-               replay: str | None, recipe: Recipe, out: Path) -> dict[str, Any]:
+def train_loop(model: Any, streams: dict[str, TokenStream], target: str, replay: str | None, recipe: Recipe,
+               out: Path) -> dict[str, Any]:
     import torch
 
     cfg = recipe.train
@@ -261,7 +261,6 @@ def train_loop(model: Any, tok: "PreTrainedTokenizerBase", streams: dict[str, To
         metrics_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= start))
     elif metrics_path.exists():
         metrics_path.unlink()
-    trained_tokens = {target: 0, **({replay: 0} if replay else {})}
     model.train()
     t0, tokens_done = time.time(), 0
     for step in range(start, cfg.max_steps):
@@ -281,8 +280,6 @@ def train_loop(model: Any, tok: "PreTrainedTokenizerBase", streams: dict[str, To
         opt.zero_grad(set_to_none=True)
         done = step + 1
         tokens_done += batch.numel()
-        for lang in langs:
-            trained_tokens[lang] += cfg.seq_len  # type: ignore[index]
         row: dict[str, Any] = {"step": done, "loss": round(loss.item(), 4), "lr": lr,
                                "tokens_per_s": round(batch.numel() / (time.time() - ts), 1)}
         for lang in set(langs):
@@ -297,7 +294,17 @@ def train_loop(model: Any, tok: "PreTrainedTokenizerBase", streams: dict[str, To
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
             save_checkpoint(out, done, model, opt, streams, cfg.keep_checkpoints)
     return {"steps": cfg.max_steps, "resumed_from_step": start, "tokens_this_session": tokens_done,
-            "seconds_this_session": round(time.time() - t0, 1)}
+            "seconds_this_session": round(time.time() - t0, 1),
+            "tokens": tokens_per_language(cfg, recipe.seed, target, replay)}
+
+
+def tokens_per_language(cfg: TrainConfig, seed: int, target: str, replay: str | None) -> dict[str, int]:
+    """Tokens trained per language over the whole run (the mix is a function of the step)."""
+    n_replay = sum(sum(batch_languages(s, cfg.batch_size, cfg.replay_ratio, seed)) for s in range(cfg.max_steps)) if replay else 0
+    out = {target: (cfg.max_steps * cfg.batch_size - n_replay) * cfg.seq_len}
+    if replay:
+        out[replay] = n_replay * cfg.seq_len
+    return out
 
 
 def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
@@ -328,7 +335,7 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
         if lang:
             texts = [d.text for d in corpus_stage.read_docs(corpus_dir / lang / "train.parquet")]
             streams[lang] = TokenStream(texts, tok, sep, cfg.seq_len, recipe.seed + len(streams))
-    summary = train_loop(model, tok, streams, target, replay, recipe, ctx.out)
+    summary = train_loop(model, streams, target, replay, recipe, ctx.out)
 
     # the merged model is what evaluation and export read; the adapter stays for those who want it
     if hasattr(model, "merge_and_unload"):
