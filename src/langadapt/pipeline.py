@@ -38,7 +38,9 @@ def preflight(recipe: Recipe) -> None:
     """
     if recipe.model.base.startswith("builtin:") or recipe.model.gguf_file:
         return
-    load_tokenizer(resolve_base(recipe.model), recipe.model.revision)
+    tok = load_tokenizer(resolve_base(recipe.model), recipe.model.revision)
+    if recipe.tokenizer.method == "extend":
+        tokenizer.check_extendable(tok)
 
 
 def run(recipe: Recipe, stages: tuple[str, ...] = STAGES, force: bool = False) -> RunResult:

@@ -94,6 +94,11 @@ def _merge_pair(m: Any) -> tuple[str, str]:
     return m[0], m[1]
 
 
+def check_extendable(tok: "PreTrainedTokenizerBase") -> None:
+    """Raise a ConfigError unless `extend` can work on this tokenizer."""
+    _bpe_state(tok)
+
+
 def _bpe_state(tok: "PreTrainedTokenizerBase") -> dict[str, Any]:
     if not getattr(tok, "is_fast", False):
         raise ConfigError(["tokenizer.method extend: the base tokenizer has no fast (tokenizer.json) version"])
