@@ -48,11 +48,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/bench-demo"), help="run directory (wiped first)")
     ap.add_argument("--warm-cache", action="store_true", help="reuse the imported model cache instead of a cold one")
-    ap.add_argument("--interrupt-at", type=int, default=None, help="kill the demo once this training checkpoint exists, then resume")
-    ap.add_argument("--signal", default="TERM", choices=["INT", "TERM", "KILL"], help="how to kill it (KILL: no chance to clean up)")
-    ap.add_argument("--reference", type=Path, default=None, help="an uninterrupted run directory to compare results with")
+    ap.add_argument(
+        "--interrupt-at", type=int, default=None, help="kill the demo once this training checkpoint exists, then resume"
+    )
+    ap.add_argument(
+        "--signal", default="TERM", choices=["INT", "TERM", "KILL"], help="how to kill it (KILL: no chance to clean up)"
+    )
+    ap.add_argument(
+        "--reference", type=Path, default=None, help="an uninterrupted run directory to compare results with"
+    )
     ap.add_argument("--set", action="append", default=[], help="recipe override passed to the demo")
-    ap.add_argument("--report-only", action="store_true", help="do not run: print the figures of the finished --run-dir")
+    ap.add_argument(
+        "--report-only", action="store_true", help="do not run: print the figures of the finished --run-dir"
+    )
     args = ap.parse_args()
 
     wall = None
@@ -68,7 +76,9 @@ def main() -> None:
     manifest = json.loads((args.run_dir / "manifest.json").read_text())
     results = json.loads((args.run_dir / "eval" / "results.json").read_text())
     if wall is not None:
-        print(f"\nwall time: {wall / 60:.1f} min ({'cold' if not args.warm_cache else 'warm'} model cache, {os.cpu_count()} cores)")
+        print(
+            f"\nwall time: {wall / 60:.1f} min ({'cold' if not args.warm_cache else 'warm'} model cache, {os.cpu_count()} cores)"
+        )
     print("stage times from the manifest:")
     for stage, entry in manifest["stages"].items():
         print(f"  {stage:10s} {entry.get('seconds', 0):7.1f} s{'  (resumed)' if entry.get('resumed') else ''}")
@@ -85,7 +95,9 @@ def main() -> None:
         print("\nagainst the reference run:")
         for name, r in results["bits_per_byte"].items():
             other = ref["bits_per_byte"][name]["adapted"]
-            print(f"  {name:14s} this {r['adapted']:.4f}  reference {other:.4f}  difference {r['adapted'] - other:+.5f}")
+            print(
+                f"  {name:14s} this {r['adapted']:.4f}  reference {other:.4f}  difference {r['adapted'] - other:+.5f}"
+            )
     sys.exit(0 if ok else 1)
 
 

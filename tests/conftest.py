@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 SYLLABLES = ["ndi", "ku", "mwa", "zi", "tha", "pa", "nga", "chi", "lu", "we", "mu", "ye", "dza", "kha", "ntchi"]
-ENGLISH = ("the a man woman went to city and saw house river light word people king land said day "
-           "of in with from over under good great small old new").split()
+ENGLISH = (
+    "the a man woman went to city and saw house river light word people king land said day "
+    "of in with from over under good great small old new"
+).split()
 
 
 def target_docs(n_groups: int = 12, per_group: int = 6, seed: int = 0) -> list[dict[str, str]]:
@@ -56,14 +58,24 @@ def build_tiny_model(folder: Path, tie: bool = True) -> Path:
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tk.train_from_iterator(english_lines(300, seed=3) + [d["text"] for d in target_docs(seed=9)[:5]], trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="<|endoftext|>")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=tie, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=tie,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     model = LlamaForCausalLM(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -95,8 +107,12 @@ def tiny_recipe_dict(corpus_files: dict[str, Path], model_dir: Path, run_dir: Pa
         "tokenizer": {"method": "extend", "new_tokens": 40, "target_vocab_size": 500},
         "init": {"method": "fvt"},
         "train": {"max_steps": 4, "seq_len": 32, "batch_size": 4, "warmup_steps": 1, "save_every": 2, "lr": 5e-3},
-        "eval": {"max_chars": 3000, "context_length": 64, "stride": 32,
-                 "extra_sets": [{"path": str(corpus_files["ood"]), "language": "eng", "name": "eng-ood"}]},
+        "eval": {
+            "max_chars": 3000,
+            "context_length": 64,
+            "stride": 32,
+            "extra_sets": [{"path": str(corpus_files["ood"]), "language": "eng", "name": "eng-ood"}],
+        },
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
@@ -108,7 +124,9 @@ def tiny_recipe(corpus_files: dict[str, Path], tiny_model: Path, tmp_path: Path)
     from langadapt.recipe import Recipe
 
     def make(run_dir: str | None = None, **sections: Any) -> Recipe:
-        return Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, Path(run_dir or tmp_path / "run"), **sections))
+        return Recipe.from_dict(
+            tiny_recipe_dict(corpus_files, tiny_model, Path(run_dir or tmp_path / "run"), **sections)
+        )
 
     return make
 

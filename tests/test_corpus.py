@@ -20,7 +20,13 @@ def test_normalize():
 
 def test_clean_filters_and_dedups():
     cfg = CorpusConfig(target=SourceConfig(path="x", language="nya"), min_chars=5, max_chars=20)
-    docs = [Doc("1", "hello world", "a"), Doc("2", "hello  world", "a"), Doc("3", "hi", "a"), Doc("4", "x" * 30, "b"), Doc("5", "   ", "b")]
+    docs = [
+        Doc("1", "hello world", "a"),
+        Doc("2", "hello  world", "a"),
+        Doc("3", "hi", "a"),
+        Doc("4", "x" * 30, "b"),
+        Doc("5", "   ", "b"),
+    ]
     kept, dropped = corpus.clean(docs, cfg)
     assert [d.id for d in kept] == ["1"]
     assert sorted(r for _, r in dropped) == ["duplicate", "empty", "too_long", "too_short"]

@@ -4,9 +4,9 @@ finished stages, and one clear error (no traceback) for each kind of bad input."
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_recipe_dict, write_recipe
 from typer.testing import CliRunner
 
-from conftest import tiny_recipe_dict, write_recipe
 from langadapt.cli import app
 from langadapt.rundir import read_json
 
@@ -49,7 +49,10 @@ def test_whole_pipeline_then_rerun_skips_everything(corpus_files, tiny_model, tm
     for stage in ("corpus", "tokenizer", "init"):
         assert again[stage]["started"] == before[stage]["started"]
     for stage in ("train", "eval", "report"):
-        assert again[stage]["started"] != before[stage]["started"] or again[stage]["fingerprint"] != before[stage]["fingerprint"]
+        assert (
+            again[stage]["started"] != before[stage]["started"]
+            or again[stage]["fingerprint"] != before[stage]["fingerprint"]
+        )
 
 
 def test_single_stage_commands_name_the_missing_stage(corpus_files, tiny_model, tmp_path):
@@ -87,7 +90,9 @@ def test_bad_recipes_fail_before_work_with_one_clear_error(corpus_files, tiny_mo
 def test_empty_corpus_fails_with_counts(corpus_files, tiny_model, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
-    recipe = _bad(corpus_files, tiny_model, tmp_path, lambda d: d["corpus"]["target"].update(path=str(empty), group_field=""))
+    recipe = _bad(
+        corpus_files, tiny_model, tmp_path, lambda d: d["corpus"]["target"].update(path=str(empty), group_field="")
+    )
     code, out = invoke("run", str(recipe))
     assert code == 1 and "no nya documents left" in out and "blank" in out and "Traceback" not in out
     assert not (tmp_path / "run" / "corpus").exists()
@@ -101,7 +106,10 @@ def test_unreachable_hub_model_fails_before_corpus_work(corpus_files, tiny_model
     assert not (tmp_path / "run" / "corpus").exists()
 
 
-@pytest.mark.parametrize("registry", ["init-methods", "tokenizer-methods", "train-methods", "objectives", "filters", "sources", "models", "recipes"])
+@pytest.mark.parametrize(
+    "registry",
+    ["init-methods", "tokenizer-methods", "train-methods", "objectives", "filters", "sources", "models", "recipes"],
+)
 def test_list(registry):
     code, out = invoke("list", registry)
     assert code == 0 and out.strip()
@@ -112,7 +120,9 @@ def test_list_unknown_registry():
     assert code == 1 and "valid: init-methods" in out
 
 
-@pytest.mark.parametrize("command", ["demo", "run", "validate", "list", "corpus", "tokenizer", "init", "train", "eval", "report"])
+@pytest.mark.parametrize(
+    "command", ["demo", "run", "validate", "list", "corpus", "tokenizer", "init", "train", "eval", "report"]
+)
 def test_help(command):
     code, out = invoke(command, "--help")
     assert code == 0 and "Usage" in out
@@ -125,18 +135,28 @@ def test_validate_explain_documents_every_key(corpus_files, tiny_model, tmp_path
 
 
 def test_unigram_base_cannot_be_extended_and_says_so_before_work(corpus_files, tmp_path):
+    from conftest import english_lines
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from conftest import english_lines
-
     tk = Tokenizer(models.Unigram())
     tk.pre_tokenizer = pre_tokenizers.Metaspace()
-    tk.train_from_iterator(english_lines(200), trainers.UnigramTrainer(vocab_size=120, special_tokens=["<s>", "</s>", "<unk>"], unk_token="<unk>"))
+    tk.train_from_iterator(
+        english_lines(200),
+        trainers.UnigramTrainer(vocab_size=120, special_tokens=["<s>", "</s>", "<unk>"], unk_token="<unk>"),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     folder = tmp_path / "unigram-model"
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(folder)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    ).save_pretrained(folder)
     tok.save_pretrained(folder)
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe_dict(corpus_files, folder, tmp_path / "run"))
     code, out = invoke("run", str(recipe))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_recipe_dict, write_recipe
+
 from langadapt.errors import ConfigError
 from langadapt.recipe import Recipe, apply_overrides, field_help, shipped_recipes
 
@@ -61,7 +61,9 @@ def test_unknown_builtin_names_list_valid_ones(corpus_files, tiny_model, tmp_pat
 
 def test_overrides_apply_and_are_typed(corpus_files, tiny_model, tmp_path):
     data = tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run")
-    r = Recipe.from_dict(data, overrides=("train.max_steps=7", "init.method=mean", "corpus.heldout_groups=[G01]", "train.lr=2e-3"))
+    r = Recipe.from_dict(
+        data, overrides=("train.max_steps=7", "init.method=mean", "corpus.heldout_groups=[G01]", "train.lr=2e-3")
+    )
     assert (r.train.max_steps, r.init.method, r.corpus.heldout_groups, r.train.lr) == (7, "mean", ("G01",), 0.002)
     assert any("expected key=value" in p for p in problems(data, ("train.max_steps",)))
     bad: list[str] = []

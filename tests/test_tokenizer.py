@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import english_lines, target_docs
+
 from langadapt import corpus, tokenizer
 from langadapt.rundir import RunDir, read_json
 

@@ -1,8 +1,8 @@
 """langadapt: adapt pretrained language models to under-served languages.
 
-    from langadapt import Recipe, run
-    result = run(Recipe.from_yaml("my-recipe.yaml"))
-    print(result.results["bits_per_byte"])
+from langadapt import Recipe, run
+result = run(Recipe.from_yaml("my-recipe.yaml"))
+print(result.results["bits_per_byte"])
 """
 
 from langadapt.errors import LangAdaptError

@@ -82,8 +82,14 @@ def _load(recipe: str, overrides: Optional[list[str]], run_dir: Optional[Path]):
     return Recipe.from_yaml(find_recipe(recipe), overrides=sets)
 
 
-def _run(recipe: str, overrides: Optional[list[str]], run_dir: Optional[Path], stages: tuple[str, ...], force: bool,
-         verbose: bool) -> None:
+def _run(
+    recipe: str,
+    overrides: Optional[list[str]],
+    run_dir: Optional[Path],
+    stages: tuple[str, ...],
+    force: bool,
+    verbose: bool,
+) -> None:
     from langadapt.pipeline import run
 
     _setup_logging(verbose)
@@ -104,7 +110,9 @@ def _print_results(results: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col == "set" else "right")
     for name, r in results["bits_per_byte"].items():
         color = "green" if r["relative_change"] < 0 else "red"
-        table.add_row(name, f"{r['base']:.4f}", f"{r['adapted']:.4f}", f"[{color}]{100 * r['relative_change']:+.1f}%[/]")
+        table.add_row(
+            name, f"{r['base']:.4f}", f"{r['adapted']:.4f}", f"[{color}]{100 * r['relative_change']:+.1f}%[/]"
+        )
     out.print(table)
 
 
@@ -132,16 +140,24 @@ def demo(
 
 @app.command("run")
 @handled
-def run_cmd(recipe: str = RecipeArg, overrides: Optional[list[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
-            force: bool = ForceOpt, verbose: bool = VerboseOpt) -> None:
+def run_cmd(
+    recipe: str = RecipeArg,
+    overrides: Optional[list[str]] = SetOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    force: bool = ForceOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
     """Run every stage of a recipe; finished stages are skipped, an interrupted one resumes."""
     _run(recipe, overrides, run_dir, _all_stages(), force, verbose)
 
 
 @app.command()
 @handled
-def validate(recipe: str = RecipeArg, overrides: Optional[list[str]] = SetOpt,
-             explain: bool = typer.Option(False, "--explain", help="also print every recipe key with its default and meaning")) -> None:
+def validate(
+    recipe: str = RecipeArg,
+    overrides: Optional[list[str]] = SetOpt,
+    explain: bool = typer.Option(False, "--explain", help="also print every recipe key with its default and meaning"),
+) -> None:
     """Check a recipe without running anything; reports every problem at once."""
     from langadapt.recipe import Recipe, field_help
 
@@ -152,7 +168,16 @@ def validate(recipe: str = RecipeArg, overrides: Optional[list[str]] = SetOpt,
             out.print(f"[bold]{key}[/] {('= ' + default) if default else ''}\n    {help_text}", highlight=False)
 
 
-REGISTRY_NAMES = ("init-methods", "tokenizer-methods", "train-methods", "objectives", "filters", "sources", "models", "recipes")
+REGISTRY_NAMES = (
+    "init-methods",
+    "tokenizer-methods",
+    "train-methods",
+    "objectives",
+    "filters",
+    "sources",
+    "models",
+    "recipes",
+)
 
 
 @app.command("list")
@@ -182,8 +207,13 @@ def _all_stages() -> tuple[str, ...]:
 
 def _stage_command(stage: str, doc: str) -> None:
     @handled
-    def command(recipe: str = RecipeArg, overrides: Optional[list[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
-                force: bool = ForceOpt, verbose: bool = VerboseOpt) -> None:
+    def command(
+        recipe: str = RecipeArg,
+        overrides: Optional[list[str]] = SetOpt,
+        run_dir: Optional[Path] = RunDirOpt,
+        force: bool = ForceOpt,
+        verbose: bool = VerboseOpt,
+    ) -> None:
         _run(recipe, overrides, run_dir, (stage,), force, verbose)
 
     command.__doc__ = doc
@@ -191,7 +221,9 @@ def _stage_command(stage: str, doc: str) -> None:
 
 
 _stage_command("corpus", "Stage 1: read, clean, deduplicate and split the text (writes corpus/).")
-_stage_command("tokenizer", "Stage 2: adapt the tokenizer and measure it before/after (needs corpus/; writes tokenizer/).")
+_stage_command(
+    "tokenizer", "Stage 2: adapt the tokenizer and measure it before/after (needs corpus/; writes tokenizer/)."
+)
 _stage_command("init", "Stage 3: initialise rows for new tokens (needs tokenizer/; writes model-init/).")
 _stage_command("train", "Stage 4: continued pretraining, resumable (needs model-init/; writes train/).")
 _stage_command("eval", "Stage 5: base vs adapted bits per byte per language (needs train/; writes eval/).")

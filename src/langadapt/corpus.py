@@ -146,14 +146,22 @@ def _process(src: SourceConfig, cfg: CorpusConfig, out: Path) -> dict[str, Any]:
     assert accounted == read_stats.records, f"corpus accounting: {accounted} != {read_stats.records}"
     log.info(
         "%s: %d records -> %d train / %d held-out documents; dropped %s",
-        lang, read_stats.records, len(train), len(heldout), stats["dropped"] or "none",
+        lang,
+        read_stats.records,
+        len(train),
+        len(heldout),
+        stats["dropped"] or "none",
     )
     return stats
 
 
 def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
     cfg = recipe.corpus
-    stats: dict[str, Any] = {"target": cfg.target.language, "replay": cfg.replay.language if cfg.replay else None, "languages": {}}
+    stats: dict[str, Any] = {
+        "target": cfg.target.language,
+        "replay": cfg.replay.language if cfg.replay else None,
+        "languages": {},
+    }
     for src in (cfg.target, cfg.replay):
         if src is not None:
             stats["languages"][src.language] = _process(src, cfg, ctx.out)
@@ -165,7 +173,10 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
             hint="name existing groups in corpus.heldout_groups, or raise corpus.heldout_fraction",
         )
     if target["train"]["documents"] == 0:
-        raise InputError(f"corpus: every {cfg.target.language} document is held out; nothing is left to train on", hint="hold out fewer groups")
+        raise InputError(
+            f"corpus: every {cfg.target.language} document is held out; nothing is left to train on",
+            hint="hold out fewer groups",
+        )
     write_json(ctx.out / "stats.json", stats)
 
 

@@ -62,7 +62,9 @@ def init_mvn(x: InitInputs) -> "torch.Tensor":
     return (mean + z @ chol.T).to(x.old.dtype)
 
 
-@INIT_METHODS.register("fvt", help="mean of the old rows of the token's pieces under the old tokenizer (Fast Vocabulary Transfer)")
+@INIT_METHODS.register(
+    "fvt", help="mean of the old rows of the token's pieces under the old tokenizer (Fast Vocabulary Transfer)"
+)
 def init_fvt(x: InitInputs) -> "torch.Tensor":
     out = init_mean(x)
     for i, ids in enumerate(x.pieces):
@@ -133,16 +135,25 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
         "initialised_rows": len(fresh),
         "tied_embeddings": tied,
         "output_head_initialised": old_out is not None,
-        "pieces_per_new_token": {"mean": sum(lens) / len(lens) if lens else 0.0, "max": max(lens, default=0),
-                                 "undecomposable": sum(1 for n in lens if n == 0)},
+        "pieces_per_new_token": {
+            "mean": sum(lens) / len(lens) if lens else 0.0,
+            "max": max(lens, default=0),
+            "undecomposable": sum(1 for n in lens if n == 0),
+        },
     }
     write_json(ctx.out / "init_report.json", report)
-    log.info("init: %d rows copied, %d new rows by %s (tied head: %s)", len(copied), len(fresh), recipe.init.method, tied)
+    log.info(
+        "init: %d rows copied, %d new rows by %s (tied head: %s)", len(copied), len(fresh), recipe.init.method, tied
+    )
 
 
 def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
-    return {"tokenizer": rd.fingerprint_of("tokenizer"), "model": recipe.to_dict()["model"],
-            "config": recipe.to_dict()["init"], "seed": recipe.seed}
+    return {
+        "tokenizer": rd.fingerprint_of("tokenizer"),
+        "model": recipe.to_dict()["model"],
+        "config": recipe.to_dict()["init"],
+        "seed": recipe.seed,
+    }
 
 
 def run(recipe: Recipe, rd: RunDir, force: bool = False) -> Path:

@@ -60,8 +60,9 @@ def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def bits_per_byte(model: "PreTrainedModel", tok: "PreTrainedTokenizerBase", texts: list[str], cfg: EvalConfig,
-                  desc: str = "") -> dict[str, float]:
+def bits_per_byte(
+    model: "PreTrainedModel", tok: "PreTrainedTokenizerBase", texts: list[str], cfg: EvalConfig, desc: str = ""
+) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
@@ -128,12 +129,15 @@ def eval_sets(recipe: Recipe, rd: RunDir) -> list[EvalSet]:
     return sets
 
 
-def evaluate_model(model: "PreTrainedModel", tok: "PreTrainedTokenizerBase", sets: list[EvalSet], cfg: EvalConfig,
-                   label: str) -> dict[str, dict[str, float]]:
+def evaluate_model(
+    model: "PreTrainedModel", tok: "PreTrainedTokenizerBase", sets: list[EvalSet], cfg: EvalConfig, label: str
+) -> dict[str, dict[str, float]]:
     out = {}
     for s in sets:
         out[s.name] = bits_per_byte(model, tok, s.texts, cfg, desc=f"{label}: {s.name}")
-        log.info("%s on %s: %.4f bits/byte (%d tokens)", label, s.name, out[s.name]["bits_per_byte"], out[s.name]["tokens"])
+        log.info(
+            "%s on %s: %.4f bits/byte (%d tokens)", label, s.name, out[s.name]["bits_per_byte"], out[s.name]["tokens"]
+        )
     return out
 
 
@@ -146,9 +150,17 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
     sets = eval_sets(recipe, rd)
     base_path = resolve_base(recipe.model)
     results: dict[str, Any] = {
-        "sets": {s.name: {"language": s.language, "kind": s.kind, "documents": len(s.texts),
-                          "characters": sum(len(t) for t in s.texts), "skipped_documents": s.skipped_documents,
-                          "skipped_characters": s.skipped_characters} for s in sets},
+        "sets": {
+            s.name: {
+                "language": s.language,
+                "kind": s.kind,
+                "documents": len(s.texts),
+                "characters": sum(len(t) for t in s.texts),
+                "skipped_documents": s.skipped_documents,
+                "skipped_characters": s.skipped_characters,
+            }
+            for s in sets
+        },
         "models": {"base": recipe.model.base, "adapted": str(final)},
         "bits_per_byte": {},
     }
@@ -160,16 +172,24 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
     for s in sets:
         b, a = scores["base"][s.name], scores["adapted"][s.name]
         results["bits_per_byte"][s.name] = {
-            "base": b["bits_per_byte"], "adapted": a["bits_per_byte"],
+            "base": b["bits_per_byte"],
+            "adapted": a["bits_per_byte"],
             "relative_change": (a["bits_per_byte"] - b["bits_per_byte"]) / b["bits_per_byte"],
-            "base_tokens": b["tokens"], "adapted_tokens": a["tokens"], "bytes": b["bytes"],
+            "base_tokens": b["tokens"],
+            "adapted_tokens": a["tokens"],
+            "bytes": b["bytes"],
         }
     write_json(ctx.out / "results.json", results)
 
 
 def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
-    return {"train": rd.fingerprint_of("train"), "corpus": rd.fingerprint_of("corpus"), "model": recipe.to_dict()["model"],
-            "config": recipe.to_dict()["eval"], "extra": [source_identity(s) for s in recipe.eval.extra_sets]}
+    return {
+        "train": rd.fingerprint_of("train"),
+        "corpus": rd.fingerprint_of("corpus"),
+        "model": recipe.to_dict()["model"],
+        "config": recipe.to_dict()["eval"],
+        "extra": [source_identity(s) for s in recipe.eval.extra_sets],
+    }
 
 
 def run(recipe: Recipe, rd: RunDir, force: bool = False) -> Path:

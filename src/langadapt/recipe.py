@@ -59,7 +59,9 @@ class SourceConfig:
         "column or key naming the document's group (book, site, author); held-out text is split by whole "
         "groups. Empty: txt files group consecutive documents (see corpus.docs_per_group)",
     )
-    split_by: str = opt("line", "txt only: one document per line, per blank-line paragraph, or per file (line|paragraph|file)")
+    split_by: str = opt(
+        "line", "txt only: one document per line, per blank-line paragraph, or per file (line|paragraph|file)"
+    )
     split: str = opt("train", "hf: data set split to read")
     subset: str = opt("", "hf: data set configuration, e.g. nya_Latn for HuggingFaceFW/fineweb-2")
     max_documents: int = opt(0, "read at most this many documents (0: all); the rest are counted as not read")
@@ -75,13 +77,19 @@ class CorpusConfig:
     heldout_groups: tuple[str, ...] = opt(
         (), "groups held out for evaluation (never trained on), in every language; empty: use heldout_fraction"
     )
-    heldout_fraction: float = opt(0.02, "fraction of groups (chosen by a stable hash) held out when heldout_groups is empty")
-    docs_per_group: int = opt(100, "txt sources without groups: consecutive documents per group, so held-out text is contiguous")
+    heldout_fraction: float = opt(
+        0.02, "fraction of groups (chosen by a stable hash) held out when heldout_groups is empty"
+    )
+    docs_per_group: int = opt(
+        100, "txt sources without groups: consecutive documents per group, so held-out text is contiguous"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class TokenizerConfig:
-    method: str = opt("extend", "extend: add the most useful target-language tokens to the base tokenizer; keep: unchanged")
+    method: str = opt(
+        "extend", "extend: add the most useful target-language tokens to the base tokenizer; keep: unchanged"
+    )
     new_tokens: int = opt(2000, "extend: number of new tokens to add")
     target_vocab_size: int = opt(8000, "size of the target-language BPE trained to propose new tokens")
     min_frequency: int = opt(2, "a proposed token must occur at least this often in the training text")
@@ -94,7 +102,10 @@ class InitConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    method: str = opt("lora", "lora: LoRA on the transformer + trainable new-token rows; full: all weights (see `langadapt list train-methods`)")
+    method: str = opt(
+        "lora",
+        "lora: LoRA on the transformer + trainable new-token rows; full: all weights (see `langadapt list train-methods`)",
+    )
     objective: str = opt("clm", "training objective (see `langadapt list objectives`)")
     lora_rank: int = opt(16, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA scaling numerator (scale = alpha / rank)")
@@ -121,10 +132,14 @@ class TrainConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    max_chars: int = opt(30_000, "evaluate at most this many characters per set (whole documents; the rest is counted as skipped)")
+    max_chars: int = opt(
+        30_000, "evaluate at most this many characters per set (whole documents; the rest is counted as skipped)"
+    )
     context_length: int = opt(512, "tokens per evaluation window; longer documents are scored with a sliding window")
     stride: int = opt(256, "new tokens scored per window after the first (the rest is context)")
-    extra_sets: tuple[SourceConfig, ...] = opt((), "additional evaluation-only sets, e.g. out-of-domain text in the source language")
+    extra_sets: tuple[SourceConfig, ...] = opt(
+        (), "additional evaluation-only sets, e.g. out-of-domain text in the source language"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,7 +220,9 @@ def _to_plain(obj: Any) -> Any:
 # -- overrides ----------------------------------------------------------------------
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...], problems: list[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str] | tuple[str, ...], problems: list[str]
+) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides (value parsed as YAML) to a copy of `data`."""
     import copy
 

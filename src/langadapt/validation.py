@@ -41,7 +41,10 @@ def semantic_problems(recipe: "Recipe") -> list[str]:
     if c.replay is not None:
         p.extend(sources.source_problems(c.replay, "corpus.replay"))
         check(c.replay.language != c.target.language, "corpus.replay.language: must differ from corpus.target.language")
-    check(c.normalization in NORMALIZATIONS, f"corpus.normalization: '{c.normalization}' is not one of {', '.join(NORMALIZATIONS)}")
+    check(
+        c.normalization in NORMALIZATIONS,
+        f"corpus.normalization: '{c.normalization}' is not one of {', '.join(NORMALIZATIONS)}",
+    )
     check(c.min_chars >= 0, "corpus.min_chars: must be >= 0")
     check(c.max_chars > c.min_chars, "corpus.max_chars: must be greater than corpus.min_chars")
     check(0.0 < c.heldout_fraction < 0.5, "corpus.heldout_fraction: must be between 0 and 0.5")
@@ -51,7 +54,9 @@ def semantic_problems(recipe: "Recipe") -> list[str]:
     name_in(TOKENIZER_METHODS, t.method, "tokenizer.method")
     if t.method == "extend":
         check(t.new_tokens >= 1, "tokenizer.new_tokens: must be >= 1 with method 'extend'")
-        check(t.target_vocab_size >= 300, "tokenizer.target_vocab_size: must be >= 300 (the byte alphabet alone is 256)")
+        check(
+            t.target_vocab_size >= 300, "tokenizer.target_vocab_size: must be >= 300 (the byte alphabet alone is 256)"
+        )
     check(t.min_frequency >= 1, "tokenizer.min_frequency: must be >= 1")
 
     name_in(INIT_METHODS, recipe.init.method, "init.method")
@@ -63,7 +68,9 @@ def semantic_problems(recipe: "Recipe") -> list[str]:
     check(bool(tr.lora_targets), "train.lora_targets: list at least one module name")
     check(0.0 <= tr.replay_ratio < 1.0, "train.replay_ratio: must be in [0, 1)")
     if tr.replay_ratio > 0:
-        check(c.replay is not None, "train.replay_ratio: > 0 needs a valid corpus.replay (or set train.replay_ratio: 0)")
+        check(
+            c.replay is not None, "train.replay_ratio: > 0 needs a valid corpus.replay (or set train.replay_ratio: 0)"
+        )
     check(tr.seq_len >= 8, "train.seq_len: must be >= 8")
     check(tr.batch_size >= 1, "train.batch_size: must be >= 1")
     check(tr.max_steps >= 1, "train.max_steps: must be >= 1")
