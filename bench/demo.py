@@ -82,6 +82,12 @@ def main() -> None:
     print("stage times from the manifest:")
     for stage, entry in manifest["stages"].items():
         print(f"  {stage:10s} {entry.get('seconds', 0):7.1f} s{'  (resumed)' if entry.get('resumed') else ''}")
+    summary = json.loads((args.run_dir / "train" / "summary.json").read_text())
+    session = summary["tokens_this_session"] / max(summary["seconds_this_session"], 1e-9)
+    resumed = f", last session resumed at step {summary['resumed_from_step']}" if summary["resumed_from_step"] else ""
+    print(
+        f"training throughput: {session:.0f} tokens/s{resumed}; tokens trained per language: {summary.get('tokens', {})}"
+    )
     print(f"\n{'set':14s} {'base':>8s} {'adapted':>8s} {'ratio':>7s}  target")
     ok = True
     for name, r in results["bits_per_byte"].items():

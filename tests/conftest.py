@@ -51,9 +51,8 @@ def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def build_tiny_model(folder: Path, tie: bool = True) -> Path:
     """A 2-layer Llama with a 400-token byte-level BPE trained on English-like text."""
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -63,6 +62,14 @@ def build_tiny_model(folder: Path, tie: bool = True) -> Path:
     )
     tk.train_from_iterator(english_lines(300, seed=3) + [d["text"] for d in target_docs(seed=9)[:5]], trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="<|endoftext|>")
+    return save_tiny_llama(folder, tok, tie)
+
+
+def save_tiny_llama(folder: Path, tok: Any, tie: bool = True) -> Path:
+    """A 2-layer, width-32 Llama sized to `tok`, saved with it as an HF folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tok),
@@ -76,9 +83,8 @@ def build_tiny_model(folder: Path, tie: bool = True) -> Path:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
-    model = LlamaForCausalLM(config)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    LlamaForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 

