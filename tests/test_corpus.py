@@ -7,6 +7,7 @@ import json
 import pytest
 
 from langadapt import corpus
+from langadapt.documents import read_docs
 from langadapt.errors import InputError
 from langadapt.recipe import CorpusConfig, SourceConfig
 from langadapt.rundir import RunDir, read_json
@@ -51,9 +52,9 @@ def test_stage_accounts_for_every_record(tiny_recipe, corpus_files, tmp_path):
     assert nya["records_read"] == len(lines) + 3
     assert nya["dropped"] == {"duplicate": 1, "too_short": 1} and nya["skipped_while_reading"] == {"unparseable": 1}
     assert nya["heldout"]["groups"] == ["G03", "G07"]
-    train_groups = {d.group for d in corpus.read_docs(rd.path("corpus") / "nya" / "train.parquet")}
+    train_groups = {d.group for d in read_docs(rd.path("corpus") / "nya" / "train.parquet")}
     assert not train_groups & {"G03", "G07"}
-    dropped = corpus.read_docs(rd.path("corpus") / "dropped" / "nya.parquet")
+    dropped = read_docs(rd.path("corpus") / "dropped" / "nya.parquet")
     assert len(dropped) == 2
     assert stats["languages"]["eng"]["heldout"]["groups"] == ["english.txt#0"]
 

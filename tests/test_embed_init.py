@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from langadapt import corpus, embed_init, tokenizer
-from langadapt.embed_init import INIT_METHODS, InitInputs
+from langadapt import corpus, tokenizer
+from langadapt import init as embed_init
+from langadapt.init.basic import init_fvt
+from langadapt.init.methods import INIT_METHODS, InitInputs
 from langadapt.rundir import RunDir, read_json
 
 
@@ -22,7 +24,7 @@ def test_method_conformance(method):
 
 def test_fvt_is_the_mean_of_pieces_and_falls_back_to_mean():
     old = torch.randn(10, 4)
-    rows = embed_init.init_fvt(InitInputs(old, [[1, 3], []], torch.Generator(), 0.02))
+    rows = init_fvt(InitInputs(old, [[1, 3], []], torch.Generator(), 0.02))
     assert torch.allclose(rows[0], old[[1, 3]].mean(0)) and torch.allclose(rows[1], old.mean(0))
 
 

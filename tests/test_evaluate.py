@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from langadapt import evaluate
+from langadapt.evaluate import bpb
 from langadapt.recipe import EvalConfig
 
 
 @pytest.mark.parametrize("n,context,stride", [(2, 8, 4), (10, 8, 4), (100, 16, 8), (17, 16, 16), (50, 64, 32)])
 def test_windows_score_each_token_once(n, context, stride):
     scored = []
-    for begin, end, k in evaluate.windows(n, context, stride):
+    for begin, end, k in bpb.windows(n, context, stride):
         assert end - begin <= context and k <= end - begin - (1 if begin == 0 else 0)
         scored.extend(range(end - k, end))
     assert scored == list(range(1, n))
@@ -26,7 +27,7 @@ def test_bits_per_byte_matches_a_direct_computation(tiny_model):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     texts = ["the man went to the city", "a small river and a great king said good day"]
-    got = evaluate.bits_per_byte(model, tok, texts, EvalConfig(context_length=256, stride=128))
+    got = bpb.bits_per_byte(model, tok, texts, EvalConfig(context_length=256, stride=128))
     nats = 0.0
     with torch.no_grad():
         for t in texts:
@@ -44,8 +45,8 @@ def test_sliding_window_is_close_to_full_context(tiny_model):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     text = ["the king said " * 30]
-    full = evaluate.bits_per_byte(model, tok, text, EvalConfig(context_length=512, stride=256))
-    windowed = evaluate.bits_per_byte(model, tok, text, EvalConfig(context_length=32, stride=16))
+    full = bpb.bits_per_byte(model, tok, text, EvalConfig(context_length=512, stride=256))
+    windowed = bpb.bits_per_byte(model, tok, text, EvalConfig(context_length=32, stride=16))
     assert windowed["tokens"] == full["tokens"]
     assert windowed["bits_per_byte"] == pytest.approx(full["bits_per_byte"], rel=0.05)
 

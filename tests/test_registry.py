@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from langadapt.corpus import FILTERS
+from langadapt.corpus.filters import FILTERS
 from langadapt.errors import ConfigError
 from langadapt.recipe import CorpusConfig, SourceConfig
 from langadapt.registry import load_all

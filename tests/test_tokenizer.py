@@ -9,6 +9,7 @@ from conftest import english_lines, target_docs
 
 from langadapt import corpus, tokenizer
 from langadapt.rundir import RunDir, read_json
+from langadapt.tokenizer import bpe
 
 
 @pytest.fixture
@@ -29,11 +30,11 @@ def test_reference_bpe_matches_the_library(tiny_model):
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     state = json.loads(tok.backend_tokenizer.to_str())
-    ranks = {tokenizer._merge_pair(m): i for i, m in enumerate(state["model"]["merges"])}
+    ranks = {bpe._merge_pair(m): i for i, m in enumerate(state["model"]["merges"])}
     for word in {w for line in english_lines(20) + [d["text"] for d in target_docs()[:5]] for w in line.split()}:
         pretoken = "Ġ" + word
         expected = tok.convert_ids_to_tokens(tok(" " + word, add_special_tokens=False)["input_ids"])
-        assert tokenizer.bpe_pieces(pretoken, ranks) == expected
+        assert bpe.bpe_pieces(pretoken, ranks) == expected
 
 
 def test_extension_keeps_old_ids_and_adds_used_tokens(extended):
@@ -65,8 +66,8 @@ def test_select_merges_keeps_intermediates():
 
     cands = [("a", "b", "ab"), ("ab", "c", "abc"), ("x", "y", "xy")]
     usage = Counter({"abc": 10, "xy": 5, "ab": 0})
-    assert tokenizer.select_merges(cands, usage, 2) == [("a", "b", "ab"), ("ab", "c", "abc")]
-    assert tokenizer.select_merges(cands, usage, 1) == [("x", "y", "xy")]
+    assert bpe.select_merges(cands, usage, 2) == [("a", "b", "ab"), ("ab", "c", "abc")]
+    assert bpe.select_merges(cands, usage, 1) == [("x", "y", "xy")]
 
 
 def test_keep_method_is_the_identity(tiny_recipe):

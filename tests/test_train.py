@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from langadapt import corpus, embed_init, tokenizer, train
+from langadapt import corpus, tokenizer, train
+from langadapt import init as embed_init
 from langadapt.recipe import TrainConfig
 from langadapt.rundir import RunDir, read_json
+from langadapt.train import data, loop
 
 
 class CharTok:
@@ -20,7 +22,7 @@ class CharTok:
 
 def test_token_stream_packs_every_token_and_restores():
     texts = ["abc", "defgh", "ij"]
-    s = train.TokenStream(texts, CharTok(), sep_id=0, seq_len=4, seed=1)
+    s = data.TokenStream(texts, CharTok(), sep_id=0, seq_len=4, seed=1)
     blocks = [s.next_block() for _ in range(4)]  # 13 tokens per epoch incl. separators
     flat = [t for b in blocks for t in b]
     assert all(len(b) == 4 for b in blocks)
@@ -28,7 +30,7 @@ def test_token_stream_packs_every_token_and_restores():
     assert sorted(epoch) == sorted([0] * 3 + [ord(c) for c in "abcdefghij"])
     state = s.state()
     following = [s.next_block() for _ in range(3)]
-    s2 = train.TokenStream(texts, CharTok(), sep_id=0, seq_len=4, seed=1)
+    s2 = data.TokenStream(texts, CharTok(), sep_id=0, seq_len=4, seed=1)
     s2.restore(state)
     assert [s2.next_block() for _ in range(3)] == following
     assert s.epoch >= 1
@@ -36,11 +38,11 @@ def test_token_stream_packs_every_token_and_restores():
 
 def test_schedule_and_mixing():
     cfg = TrainConfig(max_steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
-    assert train.lr_at(0, cfg) == pytest.approx(0.1) and train.lr_at(9, cfg) == pytest.approx(1.0)
-    assert train.lr_at(99, cfg) == pytest.approx(0.1, abs=0.01)
-    picks = [x for step in range(200) for x in train.batch_languages(step, 8, 0.25, seed=0)]
+    assert loop.lr_at(0, cfg) == pytest.approx(0.1) and loop.lr_at(9, cfg) == pytest.approx(1.0)
+    assert loop.lr_at(99, cfg) == pytest.approx(0.1, abs=0.01)
+    picks = [x for step in range(200) for x in data.batch_languages(step, 8, 0.25, seed=0)]
     assert 0.2 < sum(picks) / len(picks) < 0.3
-    assert train.batch_languages(7, 8, 0.25, 0) == train.batch_languages(7, 8, 0.25, 0)
+    assert data.batch_languages(7, 8, 0.25, 0) == data.batch_languages(7, 8, 0.25, 0)
 
 
 def _prepare(recipe):
@@ -92,18 +94,18 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_recipe, tmp_path, 
 
     recipe = tiny_recipe(run_dir=str(tmp_path / "interrupted"))
     rd = _prepare(recipe)
-    real_save = train.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save_then_die(out, step, *args, **kwargs):
         real_save(out, step, *args, **kwargs)
         if step == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train.run(recipe, rd)
     assert not rd.is_complete("train") and (rd.partial("train") / "checkpoints" / "step-000002").is_dir()
-    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     train.run(recipe, rd)
     summary = read_json(rd.path("train") / "summary.json")
     assert summary["resumed_from_step"] == 2

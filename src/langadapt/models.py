@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.config import ModelConfig
 from langadapt.errors import ModelLoadError
-from langadapt.recipe import ModelConfig
 from langadapt.registry import Registry
 from langadapt.rundir import fingerprint
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langadapt import corpus, embed_init, evaluate, report, tokenizer, train
+from langadapt import corpus, evaluate, init, report, tokenizer, train
 from langadapt.errors import ConfigError
 from langadapt.models import load_tokenizer, resolve_base
 from langadapt.recipe import Recipe
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 STAGE_MODULES = {
     "corpus": corpus,
     "tokenizer": tokenizer,
-    "init": embed_init,
+    "init": init,
     "train": train,
     "eval": evaluate,
     "report": report,

@@ -11,142 +11,32 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from langadapt.config import ModelConfig, SourceConfig, opt, req
+from langadapt.corpus.config import CorpusConfig
 from langadapt.errors import ConfigError
+from langadapt.evaluate.config import EvalConfig
+from langadapt.init.config import InitConfig
+from langadapt.report.config import ReportConfig
+from langadapt.tokenizer.config import TokenizerConfig
+from langadapt.train.config import TrainConfig
 
-
-def opt(default: Any, help: str) -> Any:
-    """A dataclass field with a default and a help string."""
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("use tuples for sequence defaults; recipes are frozen")
-    return field(default=default, metadata={"help": help})
-
-
-def req(help: str) -> Any:
-    """A required dataclass field with a help string."""
-    return field(metadata={"help": help})
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    base: str = opt(
-        "builtin:smollm2-135m",
-        "base model: a hub id (e.g. HuggingFaceTB/SmolLM2-135M), a local HF folder, or builtin:NAME "
-        "(see `langadapt list models`)",
-    )
-    gguf_file: str = opt("", "GGUF file name inside `base` to import (dequantised to float32 once, then cached)")
-    revision: str = opt("", "hub revision (branch, tag or commit) for hub ids")
-    dtype: str = opt("float32", "weights dtype for training and evaluation: float32, bfloat16 or float16")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SourceConfig:
-    path: str = req(
-        "where the text is: a file, glob or folder (.txt, .jsonl, .csv, .parquet, optionally .gz), "
-        "builtin:NAME for a bundled offline corpus (see `langadapt list sources`), or hf:NAME for a hub data set"
-    )
-    language: str = req("ISO 639-3 code of the text, e.g. nya, eng, mlt")
-    name: str = opt(
-        "", "eval.extra_sets: the set's label in reports (required there); corpus sets are labelled <language>-heldout"
-    )
-    format: str = opt("auto", "auto (from the file extension), txt, jsonl, csv or parquet")
-    text_field: str = opt("text", "column or JSON key that holds the text (jsonl, csv, parquet, hf)")
-    group_field: str = opt(
-        "",
-        "column or key naming the document's group (book, site, author); held-out text is split by whole "
-        "groups. Empty: txt files group consecutive documents (see corpus.docs_per_group)",
-    )
-    split_by: str = opt(
-        "line", "txt only: one document per line, per blank-line paragraph, or per file (line|paragraph|file)"
-    )
-    split: str = opt("train", "hf: data set split to read")
-    subset: str = opt("", "hf: data set configuration, e.g. nya_Latn for HuggingFaceFW/fineweb-2")
-    max_documents: int = opt(0, "read at most this many documents (0: all); the rest are counted as not read")
-
-
-@dataclass(frozen=True, kw_only=True)
-class CorpusConfig:
-    target: SourceConfig = req("the target-language text to adapt to")
-    replay: SourceConfig | None = opt(None, "source-language text replayed during training against forgetting")
-    normalization: str = opt("NFC", "Unicode normalisation: NFC, NFKC or none")
-    min_chars: int = opt(20, "drop documents shorter than this many characters (reason: too_short)")
-    max_chars: int = opt(200_000, "drop documents longer than this many characters (reason: too_long)")
-    heldout_groups: tuple[str, ...] = opt(
-        (), "groups held out for evaluation (never trained on), in every language; empty: use heldout_fraction"
-    )
-    heldout_fraction: float = opt(
-        0.02, "fraction of groups (chosen by a stable hash) held out when heldout_groups is empty"
-    )
-    docs_per_group: int = opt(
-        100, "txt sources without groups: consecutive documents per group, so held-out text is contiguous"
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class TokenizerConfig:
-    method: str = opt(
-        "extend", "extend: add the most useful target-language tokens to the base tokenizer; keep: unchanged"
-    )
-    new_tokens: int = opt(2000, "extend: number of new tokens to add")
-    target_vocab_size: int = opt(8000, "size of the target-language BPE trained to propose new tokens")
-    min_frequency: int = opt(2, "a proposed token must occur at least this often in the training text")
-
-
-@dataclass(frozen=True, kw_only=True)
-class InitConfig:
-    method: str = opt("fvt", "how rows for new tokens are initialised (see `langadapt list init-methods`)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    method: str = opt(
-        "lora",
-        "lora: LoRA on the transformer + trainable new-token rows; full: all weights (see `langadapt list train-methods`)",
-    )
-    objective: str = opt("clm", "training objective (see `langadapt list objectives`)")
-    lora_rank: int = opt(16, "LoRA rank")
-    lora_alpha: int = opt(32, "LoRA scaling numerator (scale = alpha / rank)")
-    lora_dropout: float = opt(0.0, "dropout on the LoRA path")
-    lora_targets: tuple[str, ...] = opt(
-        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        "module names that receive LoRA; names absent from the model are an error",
-    )
-    train_new_embeddings: bool = opt(True, "also train the embedding (and untied output) rows of new tokens")
-    replay_ratio: float = opt(0.25, "fraction of training sequences drawn from the replay language")
-    seq_len: int = opt(256, "tokens per training sequence (documents are packed)")
-    batch_size: int = opt(8, "sequences per optimizer step")
-    max_steps: int = opt(40, "optimizer steps")
-    lr: float = opt(1e-3, "peak learning rate")
-    embedding_lr: float = opt(0.0, "learning rate for new embedding rows (0: same as lr)")
-    warmup_steps: int = opt(4, "linear warmup steps")
-    min_lr_ratio: float = opt(0.1, "cosine decay floor as a fraction of the peak learning rate")
-    weight_decay: float = opt(0.0, "AdamW weight decay (never applied to embedding rows)")
-    grad_clip: float = opt(1.0, "gradient norm clipping (0: off)")
-    save_every: int = opt(10, "write a resumable checkpoint every this many steps (0: only at the end)")
-    keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
-    threads: int = opt(0, "CPU threads for torch (0: torch's default)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalConfig:
-    max_chars: int = opt(
-        30_000, "evaluate at most this many characters per set (whole documents; the rest is counted as skipped)"
-    )
-    context_length: int = opt(512, "tokens per evaluation window; longer documents are scored with a sliding window")
-    stride: int = opt(256, "new tokens scored per window after the first (the rest is context)")
-    extra_sets: tuple[SourceConfig, ...] = opt(
-        (), "additional evaluation-only sets, e.g. out-of-domain text in the source language"
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReportConfig:
-    title: str = opt("", "page title; defaults to the recipe name")
+__all__ = [
+    "CorpusConfig",
+    "EvalConfig",
+    "InitConfig",
+    "ModelConfig",
+    "Recipe",
+    "ReportConfig",
+    "SourceConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+]
 
 
 @dataclass(frozen=True, kw_only=True)

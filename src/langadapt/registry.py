@@ -64,11 +64,8 @@ REGISTRIES: dict[str, Registry[Any]] = {}
 
 def load_all() -> dict[str, Registry[Any]]:
     """Import every module that registers components, then return all registries."""
-    import langadapt.corpus  # noqa: F401
-    import langadapt.embed_init  # noqa: F401
     import langadapt.models  # noqa: F401
+    import langadapt.pipeline  # noqa: F401  (imports every stage, which imports its parts)
     import langadapt.sources  # noqa: F401
-    import langadapt.tokenizer  # noqa: F401
-    import langadapt.train  # noqa: F401
 
     return REGISTRIES

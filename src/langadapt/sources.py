@@ -21,8 +21,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Callable, Iterator
 
+from langadapt.config import SourceConfig
 from langadapt.errors import InputError, MissingDependencyError
-from langadapt.recipe import SourceConfig
 from langadapt.registry import Registry
 from langadapt.rundir import sha256_file
 

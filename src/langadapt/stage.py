@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from langadapt.recipe import Recipe
 from langadapt.rundir import RunDir, StageContext, fingerprint
+
+if TYPE_CHECKING:
+    from langadapt.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
-Build = Callable[[Recipe, RunDir, StageContext], None]
+Build = Callable[["Recipe", RunDir, StageContext], None]
 
 
-def run_stage(name: str, recipe: Recipe, rd: RunDir, inputs: dict[str, Any], build: Build, force: bool = False) -> Path:
+def run_stage(
+    name: str, recipe: "Recipe", rd: RunDir, inputs: dict[str, Any], build: Build, force: bool = False
+) -> Path:
     """Run `build` unless the stage finished with the same inputs; publish atomically."""
     fp = fingerprint(name, inputs, metadata.version("langadapt"))
     if not force and rd.is_complete(name, fp):

@@ -11,54 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
-import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
+from langadapt.config import SourceConfig
+from langadapt.corpus.config import CorpusConfig
+from langadapt.corpus.filters import DEFAULT_FILTERS, FILTERS
+from langadapt.documents import normalize, write_docs
 from langadapt.errors import InputError
 from langadapt.progress import track
-from langadapt.recipe import CorpusConfig, Recipe, SourceConfig
-from langadapt.registry import Registry
 from langadapt.rundir import RunDir, StageContext, write_json
 from langadapt.sources import Doc, read_source, source_identity
 from langadapt.stage import run_stage
 
+if TYPE_CHECKING:
+    from langadapt.recipe import Recipe
+
 log = logging.getLogger(__name__)
 NAME = "corpus"
-
-# A filter returns None to keep a document or a short reason string to drop it.
-Filter = Callable[[str, CorpusConfig], "str | None"]
-FILTERS: Registry[Filter] = Registry("filters")
-
-
-@FILTERS.register("empty", help="drop documents with no text left after normalisation")
-def _empty(text: str, cfg: CorpusConfig) -> str | None:
-    return "empty" if not text else None
-
-
-@FILTERS.register("length", help="drop documents shorter than corpus.min_chars or longer than corpus.max_chars")
-def _length(text: str, cfg: CorpusConfig) -> str | None:
-    if len(text) < cfg.min_chars:
-        return "too_short"
-    if len(text) > cfg.max_chars:
-        return "too_long"
-    return None
-
-
-DEFAULT_FILTERS = ("empty", "length")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
-_SPACES = re.compile(r"[ \t\u00a0]+")
-
-
-def normalize(text: str, form: str) -> str:
-    """Unicode normal form, control characters removed, runs of spaces folded, trimmed."""
-    if form != "none":
-        text = unicodedata.normalize(form, text)
-    text = _CONTROL.sub("", text)
-    text = _SPACES.sub(" ", text)
-    return "\n".join(line.strip() for line in text.strip().splitlines())
 
 
 def is_heldout(group: str, cfg: CorpusConfig) -> bool:
@@ -89,29 +60,6 @@ def clean(docs: Iterable[Doc], cfg: CorpusConfig) -> tuple[list[Doc], list[tuple
     return kept, dropped
 
 
-def _write_docs(path: Path, docs: list[Doc], reasons: list[str] | None = None) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols: dict[str, Any] = {
-        "id": [d.id for d in docs],
-        "group": [d.group for d in docs],
-        "text": [d.text for d in docs],
-    }
-    if reasons is not None:
-        cols["reason"] = reasons
-    schema = pa.schema([(k, pa.string()) for k in cols])
-    pq.write_table(pa.table(cols, schema=schema), path, compression="zstd")
-
-
-def read_docs(path: Path) -> list[Doc]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path, columns=["id", "group", "text"]).to_pydict()
-    return [Doc(i, t, g) for i, g, t in zip(table["id"], table["group"], table["text"])]
-
-
 def _process(src: SourceConfig, cfg: CorpusConfig, out: Path) -> dict[str, Any]:
     docs, read_stats = read_source(src, cfg.docs_per_group)
     kept, dropped = clean(track(docs, f"reading {src.language} ({src.path})"), cfg)
@@ -125,9 +73,9 @@ def _process(src: SourceConfig, cfg: CorpusConfig, out: Path) -> dict[str, Any]:
     train = [d for d in kept if not is_heldout(d.group, cfg)]
     heldout = [d for d in kept if is_heldout(d.group, cfg)]
     lang = src.language
-    _write_docs(out / lang / "train.parquet", train)
-    _write_docs(out / lang / "heldout.parquet", heldout)
-    _write_docs(out / "dropped" / f"{lang}.parquet", [d for d, _ in dropped], [r for _, r in dropped])
+    write_docs(out / lang / "train.parquet", train)
+    write_docs(out / lang / "heldout.parquet", heldout)
+    write_docs(out / "dropped" / f"{lang}.parquet", [d for d, _ in dropped], [r for _, r in dropped])
     stats = {
         "source": src.path,
         "records_read": read_stats.records,
@@ -155,7 +103,7 @@ def _process(src: SourceConfig, cfg: CorpusConfig, out: Path) -> dict[str, Any]:
     return stats
 
 
-def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
+def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     cfg = recipe.corpus
     stats: dict[str, Any] = {
         "target": cfg.target.language,
@@ -180,7 +128,7 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
     write_json(ctx.out / "stats.json", stats)
 
 
-def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
+def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.corpus
     return {
         "config": recipe.to_dict()["corpus"],
@@ -188,13 +136,5 @@ def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
     }
 
 
-def run(recipe: Recipe, rd: RunDir, force: bool = False) -> Path:
+def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
     return run_stage(NAME, recipe, rd, inputs(recipe, rd), _build, force)
-
-
-def languages(rd: RunDir) -> tuple[str, str | None]:
-    """(target, replay) language codes of a finished corpus stage."""
-    from langadapt.rundir import read_json
-
-    stats = read_json(rd.require(NAME, "stats.json") / "stats.json")
-    return stats["target"], stats["replay"]

@@ -12,15 +12,14 @@ and any `eval.extra_sets` (e.g. out-of-domain source-language text, to catch for
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langadapt import corpus as corpus_stage
-from langadapt.models import doc_separator_id, load_model, load_tokenizer, resolve_base
-from langadapt.progress import track
-from langadapt.recipe import EvalConfig, Recipe
+from langadapt.documents import languages, normalize, read_texts
+from langadapt.evaluate.bpb import bits_per_byte
+from langadapt.evaluate.config import EvalConfig
+from langadapt.models import load_model, load_tokenizer, resolve_base
 from langadapt.rundir import RunDir, StageContext, write_json
 from langadapt.sources import read_source, source_identity
 from langadapt.stage import run_stage
@@ -28,9 +27,10 @@ from langadapt.stage import run_stage
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from langadapt.recipe import Recipe
+
 log = logging.getLogger(__name__)
 NAME = "eval"
-BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -41,64 +41,6 @@ class EvalSet:
     texts: list[str]
     skipped_documents: int
     skipped_characters: int
-
-
-def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
-    """(begin, end, scored) windows over a sequence of n tokens; token 0 is never scored.
-
-    The last `scored` tokens of ids[begin:end] are scored; together they cover 1..n-1
-    exactly once.
-    """
-    out = []
-    prev_end = 1  # the separator at position 0 is context only
-    begin = 0
-    while prev_end < n:
-        end = min(begin + context, n)
-        out.append((begin, end, end - prev_end))
-        prev_end = end
-        begin = end - (context - stride)
-    return out
-
-
-def bits_per_byte(
-    model: "PreTrainedModel", tok: "PreTrainedTokenizerBase", texts: list[str], cfg: EvalConfig, desc: str = ""
-) -> dict[str, float]:
-    import torch
-    import torch.nn.functional as F
-
-    sep = doc_separator_id(tok)
-    pieces: list[tuple[list[int], int]] = []  # (window ids, scored tail length)
-    n_tokens = 0
-    for ids in tok(texts, add_special_tokens=False)["input_ids"]:
-        ids = [sep] + ids
-        n_tokens += len(ids) - 1
-        pieces.extend((ids[b:e], s) for b, e, s in windows(len(ids), cfg.context_length, cfg.stride))
-    pieces.sort(key=lambda p: len(p[0]))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else sep
-    total_nats = 0.0
-    model.eval()
-    batches = [pieces[i : i + BATCH] for i in range(0, len(pieces), BATCH)]
-    with torch.no_grad():
-        for batch in track(batches, desc or "scoring"):
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, (ids, _) in enumerate(batch):
-                input_ids[i, : len(ids)] = torch.tensor(ids)
-                mask[i, : len(ids)] = 1
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-            for i, (ids, scored) in enumerate(batch):
-                n = len(ids)
-                pred = logits[i, n - 1 - scored : n - 1]
-                gold = input_ids[i, n - scored : n]
-                total_nats += F.cross_entropy(pred, gold, reduction="sum").item()
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    return {
-        "bits_per_byte": total_nats / math.log(2) / n_bytes,
-        "tokens": n_tokens,
-        "bytes": n_bytes,
-        "bits_per_token": total_nats / math.log(2) / max(n_tokens, 1),
-    }
 
 
 def _cap(name: str, language: str, kind: str, texts: list[str], max_chars: int) -> EvalSet:
@@ -113,19 +55,28 @@ def _cap(name: str, language: str, kind: str, texts: list[str], max_chars: int) 
     return EvalSet(name, language, kind, kept, len(rest), sum(len(t) for t in rest))
 
 
-def eval_sets(recipe: Recipe, rd: RunDir) -> list[EvalSet]:
-    corpus_dir = rd.require("corpus", "stats.json")
-    target, replay = corpus_stage.languages(rd)
+def _clean_extra(docs: Any, recipe: "Recipe") -> list[str]:
+    """Evaluation-only text, normalised like the corpus; too short or long and repeated documents are left out."""
+    cfg, seen, out = recipe.corpus, set(), []
+    for d in docs:
+        text = normalize(d.text, cfg.normalization)
+        if cfg.min_chars <= len(text) <= cfg.max_chars and text not in seen:
+            seen.add(text)
+            out.append(text)
+    return out
+
+
+def eval_sets(recipe: "Recipe", rd: RunDir) -> list[EvalSet]:
+    target, replay = languages(rd)
     cap = recipe.eval.max_chars
     sets = []
     for lang, kind in ((target, "target-heldout"), (replay, "replay-heldout")):
         if lang:
-            texts = [d.text for d in corpus_stage.read_docs(corpus_dir / lang / "heldout.parquet")]
+            texts = read_texts(rd, lang, "heldout")
             sets.append(_cap(f"{lang}-heldout", lang, kind, texts, cap))
     for src in recipe.eval.extra_sets:
         docs, _ = read_source(src, recipe.corpus.docs_per_group)
-        kept, _dropped = corpus_stage.clean(docs, recipe.corpus)
-        sets.append(_cap(src.name or src.language, src.language, "extra", [d.text for d in kept], cap))
+        sets.append(_cap(src.name or src.language, src.language, "extra", _clean_extra(docs, recipe), cap))
     return sets
 
 
@@ -141,7 +92,7 @@ def evaluate_model(
     return out
 
 
-def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
+def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     import torch
 
     if recipe.train.threads:
@@ -182,7 +133,7 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
     write_json(ctx.out / "results.json", results)
 
 
-def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
+def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     return {
         "train": rd.fingerprint_of("train"),
         "corpus": rd.fingerprint_of("corpus"),
@@ -192,5 +143,5 @@ def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
     }
 
 
-def run(recipe: Recipe, rd: RunDir, force: bool = False) -> Path:
+def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
     return run_stage(NAME, recipe, rd, inputs(recipe, rd), _build, force)

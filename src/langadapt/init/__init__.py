@@ -9,68 +9,20 @@ into old tokens.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from langadapt.init import basic  # noqa: F401  (registers random, mean, mvn, fvt)
+from langadapt.init.methods import INIT_METHODS, InitInputs
 from langadapt.models import load_model, load_tokenizer, resolve_base
-from langadapt.recipe import Recipe
-from langadapt.registry import Registry
 from langadapt.rundir import RunDir, StageContext, write_json
 from langadapt.stage import run_stage
 
 if TYPE_CHECKING:
-    import torch
+    from langadapt.recipe import Recipe
 
 log = logging.getLogger(__name__)
 NAME = "init"
-
-
-@dataclass
-class InitInputs:
-    old: "torch.Tensor"  # (old_vocab, dim) rows of one matrix (input embeddings or output head)
-    pieces: list[list[int]]  # per new token: its old-token decomposition (may be empty)
-    generator: "torch.Generator"
-    init_std: float
-
-
-InitMethod = Callable[[InitInputs], "torch.Tensor"]
-INIT_METHODS: Registry[InitMethod] = Registry("init-methods")
-
-
-@INIT_METHODS.register("random", help="normal noise with the model's initializer_range (what a plain resize does)")
-def init_random(x: InitInputs) -> "torch.Tensor":
-    import torch
-
-    return torch.randn(len(x.pieces), x.old.shape[1], generator=x.generator, dtype=x.old.dtype) * x.init_std
-
-
-@INIT_METHODS.register("mean", help="the mean of all old rows for every new token")
-def init_mean(x: InitInputs) -> "torch.Tensor":
-    return x.old.mean(0, keepdim=True).expand(len(x.pieces), -1).clone()
-
-
-@INIT_METHODS.register("mvn", help="samples from a normal with the old rows' mean and covariance (Hewitt 2021)")
-def init_mvn(x: InitInputs) -> "torch.Tensor":
-    import torch
-
-    old = x.old.double()
-    mean = old.mean(0)
-    cov = torch.cov(old.T) * 1e-5 + torch.eye(old.shape[1], dtype=old.dtype) * 1e-12
-    chol = torch.linalg.cholesky(cov)
-    z = torch.randn(len(x.pieces), old.shape[1], generator=x.generator, dtype=old.dtype)
-    return (mean + z @ chol.T).to(x.old.dtype)
-
-
-@INIT_METHODS.register(
-    "fvt", help="mean of the old rows of the token's pieces under the old tokenizer (Fast Vocabulary Transfer)"
-)
-def init_fvt(x: InitInputs) -> "torch.Tensor":
-    out = init_mean(x)
-    for i, ids in enumerate(x.pieces):
-        if ids:
-            out[i] = x.old[ids].mean(0)
-    return out
 
 
 def decompose(token: str, base_tok: Any) -> list[int]:
@@ -86,7 +38,7 @@ def decompose(token: str, base_tok: Any) -> list[int]:
         return []
 
 
-def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
+def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     import torch
 
     tok_dir = rd.require("tokenizer", "tokenizer.json", "metrics.json")
@@ -147,7 +99,7 @@ def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
     )
 
 
-def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
+def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     return {
         "tokenizer": rd.fingerprint_of("tokenizer"),
         "model": recipe.to_dict()["model"],
@@ -156,5 +108,5 @@ def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
     }
 
 
-def run(recipe: Recipe, rd: RunDir, force: bool = False) -> Path:
+def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
     return run_stage(NAME, recipe, rd, inputs(recipe, rd), _build, force)

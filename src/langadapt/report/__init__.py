@@ -13,11 +13,13 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langadapt.recipe import Recipe
 from langadapt.rundir import RunDir, StageContext, read_json
 from langadapt.stage import run_stage
+
+if TYPE_CHECKING:
+    from langadapt.recipe import Recipe
 
 log = logging.getLogger(__name__)
 NAME = "report"
@@ -86,7 +88,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
-def render(recipe: Recipe, rd: RunDir) -> str:
+def render(recipe: "Recipe", rd: RunDir) -> str:
     results = read_json(rd.require("eval", "results.json") / "results.json")
     tok = read_json(rd.path("tokenizer") / "metrics.json")
     corpus = read_json(rd.path("corpus") / "stats.json")
@@ -176,12 +178,12 @@ by <code>{html.escape(init["method"])}</code>; tied output head: {init["tied_emb
 """
 
 
-def _build(recipe: Recipe, rd: RunDir, ctx: StageContext) -> None:
+def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     page = render(recipe, rd)
     (ctx.out / "index.html").write_text(page, encoding="utf-8")
 
 
-def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
+def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     return {
         "eval": rd.fingerprint_of("eval"),
         "train": rd.fingerprint_of("train"),
@@ -189,5 +191,5 @@ def inputs(recipe: Recipe, rd: RunDir) -> dict[str, Any]:
     }
 
 
-def run(recipe: Recipe, rd: RunDir, force: bool = False) -> Path:
+def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
     return run_stage(NAME, recipe, rd, inputs(recipe, rd), _build, force)

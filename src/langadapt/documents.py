@@ -1,0 +1,66 @@
+"""The corpus stage's output format, read by every later stage.
+
+Documents are parquet tables (id, group, text) under `corpus/<lang>/{train,heldout}.parquet`;
+`corpus/stats.json` names the target and replay languages. Stages read the corpus through
+these functions, never through the corpus stage's code.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langadapt.sources import Doc
+
+if TYPE_CHECKING:
+    from langadapt.rundir import RunDir
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+
+
+def normalize(text: str, form: str) -> str:
+    """Unicode normal form, control characters removed, runs of spaces folded, trimmed."""
+    if form != "none":
+        text = unicodedata.normalize(form, text)
+    text = _CONTROL.sub("", text)
+    text = _SPACES.sub(" ", text)
+    return "\n".join(line.strip() for line in text.strip().splitlines())
+
+
+def write_docs(path: Path, docs: list[Doc], reasons: list[str] | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols: dict[str, Any] = {
+        "id": [d.id for d in docs],
+        "group": [d.group for d in docs],
+        "text": [d.text for d in docs],
+    }
+    if reasons is not None:
+        cols["reason"] = reasons
+    schema = pa.schema([(k, pa.string()) for k in cols])
+    pq.write_table(pa.table(cols, schema=schema), path, compression="zstd")
+
+
+def read_docs(path: Path) -> list[Doc]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["id", "group", "text"]).to_pydict()
+    return [Doc(i, t, g) for i, g, t in zip(table["id"], table["group"], table["text"])]
+
+
+def read_texts(rd: "RunDir", language: str, split: str) -> list[str]:
+    """Texts of one language and split ('train' or 'heldout') of a finished corpus stage."""
+    return [d.text for d in read_docs(rd.require("corpus", "stats.json") / language / f"{split}.parquet")]
+
+
+def languages(rd: "RunDir") -> tuple[str, str | None]:
+    """(target, replay) language codes of a finished corpus stage."""
+    from langadapt.rundir import read_json
+
+    stats = read_json(rd.require("corpus", "stats.json") / "stats.json")
+    return stats["target"], stats["replay"]

@@ -1,0 +1,66 @@
+"""Training data: packed token streams per language and the replay mix of each step."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TokenStream:
+    """Documents of one language, shuffled per epoch, tokenised lazily and packed.
+
+    Every document starts with the separator token; blocks are cut at seq_len without
+    padding, so no token is dropped (the tail of the last epoch simply is not reached).
+    """
+
+    texts: list[str]
+    tok: Any
+    sep_id: int
+    seq_len: int
+    seed: int
+    epoch: int = 0
+    next_doc: int = 0
+    buffer: list[int] = field(default_factory=list)
+    documents_started: int = 0
+    _order: list[int] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self._shuffle()
+
+    def _shuffle(self) -> None:
+        self._order = list(range(len(self.texts)))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(self._order)
+
+    def next_block(self) -> list[int]:
+        while len(self.buffer) < self.seq_len:
+            if self.next_doc >= len(self._order):
+                self.epoch += 1
+                self.next_doc = 0
+                self._shuffle()
+            text = self.texts[self._order[self.next_doc]]
+            self.next_doc += 1
+            self.documents_started += 1
+            self.buffer.extend([self.sep_id] + self.tok(text, add_special_tokens=False)["input_ids"])
+        block, self.buffer = self.buffer[: self.seq_len], self.buffer[self.seq_len :]
+        return block
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "next_doc": self.next_doc,
+            "buffer": list(self.buffer),
+            "documents_started": self.documents_started,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.epoch, self.next_doc = state["epoch"], state["next_doc"]
+        self.buffer, self.documents_started = list(state["buffer"]), state["documents_started"]
+        self._shuffle()
+
+
+def batch_languages(step: int, batch_size: int, replay_ratio: float, seed: int) -> list[bool]:
+    """Which sequences of a step are replay; a pure function of the step, so resumable."""
+    rng = random.Random(seed * 7_919 + step)
+    return [rng.random() < replay_ratio for _ in range(batch_size)]

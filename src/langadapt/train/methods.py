@@ -1,0 +1,71 @@
+"""Train methods: which weights train (LoRA, new rows only, everything), registered by name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from langadapt.errors import ConfigError
+from langadapt.registry import Registry
+from langadapt.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+TrainMethod = Callable[["PreTrainedModel", TrainConfig, list[int]], "PreTrainedModel"]
+TRAIN_METHODS: Registry[TrainMethod] = Registry("train-methods")
+
+
+def _embedding_module_name(model: "PreTrainedModel") -> str:
+    emb = model.get_input_embeddings()
+    for name, module in model.named_modules():
+        if module is emb:
+            return name.split(".")[-1]
+    raise ConfigError(["train: cannot find the model's input embedding module"])
+
+
+def _check_targets(model: "PreTrainedModel", targets: tuple[str, ...]) -> None:
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        raise ConfigError(
+            [f"train.lora_targets: {', '.join(missing)} not in this model; its linear layers are: {', '.join(linear)}"]
+        )
+
+
+@TRAIN_METHODS.register("lora", help="LoRA (peft) on train.lora_targets, plus trainable rows for new tokens")
+def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
+    from peft import LoraConfig, get_peft_model
+
+    _check_targets(model, cfg.lora_targets)
+    tokens = {_embedding_module_name(model): new_ids} if (cfg.train_new_embeddings and new_ids) else None
+    config = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets),
+        trainable_token_indices=tokens,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+@TRAIN_METHODS.register(
+    "new-rows", help="only the embedding rows of new tokens train (peft trainable tokens); the rest is frozen"
+)
+def new_rows(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
+    from peft import TrainableTokensConfig, get_peft_model
+
+    if not new_ids:
+        raise ConfigError(["train.method new-rows: the tokenizer added no tokens; use tokenizer.method: extend"])
+    return get_peft_model(
+        model, TrainableTokensConfig(target_modules=[_embedding_module_name(model)], token_indices=new_ids)
+    )
+
+
+@TRAIN_METHODS.register("full", help="every weight trains (needs memory for optimizer state of the whole model)")
+def full(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
