@@ -117,7 +117,7 @@ def test_list(registry):
 
 def test_list_unknown_registry():
     code, out = invoke("list", "widgets")
-    assert code == 1 and "valid: init-methods" in out
+    assert code == 1 and "valid: recipes" in out and "init-methods" in out
 
 
 @pytest.mark.parametrize(

@@ -176,21 +176,14 @@ def validate(
             out.print(f"[bold]{key}[/] {('= ' + default) if default else ''}\n    {help_text}", highlight=False)
 
 
-REGISTRY_NAMES = (
-    "init-methods",
-    "tokenizer-methods",
-    "train-methods",
-    "objectives",
-    "filters",
-    "sources",
-    "models",
-    "recipes",
-)
-
-
 @app.command("list")
 @handled
-def list_cmd(registry: str = typer.Argument(..., help=f"what to list: {', '.join(REGISTRY_NAMES)}")) -> None:
+def list_cmd(
+    registry: str = typer.Argument(
+        ...,
+        help="what to list: recipes, or a registry (init-methods, tokenizer-methods, train-methods, objectives, filters, sources, models, ...)",
+    ),
+) -> None:
     """List the registered components of one kind, by the short names recipes use."""
     from langadapt.errors import ConfigError
     from langadapt.recipe import shipped_recipes
@@ -202,7 +195,8 @@ def list_cmd(registry: str = typer.Argument(..., help=f"what to list: {', '.join
         return
     registries = load_all()
     if registry not in registries:
-        raise ConfigError([f"unknown registry '{registry}'; valid: {', '.join(REGISTRY_NAMES)}"], source="list")
+        valid = ", ".join(["recipes", *sorted(registries)])
+        raise ConfigError([f"unknown registry '{registry}'; valid: {valid}"], source="list")
     for entry in registries[registry].entries():
         out.print(f"[bold]{entry.name}[/]  {entry.help}", highlight=False)
 

@@ -7,14 +7,14 @@ Plots are PNGs embedded in the page, so `report/index.html` can be mailed or arc
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.report.blocks import png as _png
+from langadapt.report.blocks import table as _table
 from langadapt.rundir import RunDir, StageContext, read_json
 from langadapt.stage import run_stage
 
@@ -23,15 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NAME = "report"
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _plots(results: dict[str, Any], steps: list[dict[str, Any]], tok: dict[str, Any]) -> dict[str, str]:
@@ -80,12 +71,6 @@ def _plots(results: dict[str, Any], steps: list[dict[str, Any]], tok: dict[str, 
         ax.legend()
         out["fertility"] = _png(fig)
     return out
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
 def render(recipe: "Recipe", rd: RunDir) -> str:
