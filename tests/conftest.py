@@ -140,3 +140,92 @@ def tiny_recipe(corpus_files: dict[str, Path], tiny_model: Path, tmp_path: Path)
 def write_recipe(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
+
+
+# -- tiny encoders (masked-LM) ----------------------------------------------------------
+
+ENCODER_KINDS = ("sentencepiece", "bytelevel", "wordpiece")
+
+
+def _encoder_tokenizer(kind: str) -> Any:
+    """A ~300-token tokenizer of one family, trained here, with the family's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast, RobertaTokenizerFast, XLMRobertaTokenizerFast
+
+    texts = english_lines(300, seed=3) + [d["text"] for d in target_docs(seed=9)[:5]]
+    if kind == "sentencepiece":  # XLM-R: Unigram, '▁' starts a word
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        tk = Tokenizer(models.Unigram())
+        tk.pre_tokenizer = pre_tokenizers.Metaspace()
+        tk.decoder = decoders.Metaspace()
+        tk.train_from_iterator(
+            texts, trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token="<unk>")
+        )
+        tk.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+        )
+        return XLMRobertaTokenizerFast(tokenizer_object=tk)
+    if kind == "bytelevel":  # RoBERTa: byte-level BPE, 'Ġ' starts a word
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        tk = Tokenizer(models.BPE())
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tk.decoder = decoders.ByteLevel()
+        tk.train_from_iterator(
+            texts,
+            trainers.BpeTrainer(
+                vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            ),
+        )
+        tk.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+        return RobertaTokenizerFast(tokenizer_object=tk)
+    assert kind == "wordpiece"  # BERT: '##' continues a word
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tk = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tk.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.decoder = decoders.WordPiece()
+    tk.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    tk.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
+    return BertTokenizerFast(tokenizer_object=tk)
+
+
+def build_tiny_encoder(folder: Path, kind: str = "sentencepiece", head: bool = True, max_positions: int = 128) -> Path:
+    """A 2-layer, width-32 masked-LM encoder of one family (XLM-R, RoBERTa, BERT), saved with its tokenizer.
+
+    head=False saves only the encoder body (like embedding models such as multilingual-e5).
+    """
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        RobertaConfig,
+        RobertaForMaskedLM,
+        XLMRobertaConfig,
+        XLMRobertaForMaskedLM,
+    )
+
+    tok = _encoder_tokenizer(kind)
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    if kind == "wordpiece":
+        model = BertForMaskedLM(BertConfig(**sizes, max_position_embeddings=max_positions, pad_token_id=0))
+    else:
+        cls, cfg = (
+            (XLMRobertaForMaskedLM, XLMRobertaConfig)
+            if kind == "sentencepiece"
+            else (RobertaForMaskedLM, RobertaConfig)
+        )
+        # RoBERTa-style position ids start after the padding index: 2 positions are reserved
+        model = cls(
+            cfg(**sizes, max_position_embeddings=max_positions + 2, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (model if head else model.base_model).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny XLM-R-style masked-LM encoder (SentencePiece Unigram tokenizer)."""
+    return build_tiny_encoder(tmp_path_factory.mktemp("models") / "tiny-xlmr")

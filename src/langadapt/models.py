@@ -21,7 +21,7 @@ from langadapt.registry import Registry
 from langadapt.rundir import fingerprint
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -161,21 +161,73 @@ def load_tokenizer(name_or_path: str, revision: str = "") -> "PreTrainedTokenize
 
 
 def load_model(name_or_path: str, dtype: str = "float32", revision: str = "") -> "PreTrainedModel":
-    import torch
-    from transformers import AutoModelForCausalLM
+    """The base or adapted model with its language-modelling head: masked-LM for encoders, causal-LM otherwise.
 
+    An encoder checkpoint without an MLM head (embedding models such as multilingual-e5)
+    gets a fresh head whose decoder is tied to the input embeddings, and
+    `config.mlm_head_created` records it: such a head must be warmed up before its scores
+    mean anything, and the report says so.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    encoder = is_encoder(name_or_path, revision)
+    auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=getattr(torch, dtype), revision=revision or None
+        model, info = auto.from_pretrained(
+            name_or_path, dtype=getattr(torch, dtype), revision=revision or None, output_loading_info=True
         )
     except OSError as e:
         raise ModelLoadError(
             f"cannot load a model from '{name_or_path}': {_first_line(e)}", hint=_load_hint(name_or_path)
         ) from None
     except ValueError as e:
+        kind = "masked" if encoder else "causal"
         raise ModelLoadError(
-            f"'{name_or_path}' is not a causal language model this version supports: {_first_line(e)}"
+            f"'{name_or_path}' is not a {kind} language model this version supports: {_first_line(e)}"
         ) from None
+    if encoder:
+        _ensure_mlm_head(model, info.get("missing_keys", []))
+    return model
+
+
+def is_encoder(path_or_config: "str | Path | PretrainedConfig", revision: str = "") -> bool:
+    """Whether a model is a bidirectional encoder trained (or to be trained) with masked-LM.
+
+    Decided from the config alone, never from the name: a decoder flag, an encoder-decoder
+    flag or a causal-LM architecture means no; otherwise the model type must have a
+    masked-LM class (BERT, RoBERTa, XLM-R, DistilBERT, DeBERTa, ModernBERT, ...).
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = path_or_config
+    if isinstance(config, (str, Path)):
+        try:
+            config = AutoConfig.from_pretrained(str(config), revision=revision or None)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(
+                f"cannot read the model config of '{path_or_config}': {_first_line(e)}",
+                hint=_load_hint(str(path_or_config)),
+            ) from None
+    if getattr(config, "is_decoder", False) or getattr(config, "is_encoder_decoder", False):
+        return False
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return False
+    return getattr(config, "model_type", "") in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def _ensure_mlm_head(model: "PreTrainedModel", missing_keys: list[str]) -> None:
+    """A head absent from the checkpoint was freshly initialised: tie its decoder to the embeddings and record it."""
+    prefix = model.base_model_prefix + "."
+    created = any(not k.startswith(prefix) for k in missing_keys)
+    if not created:
+        return
+    log.info("%s has no masked-LM head: a new one was created, tied to the input embeddings", model.name_or_path)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    model.config.mlm_head_created = True
 
 
 def _first_line(e: BaseException) -> str:
