@@ -1,12 +1,19 @@
-"""Training objectives: (model, input_ids) -> per-token loss, registered by name.
+"""Training objectives: (model, input_ids, position_ids=None) -> per-token loss, registered by name.
 
 The loss has shape (batch, seq_len - 1): one value per predicted position, so the loop can
-report it per language and average it as it likes.
+report it per language and average it as it likes. `position_ids` (optional) restart at 0
+at every document start of a packed row; models that support it then keep attention
+inside each document (see `data.document_positions`).
+
+The causal loss never materialises the (tokens x vocabulary) logits: the output head and
+the cross-entropy run together over chunks of tokens (`linear_cross_entropy`), which is
+what keeps a 250k vocabulary affordable and removes the largest allocations of a step.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import functools
+from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.registry import Registry
 
@@ -14,16 +21,38 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-Objective = Callable[["PreTrainedModel", "torch.Tensor"], "torch.Tensor"]
+Objective = Callable[..., "torch.Tensor"]
 OBJECTIVES: Registry[Objective] = Registry("objectives")
 
+CHUNK_TOKENS = 1024  # tokens per chunk of the fused head + loss: 1024 x 250k fp32 logits = 1 GB at most
 
-@OBJECTIVES.register("clm", help="causal language modelling: predict each next token")
-def clm_loss(model: "PreTrainedModel", input_ids: "torch.Tensor") -> "torch.Tensor":
+
+@OBJECTIVES.register("clm", help="causal language modelling: predict each next token (fused chunked head + loss)")
+def clm_loss(
+    model: "PreTrainedModel", input_ids: "torch.Tensor", position_ids: "torch.Tensor | None" = None
+) -> "torch.Tensor":
+    import torch
+
+    targets = torch.full_like(input_ids, -100)
+    targets[:, :-1] = input_ids[:, 1:]
+    head = output_head(model)
+    if head is None:  # a model whose logits are more than a linear map of the last hidden state
+        return plain_clm_loss(model, input_ids, position_ids)
+    body, weight, bias, rows, delta = head
+    hidden = body(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    loss = linear_cross_entropy(flat, weight, targets.view(-1), bias, rows, delta, chunk=CHUNK_TOKENS)
+    return loss.view(input_ids.shape)[:, :-1]
+
+
+def plain_clm_loss(
+    model: "PreTrainedModel", input_ids: "torch.Tensor", position_ids: "torch.Tensor | None" = None
+) -> "torch.Tensor":
+    """The textbook loss: full logits, then cross-entropy (the reference the fused loss is tested against)."""
     import torch
     import torch.nn.functional as F
 
-    logits = model(input_ids=input_ids).logits
+    logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
     if logits.dtype != torch.float32:
         logits = logits.float()
     # shift the targets, not the logits: slicing (batch, seq, vocab) logits would copy them
@@ -31,3 +60,157 @@ def clm_loss(model: "PreTrainedModel", input_ids: "torch.Tensor") -> "torch.Tens
     targets[:, :-1] = input_ids[:, 1:]
     loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1), reduction="none", ignore_index=-100)
     return loss.view(input_ids.shape)[:, :-1]
+
+
+def output_head(model: Any) -> tuple[Any, "torch.Tensor", "torch.Tensor | None", Any, Any] | None:
+    """(decoder body, head weight, head bias, trainable row ids, trainable rows) of a causal LM, or None.
+
+    Understands a plain linear head and peft's trainable-token rows on a (tied) head; a head
+    with LoRA on it, logit soft-capping or logit scaling returns None (the plain loss is used).
+    """
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    if not hasattr(base, "get_decoder") or not hasattr(base, "get_output_embeddings"):
+        return None
+    body, head = base.get_decoder(), base.get_output_embeddings()
+    if body is None or head is None or body is base:
+        return None
+    if isinstance(head, torch.nn.Linear):
+        return body, head.weight, head.bias, None, None
+    layer = getattr(head, "token_adapter", head)  # peft: a TrainableTokensWrapper, or the layer itself
+    if hasattr(layer, "trainable_tokens_delta") and isinstance(getattr(layer, "base_layer", None), torch.nn.Linear):
+        active = [a for a in layer.active_adapters if a in layer.trainable_tokens_delta]
+        if len(active) != 1 or layer.merged or layer.disable_adapters:
+            return None
+        name = active[0]
+        rows = torch.tensor(layer.token_indices[name], device=layer.base_layer.weight.device)
+        return body, layer.base_layer.weight, layer.base_layer.bias, rows, layer.trainable_tokens_delta[name]
+    return None
+
+
+def linear_cross_entropy(
+    hidden: "torch.Tensor",
+    weight: "torch.Tensor",
+    targets: "torch.Tensor",
+    bias: "torch.Tensor | None" = None,
+    rows: "torch.Tensor | None" = None,
+    delta: "torch.Tensor | None" = None,
+    chunk: int = CHUNK_TOKENS,
+) -> "torch.Tensor":
+    """Per-token cross-entropy of `hidden @ W.T + b` against targets (-100: ignored, loss 0).
+
+    W is `weight` with `rows` replaced by `delta` (peft's trainable new-token rows). Same
+    values and gradients as the plain loss, without the (tokens x vocabulary) logits.
+    """
+    if rows is None or delta is None:
+        import torch
+
+        rows, delta = None, torch.empty(0, weight.shape[1], dtype=weight.dtype, device=weight.device)
+    return _fused_function().apply(hidden, weight, bias, delta, rows, targets, chunk)
+
+
+def _compute_dtype(t: "torch.Tensor") -> "torch.dtype":
+    import torch
+
+    if torch.is_autocast_enabled(t.device.type):
+        return torch.get_autocast_dtype(t.device.type)
+    return t.dtype
+
+
+def _chunk_logits(h: "torch.Tensor", w: "torch.Tensor", b: "torch.Tensor | None") -> "torch.Tensor":
+    import torch.nn.functional as F
+
+    return F.linear(h, w, None if b is None else b.to(w.dtype)).float()
+
+
+def _softmax_grad(logits: "torch.Tensor", t: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Loss per token and d(loss)/d(logits) (softmax minus one-hot, 0 for ignored tokens), in place."""
+    import torch
+
+    valid = t != -100
+    safe = torch.where(valid, t, 0)
+    lse = torch.logsumexp(logits, dim=-1)
+    loss = (lse - logits.gather(1, safe[:, None]).squeeze(1)) * valid
+    probs = logits.sub_(lse[:, None]).exp_()
+    probs[torch.arange(len(t), device=t.device), safe] -= 1.0
+    probs.mul_(valid[:, None])
+    return loss, probs
+
+
+@functools.cache
+def _fused_function() -> Any:
+    """The autograd function, built on first use so that importing this module stays light."""
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        """Head + cross-entropy per chunk, gradients computed in the forward pass.
+
+        d(loss_t)/d(h_t) depends on token t alone, so it is stored once per token and scaled
+        by the incoming gradient in backward: exact for any reduction the caller applies. The
+        head weight's gradient needs every token's softmax, so when the head itself trains
+        (full fine-tuning) backward recomputes the chunks instead of storing them.
+        """
+
+        @staticmethod
+        def forward(ctx, hidden, weight, bias, delta, rows, targets, chunk):  # type: ignore[no-untyped-def]
+            dtype = _compute_dtype(hidden)
+            with torch.autocast(hidden.device.type, enabled=False):
+                w = _effective_weight(weight, rows, delta, dtype)
+                losses = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+                grad_h = torch.empty_like(hidden, dtype=torch.float32)
+                grad_rows = [] if rows is not None and delta.requires_grad else None
+                for s in range(0, hidden.shape[0], chunk):
+                    h = hidden[s : s + chunk].detach().to(dtype)
+                    loss, probs = _softmax_grad(_chunk_logits(h, w, bias), targets[s : s + chunk])
+                    losses[s : s + chunk] = loss
+                    grad_h[s : s + chunk] = (probs.to(dtype) @ w).float()
+                    if grad_rows is not None:
+                        grad_rows.append(probs[:, rows])
+            ctx.save_for_backward(hidden, weight, bias, delta, rows, targets, grad_h)
+            ctx.grad_rows = torch.cat(grad_rows) if grad_rows else None
+            ctx.chunk, ctx.dtype = chunk, dtype
+            return losses
+
+        @staticmethod
+        def backward(ctx, grad_loss):  # type: ignore[no-untyped-def]
+            hidden, weight, bias, delta, rows, targets, grad_h = ctx.saved_tensors
+            g = grad_loss.float()[:, None]
+            d_hidden = (grad_h * g).to(hidden.dtype) if ctx.needs_input_grad[0] else None
+            d_delta = None
+            if ctx.grad_rows is not None and ctx.needs_input_grad[3]:
+                d_delta = ((ctx.grad_rows * g).T @ hidden.detach().float()).to(delta.dtype)
+            d_weight = d_bias = None
+            if ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2]):
+                d_weight, d_bias = _head_grads(hidden, weight, bias, delta, rows, targets, g, ctx.chunk, ctx.dtype)
+            return d_hidden, d_weight, d_bias, d_delta, None, None, None
+
+    return LinearCrossEntropy
+
+
+def _effective_weight(weight, rows, delta, dtype):  # type: ignore[no-untyped-def]
+    """The head weight as the model uses it: peft's trainable rows written over the frozen ones."""
+    w = weight.detach().to(dtype)
+    return w if rows is None else w.index_copy(0, rows, delta.detach().to(dtype))
+
+
+def _head_grads(hidden, weight, bias, delta, rows, targets, g, chunk, dtype):  # type: ignore[no-untyped-def]
+    """Gradients of a trainable head (recomputes each chunk's softmax; rows replaced by delta get none)."""
+    import torch
+
+    w = _effective_weight(weight, rows, delta, dtype)
+    d_weight = torch.zeros_like(weight, dtype=torch.float32)
+    d_bias = None if bias is None else torch.zeros_like(bias, dtype=torch.float32)
+    for s in range(0, hidden.shape[0], chunk):
+        h = hidden[s : s + chunk].detach().to(dtype)
+        _, probs = _softmax_grad(_chunk_logits(h, w, bias), targets[s : s + chunk])
+        probs.mul_(g[s : s + chunk])
+        d_weight += probs.T @ h.float()
+        if d_bias is not None:
+            d_bias += probs.sum(0)
+    if rows is not None:
+        d_weight[rows] = 0.0
+    return d_weight.to(weight.dtype), None if d_bias is None else d_bias.to(bias.dtype)
