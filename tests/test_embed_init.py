@@ -1,59 +1,329 @@
-"""Init methods: one conformance battery for every registered method, plus method specifics."""
+"""Init methods: one conformance battery for every registered method on decoders and encoders,
+tied and untied, plus each method's own defining property."""
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 import torch
+from conftest import ENGLISH, save_tiny_llama, target_docs
 
 from langadapt import corpus, tokenizer
 from langadapt import init as embed_init
-from langadapt.init.basic import init_fvt
-from langadapt.init.methods import INIT_METHODS, InitInputs
+from langadapt.documents import languages, read_texts
+from langadapt.init.config import InitConfig
+from langadapt.init.methods import INIT_METHODS, InitContext, InitInputs
 from langadapt.rundir import RunDir, read_json
 
 
+def target_words() -> list[str]:
+    words: list[str] = []
+    for doc in target_docs():
+        for w in doc["text"].lower().replace(".", "").split():
+            if w not in words:
+                words.append(w)
+    return words
+
+
+def _tiny_recipe(corpus_files, model_dir, run_dir, **init):
+    from conftest import tiny_recipe_dict
+
+    from langadapt.recipe import Recipe
+
+    return Recipe.from_dict(tiny_recipe_dict(corpus_files, model_dir, run_dir, init=init))
+
+
+@pytest.fixture(scope="module")
+def stage_dir(tiny_model, corpus_files, tmp_path_factory) -> dict:
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("init")
+    recipe = _tiny_recipe(corpus_files, tiny_model, root / "run")
+    rd = RunDir(recipe.resolved_run_dir)
+    corpus.run(recipe, rd)
+    tokenizer.run(recipe, rd)
+    new_tok = AutoTokenizer.from_pretrained(rd.path("tokenizer"))
+    dictionary = root / "nya-eng.tsv"
+    dictionary.write_text("".join(f"{e}\t{t}\n" for e, t in zip(ENGLISH, target_words())), encoding="utf-8")
+    helper = save_tiny_llama(root / "helper", new_tok)
+    return {"rd": rd, "tiny_model": tiny_model, "dictionary": dictionary, "helper": helper, "new_tok": new_tok}
+
+
+def context_for(stage_dir: dict, method: str, **config) -> InitContext:
+    from transformers import AutoTokenizer
+
+    rd = stage_dir["rd"]
+    options = {"vector_epochs": 2, "vector_dim": 16, "ofa_rank": 8}
+    if method == "wechsel":
+        options["dictionary"] = str(stage_dir["dictionary"])
+    if method == "clp":
+        options["helper_model"] = str(stage_dir["helper"])
+    options.update(config)
+    target, replay = languages(rd)
+    return InitContext(
+        config=InitConfig(method=method, **options),
+        seed=0,
+        old_tokenizer=AutoTokenizer.from_pretrained(stage_dir["tiny_model"]),
+        new_tokenizer=stage_dir["new_tok"],
+        cache=rd.root / "cache" / "init",
+        target_texts=lambda: read_texts(rd, target, "train"),
+        source_texts=lambda: read_texts(rd, replay, "train"),
+    )
+
+
+def build_model(kind: str, vocab: int, tie: bool):
+    """Tiny decoder or encoder (with a masked-LM head and its bias) built from a config."""
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        XLMRobertaConfig,
+        XLMRobertaForMaskedLM,
+    )
+
+    torch.manual_seed(0)
+    size = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    if kind == "llama":
+        return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, tie_word_embeddings=tie, num_key_value_heads=2, **size))
+    if kind == "bert":
+        return BertForMaskedLM(BertConfig(vocab_size=vocab, tie_word_embeddings=tie, **size))
+    return XLMRobertaForMaskedLM(XLMRobertaConfig(vocab_size=vocab, tie_word_embeddings=tie, **size))
+
+
+MODELS = [("llama", True), ("llama", False), ("bert", True), ("xlm-roberta", False)]
+
+
+@pytest.mark.parametrize("kind,tie", MODELS, ids=[f"{k}-{'tied' if t else 'untied'}" for k, t in MODELS])
 @pytest.mark.parametrize("method", INIT_METHODS.names())
-def test_method_conformance(method):
-    old = torch.randn(50, 8)
-    x = InitInputs(old, [[1, 2], [], [3, 4, 5]], torch.Generator().manual_seed(0), 0.02)
-    rows = INIT_METHODS.get(method)(x)
-    assert rows.shape == (3, 8) and rows.dtype == old.dtype and torch.isfinite(rows).all()
-    again = INIT_METHODS.get(method)(InitInputs(old, x.pieces, torch.Generator().manual_seed(0), 0.02))
-    assert torch.equal(rows, again)  # deterministic given the seed
+def test_method_conformance(stage_dir, method, kind, tie):
+    """Every method, every model shape: old rows copied exactly, new rows finite and explained."""
+    ctx = context_for(stage_dir, method)
+    n_old = len(ctx.old_tokenizer)
+    model = build_model(kind, n_old, tie)
+    old_in = model.get_input_embeddings().weight.detach().clone()
+    old_head = model.get_output_embeddings()
+    old_out = old_head.weight.detach().clone()
+    old_bias = None if getattr(old_head, "bias", None) is None else old_head.bias.detach().clone()
+
+    report = embed_init.initialise(model, ctx, method)
+
+    n_new = len(ctx.new_tokenizer)
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings()
+    assert emb.shape[0] == n_new and head.weight.shape[0] == n_new and model.config.vocab_size == n_new
+    assert torch.equal(emb[:n_old], old_in) and torch.isfinite(emb).all()
+    assert report["initialised_rows"] == n_new - n_old == len(report["tokens"]) > 0
+    assert report["tied_embeddings"] is tie and report["output_head_initialised"] is (not tie)
+    if tie:
+        assert head.weight.data_ptr() == emb.data_ptr()
+    else:
+        assert torch.equal(head.weight[:n_old], old_out) and torch.isfinite(head.weight).all()
+        assert not torch.equal(head.weight[n_old:], emb[n_old:])  # its own space, not a copy of the input rows
+    if old_bias is not None:
+        assert report["output_bias_initialised"] and torch.equal(head.bias[:n_old], old_bias)
+        assert torch.isfinite(head.bias).all()
+    assert set(report["norm_check"]) == {"input"} | ({"output"} if not tie else set())
+    combines = method not in ("random", "mean", "mvn")
+    for entry in report["tokens"]:
+        assert entry["token"] == ctx.new_tokenizer.convert_ids_to_tokens(entry["id"])
+        assert entry["method"] in (method, "fvt", "mean")
+        if combines and entry["method"] != "mean":
+            assert entry["sources"], entry
+    if combines and method != "fvt":
+        assert report["rows_by_method"].get(method, 0) > report["initialised_rows"] // 2, report["rows_by_method"]
+
+
+@pytest.mark.parametrize("method", INIT_METHODS.names())
+def test_methods_are_deterministic_under_the_seed(stage_dir, method):
+    rows = []
+    for _ in range(2):
+        ctx = context_for(stage_dir, method)
+        model = build_model("llama", len(ctx.old_tokenizer), tie=False)
+        embed_init.initialise(model, ctx, method)
+        rows.append((model.get_input_embeddings().weight.detach().clone(), model.lm_head.weight.detach().clone()))
+    assert torch.equal(rows[0][0], rows[1][0]) and torch.equal(rows[0][1], rows[1][1])
 
 
 def test_fvt_is_the_mean_of_pieces_and_falls_back_to_mean():
+    from langadapt.init.basic import init_fvt
+
     old = torch.randn(10, 4)
-    rows = init_fvt(InitInputs(old, [[1, 3], []], torch.Generator(), 0.02))
-    assert torch.allclose(rows[0], old[[1, 3]].mean(0)) and torch.allclose(rows[1], old.mean(0))
+    out = init_fvt(InitInputs(old, [[1, 3], []], torch.Generator(), 0.02))
+    assert torch.allclose(out.rows[0], old[[1, 3]].mean(0)) and torch.allclose(out.rows[1], old.mean(0))
+    assert out.how == ["fvt", "mean"]
 
 
-@pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_untied_model"])
-@pytest.mark.parametrize("method", INIT_METHODS.names())
-def test_stage_copies_old_rows_and_fills_new_ones(request, tiny_recipe, corpus_files, tmp_path, model_fixture, method):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def test_sparsemax_is_a_sparse_distribution():
+    from langadapt.init.focus import sparsemax
 
-    model_dir = request.getfixturevalue(model_fixture)
-    recipe = tiny_recipe(model={"base": str(model_dir)}, init={"method": method})
-    rd = RunDir(recipe.resolved_run_dir)
+    p = sparsemax(torch.tensor([[0.9, 0.85, 0.2, -0.5], [0.3, 0.3, 0.3, 0.3]], dtype=torch.float64))
+    assert torch.allclose(p.sum(1), torch.ones(2, dtype=torch.float64))
+    assert p[0, 2] == 0 and p[0, 3] == 0 and p[0, 0] > p[0, 1] > 0
+    assert torch.allclose(p[1], torch.full((4,), 0.25, dtype=torch.float64))
+
+
+def test_omp_recovers_a_sparse_combination():
+    from langadapt.init.omp import omp
+
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.randn(200, 40, generator=g, dtype=torch.float64)
+    target = 0.7 * atoms[5] - 1.3 * atoms[17] + 0.4 * atoms[150]
+    idx, coef = omp(target.unsqueeze(0), atoms, 3)
+    found = {int(i): float(c) for i, c in zip(idx[0], coef[0])}
+    assert set(found) == {5, 17, 150}
+    assert abs(found[5] - 0.7) < 1e-8 and abs(found[17] + 1.3) < 1e-8 and abs(found[150] - 0.4) < 1e-8
+
+
+def test_procrustes_recovers_a_rotation():
+    import numpy as np
+
+    from langadapt.init.wechsel import procrustes
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 8))
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    assert np.allclose(procrustes(x, x @ q), q)
+
+
+def test_focus_rows_are_convex_combinations_of_anchor_rows(stage_dir):
+    ctx = context_for(stage_dir, "focus")
+    model = build_model("llama", len(ctx.old_tokenizer), tie=True)
+    old = model.get_input_embeddings().weight.detach().clone()
+    report = embed_init.initialise(model, ctx, "focus")
+    vocab = ctx.old_tokenizer.get_vocab()
+    entry = next(e for e in report["tokens"] if e["method"] == "focus")
+    weights = torch.tensor([w for _, w in entry["sources"]], dtype=torch.float64)
+    assert abs(float(weights.sum()) - 1) < 1e-3 and (weights > 0).all()
+    expected = sum(w * old[vocab[t]].double() for t, w in entry["sources"])
+    assert torch.allclose(model.get_input_embeddings().weight[entry["id"]].double(), expected, atol=1e-3)
+
+
+def test_ofa_rows_lie_in_the_principal_subspace_and_factors_are_saved(stage_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    ctx = context_for(stage_dir, "ofa", ofa_rank=8)
+    model = build_model("llama", len(ctx.old_tokenizer), tie=False)
+    report = embed_init.initialise(model, ctx, "ofa")
+    embed_init.save_factors(model, ctx, tmp_path, report)
+    factors = load_file(str(tmp_path / "ofa_factors.safetensors"))
+    proj = factors["input.projection"]
+    assert proj.shape == (8, 32)
+    n_old = len(ctx.old_tokenizer)
+    new_rows = model.get_input_embeddings().weight[n_old:].detach()
+    assert torch.allclose(new_rows @ proj.T @ proj, new_rows, atol=1e-5)  # inside the rank-8 span
+    assert torch.allclose(factors["input.coordinates"][n_old:] @ proj, new_rows, atol=1e-5)
+    assert report["ofa"]["matrices"]["input"]["saving"] > 0.5 and "output" in report["ofa"]["matrices"]
+
+
+def test_token_sources_from_the_tokenizer_stage_set_the_pieces(stage_dir):
+    ctx = context_for(stage_dir, "focus")
+    model = build_model("llama", len(ctx.old_tokenizer), tie=True)
+    old = model.get_input_embeddings().weight.detach().clone()
+    n_old = len(ctx.old_tokenizer)
+    token = ctx.new_tokenizer.convert_ids_to_tokens(n_old + 1)
+    report = embed_init.initialise(model, ctx, "focus", {token: [3, 7, 11], "init_hint": "max"})
+    assert torch.equal(model.get_input_embeddings().weight[n_old + 1], old[[3, 7, 11]].max(0).values)
+    entry = next(e for e in report["tokens"] if e["token"] == token)
+    assert entry["method"] == "translit-max" and len(entry["sources"]) == 3
+    assert report["transliteration"] == {"tokens": 1, "combine": "max"}
+
+
+def test_wordpiece_continuations_decompose_as_continuations():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "nd": 1, "##nd": 2, "##i": 3, "i": 4, "##po": 5}
+    tk = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
+    assert embed_init.decompose("##ndipo", tok) == [2, 3, 5]
+    assert embed_init.decompose("ndi", tok) == [1, 3]
+    assert embed_init.decompose("xyz", tok) == []  # unknown characters: nothing to build from
+
+
+def test_dictd_dictionary_is_read_and_oriented(tmp_path):
+    from langadapt.init.align import _b64, orient, read_dictionary
+
+    def enc(n: int) -> str:
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        s = ""
+        while True:
+            s = alphabet[n % 64] + s
+            n //= 64
+            if not n:
+                return s
+
+    entries = [("00-database-info", "about\n"), ("nyumba", "nyumba /ɲumba/\n1. house, home\n2. (building) hut\n")]
+    entries.append(("mtu", "mtu\nperson; man\nNote: plural watu\n"))
+    body, index = b"", []
+    for head, text in entries:
+        raw = text.encode()
+        index.append(f"{head}\t{enc(len(body))}\t{enc(len(raw))}\n")
+        body += raw
+    (tmp_path / "freedict-swh-eng.index").write_text("".join(index), encoding="utf-8")
+    with gzip.open(tmp_path / "freedict-swh-eng.dict.dz", "wb") as f:
+        f.write(body)
+    assert _b64(enc(12345)) == 12345
+    pairs = read_dictionary(tmp_path / "freedict-swh-eng.index")
+    assert pairs == [("nyumba", "house"), ("nyumba", "home"), ("nyumba", "hut"), ("mtu", "person"), ("mtu", "man")]
+    flipped = orient(pairs, source_words={"house", "man", "home"}, target_words={"nyumba", "mtu"})
+    assert flipped[0] == ("house", "nyumba")
+
+
+def test_a_dictionary_is_induced_from_parallel_text(tmp_path):
+    import random
+
+    from langadapt.init.align import induce
+
+    rng = random.Random(0)
+    cipher = {w: "k" + w[::-1] + "a" for w in ENGLISH}
+    src, tgt = [], []
+    for _ in range(300):
+        sent = [rng.choice(ENGLISH) for _ in range(rng.randint(4, 9))]
+        src.append(" ".join(sent))
+        tgt.append(" ".join(cipher[w] for w in sent))
+    pairs, stats = induce(src, tgt, tmp_path)
+    correct = sum(1 for s, t in pairs if cipher.get(s) == t)
+    assert len(pairs) >= 0.8 * len(set(ENGLISH)) and correct >= 0.9 * len(pairs)
+    again, cached = induce(src, tgt, tmp_path)
+    assert again == pairs and cached["cached"] == 1
+
+
+def test_stage_writes_a_model_folder_and_reuses_cached_vectors(stage_dir, tiny_recipe):
+    from transformers import AutoModelForCausalLM
+
+    rd = stage_dir["rd"]  # corpus and tokenizer done; same inputs, so they are skipped
+    recipe = tiny_recipe(run_dir=str(rd.root), init={"method": "focus", "vector_epochs": 2, "vector_dim": 24})
     for stage in (corpus, tokenizer, embed_init):
         stage.run(recipe, rd)
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    new = AutoModelForCausalLM.from_pretrained(rd.path("init"))
+    model = AutoModelForCausalLM.from_pretrained(rd.path("init"))
     report = read_json(rd.path("init") / "init_report.json")
-    n_old = base.get_input_embeddings().weight.shape[0]
-    assert report["initialised_rows"] == 40 and report["copied_rows"] == n_old
-    assert torch.equal(new.get_input_embeddings().weight[:n_old], base.get_input_embeddings().weight)
-    tied = model_fixture == "tiny_model"
-    assert report["tied_embeddings"] is tied and report["output_head_initialised"] is (not tied)
-    if not tied:
-        assert torch.equal(new.get_output_embeddings().weight[:n_old], base.get_output_embeddings().weight)
-        assert not torch.equal(new.get_output_embeddings().weight[n_old:], new.get_input_embeddings().weight[n_old:])
-    if method == "fvt":
-        tok = AutoTokenizer.from_pretrained(rd.path("init"))
-        base_tok = AutoTokenizer.from_pretrained(model_dir)
-        token = tok.convert_ids_to_tokens(n_old)
-        pieces = embed_init.decompose(token, base_tok)
-        assert len(pieces) >= 2
-        expected = base.get_input_embeddings().weight[pieces].mean(0)
-        assert torch.allclose(new.get_input_embeddings().weight[n_old], expected, atol=1e-6)
+    assert model.get_input_embeddings().weight.shape[0] == report["vocab_size"] and report["tied_embeddings"]
+    assert report["rows_by_method"].get("focus", 0) > 0 and len(report["tokens"]) == report["initialised_rows"]
+    cached = sorted((rd.root / "cache" / "init").glob("tokens-*.safetensors"))
+    assert cached
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    embed_init.run(recipe, rd, force=True)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # fastText not retrained
+    again = AutoModelForCausalLM.from_pretrained(rd.path("init"))
+    assert torch.equal(again.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+
+@pytest.mark.parametrize(
+    "init,expected",
+    [
+        ({"method": "wechsel"}, "wechsel needs a bilingual dictionary"),
+        ({"method": "clp"}, "clp needs a small model already trained on the target language"),
+        ({"method": "ofa", "ofa_rank": 64}, "larger than the model's hidden size 32"),
+        ({"method": "wechsel", "dictionary": "missing.tsv"}, "file not found: missing.tsv"),
+        ({"method": "omp", "helper_model": "/no/such/helper"}, "init.helper_model: folder not found"),
+        ({"method": "focus", "neighbours": 0}, "init.neighbours: must be >= 1"),
+    ],
+)
+def test_bad_init_sections_fail_at_validation(tiny_recipe, init, expected):
+    from langadapt.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        tiny_recipe(init=init)
+    assert expected in str(e.value)

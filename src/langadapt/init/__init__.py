@@ -2,106 +2,293 @@
 
 Tokens the base vocabulary already has keep their rows (copied by token string, so this
 works for extended and for replaced vocabularies). Rows for new tokens come from a
-registered method; each method sees the old matrix and, per new token, its decomposition
-into old tokens.
+registered method (`init.method`), applied to each matrix in its own space: the input
+embeddings, an untied output head, and an output bias where the model has one. Works the
+same for decoders and for encoders with a masked-LM head, since it only touches
+`get_input_embeddings()` / `get_output_embeddings()`.
+
+When the tokenizer stage wrote `token_sources.json` (a transliteration merge: each new
+token names the old ids it stands for), those ids are the token's pieces, and its row
+is their min, mean or max, whatever the method.
+
+`init_report.json` says, per new token, which method produced its row and from which old
+tokens, and warns when new rows fall outside the norm range of the old ones.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langadapt.init import basic  # noqa: F401  (registers random, mean, mvn, fvt)
-from langadapt.init.methods import INIT_METHODS, InitInputs
+from langadapt.documents import languages, read_texts
+from langadapt.errors import InputError
+from langadapt.init import basic, clp, focus, ofa, omp, wechsel  # noqa: F401  (register the methods)
+from langadapt.init.methods import INIT_METHODS, InitContext, InitInputs, InitRows
 from langadapt.models import load_model, load_tokenizer, resolve_base
-from langadapt.rundir import RunDir, StageContext, write_json
+from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 
 if TYPE_CHECKING:
+    import torch
+
     from langadapt.recipe import Recipe
 
 log = logging.getLogger(__name__)
 NAME = "init"
+TOKEN_SOURCES = "token_sources.json"
+COMBINE = ("min", "mean", "max")
 
 
 def decompose(token: str, base_tok: Any) -> list[int]:
-    """Old-token ids of a new token, applying the old model's merges to its own spelling.
+    """Old-token ids of a new token, applying the old model's own segmentation to its spelling.
 
     Working on the token string in the tokenizer's alphabet (e.g. 'Ġndipo', '▁ndipo')
-    avoids decode/re-encode problems with partial UTF-8 byte tokens.
+    avoids decode/re-encode problems with partial UTF-8 byte tokens. A WordPiece
+    continuation ('##ndi') is spelled without its marker, then its first piece is taken
+    as a continuation too.
     """
     model = base_tok.backend_tokenizer.model
+    vocab = base_tok.get_vocab()
+    continuation = token.startswith("##") and len(token) > 2
     try:
-        return [t.id for t in model.tokenize(token)]
+        ids = [t.id for t in model.tokenize(token[2:] if continuation else token)]
     except Exception:  # a token the old model cannot spell (e.g. unseen characters, no byte fallback)
         return []
+    if continuation and ids:
+        first = base_tok.convert_ids_to_tokens(ids[0])
+        if "##" + first in vocab:
+            ids[0] = vocab["##" + first]
+    unk = getattr(base_tok, "unk_token_id", None)
+    return [] if unk is not None and unk in ids else ids
 
 
 def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
-    import torch
-
     tok_dir = rd.require("tokenizer", "tokenizer.json", "metrics.json")
     base_path = resolve_base(recipe.model)
     base_tok = load_tokenizer(base_path, recipe.model.revision)
     new_tok = load_tokenizer(str(tok_dir))
     model = load_model(base_path, "float32", recipe.model.revision)
-    method = INIT_METHODS.get(recipe.init.method)
-
-    old_vocab = base_tok.get_vocab()
-    new_vocab = new_tok.get_vocab()
-    copied = {nid: old_vocab[t] for t, nid in new_vocab.items() if t in old_vocab}
-    fresh = sorted((nid, t) for t, nid in new_vocab.items() if t not in old_vocab)
-    pieces = [decompose(t, base_tok) for _, t in fresh]
-
-    old_in = model.get_input_embeddings().weight.detach().clone()
-    out_layer = model.get_output_embeddings()
-    tied = out_layer is not None and out_layer.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
-    old_out = None if (out_layer is None or tied) else out_layer.weight.detach().clone()
-
-    size = max(new_vocab.values()) + 1
-    model.resize_token_embeddings(size, mean_resizing=False)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    init_std = float(getattr(model.config, "initializer_range", 0.02))
-
-    def fill(matrix: torch.Tensor, old: torch.Tensor) -> None:
-        with torch.no_grad():
-            src = torch.tensor(list(copied.values()), dtype=torch.long)
-            dst = torch.tensor(list(copied.keys()), dtype=torch.long)
-            matrix[dst] = old[src]
-            if fresh:
-                rows = method(InitInputs(old, pieces, generator, init_std))
-                matrix[torch.tensor([nid for nid, _ in fresh])] = rows.to(matrix.dtype)
-
-    fill(model.get_input_embeddings().weight, old_in)
-    if old_out is not None:
-        fill(model.get_output_embeddings().weight, old_out)
-    model.config.vocab_size = size
+    target, replay = languages(rd)
+    context = InitContext(
+        config=recipe.init,
+        seed=recipe.seed,
+        old_tokenizer=base_tok,
+        new_tokenizer=new_tok,
+        cache=rd.root / "cache" / "init",
+        target_texts=lambda: read_texts(rd, target, "train"),
+        source_texts=lambda: read_texts(rd, replay, "train") if replay else [],
+        source_language=replay or "",
+        target_language=target,
+    )
+    sources_file = tok_dir / TOKEN_SOURCES
+    token_sources = read_json(sources_file) if sources_file.is_file() else None
+    report = initialise(model, context, recipe.init.method, token_sources)
     model.save_pretrained(ctx.out)
     new_tok.save_pretrained(ctx.out)
+    save_factors(model, context, ctx.out, report)
+    write_json(ctx.out / "init_report.json", report)
+
+
+def initialise(
+    model: Any, context: InitContext, method: str, token_sources: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Resize `model` to the new vocabulary and fill every new row; returns the report."""
+    import torch
+
+    old_vocab = context.old_tokenizer.get_vocab()
+    new_vocab = context.new_tokenizer.get_vocab()
+    copied = {nid: old_vocab[t] for t, nid in new_vocab.items() if t in old_vocab}
+    fresh = sorted((nid, t) for t, nid in new_vocab.items() if t not in old_vocab)
+    tokens = [t for _, t in fresh]
+    translit, hint = _token_sources(token_sources, tokens, old_vocab, context.config.translit_mode)
+    pieces = [translit.get(t) or decompose(t, context.old_tokenizer) for t in tokens]
+
+    matrices = _old_matrices(model)
+    size = max(new_vocab.values()) + 1
+    model.resize_token_embeddings(size, mean_resizing=False)
+    model.config.vocab_size = size
+    init_std = float(getattr(model.config, "initializer_range", 0.02))
+    fn = INIT_METHODS.get(method)
+    new_ids = torch.tensor([nid for nid, _ in fresh], dtype=torch.long)
+    src = torch.tensor(list(copied.values()), dtype=torch.long)
+    dst = torch.tensor(list(copied.keys()), dtype=torch.long)
+    results: dict[str, InitRows] = {}
+    for space, old in matrices.items():
+        target = _current(model, space)
+        with torch.no_grad():
+            target[dst] = old[src].to(target.dtype)
+            if not fresh:
+                continue
+            generator = torch.Generator().manual_seed(context.seed + len(results))
+            x = InitInputs(old, pieces, generator, init_std, tokens, space, context)
+            rows = fn(x)
+            if tuple(rows.rows.shape) != (len(fresh), old.shape[1]):
+                raise RuntimeError(f"init method {method} returned {tuple(rows.rows.shape)} rows for {space}")
+            rows = _apply_translit(rows, x, translit, hint)
+            target[new_ids] = rows.rows.to(target.dtype)
+            results[space] = rows
+    return _report(model, context, method, copied, fresh, results, matrices, translit, hint, pieces)
+
+
+def _old_matrices(model: Any) -> dict[str, "torch.Tensor"]:
+    """Copies of the rows to extend: input embeddings, untied output head, output bias."""
+    inp = model.get_input_embeddings().weight
+    out = {"input": inp.detach().clone()}
+    head = model.get_output_embeddings()
+    if head is not None and head.weight.data_ptr() != inp.data_ptr():
+        out["output"] = head.weight.detach().clone()
+    bias = getattr(head, "bias", None) if head is not None else None
+    if bias is not None and bias.shape[0] == inp.shape[0]:
+        out["output-bias"] = bias.detach().clone().unsqueeze(1)
+    return out
+
+
+def _current(model: Any, space: str) -> "torch.Tensor":
+    if space == "input":
+        return model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    return head.weight if space == "output" else head.bias.unsqueeze(1)
+
+
+def _token_sources(
+    data: dict[str, Any] | None, tokens: list[str], old_vocab: dict[str, int], mode: str
+) -> tuple[dict[str, list[int]], str]:
+    """Pieces named by the tokenizer stage (transliteration merge), checked against the old vocabulary."""
+    if not data:
+        return {}, mode or "mean"
+    hint = mode or str(data.get("init_hint", "mean"))
+    if hint not in COMBINE:
+        raise InputError(f"tokenizer/{TOKEN_SOURCES}: init_hint '{hint}' is not one of {', '.join(COMBINE)}")
+    n_old = max(old_vocab.values()) + 1
+    wanted = set(tokens)
+    out: dict[str, list[int]] = {}
+    for token, ids in data.items():
+        if token == "init_hint" or token not in wanted:
+            continue
+        if not isinstance(ids, list) or not all(isinstance(i, int) and 0 <= i < n_old for i in ids):
+            raise InputError(f"tokenizer/{TOKEN_SOURCES}: '{token}' must list old token ids below {n_old}")
+        if ids:
+            out[token] = ids
+    return out, hint
+
+
+def _apply_translit(rows: InitRows, x: InitInputs, translit: dict[str, list[int]], hint: str) -> InitRows:
+    """Rows of transliteration-merged tokens: min, mean or max of their source rows (TransMI)."""
+    if not translit:
+        return rows
+    for i, token in enumerate(x.tokens):
+        ids = translit.get(token)
+        if ids:
+            src = x.old[ids]
+            rows.rows[i] = {"min": src.min(0).values, "max": src.max(0).values, "mean": src.mean(0)}[hint]
+            rows.how[i] = f"translit-{hint}"
+    return rows
+
+
+def _norm_check(old: "torch.Tensor", new: "torch.Tensor") -> dict[str, Any]:
+    """Where new rows' norms fall against the range of the old rows' norms."""
+    old_n, new_n = old.norm(dim=1), new.norm(dim=1)
+    low, high = float(old_n.min()), float(old_n.max())
+    return {
+        "old_min": round(low, 4),
+        "old_max": round(high, 4),
+        "old_mean": round(float(old_n.mean()), 4),
+        "new_min": round(float(new_n.min()), 4) if len(new_n) else None,
+        "new_max": round(float(new_n.max()), 4) if len(new_n) else None,
+        "new_mean": round(float(new_n.mean()), 4) if len(new_n) else None,
+        "below_range": int((new_n < low).sum()),
+        "above_range": int((new_n > high).sum()),
+    }
+
+
+def _report(
+    model: Any,
+    context: InitContext,
+    method: str,
+    copied: dict[int, int],
+    fresh: list[tuple[int, str]],
+    results: dict[str, InitRows],
+    matrices: dict[str, "torch.Tensor"],
+    translit: dict[str, list[int]],
+    hint: str,
+    pieces: list[list[int]],
+) -> dict[str, Any]:
+    old_tokens = {i: t for t, i in context.old_tokenizer.get_vocab().items()}
+    first = results.get("input")
+    how = first.how if first else []
+    per_token = []
+    for i, (nid, token) in enumerate(fresh):
+        entry: dict[str, Any] = {"id": nid, "token": token, "method": how[i]}
+        if token in translit:
+            entry["sources"] = [[old_tokens.get(j, str(j)), None] for j in translit[token]]
+        elif first is not None and first.mixture is not None:
+            entry["sources"] = [[old_tokens.get(j, str(j)), round(w, 4)] for j, w in first.mixture.sources(i)]
+        per_token.append(entry)
+    norms = {}
+    for space, rows in results.items():
+        if space == "output-bias":
+            continue
+        norms[space] = _norm_check(matrices[space], rows.rows)
+        check = norms[space]
+        if check["below_range"] or check["above_range"]:
+            log.warning(
+                "init: %d new %s rows have a norm below and %d above the old rows' range [%.3f, %.3f]",
+                check["below_range"],
+                space,
+                check["above_range"],
+                check["old_min"],
+                check["old_max"],
+            )
     lens = [len(p) for p in pieces]
-    report = {
-        "method": recipe.init.method,
-        "vocab_size": size,
+    report: dict[str, Any] = {
+        "method": method,
+        "vocab_size": model.config.vocab_size,
         "copied_rows": len(copied),
         "initialised_rows": len(fresh),
-        "tied_embeddings": tied,
-        "output_head_initialised": old_out is not None,
+        "tied_embeddings": "output" not in matrices and model.get_output_embeddings() is not None,
+        "output_head_initialised": "output" in matrices,
+        "output_bias_initialised": "output-bias" in matrices,
+        "rows_by_method": dict(Counter(how)),
         "pieces_per_new_token": {
             "mean": sum(lens) / len(lens) if lens else 0.0,
             "max": max(lens, default=0),
             "undecomposable": sum(1 for n in lens if n == 0),
         },
+        "transliteration": {"tokens": len(translit), "combine": hint} if translit else None,
+        "norm_check": norms,
     }
-    write_json(ctx.out / "init_report.json", report)
-    log.info(
-        "init: %d rows copied, %d new rows by %s (tied head: %s)", len(copied), len(fresh), recipe.init.method, tied
-    )
+    for key in [k for k in context.memo if k.startswith("report:")]:
+        report[key.split(":", 1)[1]] = context.memo[key]
+    report["tokens"] = per_token
+    log.info("init: %d rows copied, %d new rows by %s %s", len(copied), len(fresh), method, report["rows_by_method"])
+    return report
+
+
+def save_factors(model: Any, context: InitContext, out: Path, report: dict[str, Any]) -> None:
+    """OFA: save the shared projection and every row's coordinates beside the model."""
+    from safetensors.torch import save_file
+
+    from langadapt.init.ofa import factor_report
+
+    projections = context.memo.get("ofa-projections")
+    if not projections:
+        return
+    tensors, saving = {}, {}
+    for space, proj in projections.items():
+        matrix = _current(model, space).detach()
+        tensors[f"{space}.projection"] = proj.contiguous()
+        tensors[f"{space}.coordinates"] = (matrix.double() @ proj.double().T).to(matrix.dtype).contiguous()
+        saving[space] = factor_report(matrix.shape[0], matrix.shape[1], proj.shape[0])
+    save_file(tensors, str(out / "ofa_factors.safetensors"))
+    report["ofa"] = {"factors": "ofa_factors.safetensors", "matrices": saving}
 
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     return {
         "tokenizer": rd.fingerprint_of("tokenizer"),
+        "corpus": rd.fingerprint_of("corpus"),
         "model": recipe.to_dict()["model"],
         "config": recipe.to_dict()["init"],
         "seed": recipe.seed,
