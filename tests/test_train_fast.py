@@ -61,3 +61,98 @@ def test_chunked_loss_ignores_masked_targets():
     assert torch.allclose(loss, ref, atol=1e-6)
     loss.sum().backward()
     assert torch.all(hidden.grad[[2, 5]] == 0)
+
+
+def test_packed_documents_do_not_attend_to_each_other(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from langadapt.train.data import document_positions
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa").eval()
+    sep = 0
+    doc_a, doc_b = [sep, 5, 17, 33, 8, 41, 9], [sep, 12, 7, 99, 23, 64, 3, 11]
+    packed = torch.tensor([doc_a + doc_b])
+    alone = torch.tensor([doc_b])
+    positions = document_positions(packed, sep)
+    assert positions.tolist() == [list(range(7)) + list(range(8))]
+    with torch.no_grad():
+        ref = objectives.clm_loss(model, alone)[0]
+        got = objectives.clm_loss(model, packed, position_ids=positions)[0, len(doc_a) :]
+        crossing = objectives.clm_loss(model, packed)[0, len(doc_a) :]
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert not torch.allclose(crossing, ref, atol=1e-3)  # without the positions, attention does cross
+
+
+def test_document_positions_restart_at_each_row():
+    from langadapt.train.data import document_positions
+
+    ids = torch.tensor([[4, 4, 0, 4], [4, 0, 0, 4]])
+    assert document_positions(ids, 0).tolist() == [[0, 1, 0, 1], [0, 0, 0, 1]]
+
+
+def test_micro_batches_accumulate_to_the_same_step(tiny_recipe):
+    from test_train import _final_state, _prepare
+
+    states = []
+    for micro in (0, 2):  # same run directory: corpus, tokenizer and init are reused, training re-runs
+        recipe = tiny_recipe(train={"micro_batch_size": micro, "max_steps": 2})
+        rd = _prepare(recipe)
+        train.run(recipe, rd)
+        states.append(_final_state(rd))
+    for key in states[0]:
+        assert torch.allclose(states[0][key], states[1][key], atol=1e-5), key
+
+
+@pytest.mark.parametrize(
+    ("train_section", "message"),
+    [
+        ({"device": "cuda"}, "train.device: cuda asked for, but torch sees no CUDA GPU"),
+        ({"device": "tpu"}, "train.device: 'tpu' is not one of auto, cpu, cuda, mps"),
+        ({"device": "cpu", "precision": "fp16"}, "train.precision: fp16 is not supported on cpu"),
+        ({"precision": "fp8"}, "train.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
+        ({"packed_attention": "none"}, "train.packed_attention: 'none' is not one of document, row"),
+        ({"micro_batch_size": 3}, "train.micro_batch_size: 3 must divide the batch of 4 sequences"),
+    ],
+)
+def test_device_and_precision_errors_before_any_work(tiny_recipe, train_section, message):
+    from langadapt.errors import ConfigError
+
+    if train_section.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match=message):
+        tiny_recipe(train=train_section)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_an_error(tiny_recipe):
+    from langadapt.errors import ConfigError
+    from langadapt.train.precision import cpu_has_bf16
+
+    section = {"device": "cpu", "precision": "bf16"}
+    if cpu_has_bf16():
+        assert tiny_recipe(train=section).train.precision == "bf16"  # accepted where the CPU has the instructions
+    else:
+        with pytest.raises(ConfigError, match="train.precision: bf16 is not supported on cpu: this CPU has no bf16"):
+            tiny_recipe(train=section)
+
+
+def test_precision_auto_picks_what_the_device_computes_natively():
+    from langadapt.train.precision import cpu_has_bf16, resolve_precision
+
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_bf16_autocast_trains_close_to_fp32(tiny_model):
+    """The bf16 path computes the same loss as fp32 to bf16 accuracy (runs on any CPU, fast or not)."""
+    from transformers import AutoModelForCausalLM
+
+    from langadapt.train.precision import autocast
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+    ref = objectives.clm_loss(model, ids).mean()
+    with autocast(torch.device("cpu"), "bf16"):
+        got = objectives.clm_loss(model, ids).mean()
+    got.backward()
+    assert got.dtype == torch.float32 and abs(got.item() - ref.item()) < 0.05
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)

@@ -39,6 +39,30 @@ class TrainConfig:
     save_every: int = opt(10, "write a resumable checkpoint every this many steps (0: only at the end)")
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
     threads: int = opt(0, "CPU threads for torch (0: torch's default)")
+    # -- devices, precision and throughput ---------------------------------------------------------
+    device: str = opt(
+        "auto", "where training runs: auto (a CUDA or Apple GPU when present, else the CPU), cpu, cuda, cuda:N, mps"
+    )
+    precision: str = opt(
+        "auto",
+        "auto: bf16 autocast where the device computes bf16 natively, else fp32; fp32; bf16; fp16 (GPU, loss scaling). "
+        "Trained weights stay float32",
+    )
+    micro_batch_size: int = opt(
+        0, "sequences per forward/backward pass; the step accumulates gradients over the batch (0: whole batch at once)"
+    )
+    tokens_per_step: int = opt(
+        0, "tokens per optimizer step; sets the batch to tokens_per_step / seq_len sequences (0: batch_size)"
+    )
+    packed_attention: str = opt(
+        "document",
+        "document: position ids restart at each packed document and attention stays inside it; "
+        "row: a packed row is one sequence (attention crosses documents)",
+    )
+    gradient_checkpointing: bool = opt(
+        False, "recompute activations in the backward pass: less memory, ~30% more compute"
+    )
+    compile: bool = opt(False, "torch.compile the model (slow first steps; pays off on long runs)")
 
 
 def check(recipe: "Recipe") -> list[str]:
@@ -74,4 +98,31 @@ def check(recipe: "Recipe") -> list[str]:
     need(tr.save_every >= 0, "train.save_every: must be >= 0")
     need(tr.keep_checkpoints >= 1, "train.keep_checkpoints: must be >= 1")
     need(tr.threads >= 0, "train.threads: must be >= 0")
+    p.extend(throughput_problems(recipe))
+    return p
+
+
+def effective_batch_size(tr: TrainConfig) -> int:
+    """Sequences per optimizer step: from tokens_per_step when given, else batch_size."""
+    return -(-tr.tokens_per_step // tr.seq_len) if tr.tokens_per_step else tr.batch_size
+
+
+def throughput_problems(recipe: "Recipe") -> list[str]:
+    """Device, precision and batching problems, found before any work."""
+    from langadapt.devices import device_problems, resolve_device
+    from langadapt.train.precision import precision_problems
+
+    tr = recipe.train
+    p = device_problems(tr.device, "train.device")
+    if not p:
+        p += precision_problems(tr.precision, resolve_device(tr.device))
+    if tr.packed_attention not in ("document", "row"):
+        p.append(f"train.packed_attention: '{tr.packed_attention}' is not one of document, row")
+    if tr.micro_batch_size < 0 or tr.tokens_per_step < 0:
+        p.append("train.micro_batch_size, train.tokens_per_step: must be >= 0")
+    elif tr.micro_batch_size and effective_batch_size(tr) % tr.micro_batch_size:
+        p.append(
+            f"train.micro_batch_size: {tr.micro_batch_size} must divide the batch of {effective_batch_size(tr)} "
+            "sequences per step (train.batch_size, or train.tokens_per_step / train.seq_len)"
+        )
     return p

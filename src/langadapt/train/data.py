@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -64,3 +67,17 @@ def batch_languages(step: int, batch_size: int, replay_ratio: float, seed: int) 
     """Which sequences of a step are replay; a pure function of the step, so resumable."""
     rng = random.Random(seed * 7_919 + step)
     return [rng.random() < replay_ratio for _ in range(batch_size)]
+
+
+def document_positions(ids: "torch.Tensor", sep_id: int) -> "torch.Tensor":
+    """Position ids that restart at 0 at every document start (separator) and at every row start.
+
+    transformers reads restarting position ids as packed sequences and keeps each token's
+    attention inside its own document (block-diagonal causal mask), so packing changes no
+    document's loss. A document cut by a row boundary continues in the next row from 0.
+    """
+    import torch
+
+    idx = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    starts = torch.where((ids == sep_id) | (idx == 0), idx, torch.zeros_like(idx))
+    return idx - starts.cummax(dim=1).values

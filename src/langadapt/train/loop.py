@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -10,10 +11,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.devices import describe_device, resolve_device
+from langadapt.errors import ConfigError
 from langadapt.rundir import read_json, write_json
-from langadapt.train.config import TrainConfig
-from langadapt.train.data import TokenStream, batch_languages
+from langadapt.train.config import TrainConfig, effective_batch_size
+from langadapt.train.data import TokenStream, batch_languages, document_positions
 from langadapt.train.objectives import OBJECTIVES
+from langadapt.train.precision import autocast, grad_scaler, resolve_precision
 
 if TYPE_CHECKING:
     import torch
@@ -32,10 +36,23 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def _trainable_state(model: "torch.nn.Module") -> dict[str, "torch.Tensor"]:
-    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    state = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state()
+    return state
 
 
 def save_checkpoint(out: Path, step: int, model: Any, opt: Any, streams: dict[str, TokenStream], keep: int) -> None:
+    """Trainable weights (safetensors), optimizer and RNG (tensors only), data position (JSON), atomically.
+
+    Everything is stored on the CPU, so a run may resume on another device.
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -46,11 +63,24 @@ def save_checkpoint(out: Path, step: int, model: Any, opt: Any, streams: dict[st
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     save_file(_trainable_state(model), tmp / "trainable.safetensors")
-    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    optimizer = _to_cpu(opt.state_dict())
+    torch.save({"optimizer": optimizer, **_rng_state()}, tmp / "optimizer.pt")
     write_json(tmp / "state.json", {"step": step, "streams": {k: s.state() for k, s in streams.items()}})
     tmp.rename(final)
     for old in sorted(ckdir.glob("step-*"))[:-keep]:
         shutil.rmtree(old)
+
+
+def _to_cpu(obj: Any) -> Any:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -59,6 +89,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def load_checkpoint(ck: Path, model: Any, opt: Any, streams: dict[str, TokenStream]) -> int:
+    """Restore a checkpoint onto the model's current device (which may differ from the one that wrote it)."""
     import torch
     from safetensors.torch import load_file
 
@@ -67,9 +98,11 @@ def load_checkpoint(ck: Path, model: Any, opt: Any, streams: dict[str, TokenStre
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
-    blob = torch.load(ck / "optimizer.pt", weights_only=False)
-    opt.load_state_dict(blob["optimizer"])
+    blob = torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True)
+    opt.load_state_dict(blob["optimizer"])  # moves the optimizer state to each parameter's device
     torch.set_rng_state(blob["torch_rng"])
+    if "cuda_rng" in blob and torch.cuda.is_available():
+        torch.cuda.set_rng_state(blob["cuda_rng"])
     meta = read_json(ck / "state.json")
     for k, s in streams.items():
         s.restore(meta["streams"][k])
@@ -102,51 +135,95 @@ def _optimizer(model: Any, cfg: TrainConfig) -> "torch.optim.Optimizer":
 
 
 def train_loop(
-    model: Any, streams: dict[str, TokenStream], target: str, replay: str | None, recipe: "Recipe", out: Path
+    model: Any,
+    streams: dict[str, TokenStream],
+    target: str,
+    replay: str | None,
+    recipe: "Recipe",
+    out: Path,
+    *,
+    device: "torch.device | None" = None,
 ) -> dict[str, Any]:
+    """Train `model` for recipe.train.max_steps optimizer steps (resuming from the newest checkpoint).
+
+    Each step draws its sequences (the replay mix is a function of the step), runs them in
+    micro-batches under the precision's autocast, accumulates gradients, clips and steps.
+    """
     import torch
 
     cfg = recipe.train
+    device = device or resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    model.to(device)
+    prepare_model(model, cfg)
     objective = OBJECTIVES.get(cfg.objective)
+    takes_positions = "position_ids" in inspect.signature(objective).parameters
+    sep_id = next(iter(streams.values())).sep_id
     opt = _optimizer(model, cfg)
+    scaler = grad_scaler(device, precision)
+    rows = effective_batch_size(cfg)
+    micro = cfg.micro_batch_size or rows
     start = 0
     ck = latest_checkpoint(out)
     metrics_path = out / "metrics.jsonl"
     if ck is not None:
         start = load_checkpoint(ck, model, opt, streams)
-        log.info("resuming from %s (step %d)", ck.name, start)
+        log.info("resuming from %s (step %d) on %s", ck.name, start, device)
         lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
         metrics_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= start))
     elif metrics_path.exists():
         metrics_path.unlink()
+    log.info(
+        "train: %s, %s, %d sequences of %d tokens per step (micro-batch %d)",
+        device,
+        precision,
+        rows,
+        cfg.seq_len,
+        micro,
+    )
     model.train()
     t0, tokens_done = time.time(), 0
     for step in range(start, cfg.max_steps):
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        is_replay = batch_languages(step, cfg.batch_size, cfg.replay_ratio if replay else 0.0, recipe.seed)
+        is_replay = batch_languages(step, rows, cfg.replay_ratio if replay else 0.0, recipe.seed)
         langs = [replay if r else target for r in is_replay]
         batch = torch.tensor([streams[lang].next_block() for lang in langs], dtype=torch.long)  # type: ignore[index]
         ts = time.time()
-        per_token = objective(model, batch)
-        loss = per_token.mean()
-        loss.backward()
+        per_token = []
+        for s in range(0, rows, micro):
+            ids = batch[s : s + micro].to(device)
+            kwargs = {}
+            if takes_positions and cfg.packed_attention == "document":
+                kwargs["position_ids"] = document_positions(ids, sep_id)
+            with autocast(device, precision):
+                losses = objective(model, ids, **kwargs)
+            loss = losses.float().mean() * (len(ids) / rows)  # equal-length rows: the mean over the whole batch
+            (scaler.scale(loss) if scaler else loss).backward()
+            per_token.append(losses.detach().float().cpu())
+        if scaler:
+            scaler.unscale_(opt)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        opt.step()
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         opt.zero_grad(set_to_none=True)
         done = step + 1
         tokens_done += batch.numel()
+        all_losses = torch.cat(per_token)
         row: dict[str, Any] = {
             "step": done,
-            "loss": round(loss.item(), 4),
+            "loss": round(all_losses.mean().item(), 4),
             "lr": lr,
             "tokens_per_s": round(batch.numel() / (time.time() - ts), 1),
         }
-        for lang in set(langs):
-            rows = [i for i, l in enumerate(langs) if l == lang]
-            row[f"loss_{lang}"] = round(per_token[rows].mean().item(), 4)
+        for lang in sorted(set(langs)):  # type: ignore[type-var]
+            idx = [i for i, l in enumerate(langs) if l == lang]
+            row[f"loss_{lang}"] = round(all_losses[idx].mean().item(), 4)
         with open(metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         elapsed = time.time() - t0
@@ -169,17 +246,36 @@ def train_loop(
         "tokens_this_session": tokens_done,
         "seconds_this_session": round(time.time() - t0, 1),
         "tokens": tokens_per_language(cfg, recipe.seed, target, replay),
+        "precision": precision,
+        **describe_device(device),
     }
+
+
+def prepare_model(model: Any, cfg: TrainConfig) -> None:
+    """Gradient checkpointing and torch.compile, as the recipe asks."""
+    if cfg.gradient_checkpointing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            raise ConfigError([f"train.gradient_checkpointing: {type(base).__name__} does not support it"])
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.compile:
+        # compile each transformer block in place: the same code serves every layer, the loss
+        # and the adapters' wrappers stay eager, and a compile failure names one block
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        blocks = set(getattr(base, "_no_split_modules", None) or ())
+        for module in base.modules():
+            if type(module).__name__ in blocks:
+                module.compile(dynamic=False)
 
 
 def tokens_per_language(cfg: TrainConfig, seed: int, target: str, replay: str | None) -> dict[str, int]:
     """Tokens trained per language over the whole run (the mix is a function of the step)."""
     n_replay = (
-        sum(sum(batch_languages(s, cfg.batch_size, cfg.replay_ratio, seed)) for s in range(cfg.max_steps))
+        sum(sum(batch_languages(s, effective_batch_size(cfg), cfg.replay_ratio, seed)) for s in range(cfg.max_steps))
         if replay
         else 0
     )
-    out = {target: (cfg.max_steps * cfg.batch_size - n_replay) * cfg.seq_len}
+    out = {target: (cfg.max_steps * effective_batch_size(cfg) - n_replay) * cfg.seq_len}
     if replay:
         out[replay] = n_replay * cfg.seq_len
     return out

@@ -1,0 +1,78 @@
+"""Where tensors live: `device: auto | cpu | cuda | cuda:N | mps`, shared by training and evaluation.
+
+`device_problems` runs at validation, so a recipe that asks for a GPU the machine lacks
+fails before any work; `resolve_device` turns the recipe's word into a torch device and
+`describe_device` records what ran the stage (its summary keeps it, and a resumed run may
+use another device: checkpoints are stored on the CPU).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def device_problems(name: str, key: str) -> list[str]:
+    """What is wrong with asking for device `name` on this machine (empty: nothing)."""
+    import torch
+
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        return [f"{key}: '{name}' is not one of {', '.join(DEVICES)} (or cuda:N)"]
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return [f"{key}: cuda asked for, but torch sees no CUDA GPU here (use {key}: auto or cpu)"]
+        if index and int(index) >= torch.cuda.device_count():
+            return [f"{key}: {name} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s)"]
+    if kind == "mps" and not _mps_available():
+        return [f"{key}: mps asked for, but this machine has no Apple GPU (use {key}: auto or cpu)"]
+    return []
+
+
+def resolve_device(name: str = "auto") -> "torch.device":
+    """The torch device for a recipe's `device` word; auto picks CUDA, then Apple's MPS, then the CPU.
+
+    Under `accelerate launch` / `torchrun` each process takes the GPU of its LOCAL_RANK.
+    """
+    import os
+
+    import torch
+
+    from langadapt.errors import ConfigError
+
+    problems = device_problems(name, "device")
+    if problems:
+        raise ConfigError(problems)
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif _mps_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return torch.device(name)
+
+
+def describe_device(device: "torch.device") -> dict[str, Any]:
+    """What ran a stage, for its summary: the device and, for GPUs, the model and memory."""
+    import torch
+
+    info: dict[str, Any] = {"device": str(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(name=props.name, memory_gb=round(props.total_memory / 2**30, 1))
+    elif device.type == "cpu":
+        info.update(threads=torch.get_num_threads(), cpu_capability=torch.backends.cpu.get_cpu_capability())
+    return info
