@@ -46,8 +46,8 @@ def preflight(recipe: Recipe) -> None:
     if recipe.model.base.startswith("builtin:") or recipe.model.gguf_file:
         return
     tok = load_tokenizer(resolve_base(recipe.model), recipe.model.revision)
-    if recipe.tokenizer.method == "extend":
-        tokenizer.check_extendable(tok)
+    if recipe.tokenizer.method != "keep":
+        tokenizer.check_extendable(tok, recipe.tokenizer)
 
 
 def run(recipe: Recipe, stages: tuple[str, ...] = STAGES, force: bool = False) -> RunResult:

@@ -1,0 +1,49 @@
+"""Extension of WordPiece tokenizers (BERT, mBERT, MiniLM): a new token is a word start or a
+'##' continuation added to the vocabulary.
+
+WordPiece encodes a word greedily, longest known prefix first, then the longest known
+'##' continuation, and so on; a word it cannot spell becomes [UNK] as a whole. A new entry
+therefore wins wherever it is the longest match, which is why `extend.py` checks the
+replay language: an added 'ind' would turn English 'in ##deed' into 'ind ##eed'.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langadapt.tokenizer.extend import Candidate
+
+
+def candidates(
+    base_state: dict[str, Any], target_state: dict[str, Any], limit: int
+) -> tuple[list["Candidate"], Counter]:
+    """Target entries the base lacks, in the target's order (alphabet, then merges by frequency)."""
+    from langadapt.tokenizer.extend import Candidate
+
+    base = base_state["model"]["vocab"]
+    specials = {t["content"] for t in target_state.get("added_tokens", [])}
+    prefix = target_state["model"].get("continuing_subword_prefix") or "##"
+    out, skipped = [], Counter()
+    for token, _ in sorted(target_state["model"]["vocab"].items(), key=lambda ti: ti[1]):
+        if token in base or token in specials:
+            continue
+        if token == prefix:
+            skipped["only_continuation_prefix"] += 1
+            continue
+        out.append(Candidate(token, (), None))
+        if len(out) >= limit:
+            break
+    return out, skipped
+
+
+def with_tokens(base_state: dict[str, Any], cands: list["Candidate"]) -> dict[str, Any]:
+    """A copy of the base state with the candidates added (ids after the last one)."""
+    state = json.loads(json.dumps(base_state))
+    vocab = state["model"]["vocab"]
+    next_id = max(list(vocab.values()) + [t["id"] for t in state.get("added_tokens", [])]) + 1
+    for i, c in enumerate(cands):
+        vocab[c.token] = next_id + i
+    return state
