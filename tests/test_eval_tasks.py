@@ -1,0 +1,209 @@
+"""Downstream tasks, retrieval and alignment on tiny models and tiny data sets.
+
+Metrics are checked against hand-computed values; every registered task kind runs through
+the same table; bad task data fails with one error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from langadapt.errors import InputError
+from langadapt.evaluate.config import TaskConfig
+from langadapt.evaluate.embed import Encoder, layer_index
+from langadapt.evaluate.tasks import TASKS, TaskContext, builtin_data, load_data
+from langadapt.evaluate.tasks import retrieval as R
+from langadapt.evaluate.tasks import tag as T
+
+TOPICS = {
+    "royal": "king queen crown throne palace prince royal court servant lord",
+    "river": "river water fish boat shore rain lake stream flood bank",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model).eval(), AutoTokenizer.from_pretrained(tiny_model)
+
+
+def ctx_for(tiny, languages=("nya", "eng"), source="eng") -> TaskContext:
+    model, tok = tiny
+    return TaskContext("base", model, tok, Encoder(model, tok), list(languages), source)
+
+
+def topic_files(folder: Path, n_train: int = 12, n_test: int = 6) -> Path:
+    """Two topics with disjoint vocabularies in two 'languages' (the second upper-cased)."""
+    import random
+
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for lang, case in (("eng", str.lower), ("nya", str.upper)):
+        for split, n in (("train", n_train), ("test", n_test)):
+            rows = []
+            for label, words in TOPICS.items():
+                for i in range(n):
+                    text = " ".join(rng.choice(words.split()) for _ in range(8))
+                    rows.append({"id": f"{label}{i}", "text": case(text), "label": label})
+            (folder / f"{lang}.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+# -- metrics against hand-computed values ------------------------------------------------
+
+
+def test_precision_at_1_and_mexa_by_hand():
+    sim = np.array([[0.9, 0.1, 0.2], [0.3, 0.2, 0.8], [0.1, 0.4, 0.7]])
+    # rows: 0 -> 0 right, 1 -> 2 wrong, 2 -> 2 right
+    assert R.precision_at_1(sim) == pytest.approx(2 / 3)
+    # columns (other direction): col 0 -> row 0 right, col 1 -> row 2 wrong, col 2 -> row 1 wrong
+    assert R.precision_at_1(sim.T) == pytest.approx(1 / 3)
+    # MEXA: pair 0 beats its row and column; pair 1: 0.2 < 0.8; pair 2: 0.7 < 0.8 in its column
+    assert R.mexa(sim) == pytest.approx(1 / 3)
+
+
+def test_seqeval_entity_f1_by_hand():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "O"]]
+    # 3 gold entities, 2 predicted, both right: P = 1, R = 2/3, F1 = 0.8
+    assert T.score(gold, pred, iob=True) == pytest.approx(0.8)
+    assert T.score([["N", "V"]], [["N", "N"]], iob=False) == pytest.approx(0.5)
+
+
+def test_mean_pooling_is_the_mean_of_real_token_states(tiny):
+    model, tok = tiny
+    enc = Encoder(model, tok)
+    text = "the king said good day"
+    got = enc.sentences([text, "a river"], "mean")[0]
+    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        hs = model.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    want = torch.stack([h[0, 1:].mean(0) for h in hs]).numpy()  # separator left out
+    assert got.shape == (model.config.num_hidden_layers + 1, model.config.hidden_size)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    last = enc.sentences([text], "last")[0]
+    np.testing.assert_allclose(last, torch.stack([h[0, -1] for h in hs]).numpy(), rtol=1e-4, atol=1e-5)
+    assert layer_index(model, "middle") == 1 and layer_index(model, "last") == 2 and layer_index(model, "-1") == 2
+
+
+# -- every task kind on a tiny data set ---------------------------------------------------
+
+
+def test_retrieval_finds_planted_pairs(tiny):
+    from langadapt.evaluate.tasks.data import Example, TaskData
+
+    texts = [f"{a} {b} {c}" for a, b, c in zip(TOPICS["royal"].split(), TOPICS["river"].split(), range(10))]
+    data = TaskData(
+        [Example(str(i), lang, "test", text=t) for i, t in enumerate(texts) for lang in ("nya", "eng")], "planted"
+    )
+    for kind in ("retrieval", "alignment"):
+        rows = TASKS.get(kind).run(ctx_for(tiny), TaskConfig(kind=kind, layer="last"), data)
+        assert rows and all(r.mean == pytest.approx(1.0) for r in rows), rows  # identical texts: always found
+    rows = TASKS.get("retrieval").run(ctx_for(tiny), TaskConfig(kind="retrieval"), data)
+    assert {r.setting for r in rows} == {"nya→eng", "eng→nya"}
+
+
+def test_classify_probe_separates_topics_in_and_across_languages(tiny, tmp_path):
+    cfg = TaskConfig(kind="classify", name="topic", data=str(topic_files(tmp_path / "topic")), seeds=3)
+    data = load_data(cfg, ["nya", "eng"])
+    rows = TASKS.get("classify").run(ctx_for(tiny), cfg, data)
+    by = {(r.language, r.setting): r for r in rows}
+    assert set(by) == {("nya", "in-language"), ("nya", "from eng"), ("eng", "in-language")}
+    for r in rows:
+        assert (
+            len(r.seeds) == 3 and r.mean == pytest.approx(np.mean(r.seeds)) and r.std == pytest.approx(np.std(r.seeds))
+        )
+        assert r.n_test == 12 and r.extra["chance"] == 0.5
+    assert by[("eng", "in-language")].mean >= 0.9  # disjoint vocabularies: linearly separable
+
+
+def test_classify_finetune_runs_and_caps_are_counted(tiny, tmp_path):
+    cfg = TaskConfig(
+        kind="classify",
+        data=str(topic_files(tmp_path / "t")),
+        protocol="finetune",
+        seeds=2,
+        epochs=1,
+        lr=1e-3,
+        transfer="in-language",
+        max_train_per_label=4,
+        max_test_per_label=3,
+        languages=("eng",),
+    )
+    rows = TASKS.get("classify").run(ctx_for(tiny, ("eng",)), cfg, load_data(cfg, ["eng"]))
+    assert len(rows) == 1 and rows[0].n_train == 8 and rows[0].n_test == 6 and len(rows[0].seeds) == 2
+
+
+def test_tag_probe_on_the_ner_fixture(tiny):
+    cfg = TaskConfig(kind="tag", data="builtin:ner-fixture", seeds=3)
+    data = builtin_data("ner-fixture")
+    assert set(data.languages()) == {"eng", "nya"} and data.select("nya", "test")
+    rows = TASKS.get("tag").run(ctx_for(tiny), cfg, data)
+    assert {r.metric for r in rows} == {"entity F1"} and all(0 <= r.mean <= 1 for r in rows)
+    assert {(r.language, r.setting) for r in rows} == {
+        ("nya", "in-language"),
+        ("nya", "from eng"),
+        ("eng", "in-language"),
+    }
+    ft = TaskConfig(kind="tag", data="builtin:ner-fixture", protocol="finetune", seeds=1, epochs=1, lr=1e-3)
+    assert TASKS.get("tag").run(ctx_for(tiny, ("eng",)), ft, data)[0].metric == "entity F1"
+
+
+def test_every_task_kind_has_help_and_a_documented_data_fit():
+    for entry in TASKS.entries():
+        assert entry.help and (entry.obj.builtin_data or entry.name == "lm-eval"), entry.name
+
+
+# -- bad input: one clear error naming the file and line -------------------------------------
+
+
+def test_unknown_test_label_names_file_and_line(tiny, tmp_path):
+    folder = topic_files(tmp_path / "bad")
+    test = folder / "eng.test.jsonl"
+    lines = test.read_text().splitlines()
+    lines[3] = json.dumps({"text": "king river", "label": "weather"})
+    test.write_text("\n".join(lines) + "\n")
+    cfg = TaskConfig(kind="classify", name="topic", data=str(folder), seeds=1)
+    with pytest.raises(InputError, match=rf"{test}:4: label 'weather' of the test split"):
+        TASKS.get("classify").run(ctx_for(tiny, ("eng",)), cfg, load_data(cfg, ["eng"]))
+
+
+def test_malformed_conll_line_names_file_and_line(tmp_path):
+    bad = tmp_path / "eng.train.conll"
+    bad.write_text("John\tB-PER\nlives\tO\n\nMary\n")
+    with pytest.raises(InputError, match=rf"{bad}:4: malformed CoNLL line 'Mary'"):
+        load_data(TaskConfig(kind="tag", data=str(tmp_path)), ["eng"])
+
+
+def test_hub_task_offline_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    cfg = TaskConfig(kind="classify", data="hf:no-such-org/sib-200-like", subsets=("nya=nya_Latn",))
+    with pytest.raises(InputError, match=r"hf:no-such-org/sib-200-like \(nya_Latn\) cannot be loaded") as e:
+        load_data(cfg, ["nya"])
+    assert "offline?" in e.value.hint
+
+
+def test_task_recipe_problems_are_reported_at_validation(tiny_recipe):
+    from langadapt.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        tiny_recipe(
+            eval={
+                "tasks": [
+                    {"kind": "clasify", "data": "builtin:bible-topic"},
+                    {"kind": "retrieval", "data": "builtin:bible-topic"},
+                    {"kind": "tag", "data": "/nonexistent/*.conll", "pooling": "max"},
+                ]
+            }
+        )
+    text = str(e.value)
+    assert "unknown tasks 'clasify' (did you mean 'classify'?)" in text
+    assert "builtin:bible-topic does not fit kind retrieval" in text
+    assert "no file matches '/nonexistent/*.conll'" in text and "pooling: 'max'" in text
