@@ -207,3 +207,54 @@ def test_task_recipe_problems_are_reported_at_validation(tiny_recipe):
     assert "unknown tasks 'clasify' (did you mean 'classify'?)" in text
     assert "builtin:bible-topic does not fit kind retrieval" in text
     assert "no file matches '/nonexistent/*.conll'" in text and "pooling: 'max'" in text
+
+
+def test_harness_bridge_runs_a_local_task_offline(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    docs = [
+        {"question": "The king sat on his", "choices": ["throne", "river"], "answer": 0},
+        {"question": "The fish swam in the", "choices": ["palace", "water"], "answer": 1},
+        {"question": "Rain fell on the", "choices": ["lake", "crown"], "answer": 0},
+    ]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "local_mc.yaml").write_text(
+        "task: local_mc\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'mc.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\n"
+        'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{answer}}"\n'
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    cfg = TaskConfig(kind="lm-eval", harness_tasks=("local_mc",), harness_include=str(tmp_path / "tasks"))
+    rows = TASKS.get("lm-eval").run(ctx_for(tiny, ("eng",)), cfg, load_data_none())
+    assert [(r.setting, r.metric, r.n_test) for r in rows] == [("local_mc", "acc", 3)]
+
+    # by hand: the choice with the higher log-likelihood of " choice" after the question wins
+    model, tok = tiny
+    right = 0
+    for d in docs:
+        lls = []
+        for c in d["choices"]:
+            ctx_ids = tok(d["question"], add_special_tokens=False)["input_ids"]
+            ids = tok(d["question"] + " " + c, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+            lls.append(sum(logp[i - 1, ids[i]].item() for i in range(len(ctx_ids), len(ids))))
+        right += int(np.argmax(lls) == d["answer"])
+    assert rows[0].mean == pytest.approx(right / 3)
+
+
+@pytest.mark.slow  # indexing every harness task takes about a minute
+def test_harness_unknown_task_is_named(tiny):
+    pytest.importorskip("lm_eval")
+    cfg = TaskConfig(kind="lm-eval", harness_tasks=("no_such_task_anywhere",))
+    with pytest.raises(InputError, match="lm-evaluation-harness has no task no_such_task_anywhere"):
+        TASKS.get("lm-eval").run(ctx_for(tiny, ("eng",)), cfg, load_data_none())
+
+
+def load_data_none():
+    from langadapt.evaluate.tasks.data import TaskData
+
+    return TaskData([], "harness")

@@ -30,7 +30,12 @@ def run_harness(ctx: TaskContext, cfg: "TaskConfig", data: TaskData) -> list[Sco
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise MissingDependencyError("lm-eval", f"task '{name}'", "pip install 'langadapt[harness]'") from None
-    manager = TaskManager(include_path=cfg.harness_include or None)
+    manager = None
+    if cfg.harness_include:  # indexing only the local folder takes a second; the full index takes most of a minute
+        manager = TaskManager(include_path=cfg.harness_include, include_defaults=False)
+        if any(t not in manager.all_tasks for t in cfg.harness_tasks):
+            manager = None
+    manager = manager or TaskManager(include_path=cfg.harness_include or None)
     unknown = [t for t in cfg.harness_tasks if t not in manager.all_tasks]
     if unknown:
         raise InputError(
@@ -59,7 +64,7 @@ def run_harness(ctx: TaskContext, cfg: "TaskConfig", data: TaskData) -> list[Sco
     for task, metrics in sorted(out["results"].items()):
         n = int(out.get("n-samples", {}).get(task, {}).get("effective", 0))
         for key, value in sorted(metrics.items()):
-            if "_stderr" in key or not isinstance(value, (int, float)) or key == "alias":
+            if "_stderr" in key or not isinstance(value, (int, float)) or key.split(",")[0] in ("alias", "sample_len"):
                 continue
             metric = key.split(",")[0]
             stderr = metrics.get(key.replace(metric, f"{metric}_stderr", 1))
