@@ -41,7 +41,7 @@ TOKEN_SOURCES = "token_sources.json"
 COMBINE = ("min", "mean", "max")
 
 
-def decompose(token: str, base_tok: Any) -> list[int]:
+def decompose(token: str, base_tok: Any, vocab: dict[str, int] | None = None) -> list[int]:
     """Old-token ids of a new token, applying the old model's own segmentation to its spelling.
 
     Working on the token string in the tokenizer's alphabet (e.g. 'Ġndipo', '▁ndipo')
@@ -50,14 +50,14 @@ def decompose(token: str, base_tok: Any) -> list[int]:
     as a continuation too.
     """
     model = base_tok.backend_tokenizer.model
-    vocab = base_tok.get_vocab()
     continuation = token.startswith("##") and len(token) > 2
     try:
         ids = [t.id for t in model.tokenize(token[2:] if continuation else token)]
     except Exception:  # a token the old model cannot spell (e.g. unseen characters, no byte fallback)
         return []
     if continuation and ids:
-        first = base_tok.convert_ids_to_tokens(ids[0])
+        vocab = vocab if vocab is not None else base_tok.get_vocab()  # pass it in loops: get_vocab() is slow
+        first = model.id_to_token(ids[0])
         if "##" + first in vocab:
             ids[0] = vocab["##" + first]
     unk = getattr(base_tok, "unk_token_id", None)
@@ -103,7 +103,7 @@ def initialise(
     fresh = sorted((nid, t) for t, nid in new_vocab.items() if t not in old_vocab)
     tokens = [t for _, t in fresh]
     translit, hint = _token_sources(token_sources, tokens, old_vocab, context.config.translit_mode)
-    pieces = [translit.get(t) or decompose(t, context.old_tokenizer) for t in tokens]
+    pieces = [translit.get(t) or decompose(t, context.old_tokenizer, old_vocab) for t in tokens]
 
     matrices = _old_matrices(model)
     size = max(new_vocab.values()) + 1
@@ -286,11 +286,23 @@ def save_factors(model: Any, context: InitContext, out: Path, report: dict[str, 
 
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
+    from langadapt.sources import source_identity
+
+    c = recipe.init
+    files: dict[str, Any] = {}
+    if c.dictionary and Path(c.dictionary).expanduser().is_file():
+        from langadapt.init.align import dictionary_file_identity
+
+        files["dictionary"] = dictionary_file_identity(c.dictionary)
+    for key, src in (("parallel_source", c.parallel_source), ("parallel_target", c.parallel_target)):
+        if src is not None:
+            files[key] = source_identity(src)
     return {
         "tokenizer": rd.fingerprint_of("tokenizer"),
         "corpus": rd.fingerprint_of("corpus"),
         "model": recipe.to_dict()["model"],
         "config": recipe.to_dict()["init"],
+        "files": files,
         "seed": recipe.seed,
     }
 

@@ -60,7 +60,7 @@ def helper_vector(helper: dict[str, Any], token: str) -> "torch.Tensor | None":
     vocab, rows = helper["vocab"], helper["rows"]
     if token in vocab and vocab[token] < rows.shape[0]:
         return rows[vocab[token]]
-    ids = [i for i in decompose(token, helper["tokenizer"]) if i < rows.shape[0]]
+    ids = [i for i in decompose(token, helper["tokenizer"], vocab) if i < rows.shape[0]]
     return rows[ids].mean(0) if ids else None
 
 
