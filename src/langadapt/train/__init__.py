@@ -1,13 +1,15 @@
 """Stage 4, train: continued pretraining of the initialised model, resumable.
 
 One explicit loop you can read top to bottom: build the trainable model (a registered
-method wraps peft), stream packed sequences of the target language with replay of the
-source language mixed in at `replay_ratio`, step the optimizer, log one line per step,
-checkpoint every `save_every` steps. A re-run after an interruption restores the newest
-checkpoint (trainable weights, optimizer, data position, RNG) and continues; the finished
-model is merged into a plain HF folder `train/final/` for evaluation and export, and the
-adapter is kept separately in `train/adapter/`.
-"""
+method wraps peft or the adapters library), stream packed sequences of the target language
+with replay of the source language mixed in at `replay_ratio`, step the optimizer, log one
+line per step, checkpoint every `save_every` steps. `train.phases` runs several such
+trainings one after the other (e.g. new rows and head first, then adapters; `phases.py`).
+A re-run after an interruption restores the newest checkpoint (trainable weights,
+optimizer, data position, RNG) and continues, skipping finished phases; the finished model
+is merged into a plain HF folder `train/final/` for evaluation and export (an adapter that
+cannot be merged travels in `final/adapters/`), and adapters are kept separately in
+`train/adapter/` (peft) and `train/adapters/` (AdapterHub)."""
 
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ from langadapt.documents import languages, read_texts
 from langadapt.models import doc_separator_id, load_model, load_tokenizer
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
+from langadapt.train.adapters import save_final
 from langadapt.train.data import TokenStream
-from langadapt.train.loop import train_loop
 from langadapt.train.methods import TRAIN_METHODS
+from langadapt.train.mlm import MaskingPlan, attach_masking
 from langadapt.train.objectives import OBJECTIVES
+from langadapt.train.phases import run_phases
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -48,10 +52,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     tok = load_tokenizer(str(init_dir))
     model = load_model(str(init_dir), recipe.model.dtype)
     new_ids = list(tok_metrics.get("new_token_ids", []))
-    model = TRAIN_METHODS.get(cfg.method)(model, cfg, new_ids)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_all = sum(p.numel() for p in model.parameters())
-    log.info("train: method %s, %.2fM of %.1fM parameters trainable", cfg.method, n_train / 1e6, n_all / 1e6)
+    if cfg.objective == "mlm":
+        attach_masking(model, MaskingPlan.from_tokenizer(tok, cfg))
 
     sep = doc_separator_id(tok)
     streams = {}
@@ -59,18 +61,13 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         if lang:
             texts = read_texts(rd, lang, "train")
             streams[lang] = TokenStream(texts, tok, sep, cfg.seq_len, recipe.seed + len(streams))
-    summary = train_loop(model, streams, target, replay, recipe, ctx.out)
+    # one phase (train.method) or a schedule (train.phases), each through the same loop
+    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out)
 
-    # the merged model is what evaluation and export read; the adapter stays for those who want it
-    if hasattr(model, "merge_and_unload"):
-        model.save_pretrained(ctx.out / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(ctx.out / "final")
-    tok.save_pretrained(ctx.out / "final")
+    # the merged model is what evaluation and export read; adapters are also saved in their own formats
+    save_final(model, tok, ctx.out / "final")
     summary.update(
-        method=cfg.method,
-        trainable_parameters=n_train,
-        total_parameters=n_all,
+        mlm_head_created=bool(getattr(model.config, "mlm_head_created", False)),
         streams={
             k: {"epochs_completed": s.epoch, "documents_started": s.documents_started, "documents": len(s.texts)}
             for k, s in streams.items()

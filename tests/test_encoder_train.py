@@ -1,0 +1,142 @@
+"""Encoder adaptation end to end on tiny models: mlm, adapter methods, phases, saving and reloading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tiny_recipe_dict
+
+ENCODER_TRAIN = {
+    "objective": "mlm",
+    "method": "seq_bn_inv",
+    "max_steps": 4,
+    "seq_len": 32,
+    "batch_size": 4,
+    "warmup_steps": 1,
+    "save_every": 2,
+    "lr": 5e-3,
+    "adapter_reduction_factor": 4,
+}
+
+
+def encoder_recipe(corpus_files, model_dir: Path, run_dir: Path, **train):  # type: ignore[no-untyped-def]
+    from langadapt.recipe import Recipe
+
+    data = tiny_recipe_dict(
+        corpus_files, model_dir, run_dir, tokenizer={"method": "keep"}, train={**ENCODER_TRAIN, **train}
+    )
+    return Recipe.from_dict(data)
+
+
+def _outputs(model, ids):  # type: ignore[no-untyped-def]
+    import torch
+
+    with torch.no_grad():
+        return model.eval()(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("method", ["seq_bn", "seq_bn_inv", "double_seq_bn", "lora", "head"])
+def test_each_method_trains_saves_and_reloads_with_identical_outputs(method, corpus_files, tiny_encoder, tmp_path):
+    import torch
+
+    from langadapt.models import load_model
+    from langadapt.pipeline import run
+    from langadapt.rundir import read_json
+
+    recipe = encoder_recipe(corpus_files, tiny_encoder, tmp_path / "run", method=method, max_steps=2)
+    run(recipe, stages=("corpus", "tokenizer", "init", "train"))
+    out = tmp_path / "run" / "train"
+    summary = read_json(out / "summary.json")
+    assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
+    final = load_model(str(out / "final"))
+    base = load_model(str(tmp_path / "run" / "model-init"))
+    ids = torch.tensor([[0, 5, 17, 33, 60, 61, 2]])
+    assert not torch.allclose(_outputs(final, ids), _outputs(base, ids))  # training changed something
+    if method == "head":
+        return
+    # the standard AdapterHub folder, loaded with the adapters library onto the initialised model
+    import adapters
+
+    assert (out / "adapters" / "langadapt" / "adapter_config.json").is_file()
+    adapters.init(base)
+    name = base.load_adapter(str(out / "adapters" / "langadapt"))
+    base.set_active_adapters(name)
+    if method == "lora":  # merged into final/, so its own head weights come from there
+        assert not (out / "final" / "adapters").exists()
+    else:
+        assert (out / "final" / "adapters" / "langadapt" / "adapter_config.json").is_file()
+    head = {k: v for k, v in final.state_dict().items() if k.startswith("lm_head.") and "decoder.weight" not in k}
+    base.load_state_dict(head, strict=False)  # the head trained beside the adapter (train.train_head)
+    torch.testing.assert_close(_outputs(base, ids), _outputs(final, ids), rtol=1e-5, atol=1e-5)
+
+
+def test_two_phases_resume_across_the_boundary_exactly(corpus_files, tiny_encoder, tmp_path):
+    """Interrupted right after phase 1, the re-run skips it and ends where an uninterrupted run ends."""
+    import torch
+
+    from langadapt.models import load_model
+    from langadapt.pipeline import run
+    from langadapt.rundir import read_json
+
+    phases = [
+        {"name": "warmup", "method": "head", "max_steps": 2, "lr": 1e-2},
+        {"method": "seq_bn_inv", "max_steps": 2},
+    ]
+    straight = encoder_recipe(corpus_files, tiny_encoder, tmp_path / "a", phases=phases)
+    run(straight, stages=("corpus", "tokenizer", "init", "train"))
+
+    interrupted = encoder_recipe(corpus_files, tiny_encoder, tmp_path / "b", phases=phases)
+    import langadapt.train.phases as phases_module
+
+    real_loop = phases_module.train_loop
+    calls = []
+
+    def stop_in_phase_two(model, streams, target, replay, recipe, out, **kw):  # type: ignore[no-untyped-def]
+        calls.append(out.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_loop(model, streams, target, replay, recipe, out, **kw)
+
+    phases_module.train_loop = stop_in_phase_two
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(interrupted, stages=("corpus", "tokenizer", "init", "train"))
+    finally:
+        phases_module.train_loop = real_loop
+    assert calls == ["1-warmup", "2-seq_bn_inv"]
+    run(interrupted, stages=("corpus", "tokenizer", "init", "train"))
+
+    a, b = (tmp_path / r / "train" for r in ("a", "b"))
+    metrics = [line for line in (b / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 4 and '"phase": "warmup"' in metrics[0] and '"phase": "seq_bn_inv"' in metrics[-1]
+    def losses(folder: Path) -> list[tuple]:
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["phase"], r["loss"]) for r in rows]
+
+    assert losses(a) == losses(b)
+    summary = read_json(b / "summary.json")
+    assert [p["phase"] for p in summary["phases"]] == ["warmup", "seq_bn_inv"] and summary["steps"] == 4
+    ids = torch.tensor([[0, 5, 17, 33, 60, 61, 2]])
+    torch.testing.assert_close(_outputs(load_model(str(a / "final")), ids), _outputs(load_model(str(b / "final")), ids))
+
+
+def test_encoder_problems_are_reported_at_validation(corpus_files, tiny_encoder, tiny_model, tmp_path):
+    from langadapt.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        encoder_recipe(corpus_files, tiny_encoder, tmp_path / "r", objective="clm", seq_len=4096)
+    text = str(e.value)
+    assert "train.objective: clm does not train an encoder" in text and "train.seq_len: 4096 is beyond" in text
+    with pytest.raises(ConfigError) as e:
+        encoder_recipe(corpus_files, tiny_model, tmp_path / "r")
+    assert "mlm needs an encoder" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        encoder_recipe(
+            corpus_files,
+            tiny_encoder,
+            tmp_path / "r",
+            phases=[{"method": "seq_bn", "max_steps": 1}, {"method": "head", "max_steps": 1}],
+        )
+    assert "only the last phase may add them" in str(e.value)
