@@ -71,10 +71,20 @@ def test_folders_globs_and_max_documents(tmp_path):
     assert len(docs) == 6
 
 
+def test_invalid_utf8_is_repaired_or_dropped_per_record(tmp_path):
+    (tmp_path / "mixed.txt").write_bytes("caf\xe9\n".encode("latin-1") + "bon\n".encode())
+    docs, stats = read_source(SourceConfig(path=str(tmp_path / "mixed.txt"), language="fra"))
+    assert [d.text for d in docs] == ["caf\ufffd", "bon"] and stats.repaired == {"invalid_utf8": 1}
+    docs, stats = read_source(SourceConfig(path=str(tmp_path / "mixed.txt"), language="fra"), invalid_utf8="drop")
+    assert [d.text for d in docs] == ["bon"] and stats.skipped == {"invalid_utf8": 1} and stats.records == 2
+    f = tmp_path / "a.jsonl.gz"
+    with gzip.open(f, "wb") as g:
+        g.write(b'{"text": "ok \xff byte", "url": "https://www.news.example.mw:8080/a"}\n')
+    docs, stats = read(SourceConfig(path=str(f), language="nya", group_field="url_domain"))
+    assert docs[0].text == "ok \ufffd byte" and docs[0].group == "news.example.mw"
+
+
 def test_bad_input_gets_one_clear_error(tmp_path):
-    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
-    with pytest.raises(InputError, match="not valid UTF-8"):
-        read(SourceConfig(path=str(tmp_path / "latin1.txt"), language="fra"))
     (tmp_path / "x.weird").write_text("hi")
     with pytest.raises(InputError, match="cannot tell the format"):
         read(SourceConfig(path=str(tmp_path / "x.weird"), language="fra"))

@@ -30,7 +30,10 @@ def normalize(text: str, form: str) -> str:
     return "\n".join(line.strip() for line in text.strip().splitlines())
 
 
-def write_docs(path: Path, docs: list[Doc], reasons: list[str] | None = None) -> None:
+def write_docs(
+    path: Path, docs: list[Doc], reasons: list[str] | None = None, extra: dict[str, list[str]] | None = None
+) -> None:
+    """Documents as parquet (id, group, text); dropped ones also carry their reason and `extra` string columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -42,6 +45,7 @@ def write_docs(path: Path, docs: list[Doc], reasons: list[str] | None = None) ->
     }
     if reasons is not None:
         cols["reason"] = reasons
+    cols.update(extra or {})
     schema = pa.schema([(k, pa.string()) for k in cols])
     pq.write_table(pa.table(cols, schema=schema), path, compression="zstd")
 

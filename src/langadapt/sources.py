@@ -50,6 +50,21 @@ class Doc:
 class ReadStats:
     records: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> count
+    repaired: Counter = field(default_factory=Counter)  # reason -> documents kept after a repair
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input record: a document, or the reason it could not become one (with what was read)."""
+
+    doc: Doc | None
+    skip: str = ""
+    raw: str = ""
+    repaired: str = ""  # non-empty when the text was repaired on reading (e.g. invalid_utf8)
+
+
+INVALID_UTF8 = ("repair", "drop")
+_SURROGATES = re.compile("[\udc80-\udcff]+")
 
 
 BuiltinReader = Callable[[], Iterator[Doc]]
@@ -107,14 +122,32 @@ def expand_files(pattern: str) -> list[Path]:
 def _open_text(path: Path) -> io.TextIOBase:
     _, comp = _strip_compression(path)
     if comp == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="strict")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="surrogateescape")
     if comp == ".zst":
         try:
             import zstandard
         except ImportError:
             raise MissingDependencyError("zstandard", f"reading {path.name}", "pip install zstandard") from None
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
-    return open(path, encoding="utf-8", errors="strict")
+        return io.TextIOWrapper(
+            zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8", errors="surrogateescape"
+        )
+    # Invalid bytes become lone surrogates here and are repaired or dropped per record (`_utf8`),
+    # so one bad byte costs one record, not the whole run.
+    return open(path, encoding="utf-8", errors="surrogateescape")
+
+
+def _utf8(text: str, invalid_utf8: str) -> tuple[str | None, bool]:
+    """(text, repaired) with invalid bytes replaced by U+FFFD; (None, False) when the policy drops it."""
+    if not _SURROGATES.search(text):
+        return text, False
+    if invalid_utf8 == "drop":
+        return None, False
+    return _SURROGATES.sub("\ufffd", text), True
+
+
+def _printable(text: str) -> str:
+    """Text safe to store (what a dropped record held), invalid bytes shown as U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def _txt_pieces(f: io.TextIOBase, split_by: str) -> Iterator[str]:
@@ -137,45 +170,69 @@ def _txt_pieces(f: io.TextIOBase, split_by: str) -> Iterator[str]:
         yield "".join(paragraph).rstrip("\n")
 
 
-def _read_txt(path: Path, src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iterator[Doc]:
+def _read_txt(path: Path, src: SourceConfig, docs_per_group: int, invalid_utf8: str) -> Iterator[Record]:
     n = 0
     with _open_text(path) as f:
         for piece in _txt_pieces(f, src.split_by):
-            stats.records += 1
             if not piece.strip():
-                stats.skipped["blank"] += 1
+                yield Record(None, "blank", piece)
                 continue
-            yield Doc(id=f"{path.name}:{n}", text=piece, group=f"{path.name}#{n // docs_per_group}")
+            text, repaired = _utf8(piece, invalid_utf8)
+            if text is None:
+                yield Record(None, "invalid_utf8", _printable(piece))
+                continue
+            doc = Doc(id=f"{path.name}:{n}", text=text, group=f"{path.name}#{n // docs_per_group}")
+            yield Record(doc, repaired="invalid_utf8" if repaired else "")
             n += 1
 
 
+def url_domain(url: str) -> str:
+    """The host of a URL without `www.` and port: the group of web documents for held-out splits."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
+    return host.removeprefix("www.")
+
+
+URL_DOMAIN = "url_domain"  # group_field value: group by the domain of the record's `url` field
+
+
 def _records_to_docs(
-    path: Path, rows: Iterator[dict | None], src: SourceConfig, docs_per_group: int, stats: ReadStats
-) -> Iterator[Doc]:
+    path: Path, rows: Iterator[dict | str | None], src: SourceConfig, docs_per_group: int, invalid_utf8: str
+) -> Iterator[Record]:
     n = 0
     for i, row in enumerate(rows):
-        stats.records += 1
-        if row is None:
-            stats.skipped["unparseable"] += 1
+        if not isinstance(row, dict):
+            yield Record(None, "unparseable", _printable(row) if isinstance(row, str) else "")
             continue
         text = row.get(src.text_field)
         if not isinstance(text, str):
-            stats.skipped[f"no_text_field:{src.text_field}"] += 1
+            yield Record(None, f"no_text_field:{src.text_field}", _printable(json.dumps(row, default=str)[:10_000]))
             continue
-        if src.group_field:
+        if src.group_field == URL_DOMAIN:
+            url = row.get("url")
+            group = url_domain(url) if isinstance(url, str) else ""
+            if not group:
+                yield Record(None, "no_group_field:url", _printable(text))
+                continue
+        elif src.group_field:
             group = row.get(src.group_field)
             if group is None:
-                stats.skipped[f"no_group_field:{src.group_field}"] += 1
+                yield Record(None, f"no_group_field:{src.group_field}", _printable(text))
                 continue
-            group = str(group)
+            group = _printable(str(group))
         else:
             group = f"{path.name}#{n // docs_per_group}"
-        doc_id = str(row.get("id", f"{path.name}:{i}"))
+        clean, repaired = _utf8(text, invalid_utf8)
+        if clean is None:
+            yield Record(None, "invalid_utf8", _printable(text))
+            continue
+        doc_id = _printable(str(row.get("id", f"{path.name}:{i}")))
         n += 1
-        yield Doc(id=doc_id, text=text, group=group)
+        yield Record(Doc(id=doc_id, text=clean, group=group), repaired="invalid_utf8" if repaired else "")
 
 
-def _jsonl_rows(path: Path) -> Iterator[dict | None]:
+def _jsonl_rows(path: Path) -> Iterator[dict | str | None]:
     with _open_text(path) as f:
         for line in f:
             if not line.strip():
@@ -183,9 +240,9 @@ def _jsonl_rows(path: Path) -> Iterator[dict | None]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
-                yield None
+                yield line.rstrip("\n")
                 continue
-            yield obj if isinstance(obj, dict) else None
+            yield obj if isinstance(obj, dict) else line.rstrip("\n")
 
 
 def _csv_rows(path: Path) -> Iterator[dict | None]:
@@ -212,32 +269,33 @@ def _parquet_rows(path: Path, columns: list[str]) -> Iterator[dict | None]:
         yield from batch.to_pylist()
 
 
-def read_files(src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iterator[Doc]:
+def file_records(path: Path, src: SourceConfig, docs_per_group: int, invalid_utf8: str = "repair") -> Iterator[Record]:
+    """Every record of one file, in order: documents and the reasons others could not be read."""
+    fmt = file_format(path, src.format)
+    try:
+        if fmt == "txt":
+            yield from _read_txt(path, src, docs_per_group, invalid_utf8)
+        elif fmt == "jsonl":
+            yield from _records_to_docs(path, _jsonl_rows(path), src, docs_per_group, invalid_utf8)
+        elif fmt == "csv":
+            yield from _records_to_docs(path, _csv_rows(path), src, docs_per_group, invalid_utf8)
+        else:
+            group = "url" if src.group_field == URL_DOMAIN else src.group_field
+            cols = [src.text_field, "id"] + ([group] if group else [])
+            yield from _records_to_docs(path, _parquet_rows(path, cols), src, docs_per_group, invalid_utf8)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+
+
+def read_files(src: SourceConfig, docs_per_group: int, invalid_utf8: str = "repair") -> Iterator[Record]:
     files = expand_files(src.path)
     if not files:
         raise InputError(f"no input file matches '{src.path}'", hint="check the path in the recipe's corpus section")
     for path in files:
-        fmt = file_format(path, src.format)
-        try:
-            if fmt == "txt":
-                yield from _read_txt(path, src, docs_per_group, stats)
-            elif fmt == "jsonl":
-                yield from _records_to_docs(path, _jsonl_rows(path), src, docs_per_group, stats)
-            elif fmt == "csv":
-                yield from _records_to_docs(path, _csv_rows(path), src, docs_per_group, stats)
-            else:
-                cols = [src.text_field, "id"] + ([src.group_field] if src.group_field else [])
-                yield from _records_to_docs(path, _parquet_rows(path, cols), src, docs_per_group, stats)
-        except UnicodeDecodeError as e:
-            raise InputError(
-                f"{path} is not valid UTF-8 (byte {e.start})",
-                hint="convert it, e.g. iconv -f LATIN1 -t UTF-8 in > out",
-            ) from None
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise InputError(f"cannot read {path}: {e}") from None
+        yield from file_records(path, src, docs_per_group, invalid_utf8)
 
 
-def read_hub(src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iterator[Doc]:
+def read_hub(src: SourceConfig, docs_per_group: int, invalid_utf8: str = "repair") -> Iterator[Record]:
     """Stream a data set with `datasets.load_dataset` (`hf:NAME`, a hub id or a local folder)."""
     if importlib.util.find_spec("datasets") is None:
         raise MissingDependencyError("datasets", "reading hf: sources", "pip install 'langadapt[datasets]'")
@@ -256,38 +314,45 @@ def read_hub(src: SourceConfig, docs_per_group: int, stats: ReadStats) -> Iterat
     if first is None:
         return
     yield from _records_to_docs(
-        Path(name.replace("/", "_")), itertools.chain([first], rows), src, docs_per_group, stats
+        Path(name.replace("/", "_")), itertools.chain([first], rows), src, docs_per_group, invalid_utf8
     )
 
 
-def read_source(src: SourceConfig, docs_per_group: int = 100) -> tuple[Iterator[Doc], ReadStats]:
+def source_records(src: SourceConfig, docs_per_group: int = 100, invalid_utf8: str = "repair") -> Iterator[Record]:
+    """Every record of a source (all its files, a bundled corpus or a hub data set), `max_documents` applied."""
+    if src.path.startswith("builtin:"):
+        reader, _ = BUILTIN_SOURCES.get(src.path[len("builtin:") :])
+        records: Iterator[Record] = (Record(doc) for doc in reader())
+    elif src.path.startswith("hf:"):
+        records = read_hub(src, docs_per_group, invalid_utf8)
+    else:
+        records = read_files(src, docs_per_group, invalid_utf8)
+    n = 0
+    for rec in records:
+        if rec.doc is not None and src.max_documents and n >= src.max_documents:
+            rec = Record(None, "over_max_documents", rec.doc.text)
+        elif rec.doc is not None:
+            n += 1
+        yield rec
+
+
+def read_source(
+    src: SourceConfig, docs_per_group: int = 100, invalid_utf8: str = "repair"
+) -> tuple[Iterator[Doc], ReadStats]:
     """Documents of a source plus the stats object the iterator fills as it goes."""
     stats = ReadStats()
 
     def gen() -> Iterator[Doc]:
-        if src.path.startswith("builtin:"):
-            reader, _ = BUILTIN_SOURCES.get(src.path[len("builtin:") :])
-            it: Iterator[Doc] = reader()
-            counted = _count(it, stats)
-        elif src.path.startswith("hf:"):
-            counted = read_hub(src, docs_per_group, stats)
-        else:
-            counted = read_files(src, docs_per_group, stats)
-        for n, doc in enumerate(counted):
-            if src.max_documents and n >= src.max_documents:
-                stats.skipped["over_max_documents"] += 1
-                for _ in counted:
-                    stats.skipped["over_max_documents"] += 1
-                return
-            yield doc
+        for rec in source_records(src, docs_per_group, invalid_utf8):
+            stats.records += 1
+            if rec.doc is None:
+                stats.skipped[rec.skip] += 1
+                continue
+            if rec.repaired:
+                stats.repaired[rec.repaired] += 1
+            yield rec.doc
 
     return gen(), stats
-
-
-def _count(it: Iterator[Doc], stats: ReadStats) -> Iterator[Doc]:
-    for doc in it:
-        stats.records += 1
-        yield doc
 
 
 def source_identity(src: SourceConfig) -> dict[str, object]:

@@ -1,28 +1,39 @@
-"""Stage 1, corpus: read, normalise, filter, deduplicate and split text by document group.
+"""Stage 1, corpus: read, clean, deduplicate and split text by document group, on datatrove.
+
+The flow, in passes run by a datatrove executor (local, Slurm or Ray; `executors.py`):
+
+1. measure  - read every record, normalise, scrub PII, identify language and script, compute
+              the quality statistics and content hash of each document (`blocks.py`);
+   then, in this process, from the stored statistics only: derive the language's thresholds
+   (`thresholds.py` -> corpus/thresholds.json), find exact duplicates and boilerplate lines;
+2. decide   - apply language, script, quality and exact-duplicate decisions, remove boilerplate
+              lines, write dropped documents aside, compute MinHash signatures;
+3. buckets + cluster - datatrove's MinHash LSH stages;
+4. near-dedup - drop near-duplicates (datatrove's MinHash filter), keep cluster sizes.
 
 Every input record ends up in exactly one place: `corpus/<lang>/train.parquet`,
-`corpus/<lang>/heldout.parquet`, or `corpus/dropped/<lang>.parquet` with its reason; the
-counts are in `corpus/stats.json`. Held-out text is chosen by whole groups (e.g. whole
-Bible books) so evaluation never sees text from a training group, and the same groups are
-held out in every language.
+`corpus/<lang>/heldout.parquet`, or `corpus/dropped/<lang>.parquet` with the step and reason
+that dropped it; `corpus/stats.json` balances per source and language. Held-out text is
+chosen by whole groups (Bible books, web domains) so evaluation never sees a training group.
+Intermediate files stay in the stage's partial folder while it runs, so an interrupted run
+resumes task by task, and are removed when it is done.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections import Counter
+import shutil
+from collections import Counter, defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
-from langadapt.config import SourceConfig
 from langadapt.corpus.config import CorpusConfig
-from langadapt.corpus.filters import DEFAULT_FILTERS, FILTERS
 from langadapt.documents import normalize, write_docs
 from langadapt.errors import InputError
-from langadapt.progress import track
 from langadapt.rundir import RunDir, StageContext, write_json
-from langadapt.sources import Doc, read_source, source_identity
+from langadapt.sources import Doc, source_identity
 from langadapt.stage import run_stage
 
 if TYPE_CHECKING:
@@ -30,110 +41,442 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NAME = "corpus"
+MAX_AUTO_TASKS = 64
+# the order steps apply in: the per-step table of stats.json follows it
+STEP_ORDER = ("read", "length", "lid", "script", "quality", "exact-dedup", "line-dedup", "url-filter", "near-dedup")
+
+__all__ = ["normalize", "run", "inputs", "heldout_groups", "is_heldout"]
+
+
+def _hash01(group: str) -> float:
+    return int.from_bytes(hashlib.sha256(group.encode()).digest()[:4], "big") / 2**32
 
 
 def is_heldout(group: str, cfg: CorpusConfig) -> bool:
     if cfg.heldout_groups:
         return group in cfg.heldout_groups
-    digest = hashlib.sha256(group.encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < cfg.heldout_fraction
+    return _hash01(group) < cfg.heldout_fraction
 
 
-def clean(docs: Iterable[Doc], cfg: CorpusConfig) -> tuple[list[Doc], list[tuple[Doc, str]]]:
-    """Normalise, filter and exact-deduplicate; returns (kept, [(dropped, reason)])."""
-    kept: list[Doc] = []
-    dropped: list[tuple[Doc, str]] = []
-    seen: set[bytes] = set()
-    filters = [FILTERS.get(name) for name in DEFAULT_FILTERS]
-    for doc in docs:
-        text = normalize(doc.text, cfg.normalization)
-        reason = next((r for f in filters if (r := f(text, cfg)) is not None), None)
-        if reason is None:
-            key = hashlib.blake2b(text.encode(), digest_size=16).digest()
-            if key in seen:
-                reason = "duplicate"
-            seen.add(key)
-        if reason is None:
-            kept.append(Doc(doc.id, text, doc.group))
-        else:
-            dropped.append((Doc(doc.id, text, doc.group), reason))
-    return kept, dropped
+def heldout_groups(groups: set[str], cfg: CorpusConfig) -> set[str]:
+    """Groups held out: the named ones, or those a stable hash picks; at least one when there are two or more."""
+    if cfg.heldout_groups:
+        return groups & set(cfg.heldout_groups)
+    chosen = {g for g in groups if _hash01(g) < cfg.heldout_fraction}
+    if not chosen and len(groups) >= 2:
+        chosen = {min(groups, key=_hash01)}
+    return chosen
 
 
-def _process(src: SourceConfig, cfg: CorpusConfig, out: Path) -> dict[str, Any]:
-    docs, read_stats = read_source(src, cfg.docs_per_group)
-    kept, dropped = clean(track(docs, f"reading {src.language} ({src.path})"), cfg)
-    if not kept:
-        reasons = dict(Counter(r for _, r in dropped)) | dict(read_stats.skipped)
-        raise InputError(
-            f"corpus: no {src.language} documents left from '{src.path}' "
-            f"(read {read_stats.records} records; dropped or skipped: {reasons or 'none'})",
-            hint="check the file holds text in the expected field, or lower corpus.min_chars",
-        )
-    train = [d for d in kept if not is_heldout(d.group, cfg)]
-    heldout = [d for d in kept if is_heldout(d.group, cfg)]
-    lang = src.language
-    write_docs(out / lang / "train.parquet", train)
-    write_docs(out / lang / "heldout.parquet", heldout)
-    write_docs(out / "dropped" / f"{lang}.parquet", [d for d, _ in dropped], [r for _, r in dropped])
-    stats = {
-        "source": src.path,
-        "records_read": read_stats.records,
-        "skipped_while_reading": dict(read_stats.skipped),
-        "dropped": dict(Counter(r for _, r in dropped)),
-        "kept": len(kept),
-        "groups": len({d.group for d in kept}),
-        "train": {"documents": len(train), "characters": sum(len(d.text) for d in train)},
-        "heldout": {
-            "documents": len(heldout),
-            "characters": sum(len(d.text) for d in heldout),
-            "groups": sorted({d.group for d in heldout}),
-        },
-    }
-    accounted = stats["kept"] + sum(stats["dropped"].values()) + sum(stats["skipped_while_reading"].values())
-    assert accounted == read_stats.records, f"corpus accounting: {accounted} != {read_stats.records}"
-    log.info(
-        "%s: %d records -> %d train / %d held-out documents; dropped %s",
-        lang,
-        read_stats.records,
-        len(train),
-        len(heldout),
-        stats["dropped"] or "none",
-    )
-    return stats
+# -- the flow ------------------------------------------------------------------------------
 
 
 def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
-    cfg = recipe.corpus
+    from langadapt.corpus import executors
+    from langadapt.corpus.readers import plan_units
+
+    cfg, out = recipe.corpus, ctx.out
+    work = out / "work"  # intermediate files: kept while resuming, removed at the end
+    disabled = set(cfg.disable)
+    units = plan_units(cfg)
+    tasks = cfg.tasks or min(len(units), MAX_AUTO_TASKS)
+    languages = sorted({u["language"] for u in units})
+    stop_words = _stop_words(cfg, languages, work)
+    workers = executors.auto_workers(cfg, sum(Path(u["file"]).stat().st_size for u in units if u["file"]))
+    logs = work / "logs"
+
+    executors.run_pass(cfg, "measure", _measure_pass(cfg, units, stop_words, work, disabled), tasks, logs, workers)
+    plan = _decide_plan(cfg, work, languages, disabled, stop_words)
+    write_json(out / "thresholds.json", plan["report"])
+    executors.run_pass(cfg, "decide", _decide_pass(cfg, work, disabled), tasks, logs, workers)
+    if "near-dedup" not in disabled:
+        for name, pipeline, n in _minhash_passes(cfg, work):
+            executors.run_pass(cfg, name, pipeline, n, logs, workers)
+    executors.run_pass(cfg, "near-dedup", _final_pass(cfg, work, disabled), tasks, logs, workers)
+
+    stats = _assemble(cfg, work, out, plan)
+    write_json(out / "stats.json", stats)
+    shutil.rmtree(work)
+
+
+def _measure_pass(
+    cfg: CorpusConfig, units: list[dict[str, Any]], stop_words: dict[str, list[str]], work: Path, disabled: set[str]
+) -> list[Any]:
+    from langadapt.corpus import blocks
+
+    steps: list[Any] = [
+        blocks.SourceReader(units, cfg.docs_per_group, cfg.invalid_utf8),
+        blocks.Prepare(cfg.normalization, cfg.min_chars, cfg.max_chars, "length" not in disabled),
+    ]
+    if "pii" not in disabled:
+        steps.append(blocks.PIIScrubber())
+    steps += [
+        blocks.LanguageTagger(cfg.lid.model_file, "lid" not in disabled),
+        blocks.Measure(stop_words, str(work / "lines"), cfg.line_dedup.min_chars),
+        blocks.RankWriter(str(work / "measured")),
+    ]
+    return steps
+
+
+def _decide_pass(cfg: CorpusConfig, work: Path, disabled: set[str]) -> list[Any]:
+    from langadapt.corpus import blocks
+
+    steps: list[Any] = [blocks.RankReader(str(work / "measured")), blocks.Decide(str(work / "plan.json"))]
+    if "line-dedup" not in disabled:
+        steps.append(blocks.LineDedup(str(work / "boilerplate.npz"), cfg.min_chars))
+    if cfg.url_filter and "url-filter" not in disabled:
+        steps.append(blocks.UrlFilter())
+    steps += [
+        blocks.RankWriter(str(work / "dropped" / "decide"), only="dropped"),
+        blocks.RankWriter(str(work / "filtered")),
+    ]
+    if "near-dedup" not in disabled:
+        from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
+
+        from langadapt.corpus.dedup import minhash_config
+        from langadapt.corpus.script import make_word_tokenizer
+
+        nd = cfg.near_dedup
+        mh = minhash_config(nd.shingle_size, nd.bands, nd.rows)
+        steps.append(MinhashDedupSignature(str(work / "minhash" / "signatures"), mh, language=make_word_tokenizer()))
+    return steps
+
+
+def _minhash_passes(cfg: CorpusConfig, work: Path) -> list[tuple[str, list[Any], int]]:
+    from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster
+
+    from langadapt.corpus.dedup import minhash_config
+
+    nd = cfg.near_dedup
+    mh = minhash_config(nd.shingle_size, nd.bands, nd.rows)
+    m = work / "minhash"
+    return [
+        (
+            "buckets",
+            [MinhashDedupBuckets(input_folder=str(m / "signatures"), output_folder=str(m / "buckets"), config=mh)],
+            nd.bands,
+        ),
+        (
+            "cluster",
+            [
+                MinhashDedupCluster(
+                    input_folder=str(m / "buckets"), output_folder=str(m / "remove"), config=mh, save_cluster_size=True
+                )
+            ],
+            1,
+        ),
+    ]
+
+
+def _final_pass(cfg: CorpusConfig, work: Path, disabled: set[str]) -> list[Any]:
+    from langadapt.corpus import blocks
+
+    steps: list[Any] = [blocks.RankReader(str(work / "filtered"))]
+    if "near-dedup" not in disabled:
+        from datatrove.pipeline.dedup.minhash import MinhashDedupFilter
+
+        sink = blocks.ParquetSink(work / "dropped" / "near", step="near-dedup", reason="near_duplicate")
+        steps.append(
+            MinhashDedupFilter(str(work / "minhash" / "remove"), exclusion_writer=sink, load_cluster_sizes=True)
+        )
+    steps.append(blocks.RankWriter(str(work / "kept")))
+    return steps
+
+
+# -- between passes: decisions from stored statistics ----------------------------------------
+
+
+def _stop_words(cfg: CorpusConfig, languages: list[str], work: Path) -> dict[str, list[str]]:
+    """Shipped stop words for a language, else the words in most documents of a sample of its own text."""
+    from importlib import resources
+
+    from langadapt.corpus.filters import stop_words_from
+    from langadapt.sources import source_records
+
+    cache = work / "stop_words.json"
+    if cache.exists():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    out: dict[str, list[str]] = {}
+    sources = {s.language: s for s in (cfg.target, cfg.replay) if s is not None}
+    for lang in languages:
+        shipped = resources.files("langadapt").joinpath(f"data/corpus/stopwords/{lang}.txt")
+        if shipped.is_file():
+            out[lang] = shipped.read_text(encoding="utf-8").split()
+            continue
+        sample = []
+        for rec in source_records(sources[lang], cfg.docs_per_group, "repair"):
+            if rec.doc is not None:
+                sample.append(normalize(rec.doc.text, cfg.normalization))
+            if len(sample) >= 2000:
+                break
+        out[lang] = stop_words_from(sample)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(cache, out)
+    return out
+
+
+def _read_measured(work: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from langadapt.corpus.blocks import COLUMNS
+
+    cols = [c for c in COLUMNS if c != "text"]
+    files = sorted((work / "measured").glob("*.parquet"))
+    tables = [pq.read_table(f, columns=cols) for f in files]
+    return pa.concat_tables(tables).to_pydict() if tables else {c: [] for c in cols}
+
+
+def _decide_plan(
+    cfg: CorpusConfig, work: Path, languages: list[str], disabled: set[str], stop_words: dict[str, list[str]]
+) -> dict[str, Any]:
+    """Per language: whether LID applies, the script, the thresholds; plus exact duplicates and boilerplate lines."""
+    import numpy as np
+
+    from langadapt.corpus import dedup, thresholds
+    from langadapt.corpus.config import threshold_fields
+    from langadapt.corpus.filters import STATS
+    from langadapt.corpus.lid import load_identifier, same_language
+
+    t = _read_measured(work)
+    identifier = load_identifier(cfg.lid.model_file) if "lid" not in disabled else None
+    overrides = {f: getattr(cfg.quality.thresholds, f) for f in threshold_fields()}
+    plan: dict[str, Any] = {"languages": {}, "report": {"languages": {}}}
+    for lang in languages:
+        rows = [i for i, (lg, step) in enumerate(zip(t["language"], t["drop_step"])) if lg == lang and not step]
+        lid_on = identifier is not None and identifier.supports(lang)
+        script = cfg.lid.script
+        if not script and "script" not in disabled:
+            counts = Counter(t["script"][i] for i in rows if t["script"][i])
+            script = counts.most_common(1)[0][0] if counts else ""
+        if "script" in disabled:
+            script = ""
+        passing = [
+            i
+            for i in rows
+            if (not lid_on or (same_language(t["lid"][i] or "", lang) and t["lid_conf"][i] >= cfg.lid.min_confidence))
+            and (not script or (t["script"][i] == script and t["script_frac"][i] >= cfg.lid.min_script_fraction))
+        ]
+        stats = {s: np.array([t[f"stat_{s}"][i] for i in passing], dtype=float) for s in STATS}
+        derived = thresholds.derive(stats, cfg.quality.derive, cfg.quality.min_documents, overrides)
+        plan["languages"][lang] = {
+            "lid": lid_on,
+            "min_confidence": cfg.lid.min_confidence,
+            "script": script,
+            "min_script_fraction": cfg.lid.min_script_fraction,
+            "thresholds": thresholds.values(derived, disabled),
+        }
+        plan["report"]["languages"][lang] = {
+            "documents_measured": len(passing),
+            "language_id": {
+                "identifier": identifier.name if identifier is not None else "off",
+                "supported": lid_on,
+                "used_instead": "" if lid_on else f"script {script or '(off)'} and the quality filters",
+                "min_confidence": cfg.lid.min_confidence,
+            },
+            "script": script,
+            "stop_words": stop_words.get(lang, []),
+            "method": cfg.quality.derive,
+            "thresholds": {f: e for f, e in derived.items() if f in plan["languages"][lang]["thresholds"]},
+        }
+    exact = work / "exact_duplicates.txt"
+    dedup.save_ids(exact, dedup.exact_duplicates(t) if "exact-dedup" not in disabled else [])
+    plan["exact_duplicates"] = str(exact)
+    if "line-dedup" not in disabled:
+        dedup.save_boilerplate(
+            work / "boilerplate.npz", dedup.boilerplate_lines(work / "lines", cfg.line_dedup.min_documents)
+        )
+    (work / "plan.json").write_text(json.dumps({k: v for k, v in plan.items() if k != "report"}), encoding="utf-8")
+    return plan
+
+
+# -- after the passes: outputs and accounting ----------------------------------------------
+
+
+def _read_rows(folder: Path, columns: list[str]) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    for f in sorted(folder.glob("**/*.parquet")):
+        rows.extend(pq.read_table(f, columns=columns).to_pylist())
+    return rows
+
+
+def _assemble(cfg: CorpusConfig, work: Path, out: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    cols = ["id", "text", "source", "language", "group", "doc_id", "drop_step", "drop_reason", "repaired", "lid",
+            "pii", "lines_removed", "chars_removed", "minhash_cluster_size"]  # fmt: skip
+    kept = _read_rows(work / "kept", cols)
+    dropped = _read_rows(work / "dropped", cols)
+    kept.sort(key=_order)
+    dropped.sort(key=_order)
+    languages = sorted({r["language"] for r in kept + dropped})
     stats: dict[str, Any] = {
         "target": cfg.target.language,
         "replay": cfg.replay.language if cfg.replay else None,
         "languages": {},
+        "sources": _per_source(kept, dropped),
     }
+    for lang in languages:
+        stats["languages"][lang] = _write_language(cfg, out, lang, kept, dropped)
+    _check_outputs(cfg, stats)
+    return stats
+
+
+def _order(row: dict[str, Any]) -> tuple[int, int]:
+    unit, n = row["id"].split(":")
+    return int(unit), int(n)
+
+
+def _per_source(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for row in kept + dropped:
+        s = out.setdefault(row["source"], {"language": row["language"], "records": 0, "kept": 0, "dropped": {}})
+        s["records"] += 1
+        if row["drop_step"]:
+            by_step = s["dropped"].setdefault(row["drop_step"], {})
+            by_step[row["drop_reason"]] = by_step.get(row["drop_reason"], 0) + 1
+        else:
+            s["kept"] += 1
+    for role, s in out.items():
+        n_dropped = sum(sum(r.values()) for r in s["dropped"].values())
+        assert s["records"] == s["kept"] + n_dropped, f"corpus accounting ({role}): {s}"
+    return out
+
+
+def _write_language(
+    cfg: CorpusConfig, out: Path, lang: str, kept_all: list[dict[str, Any]], dropped_all: list[dict[str, Any]]
+) -> dict[str, Any]:
+    kept = [r for r in kept_all if r["language"] == lang]
+    dropped = [r for r in dropped_all if r["language"] == lang]
+    groups = {r["group"] for r in kept if r["source"] != "knowledge"}
+    held = heldout_groups(groups, cfg)
+    if not cfg.heldout_groups:
+        log.info(
+            "%s: %d of %d groups held out (heldout_fraction %s)", lang, len(held), len(groups), cfg.heldout_fraction
+        )
+    heldout = [r for r in kept if r["group"] in held and r["source"] != "knowledge"]
+    train = [r for r in kept if not (r["group"] in held and r["source"] != "knowledge")]
+    train_docs = [Doc(r["doc_id"], r["text"], r["group"]) for r in train]
+    if cfg.near_dedup.rehydrate:
+        train_docs = _rehydrate(train, cfg.near_dedup.rehydrate_cap)
+    write_docs(out / lang / "train.parquet", train_docs)
+    write_docs(out / lang / "heldout.parquet", [Doc(r["doc_id"], r["text"], r["group"]) for r in heldout])
+    write_docs(
+        out / "dropped" / f"{lang}.parquet",
+        [Doc(r["doc_id"] or r["id"], r["text"] or "", r["group"] or "") for r in dropped],
+        [r["drop_reason"] for r in dropped],
+        extra={"step": [r["drop_step"] for r in dropped], "source": [r["source"] for r in dropped]},
+    )
+    reasons = Counter(f"{r['drop_step']}:{r['drop_reason']}" for r in dropped)
+    return {
+        "records_read": len(kept) + len(dropped),
+        "kept": len(kept),
+        "dropped": dict(sorted(reasons.items())),
+        "repaired": dict(Counter(r["repaired"] for r in kept + dropped if r["repaired"])),
+        "pii_replaced": _sum_json(r["pii"] for r in kept + dropped),
+        "boilerplate": {
+            "lines_removed": sum(r["lines_removed"] or 0 for r in kept + dropped),
+            "characters_removed": sum(r["chars_removed"] or 0 for r in kept + dropped),
+        },
+        "near_duplicate_clusters": dict(
+            sorted(Counter(r["minhash_cluster_size"] for r in kept if (r["minhash_cluster_size"] or 1) > 1).items())
+        ),
+        "language_id": dict(
+            Counter(r["lid"] or "und" for r in kept + dropped if r["drop_step"] != "read").most_common(20)
+        ),
+        "steps": _step_table(kept, dropped),
+        "groups": len(groups),
+        "train": {"documents": len(train_docs), "characters": sum(len(d.text) for d in train_docs)},
+        "heldout": {
+            "documents": len(heldout),
+            "characters": sum(len(r["text"]) for r in heldout),
+            "groups": sorted(held),
+        },
+    }
+
+
+def _step_table(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents and characters going into and out of each step, in the order the steps apply."""
+    from langadapt.corpus.filters import FILTERS
+
+    quality = {e.name for e in FILTERS.entries() if e.obj.kind == "quality"}
+    by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in dropped:
+        by_step["quality" if r["drop_step"] in quality else r["drop_step"]].append(r)
+    docs = len(kept) + len(dropped)
+    chars = sum(len(r["text"] or "") for r in kept + dropped)
+    table = []
+    for step in STEP_ORDER:
+        gone = by_step.get(step, [])
+        gone_chars = sum(len(r["text"] or "") for r in gone)
+        if step == "line-dedup":
+            gone_chars += sum(r["chars_removed"] or 0 for r in kept)
+        table.append(
+            {
+                "step": step,
+                "documents_in": docs,
+                "documents_out": docs - len(gone),
+                "characters_in": chars,
+                "characters_out": chars - gone_chars,
+            }  # fmt: skip
+        )
+        docs, chars = docs - len(gone), chars - gone_chars
+    return table
+
+
+def _sum_json(items: Any) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for item in items:
+        if item:
+            total.update(json.loads(item))
+    return dict(total)
+
+
+def _rehydrate(rows: list[dict[str, Any]], cap: int) -> list[Doc]:
+    """FineWeb2-style: a document that had k near-duplicates is repeated min(k, cap) times."""
+    docs = []
+    for r in rows:
+        for i in range(min(max(r["minhash_cluster_size"] or 1, 1), cap)):
+            docs.append(Doc(r["doc_id"] if i == 0 else f"{r['doc_id']}#{i}", r["text"], r["group"]))
+    return docs
+
+
+def _check_outputs(cfg: CorpusConfig, stats: dict[str, Any]) -> None:
     for src in (cfg.target, cfg.replay):
-        if src is not None:
-            stats["languages"][src.language] = _process(src, cfg, ctx.out)
+        if src is None:
+            continue
+        s = stats["languages"].get(src.language)
+        if s is None or s["kept"] == 0:
+            reasons = s["dropped"] if s else {}
+            raise InputError(
+                f"corpus: no {src.language} documents left from '{src.path}' "
+                f"(read {s['records_read'] if s else 0} records; dropped or skipped: {reasons or 'none'})",
+                hint="check the file holds text in the expected field and language, or switch steps off "
+                "with corpus.disable (see corpus/thresholds.json for the thresholds applied)",
+            )
     target = stats["languages"][cfg.target.language]
     if target["heldout"]["documents"] == 0:
         wanted = ", ".join(cfg.heldout_groups) if cfg.heldout_groups else f"fraction {cfg.heldout_fraction}"
         raise InputError(
             f"corpus: no {cfg.target.language} documents are held out ({wanted}); evaluation needs some",
-            hint="name existing groups in corpus.heldout_groups, or raise corpus.heldout_fraction",
+            hint="name existing groups in corpus.heldout_groups, raise corpus.heldout_fraction, "
+            "or give the source a group_field with two or more groups",
         )
     if target["train"]["documents"] == 0:
         raise InputError(
             f"corpus: every {cfg.target.language} document is held out; nothing is left to train on",
             hint="hold out fewer groups",
         )
-    write_json(ctx.out / "stats.json", stats)
 
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.corpus
-    return {
-        "config": recipe.to_dict()["corpus"],
-        "sources": {s.language: source_identity(s) for s in (cfg.target, cfg.replay) if s is not None},
-    }
+    found = {s.language: source_identity(s) for s in (cfg.target, cfg.replay) if s is not None}
+    if cfg.knowledge is not None:
+        from langadapt.rundir import sha256_file
+
+        found["knowledge"] = {cfg.knowledge.triples: sha256_file(Path(cfg.knowledge.triples).expanduser())}
+    return {"config": recipe.to_dict()["corpus"], "sources": found}
 
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
