@@ -16,6 +16,7 @@ from langadapt.errors import ConfigError
 from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.data import TokenStream, batch_languages, document_positions
+from langadapt.train.distributed import launched_world_size, setup
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
 
@@ -162,17 +163,21 @@ def train_loop(
     opt = _optimizer(model, cfg)
     scaler = grad_scaler(device, precision)
     rows = effective_batch_size(cfg)
-    micro = cfg.micro_batch_size or rows
+    local_rows = rows // launched_world_size()
+    micro = cfg.micro_batch_size or local_rows
+    procs, loss_module, opt = setup(model, objective, opt, device, rows, micro)
     start = 0
     ck = latest_checkpoint(out)
     metrics_path = out / "metrics.jsonl"
     if ck is not None:
         start = load_checkpoint(ck, model, opt, streams)
         log.info("resuming from %s (step %d) on %s", ck.name, start, device)
-        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        metrics_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= start))
-    elif metrics_path.exists():
+        if procs.is_main:
+            lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+            metrics_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= start))
+    elif metrics_path.exists() and procs.is_main:
         metrics_path.unlink()
+    procs.wait()
     log.info(
         "train: %s, %s, %d sequences of %d tokens per step (micro-batch %d)",
         device,
@@ -181,7 +186,7 @@ def train_loop(
         cfg.seq_len,
         micro,
     )
-    model.train()
+    loss_module.train()
     t0, tokens_done = time.time(), 0
     for step in range(start, cfg.max_steps):
         lr = lr_at(step, cfg)
@@ -192,15 +197,17 @@ def train_loop(
         batch = torch.tensor([streams[lang].next_block() for lang in langs], dtype=torch.long)  # type: ignore[index]
         ts = time.time()
         per_token = []
-        for s in range(0, rows, micro):
-            ids = batch[s : s + micro].to(device)
+        mine = batch[procs.share(rows)]
+        for s in range(0, len(mine), micro):
+            ids = mine[s : s + micro].to(device)
             kwargs = {}
             if takes_positions and cfg.packed_attention == "document":
                 kwargs["position_ids"] = document_positions(ids, sep_id)
-            with autocast(device, precision):
-                losses = objective(model, ids, **kwargs)
-            loss = losses.float().mean() * (len(ids) / rows)  # equal-length rows: the mean over the whole batch
-            (scaler.scale(loss) if scaler else loss).backward()
+            with procs.no_sync(loss_module, last=s + micro >= len(mine)):
+                with autocast(device, precision):
+                    losses = loss_module(ids, **kwargs)
+                loss = losses.float().mean() * (len(ids) / len(mine))  # equal-length rows: the batch mean
+                (scaler.scale(loss) if scaler else loss).backward()
             per_token.append(losses.detach().float().cpu())
         if scaler:
             scaler.unscale_(opt)
@@ -214,32 +221,23 @@ def train_loop(
         opt.zero_grad(set_to_none=True)
         done = step + 1
         tokens_done += batch.numel()
-        all_losses = torch.cat(per_token)
+        all_losses = procs.gather(torch.cat(per_token))  # every row of the global batch, in order
         row: dict[str, Any] = {
             "step": done,
             "loss": round(all_losses.mean().item(), 4),
             "lr": lr,
             "tokens_per_s": round(batch.numel() / (time.time() - ts), 1),
+            "elapsed_s": round(time.time() - t0, 2),  # wall time of this session, data included
         }
         for lang in sorted(set(langs)):  # type: ignore[type-var]
             idx = [i for i, l in enumerate(langs) if l == lang]
             row[f"loss_{lang}"] = round(all_losses[idx].mean().item(), 4)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        elapsed = time.time() - t0
-        eta = elapsed / (done - start) * (cfg.max_steps - done)
-        log.info(
-            "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s | eta %s",
-            done,
-            cfg.max_steps,
-            row["loss"],
-            lr,
-            tokens_done / elapsed,
-            _fmt_time(elapsed),
-            _fmt_time(eta),
-        )
+        if procs.is_main:
+            _report(row, metrics_path, tokens_done, time.time() - t0, done - start, cfg.max_steps)
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
-            save_checkpoint(out, done, model, opt, streams, cfg.keep_checkpoints)
+            if procs.is_main:
+                save_checkpoint(out, done, model, opt, streams, cfg.keep_checkpoints)
+            procs.wait()
     return {
         "steps": cfg.max_steps,
         "resumed_from_step": start,
@@ -247,8 +245,26 @@ def train_loop(
         "seconds_this_session": round(time.time() - t0, 1),
         "tokens": tokens_per_language(cfg, recipe.seed, target, replay),
         "precision": precision,
+        "processes": procs.world_size,
         **describe_device(device),
     }
+
+
+def _report(row: dict[str, Any], metrics_path: Path, tokens: int, elapsed: float, steps: int, max_steps: int) -> None:
+    """One JSON line in metrics.jsonl and one log line per step."""
+    with open(metrics_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    eta = elapsed / steps * (max_steps - row["step"])
+    log.info(
+        "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s | eta %s",
+        row["step"],
+        max_steps,
+        row["loss"],
+        row["lr"],
+        tokens / elapsed,
+        _fmt_time(elapsed),
+        _fmt_time(eta),
+    )
 
 
 def prepare_model(model: Any, cfg: TrainConfig) -> None:

@@ -1,0 +1,47 @@
+"""One training process for tests/test_train_distributed.py (run directly or under torchrun).
+
+python train_ddp_worker.py SPEC.json     # SPEC: model dir, texts, recipe dict, out dir, die_after
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    import torch
+
+    from langadapt.models import doc_separator_id, load_model, load_tokenizer
+    from langadapt.recipe import Recipe
+    from langadapt.train import loop
+    from langadapt.train.data import TokenStream
+    from langadapt.train.methods import TRAIN_METHODS
+
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    recipe = Recipe.from_dict(spec["recipe"])
+    tok = load_tokenizer(spec["model"])
+    model = TRAIN_METHODS.get(recipe.train.method)(load_model(spec["model"]), recipe.train, [])
+    streams = {"nya": TokenStream(spec["texts"], tok, doc_separator_id(tok), recipe.train.seq_len, recipe.seed)}
+    die_after = spec.get("die_after", 0)
+    if die_after:
+        real_save = loop.save_checkpoint
+
+        def save_then_die(out, step, *args, **kwargs):  # type: ignore[no-untyped-def]
+            real_save(out, step, *args, **kwargs)
+            if step == die_after:
+                os._exit(3)  # a hard kill: no clean-up, the other process loses its peer
+
+        loop.save_checkpoint = save_then_die
+    Path(spec["out"]).mkdir(parents=True, exist_ok=True)
+    summary = loop.train_loop(model, streams, "nya", None, recipe, Path(spec["out"]))
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(spec["out"], "summary.json").write_text(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
