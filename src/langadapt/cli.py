@@ -106,15 +106,32 @@ def _run(
 def _print_results(results: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from langadapt.report.summary import summary_sentences, task_rows
+
+    models = list(results.get("models", {"base": "", "adapted": ""}))
     table = Table(title="bits per byte on held-out text (lower is better)")
-    for col in ("set", "base", "adapted", "change"):
+    for col in ("set", *models, "change"):
         table.add_column(col, justify="left" if col == "set" else "right")
     for name, r in results["bits_per_byte"].items():
         color = "green" if r["relative_change"] < 0 else "red"
-        table.add_row(
-            name, f"{r['base']:.4f}", f"{r['adapted']:.4f}", f"[{color}]{100 * r['relative_change']:+.1f}%[/]"
-        )
+        vals = [f"{r.get('models', {}).get(m, r.get(m, float('nan'))):.4f}" for m in models]
+        table.add_row(name, *vals, f"[{color}]{100 * r['relative_change']:+.1f}%[/]")
     out.print(table)
+    for task in dict.fromkeys(r["task"] for r in results.get("tasks", [])):
+        rows = [r for r in results["tasks"] if r["task"] == task]
+        header, body = task_rows(rows, models)
+        t = Table(title=f"{task} ({rows[0]['kind']}; mean ± std over seeds)")
+        for col in header:
+            t.add_column(col, justify="left" if col in ("language", "setting", "metric") else "right")
+        for cells in body:
+            t.add_row(*[str(c[1] if isinstance(c, tuple) else c) for c in cells])
+        out.print(t)
+    langs = [s["language"] for s in results["sets"].values()]
+    kinds = {s["kind"]: s["language"] for s in results["sets"].values()}
+    for sentence in summary_sentences(
+        results, kinds.get("target-heldout", langs[0] if langs else None), kinds.get("replay-heldout")
+    ):
+        out.print(f"- {sentence}", highlight=False)
 
 
 RecipeArg = typer.Argument(..., help="recipe YAML file, or the name of a shipped recipe (see `langadapt list recipes`)")
@@ -209,7 +226,54 @@ _recipe_command(
 )
 _recipe_command("init", ("init",), "Stage 3: initialise rows for new tokens (needs tokenizer/; writes model-init/).")
 _recipe_command("train", ("train",), "Stage 4: continued pretraining, resumable (needs model-init/; writes train/).")
-_recipe_command("eval", ("eval",), "Stage 5: base vs adapted bits per byte per language (needs train/; writes eval/).")
+
+
+@app.command("eval")
+@handled
+def eval_cmd(
+    recipe: str = RecipeArg,
+    models: Optional[list[str]] = typer.Option(
+        None, "--model", help="also evaluate this model folder or hub id beside base and adapted (repeatable)"
+    ),
+    overrides: Optional[list[str]] = SetOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    force: bool = ForceOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Stage 5: base vs adapted (and --model ...) on bits per byte and eval.tasks, per language (writes eval/)."""
+    import yaml
+
+    sets = list(overrides or [])
+    if models:
+        sets.append("eval.compare=" + yaml.safe_dump(list(models), default_flow_style=True).strip())
+    _run(recipe, sets, run_dir, ("eval",), force, verbose)
+    r = _load(recipe, sets, run_dir)
+    from langadapt.rundir import read_json
+
+    _print_results(read_json(r.resolved_run_dir / "eval" / "results.json"))
+
+
+@app.command("export")
+@handled
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="a finished run directory (runs/<name>)"),
+    to: Path = typer.Option(..., "--to", help="folder to write the model into"),
+    fmt: str = typer.Option("merged", "--format", help="merged: a plain transformers model; adapter: adapter + base"),
+    push: Optional[str] = typer.Option(None, "--push-to-hub", help="also upload the folder to this hub repository"),
+    private: bool = typer.Option(False, "--private", help="with --push-to-hub: create the repository as private"),
+    force: bool = typer.Option(False, "--force", help="replace the --to folder if it exists"),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Write the adapted model as a folder that loads with from_pretrained, with a model card (README.md)."""
+    from langadapt.export import export, push_to_hub
+
+    _setup_logging(verbose)
+    folder = export(run_dir, to, fmt, force=force)
+    out.print(f"exported: {folder} ({fmt}); model card: {folder / 'README.md'}")
+    if push:
+        out.print(f"pushed: {push_to_hub(folder, push, private)}")
+
+
 _recipe_command("report", ("report",), "Stage 6: the HTML report (needs eval/; writes report/index.html).")
 
 

