@@ -158,6 +158,27 @@ def throughput_problems(recipe: "Recipe") -> list[str]:
             f"train.micro_batch_size: {tr.micro_batch_size} must divide the batch of {effective_batch_size(tr)} "
             "sequences per step (train.batch_size, or train.tokens_per_step / train.seq_len)"
         )
+    return p + launch_problems(tr)
+
+
+def launch_problems(tr: TrainConfig) -> list[str]:
+    """What `accelerate launch` / `torchrun` asked for that this run cannot do (seen in its environment)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    p = []
+    for engine in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{engine}", "").lower() in ("1", "true"):
+            p.append(
+                f"train: accelerate is configured for {engine.lower()}; langadapt's resumable checkpoints support "
+                "data parallelism (DDP) only so far: run `accelerate config` and choose multi-GPU without sharding"
+            )
+    rows = effective_batch_size(tr)
+    if world > 1 and rows % (world * (tr.micro_batch_size or 1)):
+        p.append(
+            f"train.batch_size: {rows} sequences per step do not split evenly over {world} processes"
+            + (f" x micro-batches of {tr.micro_batch_size}" if tr.micro_batch_size else "")
+        )
     return p
 
 
