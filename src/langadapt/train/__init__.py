@@ -23,6 +23,7 @@ from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 from langadapt.train.adapters import save_final
 from langadapt.train.data import TokenStream
+from langadapt.train.distributed import is_main_process
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, attach_masking
 from langadapt.train.objectives import OBJECTIVES
@@ -63,6 +64,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             streams[lang] = TokenStream(texts, tok, sep, cfg.seq_len, recipe.seed + len(streams))
     # one phase (train.method) or a schedule (train.phases), each through the same loop
     model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out)
+    if not is_main_process():
+        return  # under accelerate launch / torchrun only rank 0 writes the run directory
 
     # the merged model is what evaluation and export read; adapters are also saved in their own formats
     save_final(model, tok, ctx.out / "final")
@@ -79,6 +82,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.to_dict()["train"]
     cfg.pop("threads")  # how many cores ran it does not change what it computes
+    for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile"):
+        cfg.pop(key, None)  # nor where it ran or in how many pieces: a run may resume elsewhere
     return {
         "init": rd.fingerprint_of("init"),
         "corpus": rd.fingerprint_of("corpus"),
