@@ -18,6 +18,7 @@ tokens, and warns when new rows fall outside the norm range of the old ones.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,7 @@ def initialise(
     src = torch.tensor(list(copied.values()), dtype=torch.long)
     dst = torch.tensor(list(copied.keys()), dtype=torch.long)
     results: dict[str, InitRows] = {}
+    started = time.perf_counter()
     for space, old in matrices.items():
         target = _current(model, space)
         with torch.no_grad():
@@ -129,7 +131,9 @@ def initialise(
             rows = _apply_translit(rows, x, translit, hint)
             target[new_ids] = rows.rows.to(target.dtype)
             results[space] = rows
-    return _report(model, context, method, copied, fresh, results, matrices, translit, hint, pieces)
+    report = _report(model, context, method, copied, fresh, results, matrices, translit, hint, pieces)
+    report["seconds"] = round(time.perf_counter() - started, 2)  # the method's work, model loading excluded
+    return report
 
 
 def _old_matrices(model: Any) -> dict[str, "torch.Tensor"]:

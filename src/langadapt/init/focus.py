@@ -152,7 +152,7 @@ def widen(mix: Mixture, width: int) -> Mixture:
 @INIT_METHODS.register(
     "focus",
     help="sparsemax over the most similar overlapping tokens in fastText vectors trained on the target corpus "
-    "(Dobler & de Melo 2023); needs langadapt[init]",
+    "(Dobler & de Melo 2023); needs the init extra",
 )
 def init_focus(x: InitInputs) -> InitRows:
     ctx = x.need_context("focus")

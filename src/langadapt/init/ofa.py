@@ -37,7 +37,7 @@ def principal_directions(old: "torch.Tensor", rank: int) -> "torch.Tensor":
 @INIT_METHODS.register(
     "ofa",
     help="factorised embeddings: rows from the old tokens' coordinates on the principal directions, softmax over the "
-    "most similar ones in fastText vectors; factors saved beside the model (Liu et al. 2023); needs langadapt[init]",
+    "most similar ones in fastText vectors; factors saved beside the model (Liu et al. 2023); needs the init extra",
 )
 def init_ofa(x: InitInputs) -> InitRows:
     ctx = x.need_context("ofa")

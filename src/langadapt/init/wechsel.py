@@ -140,7 +140,7 @@ def wechsel_mixture(x: InitInputs) -> Mixture:
 @INIT_METHODS.register(
     "wechsel",
     help="softmax over the nearest old tokens across languages, fastText spaces aligned by a bilingual dictionary "
-    "(a file, or induced from parallel text) (Minixhofer et al. 2022); needs langadapt[init]",
+    "(a file, or induced from parallel text) (Minixhofer et al. 2022); needs the init extra",
 )
 def init_wechsel(x: InitInputs) -> InitRows:
     ctx = x.need_context("wechsel")
