@@ -37,16 +37,37 @@ def _outputs(model, ids):  # type: ignore[no-untyped-def]
         return model.eval()(input_ids=ids).logits
 
 
+@pytest.fixture(scope="module")
+def prepared(corpus_files, tiny_encoder, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """corpus, tokenizer and init stages once; each test trains in a copy."""
+    from langadapt.pipeline import run
+
+    folder = tmp_path_factory.mktemp("encoder-run") / "run"
+    run(encoder_recipe(corpus_files, tiny_encoder, folder), stages=("corpus", "tokenizer", "init"))
+    return folder
+
+
+def _train_in_copy(prepared, corpus_files, tiny_encoder, folder, **train):  # type: ignore[no-untyped-def]
+    import shutil
+
+    from langadapt.pipeline import run
+
+    shutil.copytree(prepared, folder)
+    recipe = encoder_recipe(corpus_files, tiny_encoder, folder, **train)
+    run(recipe, stages=("train",))
+    return recipe
+
+
 @pytest.mark.parametrize("method", ["seq_bn", "seq_bn_inv", "double_seq_bn", "lora", "head"])
-def test_each_method_trains_saves_and_reloads_with_identical_outputs(method, corpus_files, tiny_encoder, tmp_path):
+def test_each_method_trains_saves_and_reloads_with_identical_outputs(
+    method, prepared, corpus_files, tiny_encoder, tmp_path
+):
     import torch
 
     from langadapt.models import load_model
-    from langadapt.pipeline import run
     from langadapt.rundir import read_json
 
-    recipe = encoder_recipe(corpus_files, tiny_encoder, tmp_path / "run", method=method, max_steps=2)
-    run(recipe, stages=("corpus", "tokenizer", "init", "train"))
+    _train_in_copy(prepared, corpus_files, tiny_encoder, tmp_path / "run", method=method, max_steps=2)
     out = tmp_path / "run" / "train"
     summary = read_json(out / "summary.json")
     assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
@@ -63,19 +84,22 @@ def test_each_method_trains_saves_and_reloads_with_identical_outputs(method, cor
     adapters.init(base)
     name = base.load_adapter(str(out / "adapters" / "langadapt"))
     base.set_active_adapters(name)
-    if method == "lora":  # merged into final/, so its own head weights come from there
+    if method == "lora":  # merged into final/
         assert not (out / "final" / "adapters").exists()
-    else:
+    else:  # cannot be merged: travels with final/ and load_model reattaches it
         assert (out / "final" / "adapters" / "langadapt" / "adapter_config.json").is_file()
     head = {k: v for k, v in final.state_dict().items() if k.startswith("lm_head.") and "decoder.weight" not in k}
     base.load_state_dict(head, strict=False)  # the head trained beside the adapter (train.train_head)
     torch.testing.assert_close(_outputs(base, ids), _outputs(final, ids), rtol=1e-5, atol=1e-5)
 
 
-def test_two_phases_resume_across_the_boundary_exactly(corpus_files, tiny_encoder, tmp_path):
+def test_two_phases_resume_across_the_boundary_exactly(prepared, corpus_files, tiny_encoder, tmp_path):
     """Interrupted right after phase 1, the re-run skips it and ends where an uninterrupted run ends."""
+    import shutil
+
     import torch
 
+    import langadapt.train.phases as phases_module
     from langadapt.models import load_model
     from langadapt.pipeline import run
     from langadapt.rundir import read_json
@@ -84,14 +108,11 @@ def test_two_phases_resume_across_the_boundary_exactly(corpus_files, tiny_encode
         {"name": "warmup", "method": "head", "max_steps": 2, "lr": 1e-2},
         {"method": "seq_bn_inv", "max_steps": 2},
     ]
-    straight = encoder_recipe(corpus_files, tiny_encoder, tmp_path / "a", phases=phases)
-    run(straight, stages=("corpus", "tokenizer", "init", "train"))
+    straight = _train_in_copy(prepared, corpus_files, tiny_encoder, tmp_path / "a", phases=phases)
 
+    shutil.copytree(prepared, tmp_path / "b")
     interrupted = encoder_recipe(corpus_files, tiny_encoder, tmp_path / "b", phases=phases)
-    import langadapt.train.phases as phases_module
-
-    real_loop = phases_module.train_loop
-    calls = []
+    real_loop, calls = phases_module.train_loop, []
 
     def stop_in_phase_two(model, streams, target, replay, recipe, out, **kw):  # type: ignore[no-untyped-def]
         calls.append(out.name)
@@ -102,24 +123,34 @@ def test_two_phases_resume_across_the_boundary_exactly(corpus_files, tiny_encode
     phases_module.train_loop = stop_in_phase_two
     try:
         with pytest.raises(KeyboardInterrupt):
-            run(interrupted, stages=("corpus", "tokenizer", "init", "train"))
+            run(interrupted, stages=("train",))
     finally:
         phases_module.train_loop = real_loop
     assert calls == ["1-warmup", "2-seq_bn_inv"]
-    run(interrupted, stages=("corpus", "tokenizer", "init", "train"))
+    run(interrupted, stages=("train",))
 
     a, b = (tmp_path / r / "train" for r in ("a", "b"))
-    metrics = [line for line in (b / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 4 and '"phase": "warmup"' in metrics[0] and '"phase": "seq_bn_inv"' in metrics[-1]
+
     def losses(folder: Path) -> list[tuple]:
         rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         return [(r["step"], r["phase"], r["loss"]) for r in rows]
 
+    assert [(step, phase) for step, phase, _ in losses(b)] == [
+        (1, "warmup"),
+        (2, "warmup"),
+        (3, "seq_bn_inv"),
+        (4, "seq_bn_inv"),
+    ]
     assert losses(a) == losses(b)
     summary = read_json(b / "summary.json")
     assert [p["phase"] for p in summary["phases"]] == ["warmup", "seq_bn_inv"] and summary["steps"] == 4
     ids = torch.tensor([[0, 5, 17, 33, 60, 61, 2]])
     torch.testing.assert_close(_outputs(load_model(str(a / "final")), ids), _outputs(load_model(str(b / "final")), ids))
+
+    # evaluation picks pseudo bits per byte for an encoder
+    run(straight, stages=("eval",))
+    results = read_json(tmp_path / "a" / "eval" / "results.json")
+    assert {r["metric"] for r in results["bits_per_byte"].values()} == {"pseudo_bits_per_byte"}
 
 
 def test_encoder_problems_are_reported_at_validation(corpus_files, tiny_encoder, tiny_model, tmp_path):

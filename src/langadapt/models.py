@@ -575,3 +575,11 @@ def _head_entry(model: Any) -> Any:
         if child is not body and any(True for _ in child.parameters()):
             return child
     raise ModelLoadError(f"{type(inner).__name__} has no masked-LM head to score with")
+
+
+def max_sequence_length(config: "PretrainedConfig") -> int:
+    """Tokens one sequence may hold: RoBERTa-style position ids start after the padding index."""
+    limit = int(getattr(config, "max_position_embeddings", 0) or 0) or 1 << 30
+    if config.model_type in ("roberta", "xlm-roberta", "camembert", "xmod", "roberta-prelayernorm", "data2vec-text"):
+        limit -= (config.pad_token_id or 0) + 1
+    return limit

@@ -27,9 +27,10 @@ from langadapt.documents import languages, normalize, read_texts
 from langadapt.evaluate.bpb import bits_per_byte
 from langadapt.evaluate.config import EvalConfig, TaskConfig
 from langadapt.evaluate.embed import Encoder
+from langadapt.evaluate.pppl import score as pseudo_bits_per_byte
 from langadapt.evaluate.tasks import TASKS, TaskContext, load_data
 from langadapt.evaluate.tasks.data import TaskData
-from langadapt.models import load_model, load_tokenizer, resolve_base
+from langadapt.models import is_encoder, load_model, load_tokenizer, resolve_base
 from langadapt.rundir import RunDir, StageContext, write_json
 from langadapt.sources import read_source, source_identity
 from langadapt.stage import run_stage
@@ -95,7 +96,9 @@ def evaluate_model(
 ) -> dict[str, dict[str, float]]:
     out = {}
     for s in sets:
-        out[s.name] = bits_per_byte(model, tok, s.texts, cfg, desc=f"{label}: {s.name}")
+        # encoders have no next-token likelihood: pseudo bits per byte (evaluate/pppl.py), under the same keys
+        scorer = pseudo_bits_per_byte if is_encoder(model.config) else bits_per_byte
+        out[s.name] = scorer(model, tok, s.texts, cfg, desc=f"{label}: {s.name}")
         log.info(
             "%s on %s: %.4f bits/byte (%d tokens)", label, s.name, out[s.name]["bits_per_byte"], out[s.name]["tokens"]
         )
@@ -140,6 +143,7 @@ def _bpb_table(sets: list[EvalSet], scores: dict[str, dict[str, dict[str, float]
             "base_tokens": b["tokens"],
             "adapted_tokens": a["tokens"],
             "bytes": b["bytes"],
+            "metric": b.get("metric", "bits_per_byte"),
             "models": {label: sc[s.name]["bits_per_byte"] for label, sc in scores.items()},
         }
     return table

@@ -286,17 +286,9 @@ def config_problems(recipe: "Recipe", config: "PretrainedConfig") -> list[str]:
             p.append(f"train.method {m}: needs the adapters library: {INSTALL}")
         elif not supports_adapters(config.model_type):
             p.append(f"train.method {m}: the adapters library does not support {config.model_type}; use lora or full")
+    from langadapt.models import max_sequence_length
+
     limit = max_sequence_length(config)
     if limit is not None and tr.seq_len > limit:
         p.append(f"train.seq_len: {tr.seq_len} is beyond what {config.model_type} can attend to ({limit} positions)")
     return p
-
-
-def max_sequence_length(config: "PretrainedConfig") -> int | None:
-    """Tokens a sequence may hold: RoBERTa-style position ids start after the padding index."""
-    limit = getattr(config, "max_position_embeddings", None)
-    if not isinstance(limit, int):
-        return None
-    if config.model_type in ("roberta", "xlm-roberta", "camembert", "xmod", "roberta-prelayernorm", "data2vec-text"):
-        limit -= (config.pad_token_id or 0) + 1
-    return limit
