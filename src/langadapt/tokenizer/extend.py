@@ -118,13 +118,13 @@ class _Trial:
         """(uses of each candidate on the target sample, candidates that appear in the replay sample)."""
         tok = self.build(cands, folder)
         ids = {tok.convert_tokens_to_ids(c.token): c.token for c in cands}
+        backend = tok.backend_tokenizer  # no model_max_length warnings: these texts never reach a model
         usage: Counter = Counter()
-        for enc in tok(self.target, add_special_tokens=False)["input_ids"]:
-            usage.update(ids[i] for i in enc if i in ids)
+        for enc in backend.encode_batch(self.target, add_special_tokens=False):
+            usage.update(ids[i] for i in enc.ids if i in ids)
         leaked: set[str] = set()
-        if self.replay:
-            for enc in tok(self.replay, add_special_tokens=False)["input_ids"]:
-                leaked.update(ids[i] for i in enc if i in ids)
+        for enc in backend.encode_batch(self.replay, add_special_tokens=False):
+            leaked.update(ids[i] for i in enc.ids if i in ids)
         shutil.rmtree(folder)
         return usage, leaked
 

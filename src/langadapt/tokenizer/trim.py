@@ -57,8 +57,8 @@ def trim_texts(inp: MethodInputs) -> dict[str, list[str]]:
 def token_counts(tok: Any, texts: list[str]) -> Counter:
     counts: Counter = Counter()
     for i in range(0, len(texts), BATCH):
-        for ids in tok(texts[i : i + BATCH], add_special_tokens=False)["input_ids"]:
-            counts.update(ids)
+        for enc in tok.backend_tokenizer.encode_batch(texts[i : i + BATCH], add_special_tokens=False):
+            counts.update(enc.ids)
     return counts
 
 
