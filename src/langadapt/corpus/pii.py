@@ -18,6 +18,10 @@ PHONE = re.compile(
     r"|\(\d{2,4}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,3}"
     r"|\d{2,4}(?:[.-]\d{2,4}){2,4})(?![\w])"
 )
+# cheap tests that rule a pattern out for most text, so the full patterns scan only candidates
+_MAYBE_IPV4 = re.compile(r"\d\.\d{1,3}\.\d")
+_MAYBE_IPV6 = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]{0,4}:")
+_MAYBE_PHONE = re.compile(r"\d[\d ().-]{7,}\d")
 PLACEHOLDERS = {"email": "<EMAIL_ADDRESS>", "ip": "<IP_ADDRESS>", "phone": "<PHONE_NUMBER>"}
 
 
@@ -31,9 +35,10 @@ def scrub(text: str) -> tuple[str, Counter[str]]:
     if "@" in text:
         text, n = EMAIL.subn(PLACEHOLDERS["email"], text)
         counts["email"] += n
-    for pattern in (IPV4, IPV6):
-        text, n = pattern.subn(PLACEHOLDERS["ip"], text)
-        counts["ip"] += n
+    for maybe, pattern in ((_MAYBE_IPV4, IPV4), (_MAYBE_IPV6, IPV6)):
+        if maybe.search(text):
+            text, n = pattern.subn(PLACEHOLDERS["ip"], text)
+            counts["ip"] += n
 
     def phone(m: re.Match[str]) -> str:
         if _phone(m):
@@ -41,5 +46,6 @@ def scrub(text: str) -> tuple[str, Counter[str]]:
             return PLACEHOLDERS["phone"]
         return m.group()
 
-    text = PHONE.sub(phone, text)
+    if _MAYBE_PHONE.search(text):
+        text = PHONE.sub(phone, text)
     return text, +counts

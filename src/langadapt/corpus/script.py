@@ -17,19 +17,7 @@ from importlib import resources
 
 # Scripts written without spaces between words.
 NO_SPACE_SCRIPTS = ("Thai", "Laoo", "Khmr", "Mymr", "Hani", "Hira", "Kana", "Tibt", "Yiii", "Bali", "Java")
-_REGEX_NAMES = {
-    "Thai": "Thai",
-    "Laoo": "Lao",
-    "Khmr": "Khmer",
-    "Mymr": "Myanmar",
-    "Hani": "Han",
-    "Hira": "Hiragana",
-    "Kana": "Katakana",
-    "Tibt": "Tibetan",
-    "Yiii": "Yi",
-    "Bali": "Balinese",
-    "Java": "Javanese",
-}
+_UNSPACED = frozenset(NO_SPACE_SCRIPTS)
 
 
 @lru_cache(maxsize=1)
@@ -84,15 +72,30 @@ def dominant_script(text: str) -> tuple[str, float]:
 
 
 @lru_cache(maxsize=1)
-def _word_pattern():  # type: ignore[no-untyped-def]
-    import regex
+def _unspaced_class() -> str:
+    """A `re` character class of the scripts written without spaces, from the range table."""
+    starts, ends, names = _table()
+    ranges = [f"\\U{a:08x}-\\U{b:08x}" for a, b, n in zip(starts, ends, names) if n in NO_SPACE_SCRIPTS]
+    return "[" + "".join(ranges) + "]"
 
-    props = "".join(rf"\p{{Script={_REGEX_NAMES[s]}}}" for s in NO_SPACE_SCRIPTS)
-    return regex.compile(rf"[{props}]|[^\s{props}]+")
+
+@lru_cache(maxsize=1)
+def _word_pattern():  # type: ignore[no-untyped-def]
+    import re
+
+    cls = _unspaced_class()
+    return re.compile(rf"{cls}|[^\s{cls[1:-1]}]+")
+
+
+def has_unspaced_script(text: str) -> bool:
+    # the distinct characters of a text are few; their scripts are cached
+    return any(char_script(c) in _UNSPACED for c in set(text))
 
 
 def words(text: str) -> list[str]:
     """Words of any script: runs between spaces, and single characters of scripts without spaces."""
+    if not has_unspaced_script(text):
+        return text.split()
     return _word_pattern().findall(text)
 
 

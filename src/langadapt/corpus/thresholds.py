@@ -6,7 +6,8 @@ statistic's distribution. For another language the same number can mean somethin
 characters), so each threshold is moved by how the language's own distribution differs from
 the English reference, as FineWeb2 did:
 
-- `median_ratio`: English threshold x (language median / English reference median);
+- `median_ratio`: English threshold x (language median / English reference median); for the
+  repetition statistics only ever looser than English (see TAIL_STATS);
 - `quantile`: the language's value at the fraction of documents the English threshold
   removes from the English reference;
 - `english`: the English values as they are.
@@ -25,6 +26,12 @@ from typing import Any
 import numpy as np
 
 from langadapt.corpus.filters import ENGLISH, FRACTIONS, NOT_DERIVED
+
+# Repetition statistics: the English thresholds sit far in the tail (many times the median), where a
+# language's typical documents say little; a language that repeats more (reduplication, scripts counted
+# by characters) loosens them, one that repeats less does not tighten them.
+TAIL_STATS = {"dup_lines", "dup_line_chars", "dup_paragraphs", "dup_paragraph_chars", "top_2gram", "top_3gram",
+              "top_4gram", "dup_5gram", "dup_10gram"}  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -73,6 +80,8 @@ def derive(
                 entry.update(value=float(np.quantile(values, q if field.startswith("min_") else 1 - q)), how="quantile")
         else:
             entry.update(_median_ratio(english, ref_stat["median"], entry["language_median"]))
+            if stat in TAIL_STATS and entry["value"] < english:
+                entry.update(value=float(english), how=entry["how"] + "; kept at the english value (never stricter)")
         if stat in FRACTIONS:
             entry["value"] = float(min(max(entry["value"], 0.0), 1.0))
         out[field] = entry
