@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import torch
@@ -81,3 +81,30 @@ def document_positions(ids: "torch.Tensor", sep_id: int) -> "torch.Tensor":
     idx = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
     starts = torch.where((ids == sep_id) | (idx == 0), idx, torch.zeros_like(idx))
     return idx - starts.cummax(dim=1).values
+
+
+class Prefetcher:
+    """Draws (and tokenises) the next step's batch in a background thread while the current step trains.
+
+    `draw(step)` returns the step's batch plus a snapshot of the streams' positions taken right
+    after drawing it, which is what a checkpoint after that step must store (the streams
+    themselves are already one step ahead).
+    """
+
+    def __init__(self, draw: Callable[[int], Any], start: int, end: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._draw, self._end = draw, end
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="langadapt-data")
+        self._next = self._pool.submit(draw, start) if start < end else None
+
+    def get(self, step: int) -> Any:
+        assert self._next is not None
+        result = self._next.result()
+        self._next = self._pool.submit(self._draw, step + 1) if step + 1 < self._end else None
+        return result
+
+    def close(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+        self._pool.shutdown(wait=True)

@@ -9,13 +9,13 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.devices import describe_device, resolve_device
 from langadapt.errors import ConfigError
 from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
-from langadapt.train.data import TokenStream, batch_languages, document_positions
+from langadapt.train.data import Prefetcher, TokenStream, batch_languages, document_positions
 from langadapt.train.distributed import launched_world_size, setup
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
@@ -49,7 +49,9 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def save_checkpoint(out: Path, step: int, model: Any, opt: Any, streams: dict[str, TokenStream], keep: int) -> None:
+def save_checkpoint(
+    out: Path, step: int, model: Any, opt: Any, stream_states: dict[str, dict[str, Any]], keep: int
+) -> None:
     """Trainable weights (safetensors), optimizer and RNG (tensors only), data position (JSON), atomically.
 
     Everything is stored on the CPU, so a run may resume on another device.
@@ -66,7 +68,7 @@ def save_checkpoint(out: Path, step: int, model: Any, opt: Any, streams: dict[st
     save_file(_trainable_state(model), tmp / "trainable.safetensors")
     optimizer = _to_cpu(opt.state_dict())
     torch.save({"optimizer": optimizer, **_rng_state()}, tmp / "optimizer.pt")
-    write_json(tmp / "state.json", {"step": step, "streams": {k: s.state() for k, s in streams.items()}})
+    write_json(tmp / "state.json", {"step": step, "streams": stream_states})
     tmp.rename(final)
     for old in sorted(ckdir.glob("step-*"))[:-keep]:
         shutil.rmtree(old)
@@ -158,8 +160,13 @@ def train_loop(
     model.to(device)
     prepare_model(model, cfg)
     objective = OBJECTIVES.get(cfg.objective)
-    takes_positions = "position_ids" in inspect.signature(objective).parameters
     sep_id = next(iter(streams.values())).sep_id
+    takes_positions = "position_ids" in inspect.signature(objective).parameters
+    use_positions = takes_positions and cfg.packed_attention == "document"
+
+    def positions(ids: "torch.Tensor") -> dict[str, Any]:
+        return {"position_ids": document_positions(ids, sep_id)} if use_positions else {}
+
     opt = _optimizer(model, cfg)
     scaler = grad_scaler(device, precision)
     rows = effective_batch_size(cfg)
@@ -187,57 +194,58 @@ def train_loop(
         micro,
     )
     loss_module.train()
-    t0, tokens_done = time.time(), 0
-    for step in range(start, cfg.max_steps):
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr * g["lr_scale"]
+
+    def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]]]:
+        """The step's sequences (the replay mix is a function of the step) and the streams' state after them."""
         is_replay = batch_languages(step, rows, cfg.replay_ratio if replay else 0.0, recipe.seed)
         langs = [replay if r else target for r in is_replay]
         batch = torch.tensor([streams[lang].next_block() for lang in langs], dtype=torch.long)  # type: ignore[index]
-        ts = time.time()
-        per_token = []
-        mine = batch[procs.share(rows)]
-        for s in range(0, len(mine), micro):
-            ids = mine[s : s + micro].to(device)
-            kwargs = {}
-            if takes_positions and cfg.packed_attention == "document":
-                kwargs["position_ids"] = document_positions(ids, sep_id)
-            with procs.no_sync(loss_module, last=s + micro >= len(mine)):
-                with autocast(device, precision):
-                    losses = loss_module(ids, **kwargs)
-                loss = losses.float().mean() * (len(ids) / len(mine))  # equal-length rows: the batch mean
-                (scaler.scale(loss) if scaler else loss).backward()
-            per_token.append(losses.detach().float().cpu())
-        if scaler:
-            scaler.unscale_(opt)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        done = step + 1
-        tokens_done += batch.numel()
-        all_losses = procs.gather(torch.cat(per_token))  # every row of the global batch, in order
-        row: dict[str, Any] = {
-            "step": done,
-            "loss": round(all_losses.mean().item(), 4),
-            "lr": lr,
-            "tokens_per_s": round(batch.numel() / (time.time() - ts), 1),
-            "elapsed_s": round(time.time() - t0, 2),  # wall time of this session, data included
-        }
-        for lang in sorted(set(langs)):  # type: ignore[type-var]
-            idx = [i for i, l in enumerate(langs) if l == lang]
-            row[f"loss_{lang}"] = round(all_losses[idx].mean().item(), 4)
-        if procs.is_main:
-            _report(row, metrics_path, tokens_done, time.time() - t0, done - start, cfg.max_steps)
-        if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
+        return batch, langs, {k: s.state() for k, s in streams.items()}  # type: ignore[return-value]
+
+    data = Prefetcher(draw, start, cfg.max_steps)
+    t0, tokens_done = time.time(), 0
+    try:
+        for step in range(start, cfg.max_steps):
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr * g["lr_scale"]
+            batch, langs, stream_states = data.get(step)
+            ts = time.time()
+            per_token = forward_backward(
+                batch[procs.share(rows)], micro, loss_module, procs, device, precision, scaler, positions
+            )
+            if scaler:
+                scaler.unscale_(opt)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            done = step + 1
+            tokens_done += batch.numel()
+            all_losses = procs.gather(per_token)  # every row of the global batch, in order
+            row: dict[str, Any] = {
+                "step": done,
+                "loss": round(all_losses.mean().item(), 4),
+                "lr": lr,
+                "tokens_per_s": round(batch.numel() / (time.time() - ts), 1),
+                "elapsed_s": round(time.time() - t0, 2),  # wall time of this session, data included
+            }
+            for lang in sorted(set(langs)):  # type: ignore[type-var]
+                idx = [i for i, l in enumerate(langs) if l == lang]
+                row[f"loss_{lang}"] = round(all_losses[idx].mean().item(), 4)
             if procs.is_main:
-                save_checkpoint(out, done, model, opt, streams, cfg.keep_checkpoints)
-            procs.wait()
+                _report(row, metrics_path, tokens_done, time.time() - t0, done - start, cfg.max_steps)
+            if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
+                if procs.is_main:
+                    save_checkpoint(out, done, model, opt, stream_states, cfg.keep_checkpoints)
+                procs.wait()
+    finally:
+        data.close()
+
     return {
         "steps": cfg.max_steps,
         "resumed_from_step": start,
@@ -248,6 +256,35 @@ def train_loop(
         "processes": procs.world_size,
         **describe_device(device),
     }
+
+
+def forward_backward(
+    mine: "torch.Tensor",
+    micro: int,
+    loss_module: Any,
+    procs: Any,
+    device: "torch.device",
+    precision: str,
+    scaler: Any,
+    positions: Callable[["torch.Tensor"], dict[str, Any]],
+) -> "torch.Tensor":
+    """This process's rows of a step, in micro-batches: gradients accumulate, per-token losses come back.
+
+    The engine synchronises gradients only after the last micro-batch. Under autocast runs the
+    forward pass alone; the backward pass follows the types the forward pass chose.
+    """
+    import torch
+
+    per_token = []
+    for s in range(0, len(mine), micro):
+        ids = mine[s : s + micro].to(device)
+        with procs.no_sync(loss_module, last=s + micro >= len(mine)):
+            with autocast(device, precision):
+                losses = loss_module(ids, **positions(ids))
+            loss = losses.float().mean() * (len(ids) / len(mine))  # rows have equal lengths: the batch mean
+            (scaler.scale(loss) if scaler else loss).backward()
+        per_token.append(losses.detach().float().cpu())
+    return torch.cat(per_token)
 
 
 def _report(row: dict[str, Any], metrics_path: Path, tokens: int, elapsed: float, steps: int, max_steps: int) -> None:
