@@ -94,4 +94,23 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
 
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
+    if not is_main_process():
+        return _follow_main_process(recipe, rd, force)
     return run_stage(NAME, recipe, rd, inputs(recipe, rd), _build, force)
+
+
+def _follow_main_process(recipe: "Recipe", rd: RunDir, force: bool) -> Path:
+    """Under accelerate launch / torchrun, ranks > 0 train beside rank 0 and write nothing.
+
+    Rank 0 owns the stage (skip, resume, publish); the others skip when it is complete and
+    otherwise read the same `.partial` folder (its checkpoints) while training their share.
+    """
+    from importlib import metadata
+
+    from langadapt.rundir import fingerprint
+
+    fp = fingerprint(NAME, inputs(recipe, rd), metadata.version("langadapt"))
+    if not force and rd.is_complete(NAME, fp):
+        return rd.path(NAME)
+    _build(recipe, rd, StageContext(name=NAME, out=rd.partial(NAME), resuming=True, fingerprint=fp))
+    return rd.path(NAME)

@@ -173,6 +173,7 @@ def train_loop(
     local_rows = rows // launched_world_size()
     micro = cfg.micro_batch_size or local_rows
     procs, loss_module, opt = setup(model, objective, opt, device, rows, micro)
+    procs.wait()  # rank 0 has prepared the stage's folder before anyone reads its checkpoints
     start = 0
     ck = latest_checkpoint(out)
     metrics_path = out / "metrics.jsonl"
