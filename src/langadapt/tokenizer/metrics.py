@@ -61,9 +61,9 @@ def byte_piece_ids(tok: "PreTrainedTokenizerBase", ids: list[int]) -> set[int]:
     tokens = tok.convert_ids_to_tokens(ids)
     pre = tok.backend_tokenizer.pre_tokenizer
     bytelevel = pre is not None and b"ByteLevel" in pre.__getstate__()
-    out = set()
+    special, out = set(tok.all_special_ids), set()
     for i, t in zip(ids, tokens):
-        if t is None or i in tok.all_special_ids:
+        if t is None or i in special:
             continue
         if _BYTE_PIECE.fullmatch(t):
             out.add(i)

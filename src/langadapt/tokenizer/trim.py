@@ -62,15 +62,20 @@ def token_counts(tok: Any, texts: list[str]) -> Counter:
     return counts
 
 
-def bpe_closure(state: dict[str, Any], tokens: set[str]) -> set[str]:
-    """`tokens` plus, recursively, the parts of every merge that produces one of them."""
-    made_by: dict[str, list[tuple[str, str]]] = {}
+def made_by(state: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """For a BPE state: token -> the merges (a, b) that produce it."""
+    out: dict[str, list[tuple[str, str]]] = {}
     for m in state["model"]["merges"]:
         a, b = _merge_pair(m)
-        made_by.setdefault(a + b, []).append((a, b))
+        out.setdefault(a + b, []).append((a, b))
+    return out
+
+
+def bpe_closure(producers: dict[str, list[tuple[str, str]]], tokens: set[str]) -> set[str]:
+    """`tokens` plus, recursively, the parts of every merge that produces one of them."""
     out, stack = set(tokens), list(tokens)
     while stack:
-        for a, b in made_by.get(stack.pop(), []):
+        for a, b in producers.get(stack.pop(), []):
             for part in (a, b):
                 if part not in out:
                     out.add(part)
@@ -81,15 +86,15 @@ def bpe_closure(state: dict[str, Any], tokens: set[str]) -> set[str]:
 def choose(state: dict[str, Any], always: set[str], counts: Counter, min_count: int, cap: int) -> set[str]:
     """Tokens to keep: `always`, then tokens used at least `min_count` times, most used first, up to `cap`."""
     id_to_token = {i: t for t, i in vocab_of(state).items()}
-    bpe = state["model"]["type"] == "BPE"
-    keep = bpe_closure(state, always) if bpe else set(always)
+    producers = made_by(state) if state["model"]["type"] == "BPE" else {}
+    keep = bpe_closure(producers, always)
     for i, n in counts.most_common():
         if n < min_count:
             break
         token = id_to_token.get(i)
         if token is None or token in keep:
             continue
-        extra = bpe_closure(state, {token}) - keep if bpe else {token}
+        extra = bpe_closure(producers, {token}) - keep
         if cap and len(keep) + len(extra) > cap:
             continue
         keep |= extra
