@@ -47,7 +47,7 @@ def test_stage_accounts_for_every_record(tiny_recipe, corpus_files):
     assert nya["records_read"] == len(lines) + 4
     assert nya["dropped"]["exact-dedup:duplicate"] == 1 and nya["dropped"]["length:too_short"] == 1
     assert nya["dropped"]["read:unparseable"] == 1
-    assert nya["repaired"] == {"invalid_utf8": 1}
+    assert nya["repaired"] == {"invalid_utf8": 2}  # a line and the binary file
     assert nya["kept"] + sum(nya["dropped"].values()) == nya["records_read"]
     for source in stats["sources"].values():  # balances per source too
         assert source["records"] == source["kept"] + sum(sum(r.values()) for r in source["dropped"].values())
@@ -112,3 +112,136 @@ def test_bad_recipes_fail_at_validation(corpus_files, tiny_model, tmp_path):
         with pytest.raises(ConfigError, match=message):
             Recipe.from_dict(data)
     assert not (tmp_path / "run").exists()  # no work before a valid recipe
+
+
+def _planted(tmp_path, n=40, near=10, exact=5, footer_docs=15):
+    """English-like documents with planted near duplicates (one word changed), exact duplicates and a footer."""
+    import random
+
+    from conftest import english_lines
+
+    rng = random.Random(3)
+    base = [" ".join(english_lines(5, seed=100 + i)) for i in range(n)]
+    docs = [{"id": f"d{i}", "text": t, "book": f"g{i % 10}"} for i, t in enumerate(base)]
+    for i in range(footer_docs):
+        docs[i]["text"] += "\nCopyright 2024 Example News Group. All rights reserved."
+    for j in range(near):
+        words = base[j].split()
+        k = rng.randrange(10, len(words) - 10)
+        words[k] = "zebra"
+        docs.append({"id": f"near{j}", "text": " ".join(words), "book": f"g{j % 10}"})
+    docs += [{"id": f"exact{j}", "text": base[20 + j], "book": "g5"} for j in range(exact)]
+    path = tmp_path / "planted.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return path
+
+
+def test_dedup_on_planted_pairs(tiny_recipe, tmp_path):
+    path = _planted(tmp_path)
+    recipe = tiny_recipe(
+        corpus={
+            "target": {"path": str(path), "language": "eng", "group_field": "book"},
+            "replay": None,
+            "heldout_groups": ["g0"],
+            "line_dedup": {"min_documents": 10},
+        },
+        train={"replay_ratio": 0},
+    )
+    rd = RunDir(recipe.resolved_run_dir)
+    corpus.run(recipe, rd)
+    out = rd.path("corpus")
+    eng = read_json(out / "stats.json")["languages"]["eng"]
+    dropped = {d.id: r for d, r in zip(read_docs(out / "dropped" / "eng.parquet"), _reasons(out))}
+    assert {i for i, r in dropped.items() if r == "duplicate"} == {f"exact{j}" for j in range(5)}
+    found = {i for i, r in dropped.items() if r == "near_duplicate"}
+    planted = {f"near{j}" for j in range(10)}
+    assert len(found & planted) >= 9 and found <= planted  # recall >= 0.9, precision 1
+    assert eng["boilerplate"]["lines_removed"] == 15
+    kept = read_docs(out / "eng" / "train.parquet") + read_docs(out / "eng" / "heldout.parquet")
+    assert not any("Copyright" in d.text for d in kept)
+    assert sum(eng["near_duplicate_clusters"].values()) == len(found)
+
+
+def _reasons(out):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out / "dropped" / "eng.parquet", columns=["reason"]).column("reason").to_pylist()
+
+
+@pytest.mark.parametrize("huge_mb", [1, pytest.param(50, marks=pytest.mark.slow)])
+def test_accounting_under_bad_input(tiny_recipe, corpus_files, tmp_path, huge_mb):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    good = corpus_files["target"].read_text().splitlines()
+    (folder / "a.jsonl").write_text("\n".join(good) + "\n")
+    (folder / "b-invalid.jsonl").write_bytes(good[1].encode().replace(b"a", b"\xc3\x28", 2) + b"\n")
+    (folder / "c-nul.txt").write_bytes(b"Ndipo\x00 anati\x00 kwa iwo zonse zinali bwino kwambiri tsiku limenelo\n")
+    (folder / "d-binary.txt").write_bytes(bytes(b for b in range(256) if b not in b"\n\r") * 40 + b"\n")
+    (folder / "e-empty.txt").write_bytes(b"")
+    (folder / "f-huge.txt").write_bytes(b"mawu " * ((huge_mb << 20) // 5) + b"\n")  # one line of huge_mb MB
+    recipe = tiny_recipe(
+        corpus={"target": {"path": str(folder), "language": "nya", "group_field": ""}, "heldout_groups": ["a.jsonl#0"]}
+    )
+    rd = RunDir(recipe.resolved_run_dir)
+    corpus.run(recipe, rd)
+    stats = read_json(rd.path("corpus") / "stats.json")
+    nya = stats["languages"]["nya"]
+    assert nya["records_read"] == len(good) + 4  # the empty file has no record
+    assert nya["kept"] + sum(nya["dropped"].values()) == nya["records_read"]
+    assert nya["dropped"]["length:too_long"] == 1 and nya["repaired"] == {
+        "invalid_utf8": 2
+    }  # a line and the binary file
+    binary_reason = [r for r in nya["dropped"] if r.startswith(("bad-chars", "lid", "script"))]
+    assert binary_reason
+    assert len(read_docs(rd.path("corpus") / "dropped" / "nya.parquet")) == sum(nya["dropped"].values())
+
+
+def test_interrupted_multi_task_run_resumes_only_unfinished_tasks(tiny_recipe, corpus_files, tmp_path, monkeypatch):
+    from langadapt.corpus import blocks
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    lines = corpus_files["target"].read_text().splitlines()
+    for i in range(4):
+        (folder / f"part{i}.jsonl").write_text("\n".join(lines[i::4]) + "\n")
+    sections = {"target": {"path": str(folder), "language": "nya", "group_field": "book"}, "replay": None}
+    reference = tiny_recipe(run_dir=str(tmp_path / "whole"), corpus=sections, train={"replay_ratio": 0})
+    corpus.run(reference, RunDir(reference.resolved_run_dir))
+
+    original = blocks.Measure.run
+
+    def crash_on_task_2(self, data, rank=0, world_size=1):
+        if rank == 2:
+            raise KeyboardInterrupt("killed half-way")
+        yield from original(self, data, rank, world_size)
+
+    monkeypatch.setattr(blocks.Measure, "run", crash_on_task_2)
+    recipe = tiny_recipe(run_dir=str(tmp_path / "interrupted"), corpus=sections, train={"replay_ratio": 0})
+    rd = RunDir(recipe.resolved_run_dir)
+    with pytest.raises(KeyboardInterrupt):
+        corpus.run(recipe, rd)
+    logs = rd.partial("corpus") / "work" / "logs" / "measure"
+    done = sorted(p.name for p in (logs / "completions").iterdir())
+    assert done == ["00000", "00001"]
+    monkeypatch.setattr(blocks.Measure, "run", original)
+    calls = []
+    monkeypatch.setattr(blocks.SourceReader, "run", _spy(blocks.SourceReader.run, calls))
+    corpus.run(recipe, rd)
+    assert sorted(calls) == [2, 3]  # finished tasks were not redone
+    assert not rd.partial("corpus").exists()
+    for split in ("train", "heldout"):
+        a = read_docs(rd.path("corpus") / "nya" / f"{split}.parquet")
+        b = read_docs(RunDir(reference.resolved_run_dir).path("corpus") / "nya" / f"{split}.parquet")
+        assert a == b
+    assert (
+        read_json(rd.path("corpus") / "stats.json")["languages"]
+        == read_json(RunDir(reference.resolved_run_dir).path("corpus") / "stats.json")["languages"]
+    )
+
+
+def _spy(run, calls):
+    def wrapped(self, data=None, rank=0, world_size=1):
+        calls.append(rank)
+        yield from run(self, data, rank, world_size)
+
+    return wrapped

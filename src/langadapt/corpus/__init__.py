@@ -205,7 +205,7 @@ def _stop_words(cfg: CorpusConfig, languages: list[str], work: Path) -> dict[str
             continue
         sample = []
         for rec in source_records(sources[lang], cfg.docs_per_group, "repair"):
-            if rec.doc is not None:
+            if rec.doc is not None and len(rec.doc.text) <= cfg.max_chars:
                 sample.append(normalize(rec.doc.text, cfg.normalization))
             if len(sample) >= 2000:
                 break
