@@ -156,3 +156,32 @@ def test_bf16_autocast_trains_close_to_fp32(tiny_model):
     got.backward()
     assert got.dtype == torch.float32 and abs(got.item() - ref.item()) < 0.05
     assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
+
+
+def test_heldout_bits_per_byte_during_training_and_early_stopping(tiny_recipe, tmp_path):
+    import json
+
+    from test_train import _prepare
+
+    from langadapt.rundir import read_json
+
+    recipe = tiny_recipe(train={"eval_every": 1, "eval_tokens": 256, "max_steps": 3})
+    rd = _prepare(recipe)
+    train.run(recipe, rd)
+    rows = [json.loads(line) for line in (rd.path("train") / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert 0 < r["bpb_nya"] < 20 and 0 < r["bpb_eng"] < 20
+    assert rows[-1]["bpb_nya"] < rows[0]["bpb_nya"]  # the target improves on text it never saw
+
+    # a learning rate far too high makes held-out text worse: training stops after `patience` evaluations
+    diverging = tiny_recipe(
+        run_dir=str(tmp_path / "diverging"),
+        train={"eval_every": 1, "eval_tokens": 256, "max_steps": 6, "lr": 3.0, "early_stopping_patience": 1},
+    )
+    rd = _prepare(diverging)
+    train.run(diverging, rd)
+    summary = read_json(rd.path("train") / "summary.json")
+    stop = summary["stopped_early_at_step"]
+    assert 2 <= stop < 6
+    assert len((rd.path("train") / "metrics.jsonl").read_text().splitlines()) == stop

@@ -62,6 +62,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         if lang:
             texts = read_texts(rd, lang, "train")
             streams[lang] = TokenStream(texts, tok, sep, cfg.seq_len, recipe.seed + len(streams))
+            if cfg.eval_every:  # a fixed held-out sample, evaluated every eval_every steps
+                streams[lang].heldout = read_texts(rd, lang, "heldout")
     # one phase (train.method) or a schedule (train.phases), each through the same loop
     model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out)
     if not is_main_process():

@@ -96,6 +96,13 @@ class TrainConfig:
         False, "recompute activations in the backward pass: less memory, ~30% more compute"
     )
     compile: bool = opt(False, "torch.compile the model (slow first steps; pays off on long runs)")
+    eval_every: int = opt(
+        0, "every this many steps, bits per byte of a fixed held-out sample per trained language (0: off)"
+    )
+    eval_tokens: int = opt(8192, "tokens of whole held-out documents in that sample, per language")
+    early_stopping_patience: int = opt(
+        0, "stop when the target's held-out bits per byte has not improved in this many evaluations (0: never)"
+    )
 
 
 def check(recipe: "Recipe") -> list[str]:
@@ -149,6 +156,10 @@ def throughput_problems(recipe: "Recipe") -> list[str]:
     p = device_problems(tr.device, "train.device")
     if not p:
         p += precision_problems(tr.precision, resolve_device(tr.device))
+    if tr.eval_every < 0 or tr.eval_tokens < tr.seq_len or tr.early_stopping_patience < 0:
+        p.append("train.eval_every, train.early_stopping_patience: must be >= 0; train.eval_tokens: >= train.seq_len")
+    if tr.early_stopping_patience and not tr.eval_every:
+        p.append("train.early_stopping_patience: needs train.eval_every > 0 (stopping is decided on held-out text)")
     if tr.packed_attention not in ("document", "row"):
         p.append(f"train.packed_attention: '{tr.packed_attention}' is not one of document, row")
     if tr.micro_batch_size < 0 or tr.tokens_per_step < 0:

@@ -27,6 +27,7 @@ class TokenStream:
     next_doc: int = 0
     buffer: list[int] = field(default_factory=list)
     documents_started: int = 0
+    heldout: list[str] = field(default_factory=list)  # documents never trained on, for evaluation during training
     _order: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,3 +109,31 @@ class Prefetcher:
         if self._next is not None:
             self._next.cancel()
         self._pool.shutdown(wait=True)
+
+
+def heldout_sample(
+    texts: list[str], tok: Any, sep_id: int, seq_len: int, max_tokens: int
+) -> tuple["torch.Tensor", "torch.Tensor", int]:
+    """A fixed sample of whole held-out documents, packed: (rows, which predictions count, UTF-8 bytes).
+
+    Whole documents are taken in order while they fit in max_tokens (longer ones are passed
+    over); the last row is filled with separators whose predictions do not count. A figure to
+    watch during training: the first token of each row is not predicted, so it reads about
+    1/seq_len lower than the evaluation stage's sliding-window bits per byte.
+    """
+    import torch
+
+    ids: list[int] = []
+    n_bytes = 0
+    for text in texts[:1000]:
+        doc = [sep_id] + tok(text, add_special_tokens=False)["input_ids"]
+        if len(ids) + len(doc) <= max_tokens:
+            ids += doc
+            n_bytes += len(text.encode("utf-8"))
+    rows = max(1, -(-len(ids) // seq_len))
+    flat = torch.full((rows * seq_len,), sep_id, dtype=torch.long)
+    flat[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+    real = torch.arange(rows * seq_len) < len(ids)
+    # per-token losses have shape (rows, seq_len - 1): position j of a row predicts its token j + 1
+    counted = real.view(rows, seq_len)[:, 1:]
+    return flat.view(rows, seq_len), counted, n_bytes

@@ -15,7 +15,7 @@ from langadapt.devices import describe_device, resolve_device
 from langadapt.errors import ConfigError
 from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
-from langadapt.train.data import Prefetcher, TokenStream, batch_languages, document_positions
+from langadapt.train.data import Prefetcher, TokenStream, batch_languages, document_positions, heldout_sample
 from langadapt.train.distributed import launched_world_size, setup
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
@@ -204,6 +204,8 @@ def train_loop(
         return batch, langs, {k: s.state() for k, s in streams.items()}  # type: ignore[return-value]
 
     data = Prefetcher(draw, start, cfg.max_steps)
+    samples = heldout_samples(streams, cfg) if cfg.eval_every else {}
+    best, evals_without_gain, stopped_at = math.inf, 0, 0
     t0, tokens_done = time.time(), 0
     try:
         for step in range(start, cfg.max_steps):
@@ -238,12 +240,29 @@ def train_loop(
             for lang in sorted(set(langs)):  # type: ignore[type-var]
                 idx = [i for i, l in enumerate(langs) if l == lang]
                 row[f"loss_{lang}"] = round(all_losses[idx].mean().item(), 4)
+            if samples and (done % cfg.eval_every == 0 or done == cfg.max_steps):
+                row.update(heldout_bpb(loss_module, samples, micro, device, precision, positions))
+                if row[f"bpb_{target}"] < best:
+                    best, evals_without_gain = row[f"bpb_{target}"], 0
+                else:
+                    evals_without_gain += 1
+                stopped_at = (
+                    done if cfg.early_stopping_patience and evals_without_gain >= cfg.early_stopping_patience else 0
+                )
             if procs.is_main:
                 _report(row, metrics_path, tokens_done, time.time() - t0, done - start, cfg.max_steps)
-            if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
+            if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps or stopped_at:
                 if procs.is_main:
                     save_checkpoint(out, done, model, opt, stream_states, cfg.keep_checkpoints)
                 procs.wait()
+            if stopped_at:
+                log.info(
+                    "early stop at step %d: held-out %s bits/byte did not improve in %d evaluations",
+                    done,
+                    target,
+                    evals_without_gain,
+                )
+                break
     finally:
         data.close()
 
@@ -255,6 +274,7 @@ def train_loop(
         "tokens": tokens_per_language(cfg, recipe.seed, target, replay),
         "precision": precision,
         "processes": procs.world_size,
+        **({"stopped_early_at_step": stopped_at} if stopped_at else {}),
         **describe_device(device),
     }
 
@@ -286,6 +306,41 @@ def forward_backward(
             (scaler.scale(loss) if scaler else loss).backward()
         per_token.append(losses.detach().float().cpu())
     return torch.cat(per_token)
+
+
+def heldout_samples(streams: dict[str, TokenStream], cfg: TrainConfig) -> dict[str, Any]:
+    """Per language, a fixed packed sample of its held-out documents (see `data.heldout_sample`)."""
+    return {
+        lang: heldout_sample(s.heldout, s.tok, s.sep_id, s.seq_len, cfg.eval_tokens)
+        for lang, s in streams.items()
+        if s.heldout
+    }
+
+
+def heldout_bpb(
+    loss_module: Any,
+    samples: dict[str, Any],
+    micro: int,
+    device: "torch.device",
+    precision: str,
+    positions: Callable[["torch.Tensor"], dict[str, Any]],
+) -> dict[str, float]:
+    """Bits per byte of each language's held-out sample under the current weights."""
+    import torch
+
+    out = {}
+    loss_module.eval()
+    with torch.no_grad():
+        for lang, (rows, counted, n_bytes) in samples.items():
+            nats = 0.0
+            for s in range(0, len(rows), micro):
+                ids = rows[s : s + micro].to(device)
+                with autocast(device, precision):
+                    losses = loss_module(ids, **positions(ids))
+                nats += (losses.float().cpu() * counted[s : s + micro]).sum().item()
+            out[f"bpb_{lang}"] = round(nats / math.log(2) / max(1, n_bytes), 4)
+    loss_module.train()
+    return out
 
 
 def _report(row: dict[str, Any], metrics_path: Path, tokens: int, elapsed: float, steps: int, max_steps: int) -> None:

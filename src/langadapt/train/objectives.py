@@ -158,16 +158,18 @@ def _fused_function() -> Any:
         @staticmethod
         def forward(ctx, hidden, weight, bias, delta, rows, targets, chunk):  # type: ignore[no-untyped-def]
             dtype = _compute_dtype(hidden)
+            training = any(ctx.needs_input_grad[:4])  # no gradients to prepare under torch.no_grad()
             with torch.autocast(hidden.device.type, enabled=False):
                 w = _effective_weight(weight, rows, delta, dtype)
                 losses = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-                grad_h = torch.empty_like(hidden, dtype=torch.float32)
-                grad_rows = [] if rows is not None and delta.requires_grad else None
+                grad_h = torch.empty_like(hidden, dtype=torch.float32) if training else None
+                grad_rows = [] if training and rows is not None and delta.requires_grad else None
                 for s in range(0, hidden.shape[0], chunk):
                     h = hidden[s : s + chunk].detach().to(dtype)
                     loss, probs = _softmax_grad(_chunk_logits(h, w, bias), targets[s : s + chunk])
                     losses[s : s + chunk] = loss
-                    grad_h[s : s + chunk] = (probs.to(dtype) @ w).float()
+                    if grad_h is not None:
+                        grad_h[s : s + chunk] = (probs.to(dtype) @ w).float()
                     if grad_rows is not None:
                         grad_rows.append(probs[:, rows])
             ctx.save_for_backward(hidden, weight, bias, delta, rows, targets, grad_h)
