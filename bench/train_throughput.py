@@ -187,6 +187,7 @@ def measure(side: str, args: argparse.Namespace, precision: str = "auto") -> dic
     t = result["times"]
     tokens = (len(t) - args.warmup) * args.batch * args.seq_len
     result["tokens_per_s"] = tokens / (t[-1] - t[args.warmup - 1])
+    print(f"{side} ({result['precision']}): {json.dumps(result)}", flush=True)
     return result
 
 
@@ -199,6 +200,9 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=0, help="langadapt train.micro_batch_size (0: whole batch)")
     ap.add_argument("--docs", type=int, default=200, help="Chichewa chapters to draw from")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument(
+        "--langadapt-only", action="store_true", help="skip the Trainer run (e.g. to compare micro-batches)"
+    )
     ap.add_argument("--worker", choices=["langadapt", "trainer"], help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -209,7 +213,12 @@ def main() -> None:
     from langadapt.models import resolve_base
 
     resolve_base(ModelConfig())  # import the bundled GGUF once, outside the timed runs
-    results = {"trainer": measure("trainer", args), "langadapt": measure("langadapt", args)}
+    results = {} if args.langadapt_only else {"trainer": measure("trainer", args)}
+    results["langadapt"] = measure("langadapt", args)
+    if args.langadapt_only:
+        r = results["langadapt"]
+        print(f"langadapt {r['precision']}: {r['tokens_per_s']:.1f} tokens/s, peak RSS {r['peak_rss_mb']:.0f} MB")
+        return
     if results["langadapt"]["precision"] != results["trainer"]["precision"]:
         results["langadapt, same precision as Trainer"] = measure("langadapt", args, results["trainer"]["precision"])
     tokens = args.steps * args.batch * args.seq_len
