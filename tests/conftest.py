@@ -229,3 +229,36 @@ def build_tiny_encoder(folder: Path, kind: str = "sentencepiece", head: bool = T
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny XLM-R-style masked-LM encoder (SentencePiece Unigram tokenizer)."""
     return build_tiny_encoder(tmp_path_factory.mktemp("models") / "tiny-xlmr")
+
+
+@pytest.fixture(scope="session")
+def finished_run(corpus_files: dict[str, Path], tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A tiny run with tasks (topic from local files, NER fixture, retrieval, alignment), eval and report done."""
+    from test_eval_tasks import topic_files
+    from typer.testing import CliRunner
+
+    from langadapt.cli import app
+
+    tmp = tmp_path_factory.mktemp("export")
+    topic = topic_files(tmp / "topic", n_train=6, n_test=3)
+    pairs = tmp / "pairs"
+    pairs.mkdir()
+    for lang, case in (("nya", str.upper), ("eng", str.lower)):
+        rows = [
+            {"id": str(i), "text": case(f"the king said {w} to the river"), "label": "x"}
+            for i, w in enumerate(["good", "great", "small", "old", "new", "light"])
+        ]
+        (pairs / f"{lang}.test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = [
+        {"kind": "classify", "name": "topic", "data": str(topic), "seeds": 3},
+        {"kind": "tag", "name": "ner", "data": "builtin:ner-fixture", "seeds": 2},
+        {"kind": "retrieval", "name": "bitext", "data": str(pairs)},
+        {"kind": "alignment", "name": "mexa", "data": str(pairs)},
+    ]
+    data = tiny_recipe_dict(corpus_files, tiny_model, tmp / "run")
+    data["eval"]["tasks"] = tasks
+    recipe = write_recipe(tmp / "tiny.yaml", data)
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    out = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert result.exit_code == 0, out
+    return tmp / "run", recipe, out

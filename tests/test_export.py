@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tiny_recipe_dict, write_recipe
 from typer.testing import CliRunner
 
 from langadapt.cli import app
@@ -21,35 +20,6 @@ runner = CliRunner()
 def invoke(*args: str):
     result = runner.invoke(app, list(args))
     return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
-
-
-@pytest.fixture(scope="module")
-def finished_run(corpus_files, tiny_model, tmp_path_factory):
-    """A tiny run with tasks (topic from local files, NER fixture, retrieval, alignment), eval and report done."""
-    from test_eval_tasks import topic_files
-
-    tmp = tmp_path_factory.mktemp("export")
-    topic = topic_files(tmp / "topic", n_train=6, n_test=3)
-    pairs = tmp / "pairs"
-    pairs.mkdir()
-    for lang, case in (("nya", str.upper), ("eng", str.lower)):
-        rows = [
-            {"id": str(i), "text": case(f"the king said {w} to the river"), "label": "x"}
-            for i, w in enumerate(["good", "great", "small", "old", "new", "light"])
-        ]
-        (pairs / f"{lang}.test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tasks = [
-        {"kind": "classify", "name": "topic", "data": str(topic), "seeds": 3},
-        {"kind": "tag", "name": "ner", "data": "builtin:ner-fixture", "seeds": 2},
-        {"kind": "retrieval", "name": "bitext", "data": str(pairs)},
-        {"kind": "alignment", "name": "mexa", "data": str(pairs)},
-    ]
-    data = tiny_recipe_dict(corpus_files, tiny_model, tmp / "run")
-    data["eval"]["tasks"] = tasks
-    recipe = write_recipe(tmp / "tiny.yaml", data)
-    code, out = invoke("run", str(recipe))
-    assert code == 0, out
-    return tmp / "run", recipe, out
 
 
 def test_run_with_tasks_writes_scores_for_every_model_language_and_setting(finished_run):

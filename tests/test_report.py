@@ -1,0 +1,112 @@
+"""The report: a summary in plain words computed right, and a page that a real browser
+loads without errors, with every image displayed and nothing fetched from elsewhere."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from langadapt.report.summary import summary_sentences, task_rows
+
+
+def results_fixture() -> dict:
+    def row(model, lang, setting, mean, std, kind="classify", task="topic", metric="accuracy"):
+        return {
+            "task": task,
+            "kind": kind,
+            "model": model,
+            "language": lang,
+            "setting": setting,
+            "metric": metric,
+            "mean": mean,
+            "std": std,
+            "seeds": [mean - std, mean + std],
+            "n_train": 128,
+            "n_test": 64,
+            "extra": {},
+        }
+
+    return {
+        "models": {"base": "b", "adapted": "a"},
+        "sets": {
+            "nya-heldout": {"language": "nya", "kind": "target-heldout"},
+            "eng-heldout": {"language": "eng", "kind": "replay-heldout"},
+        },
+        "bits_per_byte": {
+            "eng-heldout": {"base": 1.0, "adapted": 1.005, "relative_change": 0.005},
+            "nya-heldout": {"base": 3.0, "adapted": 2.19, "relative_change": -0.27},
+        },
+        "tasks": [
+            row("base", "nya", "in-language", 0.25, 0.01),
+            row("adapted", "nya", "in-language", 0.40, 0.02),
+            row("base", "eng", "in-language", 0.50, 0.0),
+            row("adapted", "eng", "in-language", 0.45, 0.01),
+            row("base", "nya", "nya→eng", 0.1, 0.0, "retrieval", "bitext", "P@1"),
+            row("adapted", "nya", "nya→eng", 0.3, 0.0, "retrieval", "bitext", "P@1"),
+        ],
+    }
+
+
+def test_summary_sentences_say_target_gain_then_source_cost():
+    s = summary_sentences(results_fixture(), "nya", "eng")
+    assert s[0] == "held-out nya text (nya-heldout): bits per byte fell 27.0% (3.000 → 2.190)"
+    assert s[1] == "held-out eng text (eng-heldout): bits per byte rose 0.5% (1.000 → 1.005)"
+    assert "topic accuracy in nya rose from 0.250 ± 0.010 to 0.400 ± 0.020" in s
+    assert "topic accuracy in eng fell from 0.500 ± 0.000 to 0.450 ± 0.010" in s
+    assert "bitext P@1 nya→eng rose from 0.100 ± 0.000 to 0.300 ± 0.000" in s
+
+
+def test_task_rows_put_models_side_by_side_with_the_change():
+    results = results_fixture()
+    header, body = task_rows([r for r in results["tasks"] if r["task"] == "topic"], ["base", "adapted"])
+    assert header == ["language", "setting", "metric", "base", "adapted", "adapted - base", "test examples"]
+    assert body[0][:5] == ["nya", "in-language", "accuracy", "0.250 ± 0.010", "0.400 ± 0.020"]
+    assert body[0][5] == ("better", "+0.150") and body[1][5] == ("worse", "-0.050")
+
+
+def _chromium() -> str | None:
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+CHECK = """<script>
+window.__errors = [];
+window.addEventListener('error', e => __errors.push(String(e.message || (e.target && e.target.src) || 'error')), true);
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  document.body.setAttribute('data-check', JSON.stringify({images: imgs.length, bad: bad, errors: __errors}));
+});
+</script>"""
+
+
+def test_page_is_self_contained(finished_run):
+    page = (finished_run[0] / "report" / "index.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the page must not fetch anything"
+    assert page.count("<img") >= 4 and "In short." in page
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
+def test_page_renders_in_headless_chromium_with_every_image(finished_run, tmp_path):
+    page = (finished_run[0] / "report" / "index.html").read_text()
+    probe = tmp_path / "index.html"
+    probe.write_text(page.replace("<head>", "<head>" + CHECK, 1), encoding="utf-8")
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r"data-check=\"([^\"]*)\"", dom)
+    assert found, f"the check script did not run: {dom[:300]}"
+    check = json.loads(found.group(1).replace("&quot;", '"'))
+    assert check["errors"] == [] and check["bad"] == [], check
+    assert check["images"] == page.count("<img")
