@@ -226,7 +226,10 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
+    from langadapt.devices import describe_device, resolve_device
+
     final = rd.require("train", "final/config.json") / "final"
+    device = resolve_device(recipe.eval.device)
     sets = eval_sets(recipe, rd)
     tasks, about = _task_data(recipe, rd)  # bad task data fails here, before any model is loaded
     models = model_labels(recipe, final)
@@ -238,11 +241,12 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         "tasks": [],
         "task_data": about,
         "seconds": {},
+        "device": describe_device(device),
     }
     scores = {}
     for label, path in models.items():
         clock = _Clock()
-        model = load_model(path, recipe.model.dtype)
+        model = load_model(path, recipe.model.dtype).to(device)
         tok = load_tokenizer(path)
         scores[label] = evaluate_model(model, tok, sets, recipe.eval, label)
         clock.lap(results, f"{label}: bits per byte")

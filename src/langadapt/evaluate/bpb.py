@@ -58,6 +58,7 @@ def bits_per_byte(
             for i, (ids, _) in enumerate(batch):
                 input_ids[i, : len(ids)] = torch.tensor(ids)
                 mask[i, : len(ids)] = 1
+            input_ids, mask = input_ids.to(model.device), mask.to(model.device)
             logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
             for i, (ids, scored) in enumerate(batch):
                 n = len(ids)

@@ -65,6 +65,9 @@ class EvalConfig:
     tasks: tuple[TaskConfig, ...] = opt(
         (), "downstream tasks, retrieval and alignment, run on every model and language (see `langadapt list tasks`)"
     )
+    device: str = opt(
+        "auto", "where evaluation runs: auto (a CUDA or Apple GPU when present, else the CPU), cpu, cuda, cuda:N, mps"
+    )
     compare: tuple[str, ...] = opt(
         (), "more models to evaluate beside base and adapted: HF folders or hub ids (`langadapt eval --model`)"
     )
@@ -89,6 +92,9 @@ def check(recipe: "Recipe") -> list[str]:
     if len(set(names)) != len(names):
         p.append("eval.extra_sets: names must be unique")
     p.extend(task_problems(recipe))
+    from langadapt.devices import device_problems
+
+    p.extend(device_problems(e.device, "eval.device"))
     from langadapt.config import ModelConfig
     from langadapt.models import base_problems
 

@@ -52,8 +52,8 @@ def pool(states: Any, real: Any, pooling: str) -> Any:
     if pooling == "mean":
         w = real.unsqueeze(0).unsqueeze(-1).to(states.dtype)
         return (states * w).sum(2) / w.sum(2).clamp(min=1)
-    last = (real.long() * torch.arange(real.shape[1])).argmax(1)
-    return states[:, torch.arange(real.shape[0]), last]
+    last = (real.long() * torch.arange(real.shape[1], device=real.device)).argmax(1)
+    return states[:, torch.arange(real.shape[0], device=real.device), last]
 
 
 @dataclass
@@ -95,7 +95,7 @@ class Encoder:
 
     def _forward(self, texts: list[str], pooling: str) -> "np.ndarray":
         states, real = self.hidden([self.token_ids(t) for t in texts], grad=False)
-        return pool(states, real, pooling).permute(1, 0, 2).float().numpy()  # (batch, layers, hidden)
+        return pool(states, real, pooling).permute(1, 0, 2).float().cpu().numpy()  # (batch, layers, hidden)
 
     def hidden(self, enc: list[tuple[list[int], list[bool]]], grad: bool) -> tuple[Any, Any]:
         """Stacked hidden states (layers, batch, tokens, hidden) and the real-token mask (batch, tokens)."""
@@ -110,9 +110,12 @@ class Encoder:
             input_ids[i, : len(ids)] = torch.tensor(ids)
             attention[i, : len(ids)] = 1
             real[i, : len(ids)] = torch.tensor(m)
+        dev = self.model.device
         with torch.set_grad_enabled(grad):
-            out = backbone(self.model)(input_ids=input_ids, attention_mask=attention, output_hidden_states=True)
-        return torch.stack(out.hidden_states), real
+            out = backbone(self.model)(
+                input_ids=input_ids.to(dev), attention_mask=attention.to(dev), output_hidden_states=True
+            )
+        return torch.stack(out.hidden_states), real.to(dev)
 
     def words(self, sentences: list[list[str]], layer: int, grad: bool = False) -> list[Any]:
         """Per sentence, a (n_words, hidden) tensor: the mean of each word's sub-tokens at `layer`.

@@ -83,7 +83,7 @@ def _finetune_predict(
     enc = copy.copy(ctx.encoder)
     enc.model, enc._cache = model, {}
     layer = layer_index(model, cfg.layer)
-    head = torch.nn.Linear(model.config.hidden_size, len(labels))
+    head = torch.nn.Linear(model.config.hidden_size, len(labels)).to(model.device)
     opt = torch.optim.AdamW(
         [{"params": model.parameters(), "lr": cfg.lr}, {"params": head.parameters(), "lr": 10 * cfg.lr}]
     )
@@ -96,7 +96,9 @@ def _finetune_predict(
             batch = [train[j] for j in order[i : i + cfg.batch_size]]
             states, real = enc.hidden([enc.token_ids(e.text) for e in batch], grad=True)
             logits = head(pool(states, real, cfg.pooling)[layer].float())
-            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([y[e.label] for e in batch]))
+            loss = torch.nn.functional.cross_entropy(
+                logits, torch.tensor([y[e.label] for e in batch], device=model.device)
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()

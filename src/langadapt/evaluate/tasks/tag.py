@@ -39,7 +39,7 @@ def _word_vectors(ctx: TaskContext, sentences: list[Example], layer: int, batch:
     out = []
     for i in range(0, len(sentences), batch):
         chunk = [list(e.tokens) for e in sentences[i : i + batch]]
-        out.extend(v.float().numpy() for v in ctx.encoder.words(chunk, layer))
+        out.extend(v.float().cpu().numpy() for v in ctx.encoder.words(chunk, layer))
     return out if out else [np.zeros((0, ctx.model.config.hidden_size))]
 
 
@@ -74,7 +74,7 @@ def _finetune(
     enc = copy.copy(ctx.encoder)
     enc.model, enc._cache = model, {}
     layer = layer_index(model, cfg.layer)
-    head = torch.nn.Linear(model.config.hidden_size, len(labels))
+    head = torch.nn.Linear(model.config.hidden_size, len(labels)).to(model.device)
     opt = torch.optim.AdamW(
         [{"params": model.parameters(), "lr": cfg.lr}, {"params": head.parameters(), "lr": 10 * cfg.lr}]
     )
@@ -86,7 +86,7 @@ def _finetune(
         for i in range(0, len(order), cfg.batch_size):
             batch = [train[j] for j in order[i : i + cfg.batch_size]]
             vecs = torch.cat(enc.words([list(e.tokens) for e in batch], layer, grad=True))
-            gold = torch.tensor([ids[t] for e in batch for t in e.tags])
+            gold = torch.tensor([ids[t] for e in batch for t in e.tags], device=model.device)
             loss = torch.nn.functional.cross_entropy(head(vecs.float()), gold)
             opt.zero_grad()
             loss.backward()
