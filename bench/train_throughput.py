@@ -52,6 +52,7 @@ def demo_recipe(args: argparse.Namespace, precision: str) -> Any:
 
     sets = [
         f"train.max_steps={args.steps}",
+        f"train.warmup_steps={min(args.steps, 4)}",  # the demo's 4, or fewer for very short runs
         "train.save_every=0",
         "train.replay_ratio=0",
         f"train.seq_len={args.seq_len}",
@@ -93,6 +94,10 @@ def run_langadapt(args: argparse.Namespace) -> dict[str, Any]:
 
     recipe = demo_recipe(args, args.precision)
     model, tok, texts = model_and_data(recipe, args.docs)
+    if args.plain_loss:  # ablation: without a recognised output head, clm falls back to the full-logits loss
+        from langadapt.train import objectives
+
+        objectives.output_head = lambda model: None
     streams = {"nya": TokenStream(texts, tok, doc_separator_id(tok), args.seq_len, recipe.seed)}
     before = current_rss_mb()
     with tempfile.TemporaryDirectory() as out:
@@ -179,6 +184,7 @@ def measure(side: str, args: argparse.Namespace, precision: str = "auto") -> dic
     cmd = [sys.executable, __file__, "--worker", side, "--precision", precision]
     for name in ("steps", "warmup", "seq_len", "batch", "micro_batch", "docs", "threads"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    cmd += ["--plain-loss"] if args.plain_loss else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -202,6 +208,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument(
         "--langadapt-only", action="store_true", help="skip the Trainer run (e.g. to compare micro-batches)"
+    )
+    ap.add_argument(
+        "--plain-loss",
+        action="store_true",
+        help="langadapt with the textbook loss (full logits) instead of the fused one",
     )
     ap.add_argument("--worker", choices=["langadapt", "trainer"], help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)

@@ -185,3 +185,41 @@ def test_heldout_bits_per_byte_during_training_and_early_stopping(tiny_recipe, t
     stop = summary["stopped_early_at_step"]
     assert 2 <= stop < 6
     assert len((rd.path("train") / "metrics.jsonl").read_text().splitlines()) == stop
+
+
+def test_device_resolution_and_record():
+    from langadapt.devices import describe_device, device_problems, resolve_device
+
+    auto = resolve_device("auto")
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert auto.type == expected
+    assert resolve_device("cpu") == torch.device("cpu") and device_problems("cpu", "eval.device") == []
+    assert device_problems("cuda:x", "eval.device") == [
+        "eval.device: 'cuda:x' is not one of auto, cpu, cuda, mps (or cuda:N)"
+    ]
+    record = describe_device(torch.device("cpu"))
+    assert record["device"] == "cpu" and record["threads"] >= 1 and record["cpu_capability"]
+
+
+def test_trackers_are_checked_before_any_work(tiny_recipe, monkeypatch):
+    import importlib.util
+
+    from langadapt.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"train.log_to: wandb is not installed: pip install 'langadapt\[wandb\]'"):
+        tiny_recipe(train={"log_to": ["wandb"]})
+    with pytest.raises(ConfigError, match="train.log_to: 'mlflow' is not one of tensorboard, wandb"):
+        tiny_recipe(train={"log_to": ["mlflow"]})
+
+
+def test_metrics_go_to_tensorboard_too(tmp_path):
+    pytest.importorskip("tensorboard")
+    from langadapt.train.tracking import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.jsonl", ("tensorboard",), "tiny", {})
+    log.write({"step": 1, "loss": 2.5, "lr": 0.001})
+    log.close()
+    assert (tmp_path / "metrics.jsonl").read_text().startswith('{"step": 1')
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

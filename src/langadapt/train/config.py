@@ -103,6 +103,9 @@ class TrainConfig:
     early_stopping_patience: int = opt(
         0, "stop when the target's held-out bits per byte has not improved in this many evaluations (0: never)"
     )
+    log_to: tuple[str, ...] = opt(
+        (), "also send each step's metrics to: tensorboard, wandb (offline unless logged in); metrics.jsonl always"
+    )
 
 
 def check(recipe: "Recipe") -> list[str]:
@@ -151,6 +154,7 @@ def throughput_problems(recipe: "Recipe") -> list[str]:
     """Device, precision and batching problems, found before any work."""
     from langadapt.devices import device_problems, resolve_device
     from langadapt.train.precision import precision_problems
+    from langadapt.train.tracking import sink_problems
 
     tr = recipe.train
     p = device_problems(tr.device, "train.device")
@@ -160,6 +164,7 @@ def throughput_problems(recipe: "Recipe") -> list[str]:
         p.append("train.eval_every, train.early_stopping_patience: must be >= 0; train.eval_tokens: >= train.seq_len")
     if tr.early_stopping_patience and not tr.eval_every:
         p.append("train.early_stopping_patience: needs train.eval_every > 0 (stopping is decided on held-out text)")
+    p += sink_problems(tr.log_to)
     if tr.packed_attention not in ("document", "row"):
         p.append(f"train.packed_attention: '{tr.packed_attention}' is not one of document, row")
     if tr.micro_batch_size < 0 or tr.tokens_per_step < 0:

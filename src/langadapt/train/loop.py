@@ -19,6 +19,7 @@ from langadapt.train.data import Prefetcher, TokenStream, batch_languages, docum
 from langadapt.train.distributed import launched_world_size, setup
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
+from langadapt.train.tracking import MetricsLog
 
 if TYPE_CHECKING:
     import torch
@@ -204,6 +205,7 @@ def train_loop(
         return batch, langs, {k: s.state() for k, s in streams.items()}  # type: ignore[return-value]
 
     data = Prefetcher(draw, start, cfg.max_steps)
+    tracker = MetricsLog(metrics_path, cfg.log_to, recipe.name, recipe.to_dict()["train"]) if procs.is_main else None
     samples = heldout_samples(streams, cfg) if cfg.eval_every else {}
     best, evals_without_gain, stopped_at = math.inf, 0, 0
     t0, tokens_done = time.time(), 0
@@ -250,7 +252,7 @@ def train_loop(
                     done if cfg.early_stopping_patience and evals_without_gain >= cfg.early_stopping_patience else 0
                 )
             if procs.is_main:
-                _report(row, metrics_path, tokens_done, time.time() - t0, done - start, cfg.max_steps)
+                _report(row, tracker, tokens_done, time.time() - t0, done - start, cfg.max_steps)
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps or stopped_at:
                 if procs.is_main:
                     save_checkpoint(out, done, model, opt, stream_states, cfg.keep_checkpoints)
@@ -265,6 +267,8 @@ def train_loop(
                 break
     finally:
         data.close()
+        if tracker is not None:
+            tracker.close()
 
     return {
         "steps": cfg.max_steps,
@@ -343,10 +347,9 @@ def heldout_bpb(
     return out
 
 
-def _report(row: dict[str, Any], metrics_path: Path, tokens: int, elapsed: float, steps: int, max_steps: int) -> None:
-    """One JSON line in metrics.jsonl and one log line per step."""
-    with open(metrics_path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+def _report(row: dict[str, Any], tracker: Any, tokens: int, elapsed: float, steps: int, max_steps: int) -> None:
+    """One JSON line in metrics.jsonl (and the trackers asked for) and one log line per step."""
+    tracker.write(row)
     eta = elapsed / steps * (max_steps - row["step"])
     log.info(
         "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s | eta %s",
