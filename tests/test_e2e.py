@@ -108,7 +108,17 @@ def test_unreachable_hub_model_fails_before_corpus_work(corpus_files, tiny_model
 
 @pytest.mark.parametrize(
     "registry",
-    ["init-methods", "tokenizer-methods", "train-methods", "objectives", "filters", "sources", "models", "recipes"],
+    [
+        "init-methods",
+        "tokenizer-methods",
+        "train-methods",
+        "objectives",
+        "filters",
+        "sources",
+        "models",
+        "recipes",
+        "tasks",
+    ],
 )
 def test_list(registry):
     code, out = invoke("list", registry)
@@ -121,7 +131,7 @@ def test_list_unknown_registry():
 
 
 @pytest.mark.parametrize(
-    "command", ["demo", "run", "validate", "list", "corpus", "tokenizer", "init", "train", "eval", "report"]
+    "command", ["demo", "run", "validate", "list", "corpus", "tokenizer", "init", "train", "eval", "report", "export"]
 )
 def test_help(command):
     code, out = invoke(command, "--help")
