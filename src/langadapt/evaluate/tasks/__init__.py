@@ -11,9 +11,9 @@ Fixed protocols, so numbers are comparable across runs:
   token) of one hidden layer (`layer`, default the middle one); a standardised logistic
   regression (scikit-learn, C=1, L2) is trained per seed on a stratified 80% sample of
   the training set (the seed picks the sample), and scored on the whole test set.
-- finetune: the whole model plus a linear head on the pooled last... of `layer` trains
-  with AdamW (`lr`, head 10x), `epochs` passes, batch `batch_size`; the seed sets head
-  init and data order.
+- finetune: the whole model plus a linear head on the pooled states of `layer` trains
+  with AdamW (`lr`, the head 10x), `epochs` passes of batch `batch_size`; the seed sets
+  the head's init and the data order. Costly: meant for real runs, not the demo.
 
 Scores are mean and standard deviation over `seeds` runs (population std, ddof=0).
 """
