@@ -212,7 +212,7 @@ def tasks_section(results: dict[str, Any]) -> str:
             )
         if info.get("test_examples"):
             desc.append(
-                f"{info['test_examples_from_heldout_groups']} of {info['test_examples']} test examples "
+                f"of the data set's {info['test_examples']} test examples, {info['test_examples_from_heldout_groups']} "
                 "come from groups held out of adaptation"
             )
         if info.get("skipped"):
