@@ -161,6 +161,12 @@ def test_dedup_on_planted_pairs(tiny_recipe, tmp_path):
     assert not any("Copyright" in d.text for d in kept)
     assert sum(eng["near_duplicate_clusters"].values()) == len(found)
 
+    from langadapt.report.corpus_section import render
+
+    page = render(rd)
+    for part in ("near-dedup", "near_duplicate", "min_mean_word_length", "data:image/png;base64", "Drop reasons"):
+        assert part in page
+
 
 def _reasons(out):
     import pyarrow.parquet as pq
