@@ -61,6 +61,7 @@ class Record:
     skip: str = ""
     raw: str = ""
     repaired: str = ""  # non-empty when the text was repaired on reading (e.g. invalid_utf8)
+    url: str = ""  # the record's `url` field, when it has one (web documents)
 
 
 INVALID_UTF8 = ("repair", "drop")
@@ -228,8 +229,13 @@ def _records_to_docs(
             yield Record(None, "invalid_utf8", _printable(text))
             continue
         doc_id = _printable(str(row.get("id", f"{path.name}:{i}")))
+        url = row.get("url")
         n += 1
-        yield Record(Doc(id=doc_id, text=clean, group=group), repaired="invalid_utf8" if repaired else "")
+        yield Record(
+            Doc(id=doc_id, text=clean, group=group),
+            repaired="invalid_utf8" if repaired else "",
+            url=_printable(url) if isinstance(url, str) else "",
+        )
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict | str | None]:
@@ -258,7 +264,7 @@ def _parquet_rows(path: Path, columns: list[str]) -> Iterator[dict | None]:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a bad file
         raise InputError(f"cannot read {path} as parquet: {e}") from None
-    missing = [c for c in columns if c not in pf.schema_arrow.names and c != "id"]
+    missing = [c for c in columns if c not in pf.schema_arrow.names and c not in ("id", "url")]
     if missing:
         raise InputError(
             f"{path} has no column {', '.join(missing)}; its columns are {', '.join(pf.schema_arrow.names)}",
@@ -280,8 +286,8 @@ def file_records(path: Path, src: SourceConfig, docs_per_group: int, invalid_utf
         elif fmt == "csv":
             yield from _records_to_docs(path, _csv_rows(path), src, docs_per_group, invalid_utf8)
         else:
-            group = "url" if src.group_field == URL_DOMAIN else src.group_field
-            cols = [src.text_field, "id"] + ([group] if group else [])
+            group = src.group_field if src.group_field not in ("", URL_DOMAIN) else ""
+            cols = [src.text_field, "id", "url"] + ([group] if group else [])
             yield from _records_to_docs(path, _parquet_rows(path, cols), src, docs_per_group, invalid_utf8)
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise InputError(f"cannot read {path}: {e}") from None

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.corpus.config import CorpusConfig
+from langadapt.corpus.filters import FILTERS  # noqa: F401  (registers the steps for `langadapt list filters`)
 from langadapt.documents import normalize, write_docs
 from langadapt.errors import InputError
 from langadapt.rundir import RunDir, StageContext, write_json
@@ -397,8 +398,6 @@ def _write_language(
 
 def _step_table(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Documents and characters going into and out of each step, in the order the steps apply."""
-    from langadapt.corpus.filters import FILTERS
-
     quality = {e.name for e in FILTERS.entries() if e.obj.kind == "quality"}
     by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in dropped:

@@ -30,6 +30,7 @@ COLUMNS = {  # column -> arrow type name; every parquet file the stage writes ha
     "drop_step": "string",
     "drop_reason": "string",
     "repaired": "string",
+    "url": "string",
     "lid": "string",
     "lid_conf": "float64",
     "script": "string",
@@ -83,7 +84,7 @@ class SourceReader(PipelineStep):
                     meta.update(group="", doc_id="", drop_step="read", drop_reason=rec.skip)
                     yield Document(text=rec.raw, id=f"{u}:{n}", metadata=meta)
                     continue
-                meta.update(group=rec.doc.group, doc_id=rec.doc.id, repaired=rec.repaired)
+                meta.update(group=rec.doc.group, doc_id=rec.doc.id, repaired=rec.repaired, url=rec.url)
                 yield Document(text=rec.doc.text, id=f"{u}:{n}", metadata=meta)
 
 

@@ -8,6 +8,7 @@ by name (`disable: [pii]`) and each threshold can be set by hand (`quality.thres
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 from dataclasses import dataclass, fields
@@ -200,6 +201,8 @@ def check(recipe: "Recipe") -> list[str]:
         problem = lid.model_file_problem(Path(c.lid.model_file).expanduser())
         if problem:
             p.append(f"corpus.lid.model_file: {problem}")
+        elif importlib.util.find_spec("fasttext") is None:
+            p.append("corpus.lid.model_file: reading a fastText model needs fasttext: pip install 'langadapt[glotlid]'")
     if not 0.0 <= c.lid.min_confidence <= 1.0:
         p.append("corpus.lid.min_confidence: must be between 0 and 1")
     if c.lid.script and not lid.is_script_code(c.lid.script):
@@ -232,8 +235,6 @@ def check(recipe: "Recipe") -> list[str]:
 
 
 def _executor_problems(c: CorpusConfig) -> list[str]:
-    import importlib.util
-
     if c.executor not in EXECUTORS:
         return [f"corpus.executor: '{c.executor}' is not one of {', '.join(EXECUTORS)}"]
     p = []
@@ -244,6 +245,10 @@ def _executor_problems(c: CorpusConfig) -> list[str]:
             "corpus.executor: slurm needs Slurm's sbatch on the PATH, which this machine lacks; "
             "run on a Slurm login node or use executor: local"
         )
+    if c.url_filter and "url-filter" not in c.disable:
+        missing = [m for m in ("ahocorasick", "fasteners", "tldextract") if importlib.util.find_spec(m) is None]
+        if missing:
+            p.append("corpus.url_filter: needs " + ", ".join(missing) + ": pip install 'langadapt[corpus-url]'")
     if c.executor == "ray" and importlib.util.find_spec("ray") is None:
         p.append("corpus.executor: ray needs the package 'ray': pip install 'langadapt[ray]'")
     return p

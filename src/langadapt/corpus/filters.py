@@ -31,6 +31,8 @@ FILTERS: Registry[Step] = Registry("filters")
 
 
 def _step(name: str, kind: str, help: str, *thresholds: str) -> None:
+    if thresholds:
+        help += f" (corpus.quality.thresholds: {', '.join(thresholds)})"
     FILTERS.register(name, help)(Step(kind, thresholds))
 
 
