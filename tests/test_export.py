@@ -93,6 +93,9 @@ def test_model_card_says_what_was_done_and_what_it_cost(finished_run, tmp_path):
         assert heading in card, heading
     assert "| nya-heldout | nya |" in card and "**topic** (classify" in card
     assert "langadapt run langadapt_recipe.yaml" in card and "state its licence here" in card
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "m" / "langadapt_recipe.yaml").read_text())["run_dir"] == ""
     code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "m"))
     assert code == 1 and "exists and is not empty" in out  # never overwritten by accident
 

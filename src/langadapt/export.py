@@ -59,7 +59,7 @@ def export(run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool
         how = _load_merged()
     else:
         how = _write_adapter(rd, recipe, final, tmp)
-    shutil.copy(rd.root / "recipe.yaml", tmp / "langadapt_recipe.yaml")
+    _write_recipe(rd.root / "recipe.yaml", tmp / "langadapt_recipe.yaml")
     results_file = rd.path("eval") / "results.json"
     results = read_json(results_file) if rd.is_complete("eval") and results_file.is_file() else {}
     if results:
@@ -70,6 +70,15 @@ def export(run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool
     os.replace(tmp, to)
     log.info("exported %s (%s) to %s", rd.root, fmt, to)
     return to
+
+
+def _write_recipe(src: Path, dst: Path) -> None:
+    """The resolved recipe, without this machine's run directory, so it reproduces into runs/<name>."""
+    import yaml
+
+    data = yaml.safe_load(src.read_text(encoding="utf-8"))
+    data["run_dir"] = ""
+    dst.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def _copy_files(src: Path, dst: Path) -> None:
