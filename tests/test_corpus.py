@@ -251,3 +251,24 @@ def _spy(run, calls):
         yield from run(self, data, rank, world_size)
 
     return wrapped
+
+
+@pytest.mark.slow
+def test_ray_executor_keeps_the_same_documents_as_local(tiny_recipe, tmp_path):
+    pytest.importorskip("ray")
+    path = _planted(tmp_path)
+    sections = {
+        "target": {"path": str(path), "language": "eng", "group_field": "book"},
+        "replay": None,
+        "heldout_groups": ["g0"],
+        "tasks": 3,
+    }
+    runs = {}
+    for executor in ("local", "ray"):
+        recipe = tiny_recipe(
+            run_dir=str(tmp_path / executor), corpus=sections | {"executor": executor}, train={"replay_ratio": 0}
+        )
+        rd = RunDir(recipe.resolved_run_dir)
+        corpus.run(recipe, rd)
+        runs[executor] = [read_docs(rd.path("corpus") / "eng" / f"{s}.parquet") for s in ("train", "heldout")]
+    assert runs["ray"] == runs["local"] and runs["local"][0]
