@@ -10,7 +10,7 @@ from conftest import tiny_recipe_dict
 
 ENCODER_TRAIN = {
     "objective": "mlm",
-    "method": "seq_bn_inv",
+    "method": "seq-bn-inv",
     "max_steps": 4,
     "seq_len": 32,
     "batch_size": 4,
@@ -58,7 +58,7 @@ def _train_in_copy(prepared, corpus_files, tiny_encoder, folder, **train):  # ty
     return recipe
 
 
-@pytest.mark.parametrize("method", ["seq_bn", "seq_bn_inv", "double_seq_bn", "lora", "head"])
+@pytest.mark.parametrize("method", ["seq-bn", "seq-bn-inv", "double-seq-bn", "lora", "head"])
 def test_each_method_trains_saves_and_reloads_with_identical_outputs(
     method, prepared, corpus_files, tiny_encoder, tmp_path
 ):
@@ -106,7 +106,7 @@ def test_two_phases_resume_across_the_boundary_exactly(prepared, corpus_files, t
 
     phases = [
         {"name": "warmup", "method": "head", "max_steps": 2, "lr": 1e-2},
-        {"method": "seq_bn_inv", "max_steps": 2},
+        {"method": "seq-bn-inv", "max_steps": 2},
     ]
     straight = _train_in_copy(prepared, corpus_files, tiny_encoder, tmp_path / "a", phases=phases)
 
@@ -126,7 +126,7 @@ def test_two_phases_resume_across_the_boundary_exactly(prepared, corpus_files, t
             run(interrupted, stages=("train",))
     finally:
         phases_module.train_loop = real_loop
-    assert calls == ["1-warmup", "2-seq_bn_inv"]
+    assert calls == ["1-warmup", "2-seq-bn-inv"]
     run(interrupted, stages=("train",))
 
     a, b = (tmp_path / r / "train" for r in ("a", "b"))
@@ -138,12 +138,12 @@ def test_two_phases_resume_across_the_boundary_exactly(prepared, corpus_files, t
     assert [(step, phase) for step, phase, _ in losses(b)] == [
         (1, "warmup"),
         (2, "warmup"),
-        (3, "seq_bn_inv"),
-        (4, "seq_bn_inv"),
+        (3, "seq-bn-inv"),
+        (4, "seq-bn-inv"),
     ]
     assert losses(a) == losses(b)
     summary = read_json(b / "summary.json")
-    assert [p["phase"] for p in summary["phases"]] == ["warmup", "seq_bn_inv"] and summary["steps"] == 4
+    assert [p["phase"] for p in summary["phases"]] == ["warmup", "seq-bn-inv"] and summary["steps"] == 4
     ids = torch.tensor([[0, 5, 17, 33, 60, 61, 2]])
     torch.testing.assert_close(_outputs(load_model(str(a / "final")), ids), _outputs(load_model(str(b / "final")), ids))
 
@@ -168,6 +168,6 @@ def test_encoder_problems_are_reported_at_validation(corpus_files, tiny_encoder,
             corpus_files,
             tiny_encoder,
             tmp_path / "r",
-            phases=[{"method": "seq_bn", "max_steps": 1}, {"method": "head", "max_steps": 1}],
+            phases=[{"method": "seq-bn", "max_steps": 1}, {"method": "head", "max_steps": 1}],
         )
     assert "only the last phase may add them" in str(e.value)

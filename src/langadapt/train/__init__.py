@@ -21,7 +21,7 @@ from langadapt.documents import languages, read_texts
 from langadapt.models import doc_separator_id, load_model, load_tokenizer
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
-from langadapt.train.adapters import save_final
+from langadapt.train.adapters import config_problems, save_final
 from langadapt.train.data import TokenStream
 from langadapt.train.distributed import is_main_process
 from langadapt.train.methods import TRAIN_METHODS
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NAME = "train"
-__all__ = ["OBJECTIVES", "TRAIN_METHODS", "run"]
+__all__ = ["OBJECTIVES", "TRAIN_METHODS", "config_problems", "run"]
 
 
 def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:

@@ -1,8 +1,8 @@
 """Train methods from the `adapters` library (AdapterHub), a head-only method, and how they are saved.
 
-`seq_bn` (Pfeiffer), `seq_bn_inv` (MAD-X: plus an invertible adapter on the embeddings)
-and `double_seq_bn` (Houlsby) add bottleneck adapters; LoRA on an encoder goes through the
-same library (`lora_adapters`). Beside any of them, the rows of new tokens train through
+`seq-bn` (Pfeiffer, AdapterHub's `seq_bn`), `seq-bn-inv` (MAD-X: plus an invertible adapter
+on the embeddings, `seq_bn_inv`) and `double-seq-bn` (Houlsby, `double_seq_bn`) add bottleneck
+adapters; LoRA on an encoder goes through the same library (`lora-adapters`). Beside any of them, the rows of new tokens train through
 peft's trainable tokens (the rest of the embedding matrix stays frozen, and checkpoints
 hold only the new rows), and on an encoder the masked-LM head's transform and bias train
 too when `train.train_head` is on. `head` trains the head alone: the warm-up a freshly
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 INSTALL = "pip install 'langadapt[adapters]'"
-ADAPTER_METHODS = ("seq_bn", "seq_bn_inv", "double_seq_bn", "lora_adapters")
-MERGEABLE_METHODS = ("lora_adapters",)
+ADAPTER_METHODS = ("seq-bn", "seq-bn-inv", "double-seq-bn", "lora-adapters")
+MERGEABLE_METHODS = ("lora-adapters",)
 
 
 def _require_adapters() -> Any:
@@ -71,13 +71,13 @@ def supports_adapters(model_type: str) -> bool:
 def _adapter_config(method: str, cfg: TrainConfig) -> Any:
     from adapters import DoubleSeqBnConfig, LoRAConfig, SeqBnConfig, SeqBnInvConfig
 
-    if method == "seq_bn":
+    if method == "seq-bn":
         return SeqBnConfig(reduction_factor=cfg.adapter_reduction_factor)
-    if method == "seq_bn_inv":
+    if method == "seq-bn-inv":
         return SeqBnInvConfig(
             reduction_factor=cfg.adapter_reduction_factor, inv_adapter_reduction_factor=cfg.adapter_inv_reduction_factor
         )
-    if method == "double_seq_bn":
+    if method == "double-seq-bn":
         return DoubleSeqBnConfig(reduction_factor=cfg.adapter_reduction_factor)
     # LoRA on every attention matrix and both feed-forward layers, like the decoder default
     return LoRAConfig(
@@ -185,13 +185,15 @@ def _adapter_method(method: str, help: str) -> None:
     TRAIN_METHODS.register(method, help=help)(build)
 
 
-_adapter_method("seq_bn", "sequential bottleneck adapter after each feed-forward block (Pfeiffer; adapters library)")
+_adapter_method("seq-bn", "sequential bottleneck adapter after each feed-forward block (Pfeiffer; AdapterHub seq_bn)")
 _adapter_method(
-    "seq_bn_inv", "MAD-X language adapter: seq_bn plus an invertible adapter on the embeddings (adapters library)"
+    "seq-bn-inv", "MAD-X language adapter (AdapterHub seq_bn_inv): seq-bn plus an invertible adapter on the embeddings"
 )
-_adapter_method("double_seq_bn", "bottleneck adapters after attention and feed-forward (Houlsby; adapters library)")
 _adapter_method(
-    "lora_adapters", "LoRA on attention q/k/v and both feed-forward layers through the adapters library (mergeable)"
+    "double-seq-bn", "bottleneck adapters after attention and feed-forward (Houlsby; AdapterHub double_seq_bn)"
+)
+_adapter_method(
+    "lora-adapters", "LoRA on attention q/k/v and both feed-forward layers through the adapters library (mergeable)"
 )
 
 

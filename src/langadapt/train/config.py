@@ -48,30 +48,6 @@ class TrainConfig:
     save_every: int = opt(10, "write a resumable checkpoint every this many steps (0: only at the end)")
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
     threads: int = opt(0, "CPU threads for torch (0: torch's default)")
-    # -- masked-LM objective (encoders) and adapters ------------------------------------------------
-    mlm_probability: float = opt(0.15, "mlm: fraction of each sequence's tokens chosen for prediction")
-    mlm_mask_ratio: float = opt(0.8, "mlm: of the chosen tokens, the fraction replaced by the mask token")
-    mlm_random_ratio: float = opt(
-        0.1, "mlm: of the chosen tokens, the fraction replaced by a random token (rest: kept)"
-    )
-    mlm_whole_word: bool = opt(
-        True, "mlm: choose whole words (SentencePiece '▁', byte-level 'Ġ', WordPiece '##', read from the tokenizer)"
-    )
-    adapter_reduction_factor: int = opt(
-        16, "seq_bn, seq_bn_inv, double_seq_bn: bottleneck size = hidden size / this factor"
-    )
-    adapter_inv_reduction_factor: int = opt(2, "seq_bn_inv: reduction factor of the invertible embedding adapter")
-    train_head: bool = opt(
-        True,
-        "encoders: the masked-LM head's own weights (transform, bias) train beside adapter and LoRA methods; "
-        "its vocabulary projection is tied to the embeddings",
-    )
-    phases: tuple[PhaseConfig, ...] = opt(
-        (),
-        "a schedule of phases run one after the other, each with its own method, steps and learning rate "
-        "(e.g. new rows and head first, then adapters); empty: one phase from train.method / max_steps / lr",
-    )
-
     # -- devices, precision and throughput ---------------------------------------------------------
     device: str = opt(
         "auto", "where training runs: auto (a CUDA or Apple GPU when present, else the CPU), cpu, cuda, cuda:N, mps"
@@ -105,6 +81,29 @@ class TrainConfig:
     )
     log_to: tuple[str, ...] = opt(
         (), "also send each step's metrics to: tensorboard, wandb (offline unless logged in); metrics.jsonl always"
+    )
+    # -- masked-LM objective (encoders) and adapters ------------------------------------------------
+    mlm_probability: float = opt(0.15, "mlm: fraction of each sequence's tokens chosen for prediction")
+    mlm_mask_ratio: float = opt(0.8, "mlm: of the chosen tokens, the fraction replaced by the mask token")
+    mlm_random_ratio: float = opt(
+        0.1, "mlm: of the chosen tokens, the fraction replaced by a random token (rest: kept)"
+    )
+    mlm_whole_word: bool = opt(
+        True, "mlm: choose whole words (SentencePiece '▁', byte-level 'Ġ', WordPiece '##', read from the tokenizer)"
+    )
+    adapter_reduction_factor: int = opt(
+        16, "seq-bn, seq-bn-inv, double-seq-bn: bottleneck size = hidden size / this factor"
+    )
+    adapter_inv_reduction_factor: int = opt(2, "seq-bn-inv: reduction factor of the invertible embedding adapter")
+    train_head: bool = opt(
+        True,
+        "encoders: the masked-LM head's own weights (transform, bias) train beside adapter and LoRA methods; "
+        "its vocabulary projection is tied to the embeddings",
+    )
+    phases: tuple[PhaseConfig, ...] = opt(
+        (),
+        "a schedule of phases run one after the other, each with its own method, steps and learning rate "
+        "(e.g. new rows and head first, then adapters); empty: one phase from train.method / max_steps / lr",
     )
 
 
@@ -142,6 +141,44 @@ def check(recipe: "Recipe") -> list[str]:
     need(tr.keep_checkpoints >= 1, "train.keep_checkpoints: must be >= 1")
     need(tr.threads >= 0, "train.threads: must be >= 0")
     p.extend(throughput_problems(recipe))
+    p.extend(_encoder_problems(recipe))
+    return p
+
+
+def _encoder_problems(recipe: "Recipe") -> list[str]:
+    """Masking ranges, the phase schedule, and what the base model allows (objective, methods, sequence length)."""
+    from langadapt.train.methods import TRAIN_METHODS
+
+    tr, p = recipe.train, []
+    if not 0 < tr.mlm_probability < 1:
+        p.append("train.mlm_probability: must be in (0, 1)")
+    if tr.mlm_mask_ratio < 0 or tr.mlm_random_ratio < 0 or tr.mlm_mask_ratio + tr.mlm_random_ratio > 1:
+        p.append("train.mlm_mask_ratio, train.mlm_random_ratio: must be >= 0 and sum to at most 1")
+    if tr.adapter_reduction_factor < 1 or tr.adapter_inv_reduction_factor < 1:
+        p.append("train.adapter_reduction_factor, train.adapter_inv_reduction_factor: must be >= 1")
+    names = []
+    for i, ph in enumerate(tr.phases):
+        if ph.method not in TRAIN_METHODS:
+            p.append(f"train.phases[{i}].method: {TRAIN_METHODS.unknown_message(ph.method)}")
+        if ph.max_steps < 1:
+            p.append(f"train.phases[{i}].max_steps: must be >= 1")
+        if ph.lr < 0:
+            p.append(f"train.phases[{i}].lr: must be >= 0 (0: train.lr)")
+        if ph.warmup_steps < -1 or ph.warmup_steps > ph.max_steps:
+            p.append(f"train.phases[{i}].warmup_steps: must be -1 or between 0 and the phase's max_steps")
+        names.append(ph.name or ph.method)
+    if len(set(names)) != len(names):
+        p.append("train.phases: give phases with the same method distinct names")
+    from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS
+
+    for i, ph in enumerate(tr.phases[:-1]):
+        if ph.method in ADAPTER_METHODS and ph.method not in MERGEABLE_METHODS:
+            p.append(
+                f"train.phases[{i}].method: {ph.method} adapters cannot be merged, so only the last phase may add them"
+            )
+    from langadapt.train.adapters import model_problems
+
+    p.extend(model_problems(recipe))
     return p
 
 
@@ -195,41 +232,4 @@ def launch_problems(tr: TrainConfig) -> list[str]:
             f"train.batch_size: {rows} sequences per step do not split evenly over {world} processes"
             + (f" x micro-batches of {tr.micro_batch_size}" if tr.micro_batch_size else "")
         )
-    return p
-
-
-def _encoder_problems(recipe: "Recipe") -> list[str]:
-    """Masking ranges, the phase schedule, and what the base model allows (objective, methods, sequence length)."""
-    from langadapt.train.methods import TRAIN_METHODS
-
-    tr, p = recipe.train, []
-    if not 0 < tr.mlm_probability < 1:
-        p.append("train.mlm_probability: must be in (0, 1)")
-    if tr.mlm_mask_ratio < 0 or tr.mlm_random_ratio < 0 or tr.mlm_mask_ratio + tr.mlm_random_ratio > 1:
-        p.append("train.mlm_mask_ratio, train.mlm_random_ratio: must be >= 0 and sum to at most 1")
-    if tr.adapter_reduction_factor < 1 or tr.adapter_inv_reduction_factor < 1:
-        p.append("train.adapter_reduction_factor, train.adapter_inv_reduction_factor: must be >= 1")
-    names = []
-    for i, ph in enumerate(tr.phases):
-        if ph.method not in TRAIN_METHODS:
-            p.append(f"train.phases[{i}].method: {TRAIN_METHODS.unknown_message(ph.method)}")
-        if ph.max_steps < 1:
-            p.append(f"train.phases[{i}].max_steps: must be >= 1")
-        if ph.lr < 0:
-            p.append(f"train.phases[{i}].lr: must be >= 0 (0: train.lr)")
-        if ph.warmup_steps < -1 or ph.warmup_steps > ph.max_steps:
-            p.append(f"train.phases[{i}].warmup_steps: must be -1 or between 0 and the phase's max_steps")
-        names.append(ph.name or ph.method)
-    if len(set(names)) != len(names):
-        p.append("train.phases: give phases with the same method distinct names")
-    from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS
-
-    for i, ph in enumerate(tr.phases[:-1]):
-        if ph.method in ADAPTER_METHODS and ph.method not in MERGEABLE_METHODS:
-            p.append(
-                f"train.phases[{i}].method: {ph.method} adapters cannot be merged, so only the last phase may add them"
-            )
-    from langadapt.train.adapters import model_problems
-
-    p.extend(model_problems(recipe))
     return p

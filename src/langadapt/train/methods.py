@@ -36,7 +36,7 @@ def _check_targets(model: "PreTrainedModel", targets: tuple[str, ...]) -> None:
 
 @TRAIN_METHODS.register(
     "lora",
-    help="LoRA (peft) on train.lora_targets, plus trainable rows for new tokens; encoders: as lora_adapters",
+    help="LoRA (peft) on train.lora_targets, plus trainable rows for new tokens; encoders: as lora-adapters",
 )
 def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
     from peft import LoraConfig, get_peft_model
@@ -46,7 +46,7 @@ def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
     if is_encoder(model.config):  # encoders: LoRA through the adapters library, on attention and feed-forward
         from langadapt.train.adapters import add_adapter
 
-        return add_adapter(model, "lora_adapters", cfg, new_ids)
+        return add_adapter(model, "lora-adapters", cfg, new_ids)
 
     _check_targets(model, cfg.lora_targets)
     tokens = {_embedding_module_name(model): new_ids} if (cfg.train_new_embeddings and new_ids) else None
