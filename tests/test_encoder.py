@@ -19,6 +19,8 @@ def test_encoder_loads_as_masked_lm_and_missing_head_is_created_tied(kind, tmp_p
     model = load_model(str(body_only))
     assert type(model).__name__.endswith("ForMaskedLM") and model.config.mlm_head_created
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    again = load_model(str(body_only))  # the created head is the same on every load: runs are reproducible
+    assert all(v.equal(again.state_dict()[k]) for k, v in model.state_dict().items())
     model.save_pretrained(tmp_path / "saved")  # the flag travels with the saved model
     assert load_model(str(tmp_path / "saved")).config.mlm_head_created
 

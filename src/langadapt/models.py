@@ -362,6 +362,18 @@ def _e5s1_state_dict(tensors: dict[str, Any], header: dict[str, Any]) -> dict[st
     return out
 
 
+def load_config(name_or_path: str, revision: str = "") -> "PretrainedConfig":
+    """A model's config alone (no weights): enough to check what the model can be trained with."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, revision=revision or None)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"cannot read the model config of '{name_or_path}': {_first_line(e)}", hint=_load_hint(name_or_path)
+        ) from None
+
+
 def load_tokenizer(name_or_path: str, revision: str = "") -> "PreTrainedTokenizerBase":
     from transformers import AutoTokenizer
 
@@ -428,18 +440,9 @@ def is_encoder(path_or_config: "str | Path | PretrainedConfig", revision: str = 
     flag or a causal-LM architecture means no; otherwise the model type must have a
     masked-LM class (BERT, RoBERTa, XLM-R, DistilBERT, DeBERTa, ModernBERT, ...).
     """
-    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    config = path_or_config
-    if isinstance(config, (str, Path)):
-        try:
-            config = AutoConfig.from_pretrained(str(config), revision=revision or None)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(
-                f"cannot read the model config of '{path_or_config}': {_first_line(e)}",
-                hint=_load_hint(str(path_or_config)),
-            ) from None
+    config = load_config(str(path_or_config), revision) if isinstance(path_or_config, (str, Path)) else path_or_config
     if getattr(config, "is_decoder", False) or getattr(config, "is_encoder_decoder", False):
         return False
     architectures = getattr(config, "architectures", None) or []
@@ -454,9 +457,18 @@ def _ensure_mlm_head(model: "PreTrainedModel", missing_keys: list[str]) -> None:
     created = any(not k.startswith(prefix) for k in missing_keys)
     if not created:
         return
+    import torch
+
     log.info("%s has no masked-LM head: a new one was created, tied to the input embeddings", model.name_or_path)
     model.config.tie_word_embeddings = True
     model.tie_weights()
+    # the same fresh head on every load (the global RNG would make every run's head differ)
+    embeddings = model.get_input_embeddings().weight
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for module in _head_entry(model).modules():
+            if all(p is not embeddings for p in module.parameters(recurse=False)):
+                model._init_weights(module)
     model.config.mlm_head_created = True
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from langadapt import corpus, evaluate, init, report, tokenizer, train
 from langadapt.errors import ConfigError
-from langadapt.models import load_tokenizer, resolve_base
+from langadapt.models import load_config, load_tokenizer, resolve_base
 from langadapt.recipe import Recipe
 from langadapt.rundir import STAGES, RunDir, read_json
 
@@ -46,6 +46,10 @@ def preflight(recipe: Recipe) -> None:
     if recipe.model.base.startswith("builtin:") or recipe.model.gguf_file:
         return
     tok = load_tokenizer(resolve_base(recipe.model), recipe.model.revision)
+    # what validation could not read offline: objective, adapters and positions against the model's config
+    problems = train.config_problems(recipe, load_config(resolve_base(recipe.model), recipe.model.revision))
+    if problems:
+        raise ConfigError(problems)
     if recipe.tokenizer.method != "keep":
         tokenizer.check_extendable(tok, recipe.tokenizer)
 
