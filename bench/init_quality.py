@@ -120,7 +120,14 @@ class Trainer:
 
 
 def score_method(
-    method: str, base: Any, args: Any, demo: Path, overrides: list[str], parallel: list[str], texts: list[str]
+    method: str,
+    base: Any,
+    args: Any,
+    demo: Path,
+    overrides: list[str],
+    parallel: list[str],
+    texts: list[str],
+    train: bool = True,
 ) -> dict[str, Any]:
     """Init one method with the real stage, score it at zero steps, train the budget, score again."""
     from langadapt import init as embed_init
@@ -138,11 +145,12 @@ def score_method(
     trainer = Trainer(rec, rd)
     zero = trainer.bpb(texts)
     t_zero = time.time()
-    trainer.train_to(args.budget)
+    if train:
+        trainer.train_to(args.budget)
     t_train = time.time()
-    after = trainer.bpb(texts)
+    after = trainer.bpb(texts) if train else None
     print(
-        f"{method}: bpb {zero:.4f} at 0 steps, {after:.4f} after {args.budget} steps "
+        f"{method}: bpb {zero:.4f} at 0 steps, {after} after {args.budget if train else 0} steps "
         f"(init stage {init_s:.0f} s, load + score {t_zero - t_init:.0f} s, train {t_train - t_zero:.0f} s, "
         f"total {time.time() - t:.0f} s)",
         flush=True,
@@ -161,6 +169,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-init"), help="where the run directories go")
     ap.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated init methods (random is always run)")
+    ap.add_argument("--zero-only", default="", help="comma-separated methods scored at zero steps only (no training)")
     ap.add_argument("--budget", type=int, default=10, help="training steps every method gets")
     ap.add_argument("--max-factor", type=int, default=8, help="random trains on to this many times the budget")
     ap.add_argument("--seq-len", type=int, default=128)
@@ -211,13 +220,22 @@ def main() -> None:
     texts = heldout_texts(base, target, args.heldout_chars)
     print(f"corpus + tokenizer: {time.time() - t0:.0f} s; held-out {target}: {sum(map(len, texts))} characters")
 
-    methods = ["random"] + [m for m in args.methods.split(",") if m and m != "random"]
+    zero_only = [m for m in args.zero_only.split(",") if m and m != "random"]
+    methods = ["random"] + [m for m in args.methods.split(",") if m and m != "random" and m not in zero_only]
     # finished methods are kept in results.json, keyed by the settings, so a re-run only adds what is missing
-    settings = {k: v for k, v in vars(args).items() if k not in ("methods", "out", "threads", "max_factor")}
+    settings = {
+        k: v for k, v in vars(args).items() if k not in ("methods", "zero_only", "out", "threads", "max_factor")
+    }
     results_path = args.out / "results.json"
     saved = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    rows: dict[str, dict[str, Any]] = saved.get("rows", {}) if saved.get("settings") == settings else {}
+    same = saved.get("settings") == settings
+    rows: dict[str, dict[str, Any]] = saved.get("rows", {}) if same else {}
+    curve: list[tuple[int, float]] = [tuple(p) for p in saved.get("random_curve", [])] if same else []  # type: ignore[misc]
     failed: dict[str, str] = {}
+
+    def save() -> None:
+        results_path.write_text(json.dumps({"settings": settings, "rows": rows, "random_curve": curve}, indent=1))
+
     for method in methods:
         if method in rows:
             print(f"{method}: kept from {results_path}")
@@ -229,27 +247,39 @@ def main() -> None:
             failed[method] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             if method == "random":
                 raise
-        results_path.write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
-    methods = [m for m in methods if m in rows]
+        save()
+    for method in zero_only:
+        if method in rows:
+            continue
+        try:
+            rows[method] = score_method(method, base, args, demo, overrides, parallel, texts, train=False)
+        except Exception as e:
+            logging.exception("%s failed", method)
+            failed[method] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        save()
+    methods = [m for m in methods + zero_only if m in rows]
+    trained = [m for m in methods if rows[m]["budget"] is not None]
     rd_random = RunDir(args.out / "random")
     rec_random = Recipe.from_yaml(demo, [*overrides[1:], f"run_dir={rd_random.root}", "init.method=random"])
-    random_trainer = Trainer(rec_random, rd_random)
-    random_trainer.step = args.budget
-
-    best = min((m for m in methods if m != "random"), key=lambda m: rows[m]["budget"], default="random")
+    best = min((m for m in trained if m != "random"), key=lambda m: rows[m]["budget"], default="random")
     goal = rows[best]["budget"]
-    curve = [(args.budget, rows["random"]["budget"])]
-    reached = args.budget if curve[0][1] <= goal else None
-    step = args.budget
-    increment = max(1, args.budget // 2)
-    while reached is None and step < args.max_factor * args.budget:
-        step = min(step + increment, args.max_factor * args.budget)
-        random_trainer.train_to(step)
-        score = random_trainer.bpb(texts)
-        curve.append((step, score))
-        print(f"random: {score:.4f} after {step} steps (goal {goal:.4f}, {best})", flush=True)
-        if score <= goal:
-            reached = step
+    # random trains on from its last checkpoint; earlier points of its curve are kept from previous runs
+    curve = sorted(set(curve) | {(args.budget, rows["random"]["budget"])})
+    reached = next((s for s, b in curve if b <= goal), None)
+    step = curve[-1][0]
+    increment = args.budget
+    if reached is None and step < args.max_factor * args.budget:
+        random_trainer = Trainer(rec_random, rd_random)
+        random_trainer.step = step
+        while reached is None and step < args.max_factor * args.budget:
+            step = min(step + increment, args.max_factor * args.budget)
+            random_trainer.train_to(step)
+            score = random_trainer.bpb(texts)
+            curve.append((step, score))
+            save()
+            print(f"random: {score:.4f} after {step} steps (goal {goal:.4f}, {best})", flush=True)
+            if score <= goal:
+                reached = step
 
     print()
     print(
@@ -261,9 +291,11 @@ def main() -> None:
     r0, rb = rows["random"]["zero"], rows["random"]["budget"]
     for m in methods:
         r = rows[m]
+        after = "not trained" if r["budget"] is None else f"{r['budget']:.4f} | {100 * (r['budget'] / rb - 1):+.1f}%"
+        if r["budget"] is None:
+            after += " | -"
         print(
-            f"| {m} | {r['init_seconds']:.1f} | {r['zero']:.4f} | {100 * (r['zero'] / r0 - 1):+.1f}% | "
-            f"{r['budget']:.4f} | {100 * (r['budget'] / rb - 1):+.1f}% | {r['by_method']} |"
+            f"| {m} | {r['init_seconds']:.1f} | {r['zero']:.4f} | {100 * (r['zero'] / r0 - 1):+.1f}% | {after} | {r['by_method']} |"
         )
     for m in methods:
         if m in ("random", "mean", "mvn"):
@@ -271,7 +303,12 @@ def main() -> None:
         lost = [
             b
             for b in ("random", "mean")
-            if b in rows and (rows[m]["zero"] >= rows[b]["zero"] or rows[m]["budget"] >= rows[b]["budget"])
+            if b in rows
+            and (
+                rows[m]["zero"] >= rows[b]["zero"]
+                or None not in (rows[m]["budget"], rows[b]["budget"])
+                and rows[m]["budget"] >= rows[b]["budget"]
+            )
         ]
         if lost:
             print(f"NOTE: {m} does not beat {' and '.join(lost)} at zero steps and after the budget")

@@ -83,7 +83,7 @@ def aligned_spaces(ctx: InitContext) -> dict[str, Any]:
     new_surfaces = [surface(ctx.new_tokenizer, t) for t in new_keys]
     source_texts = list(ctx.source_texts())
     if c.parallel_source is not None and c.parallel_target is not None:
-        source_texts += _parallel(ctx)[0]
+        source_texts = list(dict.fromkeys(source_texts + _parallel(ctx)[0]))  # the replay text may be the same
     if not source_texts:
         raise InputError("wechsel found no source-language text", hint="set corpus.replay or init.parallel_source")
     dim, epochs = c.vector_dim, c.vector_epochs
