@@ -7,12 +7,17 @@ BPE trained on it finds tokens the tiny base tokenizer (trained mostly on Englis
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+# Tests never reach a hub: set before huggingface_hub and transformers read it at import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 SYLLABLES = ["ndi", "ku", "mwa", "zi", "tha", "pa", "nga", "chi", "lu", "we", "mu", "ye", "dza", "kha", "ntchi"]
 ENGLISH = (

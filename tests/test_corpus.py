@@ -47,7 +47,7 @@ def test_stage_accounts_for_every_record(tiny_recipe, corpus_files):
     assert nya["records_read"] == len(lines) + 4
     assert nya["dropped"]["exact-dedup:duplicate"] == 1 and nya["dropped"]["length:too_short"] == 1
     assert nya["dropped"]["read:unparseable"] == 1
-    assert nya["repaired"] == {"invalid_utf8": 2}  # a line and the binary file
+    assert nya["repaired"] == {"invalid_utf8": 1}  # the line with the invalid byte, kept with U+FFFD
     assert nya["kept"] + sum(nya["dropped"].values()) == nya["records_read"]
     for source in stats["sources"].values():  # balances per source too
         assert source["records"] == source["kept"] + sum(sum(r.values()) for r in source["dropped"].values())

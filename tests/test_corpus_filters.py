@@ -56,7 +56,9 @@ def test_statistics_on_clean_and_junk_english():
 
 
 def test_non_latin_script_amharic():
-    text = "የሰው ልጆች ሁሉ ሲወለዱ ነጻና በክብርና በመብትም እኩልነት ያላቸው ናቸው። የተፈጥሮ ማስተዋልና ሕሊና ስላላቸው አንዱ ሌላውን በወንድማማችነት መንፈስ መመልከት ይገባቸዋል።"
+    text = (
+        "የሰው ልጆች ሁሉ ሲወለዱ ነጻና በክብርና በመብትም እኩልነት ያላቸው ናቸው። የተፈጥሮ ማስተዋልና ሕሊና ስላላቸው አንዱ ሌላውን በወንድማማችነት መንፈስ መመልከት ይገባቸዋል።"
+    )
     assert dominant_script(text) == ("Ethi", 1.0)
     s = stats_of(text)
     assert s["words"] == 20 and s["alpha_words"] == 1.0
@@ -102,7 +104,9 @@ def test_derived_thresholds_follow_the_language():
         assert {"value", "statistic", "english", "how", "reference", "language_median"} <= set(entry)
     q = thresholds.derive(stats, "quantile", 50, none)
     cut = ref["terminal_punct_lines"]["cut:min_terminal_punct_lines"]
-    assert np.mean(stats["terminal_punct_lines"] < q["min_terminal_punct_lines"]["value"]) == pytest.approx(cut, abs=0.01)
+    assert np.mean(stats["terminal_punct_lines"] < q["min_terminal_punct_lines"]["value"]) == pytest.approx(
+        cut, abs=0.01
+    )
     assert thresholds.derive(stats, "english", 50, none)["min_words"]["value"] == 50
     few = thresholds.derive({s: v[:10] for s, v in stats.items()}, "median_ratio", 50, none)
     assert few["min_words"]["value"] == 50 and "too few" in few["min_words"]["how"]
@@ -124,7 +128,10 @@ def test_pii_is_replaced_and_counted():
 def test_lid_codes_support_and_model_file_checks(tmp_path):
     ident = lid.Cld2()
     assert ident.predict("Pachiyambi Mulungu adalenga zakumwamba ndi dziko lapansi.")[0] == "nya"
-    assert ident.predict("In the beginning God created the heavens and the earth.") == ("eng", pytest.approx(0.99, abs=0.02))
+    assert ident.predict("In the beginning God created the heavens and the earth.") == (
+        "eng",
+        pytest.approx(0.99, abs=0.02),
+    )
     assert ident.supports("swh") and ident.supports("nya") and not ident.supports("xxx")
     assert lid.model_file_problem(tmp_path / "none.bin").startswith("no such file")
     (tmp_path / "bad.bin").write_bytes(b"PK\x03\x04 not a model")

@@ -144,20 +144,19 @@ def test_validate_explain_documents_every_key(corpus_files, tiny_model, tmp_path
     assert code == 0 and "train.replay_ratio" in out and "corpus.heldout_groups" in out
 
 
-def test_unigram_base_cannot_be_extended_and_says_so_before_work(corpus_files, tmp_path):
+def test_word_level_base_cannot_be_extended_and_says_so_before_work(corpus_files, tmp_path):
     from conftest import english_lines, save_tiny_llama
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tk = Tokenizer(models.Unigram())
-    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.train_from_iterator(
-        english_lines(200),
-        trainers.UnigramTrainer(vocab_size=120, special_tokens=["<s>", "</s>", "<unk>"], unk_token="<unk>"),
+        english_lines(200), trainers.WordLevelTrainer(vocab_size=120, special_tokens=["<s>", "</s>", "<unk>"])
     )
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    folder = save_tiny_llama(tmp_path / "unigram-model", tok)
+    folder = save_tiny_llama(tmp_path / "word-level-model", tok)
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe_dict(corpus_files, folder, tmp_path / "run"))
     code, out = invoke("run", str(recipe))
-    assert code == 1 and "supports BPE tokenizers; the base tokenizer is Unigram" in out and "Traceback" not in out
+    assert code == 1 and "the base tokenizer's model is WordLevel" in out and "Traceback" not in out
     assert not (tmp_path / "run" / "corpus").exists()

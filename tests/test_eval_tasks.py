@@ -258,3 +258,24 @@ def load_data_none():
     from langadapt.evaluate.tasks.data import TaskData
 
     return TaskData([], "harness")
+
+
+@pytest.mark.parametrize("kind", ["sentencepiece", "wordpiece"])
+def test_tasks_run_on_encoders(kind, tmp_path):
+    """Encoders: their own special tokens are left out of pooling; words map to pieces by offsets."""
+    from conftest import build_tiny_encoder
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from langadapt.evaluate.tasks.data import Example, TaskData
+
+    folder = build_tiny_encoder(tmp_path / kind, kind=kind)
+    model, tok = AutoModelForMaskedLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    ctx = TaskContext("base", model, tok, Encoder(model, tok), ["nya", "eng"], "eng")
+    texts = [f"{a} {b}" for a, b in zip(TOPICS["royal"].split(), TOPICS["river"].split())]
+    pairs = TaskData([Example(str(i), g, "test", text=t) for i, t in enumerate(texts) for g in ("nya", "eng")], "x")
+    rows = TASKS.get("retrieval").run(ctx, TaskConfig(kind="retrieval"), pairs)
+    assert [r.mean for r in rows] == [1.0, 1.0]
+    rows = TASKS.get("tag").run(ctx, TaskConfig(kind="tag", seeds=1), builtin_data("ner-fixture"))
+    assert rows and all(0 <= r.mean <= 1 for r in rows)
+    enc = ctx.encoder.token_ids("king river")
+    assert enc[1][0] is False and enc[1][-1] is False  # [CLS]/<s> and [SEP]/</s> are not pooled

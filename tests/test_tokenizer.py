@@ -155,7 +155,10 @@ def test_parity_and_byte_fallback_before_and_after_with_the_report_section(tiny_
     corpus.run(recipe, rd)
     tokenizer.run(recipe, rd)
     p = read_json(rd.path("tokenizer") / "metrics.json")["parity"]
-    assert p["pairs_from"] == "heldout" and p["base"]["pairs"] == 12  # groups G03 and G07 are held out
+    from langadapt.documents import read_texts
+
+    heldout = len(read_texts(rd, "nya", "heldout"))  # groups G03 and G07, less what the corpus filters drop
+    assert p["pairs_from"] == "heldout" and p["base"]["pairs"] == heldout > 0
     assert p["adapted"]["parity"] < p["base"]["parity"]
     assert p["reference_language"] == "eng" and p["aligned_documents"] == len(docs)
     page = tokenizer_section.render(rd)

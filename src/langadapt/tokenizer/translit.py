@@ -44,9 +44,7 @@ def romaniser() -> Any:
     try:
         import uroman
     except ImportError:
-        raise MissingDependencyError(
-            "uroman", "tokenizer.method translit", "pip install uroman==1.3.1.1"
-        ) from None
+        raise MissingDependencyError("uroman", "tokenizer.method translit", "pip install uroman==1.3.1.1") from None
     return uroman.Uroman()
 
 
