@@ -4,9 +4,16 @@
     python bench/demo.py --run-dir runs/bench-resume --interrupt-at 20 --reference runs/bench-demo
                                                           # kill after checkpoint 20, re-run, compare
 
+    python bench/demo.py --report-only --export-check     # figures of a finished run, and its export
+
 The baseline is the base model itself, evaluated in the same run on the same held-out
 text: the targets are Chichewa bits/byte at least 25% below it and English (in-domain and
-out-of-domain) at most 5% above it. Per-stage times come from the run's manifest.
+out-of-domain) at most 5% above it. Per-stage times come from the run's manifest; the peak
+resident memory is the largest of the demo's processes. Besides bits per byte it prints the
+evaluation's task table (base vs adapted, mean ± std over seeds) and the summary the report
+opens with. `--export-check` exports the run (merged) and scores held-out Chichewa with the
+exported folder in a fresh process, loaded with plain `AutoModelForCausalLM`: it must give
+the bits per byte the eval stage measured.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -61,6 +69,9 @@ def main() -> None:
     ap.add_argument(
         "--report-only", action="store_true", help="do not run: print the figures of the finished --run-dir"
     )
+    ap.add_argument(
+        "--export-check", action="store_true", help="export the run and score it in a fresh process (see above)"
+    )
     args = ap.parse_args()
 
     wall = None
@@ -79,6 +90,8 @@ def main() -> None:
         print(
             f"\nwall time: {wall / 60:.1f} min ({'cold' if not args.warm_cache else 'warm'} model cache, {os.cpu_count()} cores)"
         )
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
+        print(f"peak resident memory of the demo's processes: {peak:.2f} GiB")
     print("stage times from the manifest:")
     for stage, entry in manifest["stages"].items():
         print(f"  {stage:10s} {entry.get('seconds', 0):7.1f} s{'  (resumed)' if entry.get('resumed') else ''}")
@@ -88,6 +101,8 @@ def main() -> None:
     print(
         f"training throughput: {session:.0f} tokens/s{resumed}; tokens trained per language: {summary.get('tokens', {})}"
     )
+    for part, seconds in results.get("seconds", {}).items():
+        print(f"  eval {part:24s} {seconds:7.1f} s wall  {results.get('cpu_seconds', {}).get(part, 0):7.1f} s CPU")
     print(f"\n{'set':14s} {'base':>8s} {'adapted':>8s} {'ratio':>7s}  target")
     ok = True
     for name, r in results["bits_per_byte"].items():
@@ -96,6 +111,9 @@ def main() -> None:
         ok &= passed
         target = f"change {op} {limit:+.0%} {'PASS' if passed else 'FAIL'}" if limit is not None else ""
         print(f"{name:14s} {r['base']:8.4f} {r['adapted']:8.4f} {r['adapted'] / r['base']:7.3f}  {target}")
+    print_tasks(args.run_dir, results)
+    if args.export_check:
+        ok &= export_check(args.run_dir, results)
     if args.reference:
         ref = json.loads((args.reference / "eval" / "results.json").read_text())
         print("\nagainst the reference run:")
@@ -105,6 +123,65 @@ def main() -> None:
                 f"  {name:14s} this {r['adapted']:.4f}  reference {other:.4f}  difference {r['adapted'] - other:+.5f}"
             )
     sys.exit(0 if ok else 1)
+
+
+def print_tasks(run_dir: Path, results: dict) -> None:
+    """The task table and the plain-language summary, exactly as the report shows them."""
+    import yaml
+
+    from langadapt.report.summary import summary_sentences, task_rows
+
+    rows = results.get("tasks", [])
+    for task in dict.fromkeys(r["task"] for r in rows):
+        header, body = task_rows([r for r in rows if r["task"] == task], ["base", "adapted"])
+        print(f"\ntask {task}:")
+        print("  " + " | ".join(header))
+        for cells in body:
+            print("  " + " | ".join(c[1] if isinstance(c, tuple) else str(c) for c in cells))
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    replay = (recipe["corpus"].get("replay") or {}).get("language")
+    print("\nsummary:")
+    for sentence in summary_sentences(results, recipe["corpus"]["target"]["language"], replay):
+        print(f"  {sentence}")
+
+
+SCORE_EXPORTED = """
+import json, sys
+from pathlib import Path
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from langadapt.documents import read_docs
+from langadapt.evaluate.bpb import bits_per_byte
+from langadapt.recipe import EvalConfig
+folder, run_dir = sys.argv[1], Path(sys.argv[2])
+recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())["eval"]
+model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+kept, size = [], 0
+for d in read_docs(run_dir / "corpus" / "nya" / "heldout.parquet"):
+    if kept and size + len(d.text) > recipe["max_chars"]:
+        break
+    kept.append(d.text)
+    size += len(d.text)
+cfg = EvalConfig(context_length=recipe["context_length"], stride=recipe["stride"])
+print(json.dumps(bits_per_byte(model, tok, kept, cfg)))
+"""
+
+
+def export_check(run_dir: Path, results: dict) -> bool:
+    """Export (merged), then score held-out Chichewa with the folder alone in a fresh process."""
+    folder = Path(tempfile.mkdtemp(prefix="langadapt-export-")) / "model"
+    subprocess.run(["langadapt", "export", str(run_dir), "--to", str(folder)], check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", SCORE_EXPORTED, str(folder), str(run_dir)], capture_output=True, text=True, check=True
+    )
+    got = json.loads(out.stdout.strip().splitlines()[-1])["bits_per_byte"]
+    want = results["bits_per_byte"]["nya-heldout"]["adapted"]
+    same = abs(got - want) <= 1e-5 * want
+    print(
+        f"\nexported model, fresh process: nya-heldout {got:.6f} bits/byte, eval stage {want:.6f}: {'SAME' if same else 'DIFFERENT'}"
+    )
+    shutil.rmtree(folder.parent)
+    return same
 
 
 if __name__ == "__main__":
