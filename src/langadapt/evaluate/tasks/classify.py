@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.evaluate.embed import layer_index, pool
 from langadapt.evaluate.tasks import TASKS, Kind, Score, TaskContext, summarise
@@ -70,10 +70,20 @@ def probe_fit_predict(x_train: Any, y_train: list[str], x_test: Any, seed: int) 
     return list(clf.predict(x_test))
 
 
-def _finetune_predict(
-    ctx: TaskContext, cfg: "TaskConfig", train: list[Example], test: list[Example], labels: list[str], seed: int
-) -> list[str]:
-    """Whole model + linear head on the pooled `layer`; returns test predictions."""
+def finetune(
+    ctx: TaskContext,
+    cfg: "TaskConfig",
+    train: list[Example],
+    test: list[Example],
+    n_labels: int,
+    seed: int,
+    features: Callable[[Any, list[Example], bool], Any],
+    targets: Callable[[list[Example]], list[int]],
+) -> list[int]:
+    """The fixed fine-tuning protocol: a copy of the whole model and a linear head, AdamW at `lr`
+    (head at 10x), `epochs` over the shuffled training set. `features(encoder, batch, grad)`
+    gives one row per scored unit (a sentence, a word) and `targets(batch)` their label ids;
+    returns the predicted label id of every test unit, in order."""
     import random
 
     import torch
@@ -82,34 +92,42 @@ def _finetune_predict(
     model = copy.deepcopy(ctx.model)
     enc = copy.copy(ctx.encoder)
     enc.model, enc._cache = model, {}
-    layer = layer_index(model, cfg.layer)
-    head = torch.nn.Linear(model.config.hidden_size, len(labels)).to(model.device)
+    head = torch.nn.Linear(model.config.hidden_size, n_labels).to(model.device)
     opt = torch.optim.AdamW(
         [{"params": model.parameters(), "lr": cfg.lr}, {"params": head.parameters(), "lr": 10 * cfg.lr}]
     )
-    y = {lab: i for i, lab in enumerate(labels)}
     order = list(range(len(train)))
     model.train()
     for _ in range(cfg.epochs):
         random.Random(seed).shuffle(order)
         for i in range(0, len(order), cfg.batch_size):
             batch = [train[j] for j in order[i : i + cfg.batch_size]]
-            states, real = enc.hidden([enc.token_ids(e.text) for e in batch], grad=True)
-            logits = head(pool(states, real, cfg.pooling)[layer].float())
-            loss = torch.nn.functional.cross_entropy(
-                logits, torch.tensor([y[e.label] for e in batch], device=model.device)
-            )
+            gold = torch.tensor(targets(batch), device=model.device)
+            loss = torch.nn.functional.cross_entropy(head(features(enc, batch, True).float()), gold)
             opt.zero_grad()
             loss.backward()
             opt.step()
     model.eval()
-    preds = []
+    preds: list[int] = []
     with torch.no_grad():
         for i in range(0, len(test), cfg.batch_size):
-            batch = test[i : i + cfg.batch_size]
-            states, real = enc.hidden([enc.token_ids(e.text) for e in batch], grad=False)
-            preds.extend(labels[k] for k in head(pool(states, real, cfg.pooling)[layer].float()).argmax(-1).tolist())
+            preds.extend(head(features(enc, test[i : i + cfg.batch_size], False).float()).argmax(-1).tolist())
     return preds
+
+
+def _finetune_predict(
+    ctx: TaskContext, cfg: "TaskConfig", train: list[Example], test: list[Example], labels: list[str], seed: int
+) -> list[str]:
+    """Whole model + linear head on the pooled `layer`; returns test predictions."""
+    layer = layer_index(ctx.model, cfg.layer)
+    y = {lab: i for i, lab in enumerate(labels)}
+
+    def features(enc: Any, batch: list[Example], grad: bool) -> Any:
+        states, real = enc.hidden([enc.token_ids(e.text) for e in batch], grad=grad)
+        return pool(states, real, cfg.pooling)[layer]
+
+    ids = finetune(ctx, cfg, train, test, len(labels), seed, features, lambda b: [y[e.label] for e in b])
+    return [labels[k] for k in ids]
 
 
 def run_classify(ctx: TaskContext, cfg: "TaskConfig", data: TaskData) -> list[Score]:

@@ -7,7 +7,6 @@ other tag sets (POS) by word accuracy from scikit-learn.
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 from langadapt.evaluate.embed import layer_index
@@ -54,9 +53,13 @@ def _probe(
     keep = subsample(["x"] * len(train), seed, cfg.seeds)
     x = np.concatenate([train_vecs[i] for i in keep])
     y = [t for i in keep for t in train[i].tags]
-    flat = probe_fit_predict(x, y, np.concatenate(test_vecs), seed)
+    return _per_sentence(probe_fit_predict(x, y, np.concatenate(test_vecs), seed), test)
+
+
+def _per_sentence(flat: list[str], sentences: list[Example]) -> list[list[str]]:
+    """Split one tag per word, in order, back into the sentences' words."""
     out, k = [], 0
-    for e in test:
+    for e in sentences:
         out.append(flat[k : k + len(e.tokens)])
         k += len(e.tokens)
     return out
@@ -65,40 +68,19 @@ def _probe(
 def _finetune(
     ctx: TaskContext, cfg: "TaskConfig", train: list[Example], test: list[Example], labels: list[str], seed: int
 ) -> list[list[str]]:
-    import random
-
+    """Whole model + linear head on each word's mean sub-token state at `layer`; returns test tags."""
     import torch
 
-    torch.manual_seed(seed)
-    model = copy.deepcopy(ctx.model)
-    enc = copy.copy(ctx.encoder)
-    enc.model, enc._cache = model, {}
-    layer = layer_index(model, cfg.layer)
-    head = torch.nn.Linear(model.config.hidden_size, len(labels)).to(model.device)
-    opt = torch.optim.AdamW(
-        [{"params": model.parameters(), "lr": cfg.lr}, {"params": head.parameters(), "lr": 10 * cfg.lr}]
-    )
-    ids = {lab: i for i, lab in enumerate(labels)}
-    order = list(range(len(train)))
-    model.train()
-    for _ in range(cfg.epochs):
-        random.Random(seed).shuffle(order)
-        for i in range(0, len(order), cfg.batch_size):
-            batch = [train[j] for j in order[i : i + cfg.batch_size]]
-            vecs = torch.cat(enc.words([list(e.tokens) for e in batch], layer, grad=True))
-            gold = torch.tensor([ids[t] for e in batch for t in e.tags], device=model.device)
-            loss = torch.nn.functional.cross_entropy(head(vecs.float()), gold)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(test), cfg.batch_size):
-            batch = test[i : i + cfg.batch_size]
-            for v in enc.words([list(e.tokens) for e in batch], layer):
-                out.append([labels[k] for k in head(v.float()).argmax(-1).tolist()])
-    return out
+    from langadapt.evaluate.tasks.classify import finetune
+
+    layer = layer_index(ctx.model, cfg.layer)
+    y = {lab: i for i, lab in enumerate(labels)}
+
+    def features(enc: Any, batch: list[Example], grad: bool) -> Any:
+        return torch.cat(enc.words([list(e.tokens) for e in batch], layer, grad=grad))
+
+    flat = finetune(ctx, cfg, train, test, len(labels), seed, features, lambda b: [y[t] for e in b for t in e.tags])
+    return _per_sentence([labels[k] for k in flat], test)
 
 
 def run_tag(ctx: TaskContext, cfg: "TaskConfig", data: TaskData) -> list[Score]:
