@@ -114,6 +114,42 @@ def test_bad_recipes_fail_at_validation(corpus_files, tiny_model, tmp_path):
     assert not (tmp_path / "run").exists()  # no work before a valid recipe
 
 
+def test_changed_decisions_reuse_the_measurement(tiny_recipe, monkeypatch):
+    from langadapt.corpus import blocks
+
+    def recipe(**corpus_section):  # target only: a hand-set threshold applies to every language
+        return tiny_recipe(corpus={"replay": None, **corpus_section}, train={"replay_ratio": 0})
+
+    rd = RunDir(recipe().resolved_run_dir)
+    corpus.run(recipe(), rd)
+    out = rd.path("corpus")
+    first = read_json(out / "stats.json")
+    assert first["measured"] == "computed" and (out / "measured" / "measure.json").is_file()
+    calls = []
+    monkeypatch.setattr(blocks.Measure, "run", _spy(blocks.Measure.run, calls))
+    # a hand-set threshold, a LID confidence and dedup settings decide differently on the same measurement
+    decisions = {
+        "quality": {"thresholds": {"min_words": 34}},
+        "lid": {"min_confidence": 0.4},
+        "near_dedup": {"bands": 10},
+    }
+    corpus.run(recipe(**decisions), rd)
+    second = read_json(out / "stats.json")
+    assert calls == [] and second["measured"] == "reused"
+    assert second["languages"]["nya"]["dropped"].get("words:min_words", 0) > 0
+    assert second["languages"]["nya"]["kept"] < first["languages"]["nya"]["kept"]
+    assert read_json(out / "thresholds.json")["languages"]["nya"]["thresholds"]["min_words"]["value"] == 34
+    # back to the first recipe: the same output as measured from scratch
+    corpus.run(recipe(), rd)
+    assert calls == [] and read_json(out / "stats.json")["languages"] == first["languages"]
+    # what changes the measurement (normalisation here), or --force, measures again
+    corpus.run(recipe(normalization="NFKC"), rd)
+    assert calls and read_json(out / "stats.json")["measured"] == "computed"
+    calls.clear()
+    corpus.run(recipe(normalization="NFKC"), rd, force=True)
+    assert calls
+
+
 def _planted(tmp_path, n=40, near=10, exact=5, footer_docs=15):
     """English-like documents with planted near duplicates (one word changed), exact duplicates and a footer."""
     import random

@@ -16,7 +16,9 @@ Every input record ends up in exactly one place: `corpus/<lang>/train.parquet`,
 that dropped it; `corpus/stats.json` balances per source and language. Held-out text is
 chosen by whole groups (Bible books, web domains) so evaluation never sees a training group.
 Intermediate files stay in the stage's partial folder while it runs, so an interrupted run
-resumes task by task, and are removed when it is done.
+resumes task by task, and are removed when it is done - except the measured documents
+(`corpus/measured/`): a re-run that changes only decisions (thresholds, LID confidence, dedup
+settings, held-out groups) reads them back instead of measuring again.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def heldout_groups(groups: set[str], cfg: CorpusConfig) -> set[str]:
 # -- the flow ------------------------------------------------------------------------------
 
 
-def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
+def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext, reuse: bool = True) -> None:
     from langadapt.corpus import executors
     from langadapt.corpus.readers import plan_units
 
@@ -82,11 +84,18 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     units = plan_units(cfg)
     tasks = cfg.tasks or min(len(units), MAX_AUTO_TASKS)
     languages = sorted({u["language"] for u in units})
+    key = _measure_key(recipe, rd, tasks)
+    # only from a finished output: `--force` removes its completion marker, and then everything is measured again
+    reused = reuse and rd.is_complete(NAME) and _reuse_measured(rd.path(NAME) / "measured", work, key)
     stop_words = _stop_words(cfg, languages, work)
     workers = executors.auto_workers(cfg, sum(Path(u["file"]).stat().st_size for u in units if u["file"]))
     logs = work / "logs"
 
-    executors.run_pass(cfg, "measure", _measure_pass(cfg, units, stop_words, work, disabled), tasks, logs, workers)
+    if reused:
+        log.info("[corpus] measured statistics reused from the previous run (only decisions changed)")
+    else:
+        pipeline = _measure_pass(cfg, units, stop_words, work, disabled)
+        executors.run_pass(cfg, "measure", pipeline, tasks, logs, workers)
     plan = _decide_plan(cfg, work, languages, disabled, stop_words)
     write_json(out / "thresholds.json", plan["report"])
     executors.run_pass(cfg, "decide", _decide_pass(cfg, work, disabled), tasks, logs, workers)
@@ -96,7 +105,9 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     executors.run_pass(cfg, "near-dedup", _final_pass(cfg, work, disabled), tasks, logs, workers)
 
     stats = _assemble(cfg, work, out, plan)
+    stats["measured"] = "reused" if reused else "computed"
     write_json(out / "stats.json", stats)
+    _keep_measured(work, out / "measured", key)
     shutil.rmtree(work)
 
 
@@ -182,6 +193,74 @@ def _final_pass(cfg: CorpusConfig, work: Path, disabled: set[str]) -> list[Any]:
         )
     steps.append(blocks.RankWriter(str(work / "kept")))
     return steps
+
+
+# -- measure once, decide later ----------------------------------------------------------------
+
+# Recipe fields that only decide what happens to measured documents: changing them leaves the
+# measurement valid. Everything else (sources, normalisation, length limits, PII, the LID model,
+# tasks) changes what is measured.
+DECISION_FIELDS = ("quality", "near_dedup", "url_filter", "heldout_groups", "heldout_fraction", "executor",
+                   "workers", "slurm", "ray", "disable")  # fmt: skip
+DECISION_LID_FIELDS = ("min_confidence", "script", "min_script_fraction")
+MEASURED_STEPS = {"length", "pii", "lid"}  # steps that run while measuring; switching them changes the measurement
+MEASURED_FILES = ("measured", "lines", "stop_words.json")
+
+
+def _measure_key(recipe: "Recipe", rd: RunDir, tasks: int) -> str:
+    """Fingerprint of everything the measuring pass depends on."""
+    from importlib import metadata
+
+    from langadapt.rundir import fingerprint
+
+    section = {k: v for k, v in recipe.to_dict()["corpus"].items() if k not in DECISION_FIELDS}
+    section["lid"] = {k: v for k, v in section["lid"].items() if k not in DECISION_LID_FIELDS}
+    section["line_dedup"] = {"min_chars": section["line_dedup"]["min_chars"]}
+    measured_steps = sorted(MEASURED_STEPS & set(recipe.corpus.disable))
+    model = Path(recipe.corpus.lid.model_file).expanduser() if recipe.corpus.lid.model_file else None
+    model_id = f"{model.stat().st_size}:{int(model.stat().st_mtime)}" if model and model.is_file() else ""
+    sources = inputs(recipe, rd)["sources"]
+    return fingerprint("measure", section, measured_steps, model_id, sources, tasks, metadata.version("langadapt"))
+
+
+def _reuse_measured(previous: Path, work: Path, key: str) -> bool:
+    """Bring the previous run's measured documents into this run when they were measured the same way."""
+    marker = previous / "measure.json"
+    if not marker.is_file() or json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") != key:
+        return False
+    done = work / ".measured-reused"
+    if done.exists():  # an interrupted run that already brought them in
+        return True
+    work.mkdir(parents=True, exist_ok=True)
+    for name in MEASURED_FILES:
+        src, dst = previous / name, work / name
+        if dst.is_dir():  # left by an interrupted measuring or copy; the previous measurement replaces it
+            shutil.rmtree(dst)
+        if src.is_dir():
+            shutil.copytree(src, dst, copy_function=_link_or_copy)
+        elif src.is_file():
+            _link_or_copy(str(src), str(dst))
+    done.touch()
+    return True
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard links cost nothing and leave the previous output intact; a copy where links are not possible."""
+    import os
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _keep_measured(work: Path, dest: Path, key: str) -> None:
+    """Keep the measured documents (text, language, script, statistics) beside the output for later re-runs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in MEASURED_FILES:
+        if (work / name).exists():
+            (work / name).replace(dest / name)
+    write_json(dest / "measure.json", {"fingerprint": key})
 
 
 # -- between passes: decisions from stored statistics ----------------------------------------
@@ -479,4 +558,7 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
 
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
-    return run_stage(NAME, recipe, rd, inputs(recipe, rd), _build, force)
+    from functools import partial
+
+    # --force measures again; a plain re-run with changed decisions reuses the measurement
+    return run_stage(NAME, recipe, rd, inputs(recipe, rd), partial(_build, reuse=not force), force)
