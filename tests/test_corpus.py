@@ -150,6 +150,44 @@ def test_changed_decisions_reuse_the_measurement(tiny_recipe, monkeypatch):
     assert calls
 
 
+def test_fasttext_lid_model_file_with_glotlid_labels(tiny_recipe, corpus_files, tmp_path):
+    """The GlotLID / OpenLID path: a fastText model file with `__label__<lang>_<Script>` labels."""
+    fasttext = pytest.importorskip("fasttext")
+    from conftest import english_lines, target_docs
+
+    train = tmp_path / "lid-train.txt"
+    nya = [d["text"] for d in target_docs(seed=11)]
+    train.write_text(
+        "".join(f"__label__nya_Latn {t}\n" for t in nya)
+        + "".join(f"__label__eng_Latn {t}\n" for t in english_lines(200, seed=12)),
+        encoding="utf-8",
+    )
+    model = tmp_path / "glotlid-tiny.bin"
+    fasttext.train_supervised(input=str(train), epoch=20, dim=16, minn=2, maxn=4, verbose=0).save_model(str(model))
+
+    mixed = tmp_path / "mixed.jsonl"
+    planted = [" ".join(english_lines(4, seed=50 + i)) for i in range(6)]
+    rows = [json.loads(line) for line in corpus_files["target"].read_text().splitlines()]
+    rows += [{"text": t, "book": "G01"} for t in planted]
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tiny_recipe(
+        corpus={
+            "target": {"path": str(mixed), "language": "nya", "group_field": "book"},
+            "lid": {"model_file": str(model)},
+        }
+    )
+    rd = RunDir(recipe.resolved_run_dir)
+    corpus.run(recipe, rd)
+    out = rd.path("corpus")
+    languages = read_json(out / "stats.json")["languages"]
+    lid_drops = {lang: {r: n for r, n in s["dropped"].items() if r.startswith("lid:")} for lang, s in languages.items()}
+    # exactly the planted English documents leave the target; the English replay is English to the model too
+    assert lid_drops == {"nya": {"lid:language:eng": len(planted)}, "eng": {}}
+    assert languages["nya"]["language_id"]["nya"] >= len(rows) - len(planted)
+    lid_report = read_json(out / "thresholds.json")["languages"]["nya"]["language_id"]
+    assert lid_report["identifier"] == "fasttext" and lid_report["supported"]
+
+
 def _planted(tmp_path, n=40, near=10, exact=5, footer_docs=15):
     """English-like documents with planted near duplicates (one word changed), exact duplicates and a footer."""
     import random
