@@ -66,7 +66,7 @@ def generate(folder: Path, mb: int, shards: int, seed: int = 0) -> dict:
     nya, eng = verses("nya"), verses("eng")
     folder.mkdir(parents=True, exist_ok=True)
     files = [open(folder / f"shard-{i:03d}.jsonl", "wb") for i in range(shards)]
-    truth: dict = {"near": [], "exact": [], "other": [], "junk": [], "invalid": [], "target": 0}
+    truth: dict = {"near": [], "exact": [], "other": [], "junk": [], "invalid": [], "not_json": [], "target": 0}
     size, n = 0, 0
     originals: list[tuple[str, str]] = []
 
@@ -119,10 +119,11 @@ def generate(folder: Path, mb: int, shards: int, seed: int = 0) -> dict:
                 url = f"https://site{n % 997}.mw/{doc_id}"
                 raw = json.dumps({"id": doc_id, "text": text, "url": url}, ensure_ascii=False).encode()
                 raw = raw.replace(b"a", b"\xff\xfe", 2)
+                truth["invalid"].append(doc_id)
             else:
                 raw = b"\x00\x01garbage{" + bytes(rng.randrange(128, 256) for _ in range(50))
+                truth["not_json"].append(doc_id)
             emit(doc_id, "", raw)
-            truth["invalid"].append(doc_id)
     for f in files:
         f.close()
     truth["bytes"], truth["records"] = size, n
@@ -295,10 +296,12 @@ def quality(run_dir: Path, truth: dict) -> dict:
     other_removed = sum(1 for i in truth["other"] if by_id.get(i, {}).get("step") in ("lid", "script"))
     junk_removed = sum(1 for i in truth["junk"] if i in by_id)
     s = stats["sources"]["target"]
+    nya = stats["languages"]["nya"]
     return {
         "records": s["records"],
         "kept": s["kept"],
-        "balanced": s["records"] == s["kept"] + sum(sum(r.values()) for r in s["dropped"].values()),
+        "every_line_of_the_files_accounted": s["records"] == truth["records"]
+        and s["records"] == s["kept"] + sum(sum(r.values()) for r in s["dropped"].values()),
         "near_pairs_reaching_dedup": f"{len(pairs)} of {len(truth['near'])}",
         "near_recall": len(found) / max(len(pairs), 1),
         "near_recall_by_edits_per_100_words": recall_by_edit,
@@ -306,11 +309,11 @@ def quality(run_dir: Path, truth: dict) -> dict:
         "exact_recall": exact_found / max(len(exact_pairs), 1),
         "other_language_removed": other_removed / max(len(truth["other"]), 1),
         "junk_removed": junk_removed / max(len(truth["junk"]), 1),
-        "invalid_records": len(truth["invalid"]),
+        "invalid_utf8_records_repaired": f"{nya['repaired'].get('invalid_utf8', 0)} of {len(truth['invalid'])}",
+        "non_json_lines_dropped_unparseable": f"{nya['dropped'].get('read:unparseable', 0)} of {len(truth['not_json'])}",
         "dropped_by_step": {k: sum(v.values()) for k, v in s["dropped"].items()},
-        "repaired": stats["languages"]["nya"]["repaired"],
-        "pii_replaced": stats["languages"]["nya"]["pii_replaced"],
-        "boilerplate": stats["languages"]["nya"]["boilerplate"],
+        "pii_replaced": nya["pii_replaced"],
+        "boilerplate": nya["boilerplate"],
     }
 
 
@@ -326,7 +329,7 @@ def main() -> None:
     work = Path(args.work) if args.work else cache_dir() / "bench-corpus"
     corpus_dir = work / f"dirty-{args.mb}mb"
     truth_file = corpus_dir / "truth.json"
-    if not truth_file.exists():
+    if not truth_file.exists() or "not_json" not in json.loads(truth_file.read_text()):
         shutil.rmtree(corpus_dir, ignore_errors=True)
         t0 = time.time()
         truth = generate(corpus_dir, args.mb, args.shards)

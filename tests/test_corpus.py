@@ -346,3 +346,60 @@ def test_ray_executor_keeps_the_same_documents_as_local(tiny_recipe, tmp_path):
         corpus.run(recipe, rd)
         runs[executor] = [read_docs(rd.path("corpus") / "eng" / f"{s}.parquet") for s in ("train", "heldout")]
     assert runs["ray"] == runs["local"] and runs["local"][0]
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_only_unfinished_tasks(corpus_files, tiny_model, tmp_path):
+    """A real SIGKILL of `langadapt corpus` half-way through the measuring pass, then a plain re-run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import target_docs, tiny_recipe_dict, write_recipe
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    docs = target_docs(n_groups=60, per_group=100, seed=5)
+    for i in range(6):
+        (folder / f"part{i}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[i::6]))
+    sections = {
+        "target": {"path": str(folder), "language": "nya", "group_field": "book"},
+        "replay": None,
+        "heldout_groups": ["G03"],
+        "tasks": 6,
+        "workers": 1,
+    }
+    cli = [sys.executable, "-m", "langadapt.cli", "corpus"]
+    recipes = {}
+    for name in ("whole", "killed"):
+        data = tiny_recipe_dict(corpus_files, tiny_model, tmp_path / name, corpus=sections, train={"replay_ratio": 0})
+        recipes[name] = write_recipe(tmp_path / f"{name}.yaml", data)
+    subprocess.run([*cli, str(recipes["whole"])], check=True, capture_output=True)
+
+    done = RunDir(tmp_path / "killed").partial("corpus") / "work" / "logs" / "measure" / "completions"
+    proc = subprocess.Popen([*cli, str(recipes["killed"])], start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and len(list(done.glob("*")) if done.is_dir() else []) < 2:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.name for p in done.iterdir())
+    assert 2 <= len(finished) < 6, finished  # killed half-way through the pass
+    measured = done.parents[2] / "measured"  # each task's measured documents, written when the task ends
+
+    def files(folder):
+        return {f.name: (f.stat().st_ino, f.stat().st_mtime_ns) for f in folder.glob("*.parquet")}
+
+    before = files(measured)
+    assert sorted(before) == [f"{r}.parquet" for r in finished]
+
+    subprocess.run([*cli, str(recipes["killed"])], check=True, capture_output=True)
+    whole, killed = RunDir(tmp_path / "whole").path("corpus"), RunDir(tmp_path / "killed").path("corpus")
+    assert not RunDir(tmp_path / "killed").partial("corpus").exists()
+    after = files(killed / "measured" / "documents")  # kept beside the output, moved there, not rewritten
+    assert len(after) == 6 and all(after[name] == before[name] for name in before)  # finished tasks not redone
+    for split in ("train", "heldout"):
+        assert read_docs(killed / "nya" / f"{split}.parquet") == read_docs(whole / "nya" / f"{split}.parquet")
+    assert read_json(killed / "stats.json")["languages"] == read_json(whole / "stats.json")["languages"]

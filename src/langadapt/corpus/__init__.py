@@ -204,7 +204,8 @@ DECISION_FIELDS = ("quality", "near_dedup", "url_filter", "heldout_groups", "hel
                    "workers", "slurm", "ray", "disable")  # fmt: skip
 DECISION_LID_FIELDS = ("min_confidence", "script", "min_script_fraction")
 MEASURED_STEPS = {"length", "pii", "lid"}  # steps that run while measuring; switching them changes the measurement
-MEASURED_FILES = ("measured", "lines", "stop_words.json")
+# work file -> its name under corpus/measured/
+MEASURED_FILES = {"measured": "documents", "lines": "lines", "stop_words.json": "stop_words.json"}
 
 
 def _measure_key(recipe: "Recipe", rd: RunDir, tasks: int) -> str:
@@ -232,8 +233,8 @@ def _reuse_measured(previous: Path, work: Path, key: str) -> bool:
     if done.exists():  # an interrupted run that already brought them in
         return True
     work.mkdir(parents=True, exist_ok=True)
-    for name in MEASURED_FILES:
-        src, dst = previous / name, work / name
+    for name, kept in MEASURED_FILES.items():
+        src, dst = previous / kept, work / name
         if dst.is_dir():  # left by an interrupted measuring or copy; the previous measurement replaces it
             shutil.rmtree(dst)
         if src.is_dir():
@@ -257,9 +258,9 @@ def _link_or_copy(src: str, dst: str) -> None:
 def _keep_measured(work: Path, dest: Path, key: str) -> None:
     """Keep the measured documents (text, language, script, statistics) beside the output for later re-runs."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in MEASURED_FILES:
+    for name, kept in MEASURED_FILES.items():
         if (work / name).exists():
-            (work / name).replace(dest / name)
+            (work / name).replace(dest / kept)
     write_json(dest / "measure.json", {"fingerprint": key})
 
 
