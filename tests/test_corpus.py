@@ -127,10 +127,10 @@ def test_changed_decisions_reuse_the_measurement(tiny_recipe, monkeypatch):
     assert first["measured"] == "computed" and (out / "measured" / "measure.json").is_file()
     calls = []
     monkeypatch.setattr(blocks.Measure, "run", _spy(blocks.Measure.run, calls))
-    # a hand-set threshold, a LID confidence and dedup settings decide differently on the same measurement
+    # a hand-set threshold, a derived LID confidence and dedup settings decide anew on the same measurement
     decisions = {
         "quality": {"thresholds": {"min_words": 34}},
-        "lid": {"min_confidence": 0.4},
+        "lid": {"min_confidence": None},
         "near_dedup": {"bands": 10},
     }
     corpus.run(recipe(**decisions), rd)
@@ -138,7 +138,9 @@ def test_changed_decisions_reuse_the_measurement(tiny_recipe, monkeypatch):
     assert calls == [] and second["measured"] == "reused"
     assert second["languages"]["nya"]["dropped"].get("words:min_words", 0) > 0
     assert second["languages"]["nya"]["kept"] < first["languages"]["nya"]["kept"]
-    assert read_json(out / "thresholds.json")["languages"]["nya"]["thresholds"]["min_words"]["value"] == 34
+    report = read_json(out / "thresholds.json")["languages"]["nya"]
+    assert report["thresholds"]["min_words"]["value"] == 34
+    assert report["language_id"]["min_confidence_how"].startswith("FineWeb2")  # derived, on the same measurement
     # back to the first recipe: the same output as measured from scratch
     corpus.run(recipe(), rd)
     assert calls == [] and read_json(out / "stats.json")["languages"] == first["languages"]

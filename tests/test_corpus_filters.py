@@ -142,6 +142,16 @@ def test_lid_codes_support_and_model_file_checks(tmp_path):
     assert len(notes) == 1 and "does not know 'qxq'" in notes[0] and "script" in notes[0]
 
 
+def test_lid_confidence_threshold_set_or_derived_as_fineweb2():
+    assert lid.confidence_threshold(0.7, [], 50) == {"value": 0.7, "how": "set in the recipe"}
+    assert lid.confidence_threshold(None, [0.9] * 10, 50)["value"] == lid.FALLBACK_CONFIDENCE  # too few documents
+    spread = [0.2, 0.4, 0.5, 0.6, 0.8] * 20  # an identifier unsure of the language: median 0.5 - std 0.2
+    assert lid.confidence_threshold(None, spread, 50)["value"] == pytest.approx(0.3)
+    assert lid.confidence_threshold(None, [0.99, 0.98, 1.0] * 20, 50)["value"] == 0.9  # at most 0.9
+    mid = [0.6, 0.7, 0.8] * 20
+    assert lid.confidence_threshold(None, mid, 50)["value"] == pytest.approx(0.7 - np.std(mid))
+
+
 def test_knowledge_triples_become_sentences(tmp_path):
     from langadapt.corpus.config import KnowledgeConfig
 

@@ -317,7 +317,7 @@ def _decide_plan(
     from langadapt.corpus import dedup, thresholds
     from langadapt.corpus.config import threshold_fields
     from langadapt.corpus.filters import STATS
-    from langadapt.corpus.lid import load_identifier, same_language
+    from langadapt.corpus.lid import confidence_threshold, load_identifier, same_language
 
     t = _read_measured(work)
     identifier = load_identifier(cfg.lid.model_file) if "lid" not in disabled else None
@@ -332,17 +332,19 @@ def _decide_plan(
             script = counts.most_common(1)[0][0] if counts else ""
         if "script" in disabled:
             script = ""
+        labelled = [t["lid_conf"][i] for i in rows if lid_on and same_language(t["lid"][i] or "", lang)]
+        min_conf = confidence_threshold(cfg.lid.min_confidence, labelled, cfg.quality.min_documents)
         passing = [
             i
             for i in rows
-            if (not lid_on or (same_language(t["lid"][i] or "", lang) and t["lid_conf"][i] >= cfg.lid.min_confidence))
+            if (not lid_on or (same_language(t["lid"][i] or "", lang) and t["lid_conf"][i] >= min_conf["value"]))
             and (not script or (t["script"][i] == script and t["script_frac"][i] >= cfg.lid.min_script_fraction))
         ]
         stats = {s: np.array([t[f"stat_{s}"][i] for i in passing], dtype=float) for s in STATS}
         derived = thresholds.derive(stats, cfg.quality.derive, cfg.quality.min_documents, overrides)
         plan["languages"][lang] = {
             "lid": lid_on,
-            "min_confidence": cfg.lid.min_confidence,
+            "min_confidence": min_conf["value"],
             "script": script,
             "min_script_fraction": cfg.lid.min_script_fraction,
             "thresholds": thresholds.values(derived, disabled),
@@ -353,7 +355,8 @@ def _decide_plan(
                 "identifier": identifier.name if identifier is not None else "off",
                 "supported": lid_on,
                 "used_instead": "" if lid_on else f"script {script or '(off)'} and the quality filters",
-                "min_confidence": cfg.lid.min_confidence,
+                "min_confidence": min_conf["value"],
+                "min_confidence_how": min_conf["how"] if lid_on else "not applied",
             },
             "script": script,
             "stop_words": stop_words.get(lang, []),

@@ -29,7 +29,11 @@ class LidConfig:
         "",
         "a GlotLID / OpenLID fastText model file (labels like __label__nya_Latn); empty: pycld2, shipped offline",
     )
-    min_confidence: float = opt(0.5, "keep a document only if its language matches with at least this confidence")
+    min_confidence: float | None = opt(
+        0.5,
+        "keep a document only if its language matches with at least this confidence; empty: derived per "
+        "language as FineWeb2 does, max(0.3, min(0.9, median - std)) of the confidences of its documents",
+    )
     script: str = opt(
         "", "ISO 15924 script the text must be in (Latn, Arab, Ethi, ...); empty: the dominant script of the source"
     )
@@ -203,7 +207,7 @@ def check(recipe: "Recipe") -> list[str]:
             p.append(f"corpus.lid.model_file: {problem}")
         elif importlib.util.find_spec("fasttext") is None:
             p.append("corpus.lid.model_file: reading a fastText model needs fasttext: pip install 'langadapt[glotlid]'")
-    if not 0.0 <= c.lid.min_confidence <= 1.0:
+    if c.lid.min_confidence is not None and not 0.0 <= c.lid.min_confidence <= 1.0:
         p.append("corpus.lid.min_confidence: must be between 0 and 1")
     if c.lid.script and not lid.is_script_code(c.lid.script):
         p.append(f"corpus.lid.script: '{c.lid.script}' is not an ISO 15924 script code (e.g. Latn, Arab, Ethi, Deva)")

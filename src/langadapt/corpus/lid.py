@@ -122,6 +122,31 @@ def model_file_problem(path: Path) -> str:
     return ""
 
 
+# FineWeb2's per-language LID threshold: max(LOW, min(HIGH, median - std)) of the confidences of the
+# documents the identifier gives that language; a language the identifier is unsure of gets a lower bar.
+FINEWEB2_BOUNDS = (0.3, 0.9)
+FALLBACK_CONFIDENCE = 0.5
+
+
+def confidence_threshold(given: float | None, confidences: list[float], min_documents: int) -> dict[str, object]:
+    """{value, how}: the recipe's `lid.min_confidence`, or (when it is empty) derived from the language's own
+    confidence distribution as FineWeb2 does."""
+    import numpy as np
+
+    if given is not None:
+        return {"value": float(given), "how": "set in the recipe"}
+    if len(confidences) < min_documents:
+        return {"value": FALLBACK_CONFIDENCE, "how": f"{len(confidences)} documents are too few to derive from"}
+    x = np.asarray(confidences, dtype=float)
+    low, high = FINEWEB2_BOUNDS
+    value = float(max(low, min(high, np.median(x) - np.std(x))))
+    return {
+        "value": value,
+        "how": f"FineWeb2: max({low}, min({high}, median {np.median(x):.3f} - std {np.std(x):.3f})) "
+        f"over {len(x)} documents",
+    }
+
+
 def is_script_code(code: str) -> bool:
     from langadapt.corpus.script import script_codes
 
