@@ -220,6 +220,7 @@ def test_dedup_on_planted_pairs(tiny_recipe, tmp_path):
             "replay": None,
             "heldout_groups": ["g0"],
             "line_dedup": {"min_documents": 10},
+            "near_dedup": {"rehydrate": True, "rehydrate_cap": 5},
         },
         train={"replay_ratio": 0},
     )
@@ -227,6 +228,9 @@ def test_dedup_on_planted_pairs(tiny_recipe, tmp_path):
     corpus.run(recipe, rd)
     out = rd.path("corpus")
     eng = read_json(out / "stats.json")["languages"]["eng"]
+    # rehydration: a kept training document whose cluster had 2 members is there twice (d0 is held out)
+    copies = {d.id for d in read_docs(out / "eng" / "train.parquet") if "#" in d.id}
+    assert len(copies) >= 8 and copies <= {f"d{j}#1" for j in range(1, 10)}
     dropped = {d.id: r for d, r in zip(read_docs(out / "dropped" / "eng.parquet"), _reasons(out))}
     assert {i for i, r in dropped.items() if r == "duplicate"} == {f"exact{j}" for j in range(5)}
     found = {i for i, r in dropped.items() if r == "near_duplicate"}
