@@ -244,7 +244,15 @@ def test_dedup_on_planted_pairs(tiny_recipe, tmp_path):
     from langadapt.report.corpus_section import render
 
     page = render(rd)
-    for part in ("near-dedup", "near_duplicate", "min_mean_word_length", "data:image/png;base64", "Drop reasons"):
+    parts = (
+        "near-dedup",
+        "near_duplicate",
+        "min_mean_word_length",
+        "data:image/png;base64",
+        "Drop reasons",
+        "confidence",
+    )
+    for part in parts:
         assert part in page
 
 

@@ -85,7 +85,8 @@ def _thresholds(t: dict[str, Any]) -> str:
     head = (
         f"<h4>Thresholds ({html.escape(str(t.get('method')))})</h4><p>Language ID: "
         f"{html.escape(str(lid.get('identifier')))}, "
-        f"{'supported' if lid.get('supported') else 'not supported: ' + html.escape(str(lid.get('used_instead')))}; "
+        f"{'supported' if lid.get('supported') else 'not supported: ' + html.escape(str(lid.get('used_instead')))}"
+        f"{_confidence(lid) if lid.get('supported') else ''}; "
         f"script {html.escape(str(t.get('script') or '-'))}; stop words: "
         f"{html.escape(' '.join(t.get('stop_words', [])))}</p>"
     )
@@ -94,6 +95,11 @@ def _thresholds(t: dict[str, Any]) -> str:
         for field, e in t.get("thresholds", {}).items()
     ]
     return head + table(["threshold", "statistic", "English", "applied", "how"], rows)
+
+
+def _confidence(lid: dict[str, Any]) -> str:
+    how = lid.get("min_confidence_how", "")
+    return f", confidence at least {_num(lid.get('min_confidence', 0.0))}" + (f" ({html.escape(how)})" if how else "")
 
 
 def _num(x: float) -> str:
