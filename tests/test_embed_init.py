@@ -327,3 +327,29 @@ def test_bad_init_sections_fail_at_validation(tiny_recipe, init, expected):
     with pytest.raises(ConfigError) as e:
         tiny_recipe(init=init)
     assert expected in str(e.value)
+
+
+def test_ofa_run_exports_as_a_plain_transformers_model(tiny_recipe, tmp_path):
+    """OFA's factors are a training aid: the exported folder is an ordinary model with the run's logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langadapt import pipeline
+    from langadapt.export import export
+    from langadapt.models import load_model
+
+    init = {"method": "ofa", "ofa_rank": 8, "vector_epochs": 2, "vector_dim": 16}
+    recipe = tiny_recipe(run_dir=str(tmp_path / "run"), init=init)
+    rd = RunDir(pipeline.run(recipe, ("corpus", "tokenizer", "init", "train")).run_dir)
+    report = read_json(rd.path("init") / "init_report.json")
+    assert report["rows_by_method"].get("ofa", 0) > 0 and report["ofa"]["matrices"]["input"]["saving"] > 0
+    folder = export(rd.root, tmp_path / "exported")
+    assert not list(folder.glob("ofa_factors*"))  # nothing beyond a normal model folder is needed
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    trained = load_model(str(rd.path("train") / "final")).eval()
+    ids = tok(read_texts(rd, "nya", "heldout")[0][:200], return_tensors="pt")["input_ids"]
+    new_ids = set(read_json(rd.path("tokenizer") / "metrics.json")["new_token_ids"])
+    assert new_ids & set(ids[0].tolist())  # the text goes through OFA-initialised rows
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, trained(ids).logits, atol=1e-4)
