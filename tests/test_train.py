@@ -61,6 +61,10 @@ def _final_state(rd):
 
 @pytest.mark.parametrize("method", train.TRAIN_METHODS.names())
 def test_methods_train_what_they_claim(tiny_recipe, method):
+    if method == "qlora" and not torch.cuda.is_available():  # a CUDA GPU only: refused at validation here
+        with pytest.raises(ConfigError, match="train.method qlora: needs"):
+            tiny_recipe(train={"method": method, "max_steps": 2})
+        return
     recipe = tiny_recipe(train={"method": method, "max_steps": 2})
     rd = _prepare(recipe)
     if method == "head":  # the tiny Llama ties its head to the embeddings: nothing of its own to train
@@ -79,7 +83,7 @@ def test_methods_train_what_they_claim(tiny_recipe, method):
     layer_moved = not torch.equal(before[layer_key], after[layer_key])
     # bottleneck adapters cannot be merged: they stay beside the model, the layers themselves unchanged
     bottleneck = method in ("seq-bn", "seq-bn-inv", "double-seq-bn")
-    merged = method in ("lora", "lora-adapters", "full")
+    merged = method in ("lora", "qlora", "lora-adapters", "full")
     expected = (method != "full", True, merged)
     assert (old_rows_same, new_rows_moved, layer_moved) == expected
     assert (rd.path("train") / "final" / "adapters").is_dir() == bottleneck

@@ -223,3 +223,58 @@ def test_metrics_go_to_tensorboard_too(tmp_path):
     log.close()
     assert (tmp_path / "metrics.jsonl").read_text().startswith('{"step": 1')
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def _without_package(monkeypatch, name):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == name else real(n, *a))
+
+
+def _with_package(monkeypatch, name):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: real("json") if n == name else real(n, *a))
+
+
+def test_qlora_without_bitsandbytes_names_the_install_command(tiny_recipe, monkeypatch):
+    from langadapt.errors import ConfigError
+
+    _without_package(monkeypatch, "bitsandbytes")
+    with pytest.raises(ConfigError, match=r"qlora: needs the package bitsandbytes: pip install 'langadapt\[qlora\]'"):
+        tiny_recipe(train={"method": "qlora"})
+
+
+def test_qlora_without_a_gpu_says_so(tiny_recipe, monkeypatch):
+    from langadapt.errors import ConfigError
+
+    _with_package(monkeypatch, "bitsandbytes")
+    with pytest.raises(ConfigError) as cpu:
+        tiny_recipe(train={"method": "qlora", "device": "cpu"})
+    assert cpu.value.problems == [
+        "train.method qlora: needs a CUDA GPU (bitsandbytes' 4-bit NF4 kernels) and train.device is not cuda; "
+        "use train.method: lora"
+    ]
+    if torch.cuda.is_available():
+        assert tiny_recipe(train={"method": "qlora"}).train.method == "qlora"
+    else:
+        with pytest.raises(
+            ConfigError, match="qlora: needs a CUDA GPU .* torch sees none here; use train.method: lora"
+        ):
+            tiny_recipe(train={"method": "qlora"})
+
+
+def test_qlora_is_refused_inside_phases_and_on_an_unquantised_model(tiny_recipe, tiny_model, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from langadapt.errors import ConfigError
+
+    _with_package(monkeypatch, "bitsandbytes")
+    phases = [{"method": "new-rows", "max_steps": 1}, {"method": "qlora", "max_steps": 1}]
+    with pytest.raises(ConfigError, match=r"train.phases\[1\].method: qlora loads the base in 4 bits"):
+        tiny_recipe(train={"phases": phases})
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with pytest.raises(ConfigError, match="qlora: the base model is not loaded in 4 bits"):
+        train.TRAIN_METHODS.get("qlora")(model, TrainConfig(), [])

@@ -417,6 +417,35 @@ def load_model(name_or_path: str, dtype: str = "float32", revision: str = "") ->
     return model
 
 
+def load_quantized_model(name_or_path: str, compute_dtype: str, device: "torch.device") -> "PreTrainedModel":
+    """A causal LM whose linear layers are 4-bit NF4 (QLoRA's base), placed on one CUDA device.
+
+    Quantisation happens while the weights load (transformers' BitsAndBytesConfig), so the
+    full-precision model never sits on the GPU; the head and embeddings stay unquantised.
+    """
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MissingDependencyError("bitsandbytes", "train.method qlora", "pip install 'langadapt[qlora]'")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = getattr(torch, compute_dtype)
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, quantization_config=quant, dtype=dtype, device_map={"": str(device)}
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"cannot load '{name_or_path}' in 4 bits: {_first_line(e)}") from None
+
+
 def _attach_saved_adapters(model: "PreTrainedModel", folder: Path) -> None:
     """A trained model whose adapter cannot be merged (bottleneck adapters) keeps it in `adapters/<name>/`."""
     saved = sorted(p.parent for p in (folder / "adapters").glob("*/adapter_config.json")) if folder.is_dir() else []

@@ -51,7 +51,9 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     torch.manual_seed(recipe.seed)
 
     tok = load_tokenizer(str(init_dir))
-    model = load_model(str(init_dir), recipe.model.dtype)
+    model = (
+        _quantized_base(recipe, init_dir) if cfg.method == "qlora" else load_model(str(init_dir), recipe.model.dtype)
+    )
     new_ids = list(tok_metrics.get("new_token_ids", []))
     if cfg.objective == "mlm":
         attach_masking(model, MaskingPlan.from_tokenizer(tok, cfg))
@@ -69,6 +71,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     if not is_main_process():
         return  # under accelerate launch / torchrun only rank 0 writes the run directory
 
+    if cfg.method == "qlora":  # the adapter merges into the full-precision base, not into its 4-bit copy
+        model = _merge_into_full_precision(init_dir, ctx.out / "adapter", recipe.model.dtype)
     # the merged model is what evaluation and export read; adapters are also saved in their own formats
     save_final(model, tok, ctx.out / "final")
     summary.update(
@@ -79,6 +83,31 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         },
     )
     write_json(ctx.out / "summary.json", summary)
+
+
+def _quantized_base(recipe: "Recipe", init_dir: Path) -> Any:
+    """QLoRA's base: the initialised model with 4-bit NF4 linear layers, computing in the run's precision."""
+    from langadapt.devices import resolve_device
+    from langadapt.errors import ConfigError
+    from langadapt.models import load_quantized_model
+    from langadapt.train.config import qlora_problems
+    from langadapt.train.precision import resolve_precision
+
+    problems = qlora_problems(recipe)
+    if problems:
+        raise ConfigError(problems)
+    device = resolve_device(recipe.train.device)
+    precision = resolve_precision(recipe.train.precision, device)
+    compute = {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
+    return load_quantized_model(str(init_dir), compute, device)
+
+
+def _merge_into_full_precision(init_dir: Path, adapter_dir: Path, dtype: str) -> Any:
+    """The trained LoRA (and new rows) from `train/adapter/` merged into the unquantised base."""
+    from peft import PeftModel
+
+    base = load_model(str(init_dir), dtype)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:

@@ -141,7 +141,39 @@ def check(recipe: "Recipe") -> list[str]:
     need(tr.keep_checkpoints >= 1, "train.keep_checkpoints: must be >= 1")
     need(tr.threads >= 0, "train.threads: must be >= 0")
     p.extend(throughput_problems(recipe))
+    p.extend(qlora_problems(recipe))
     p.extend(_encoder_problems(recipe))
+    return p
+
+
+def qlora_problems(recipe: "Recipe") -> list[str]:
+    """What `train.method: qlora` needs: bitsandbytes, a CUDA GPU to train on, a decoder, no phases."""
+    import importlib.util
+
+    from langadapt.devices import device_problems, resolve_device
+
+    tr, p = recipe.train, []
+    phased = [i for i, ph in enumerate(tr.phases) if ph.method == "qlora"]
+    for i in phased:
+        p.append(
+            f"train.phases[{i}].method: qlora loads the base in 4 bits for the whole run; "
+            "use it as train.method without train.phases"
+        )
+    if tr.method != "qlora" and not phased:
+        return p
+    if importlib.util.find_spec("bitsandbytes") is None:
+        p.append("train.method qlora: needs the package bitsandbytes: pip install 'langadapt[qlora]'")
+    if not device_problems(tr.device, "train.device") and resolve_device(tr.device).type != "cuda":
+        p.append(
+            "train.method qlora: needs a CUDA GPU (bitsandbytes' 4-bit NF4 kernels) and "
+            + ("train.device is not cuda" if tr.device != "auto" else "torch sees none here")
+            + "; use train.method: lora"
+        )
+    from langadapt.models import base_config, is_encoder
+
+    config = base_config(recipe.model)
+    if config is not None and is_encoder(config):
+        p.append(f"train.method qlora: decoders only; {config.model_type} is an encoder (use lora)")
     return p
 
 

@@ -158,7 +158,8 @@ def train_loop(
     cfg = recipe.train
     device = device or resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    model.to(device)
+    if not getattr(model, "is_loaded_in_4bit", False):  # a 4-bit base was placed on its device as it loaded
+        model.to(device)
     prepare_model(model, cfg)
     objective = OBJECTIVES.get(cfg.objective)
     sep_id = next(iter(streams.values())).sep_id

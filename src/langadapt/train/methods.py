@@ -62,6 +62,24 @@ def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
 
 
 @TRAIN_METHODS.register(
+    "qlora",
+    help="as lora, over a base whose frozen linear layers are 4-bit NF4 (bitsandbytes, CUDA GPU): "
+    "a quarter of the memory; the adapter merges into the full-precision base",
+)
+def qlora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
+    """LoRA on a 4-bit base loaded by `models.load_quantized_model` (the train stage does it for this method)."""
+    from peft import prepare_model_for_kbit_training
+
+    if not getattr(model, "is_loaded_in_4bit", False):
+        raise ConfigError(
+            ["train.method qlora: the base model is not loaded in 4 bits (load it with models.load_quantized_model)"]
+        )
+    # norms and embeddings to float32, inputs that carry gradients when checkpointing
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    return lora(model, cfg, new_ids)
+
+
+@TRAIN_METHODS.register(
     "new-rows", help="only the embedding rows of new tokens train (peft trainable tokens); the rest is frozen"
 )
 def new_rows(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
