@@ -171,3 +171,37 @@ def test_encoder_problems_are_reported_at_validation(corpus_files, tiny_encoder,
             phases=[{"method": "seq-bn", "max_steps": 1}, {"method": "head", "max_steps": 1}],
         )
     assert "only the last phase may add them" in str(e.value)
+
+
+def test_adapters_on_an_unsupported_architecture_or_without_the_library_are_refused(
+    corpus_files, tmp_path, monkeypatch
+):
+    """Validation names both problems before any corpus work; training without the library names the install."""
+    import sys
+
+    import torch
+    from conftest import _encoder_tokenizer
+    from transformers import ConvBertConfig, ConvBertForMaskedLM
+
+    import langadapt.train.adapters as adapters_module
+    from langadapt.errors import ConfigError, MissingDependencyError
+    from langadapt.train.config import TrainConfig
+
+    tok = _encoder_tokenizer("wordpiece")
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    folder = tmp_path / "convbert"
+    ConvBertForMaskedLM(ConvBertConfig(**sizes, embedding_size=32, pad_token_id=0)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    with pytest.raises(ConfigError) as e:
+        encoder_recipe(corpus_files, folder, tmp_path / "r", method="seq-bn")
+    assert "the adapters library does not support convbert; use lora or full" in str(e.value)
+
+    monkeypatch.setattr(adapters_module, "adapters_installed", lambda: False)
+    with pytest.raises(ConfigError) as e:
+        encoder_recipe(corpus_files, folder, tmp_path / "r", method="seq-bn-inv")
+    assert "needs the adapters library: pip install 'langadapt[adapters]'" in str(e.value)
+
+    monkeypatch.setitem(sys.modules, "adapters", None)  # import adapters now fails as if it were not installed
+    with pytest.raises(MissingDependencyError, match=r"langadapt\[adapters\]"):
+        adapters_module.add_adapter(ConvBertForMaskedLM(ConvBertConfig(**sizes)), "seq-bn", TrainConfig(), [])
