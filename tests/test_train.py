@@ -157,3 +157,30 @@ def test_merged_model_computes_what_was_trained(tiny_model, method):
     merged = wrapped.merge_and_unload()
     assert torch.allclose(before, merged(input_ids=x).logits, atol=1e-5)
     assert torch.equal(merged.get_input_embeddings().weight, merged.get_output_embeddings().weight)
+
+
+def test_qlora_trains_over_a_4bit_base_and_merges_into_full_precision(tiny_recipe, monkeypatch):
+    pytest.importorskip("bitsandbytes")
+    from langadapt.train import config as train_config
+
+    # recipes get qlora on a CUDA GPU only; bitsandbytes also runs its 4-bit layers on the CPU
+    # (slowly), so here the requirement is lifted to run the whole path: load, train, merge
+    monkeypatch.setattr(train_config, "qlora_problems", lambda recipe: [])
+    recipe = tiny_recipe(train={"method": "qlora", "max_steps": 2})
+    rd = _prepare(recipe)
+    train.run(recipe, rd)
+    before, after = _state_of(rd.path("init")), _final_state(rd)
+    assert before.keys() == after.keys()  # a plain model: no 4-bit tensors or quantisation state
+    assert all(t.dtype == before[k].dtype for k, t in after.items())
+    config = read_json(rd.path("train") / "final" / "config.json")
+    assert "quantization_config" not in config
+    n_new = len(read_json(rd.path("tokenizer") / "metrics.json")["new_token_ids"])
+    emb, layer = before["model.embed_tokens.weight"], "model.layers.0.self_attn.q_proj.weight"
+    n_old = emb.shape[0] - n_new
+    assert torch.equal(emb[:n_old], after["model.embed_tokens.weight"][:n_old])
+    assert not torch.equal(emb[n_old:], after["model.embed_tokens.weight"][n_old:])
+    # the LoRA update lands on the full-precision weights (a small change, not 4-bit rounding noise)
+    change = (after[layer] - before[layer]).abs().max().item()
+    assert 0 < change < 0.05
+    assert (rd.path("train") / "adapter" / "adapter_config.json").is_file()
+    assert read_json(rd.path("train") / "summary.json")["steps"] == 2
