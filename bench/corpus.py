@@ -141,7 +141,7 @@ def run_langadapt(corpus_dir: Path, run_dir: Path, workers: int, shards: int) ->
             "run_dir": str(run_dir),
             "model": {"base": "builtin:smollm2-135m"},
             "corpus": {
-                "target": {"path": str(corpus_dir), "language": "nya", "group_field": "url_domain"},
+                "target": {"path": str(corpus_dir / "*.jsonl"), "language": "nya", "group_field": "url_domain"},
                 "workers": workers,
                 "tasks": shards,
             },
