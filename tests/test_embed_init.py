@@ -337,8 +337,8 @@ def test_ofa_run_exports_as_a_plain_transformers_model(tiny_recipe, tmp_path):
     from langadapt.export import export
     from langadapt.models import load_model
 
-    init = {"method": "ofa", "ofa_rank": 8, "vector_epochs": 2, "vector_dim": 16}
-    recipe = tiny_recipe(run_dir=str(tmp_path / "run"), init=init)
+    init = {"method": "ofa", "ofa_rank": 8, "vector_epochs": 1, "vector_dim": 16}
+    recipe = tiny_recipe(run_dir=str(tmp_path / "run"), init=init, train={"max_steps": 2, "save_every": 2})
     rd = RunDir(pipeline.run(recipe, ("corpus", "tokenizer", "init", "train")).run_dir)
     report = read_json(rd.path("init") / "init_report.json")
     assert report["rows_by_method"].get("ofa", 0) > 0 and report["ofa"]["matrices"]["input"]["saving"] > 0
