@@ -17,6 +17,11 @@ training section and its defaults (precision auto, fused chunked loss, document 
 Each side runs in its own process (peak resident memory is that process's). Tokens/s count
 real tokens (neither side pads) over the steps after the first `--warmup` ones. The last
 line is `ratio: R` = langadapt tokens/s over Trainer tokens/s at each side's default.
+
+When langadapt's default splits the step into micro-batches (on a CPU: passes of about 512
+tokens), a further Trainer run uses the same split as gradient accumulation
+(`per_device_train_batch_size` x `gradient_accumulation_steps`): not the baseline, since
+run_clm does not accumulate by default, but it shows what that choice alone is worth.
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ def run_langadapt(args: argparse.Namespace) -> dict[str, Any]:
     times = [r["elapsed_s"] for r in rows]
     return {
         "precision": summary["precision"],
+        "micro_batch": summary["micro_batch"],
         "times": times,
         "losses": [r["loss"] for r in rows],
         "rss_before_train_mb": before,
@@ -142,9 +148,11 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
 
     on_gpu = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
+        micro = args.trainer_micro or args.batch  # run_clm's default: the whole batch in one pass
         targs = TrainingArguments(
             output_dir=out,
-            per_device_train_batch_size=args.batch,
+            per_device_train_batch_size=micro,
+            gradient_accumulation_steps=args.batch // micro,
             max_steps=args.steps,
             learning_rate=recipe.train.lr,
             warmup_steps=recipe.train.warmup_steps,
@@ -180,11 +188,12 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def measure(side: str, args: argparse.Namespace, precision: str = "auto") -> dict[str, Any]:
+def measure(side: str, args: argparse.Namespace, precision: str = "auto", trainer_micro: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", side, "--precision", precision]
     for name in ("steps", "warmup", "seq_len", "batch", "micro_batch", "docs", "threads"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     cmd += ["--plain-loss"] if args.plain_loss else []
+    cmd += ["--trainer-micro", str(trainer_micro)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -203,7 +212,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="first steps left out of the timing")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--micro-batch", type=int, default=0, help="langadapt train.micro_batch_size (0: whole batch)")
+    ap.add_argument("--micro-batch", type=int, default=0, help="langadapt train.micro_batch_size (0: its default)")
     ap.add_argument("--docs", type=int, default=200, help="Chichewa chapters to draw from")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument(
@@ -214,6 +223,12 @@ def main() -> None:
         action="store_true",
         help="langadapt with the textbook loss (full logits) instead of the fused one",
     )
+    ap.add_argument(
+        "--no-accumulation-baseline",
+        action="store_true",
+        help="skip the extra Trainer run that uses langadapt's micro-batches as gradient accumulation",
+    )
+    ap.add_argument("--trainer-micro", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=["langadapt", "trainer"], help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -232,6 +247,12 @@ def main() -> None:
         return
     if results["langadapt"]["precision"] != results["trainer"]["precision"]:
         results["langadapt, same precision as Trainer"] = measure("langadapt", args, results["trainer"]["precision"])
+    micro = results["langadapt"]["micro_batch"]
+    if micro < args.batch and not args.no_accumulation_baseline:
+        # not the baseline (run_clm does not accumulate), but what a Trainer user could set by hand
+        results[f"trainer, accumulating {args.batch // micro} x {micro}"] = measure(
+            "trainer", args, trainer_micro=micro
+        )
     tokens = args.steps * args.batch * args.seq_len
     print(
         f"{args.steps} steps x {args.batch} x {args.seq_len} tokens = {tokens} tokens per side; timing skips {args.warmup}"

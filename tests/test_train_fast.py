@@ -278,3 +278,15 @@ def test_qlora_is_refused_inside_phases_and_on_an_unquantised_model(tiny_recipe,
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     with pytest.raises(ConfigError, match="qlora: the base model is not loaded in 4 bits"):
         train.TRAIN_METHODS.get("qlora")(model, TrainConfig(), [])
+
+
+def test_micro_batch_left_at_zero_bounds_the_tokens_of_a_cpu_pass():
+    from langadapt.train.loop import CPU_MICRO_TOKENS, auto_micro_batch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert CPU_MICRO_TOKENS == 512
+    assert auto_micro_batch(8, 256, cpu) == 2  # the demo: 8 x 256 tokens per step, passes of 2 sequences
+    assert auto_micro_batch(6, 256, cpu) == 2 and auto_micro_batch(5, 256, cpu) == 1  # always divides the rows
+    assert auto_micro_batch(8, 2048, cpu) == 1  # a sequence longer than the budget goes alone
+    assert auto_micro_batch(4, 32, cpu) == 4  # a small batch runs whole
+    assert auto_micro_batch(8, 256, gpu) == 8  # a GPU takes the whole batch
