@@ -290,3 +290,14 @@ def test_micro_batch_left_at_zero_bounds_the_tokens_of_a_cpu_pass():
     assert auto_micro_batch(8, 2048, cpu) == 1  # a sequence longer than the budget goes alone
     assert auto_micro_batch(4, 32, cpu) == 4  # a small batch runs whole
     assert auto_micro_batch(8, 256, gpu) == 8  # a GPU takes the whole batch
+
+
+def test_chunked_loss_is_exact_where_the_target_probability_underflows():
+    hidden = torch.eye(4, 8, requires_grad=True)
+    weight = torch.zeros(20, 8)
+    weight[:4, :4] = torch.eye(4) * 120.0  # each token predicts itself with logit 120, all others 0
+    targets = torch.tensor([0, 5, 2, 7])  # tokens 1 and 3 target a logit 120 below the top: p = e^-120
+    loss = objectives.linear_cross_entropy(hidden, weight, targets, chunk=3)
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="none")
+    assert torch.isfinite(loss).all() and loss[1].item() == pytest.approx(120.0, abs=1e-3)
+    assert torch.allclose(loss, ref, atol=1e-4)
