@@ -310,6 +310,40 @@ def test_stage_writes_a_model_folder_and_reuses_cached_vectors(stage_dir, tiny_r
     assert torch.equal(again.get_input_embeddings().weight, model.get_input_embeddings().weight)
 
 
+def test_compare_scores_other_methods_and_keeps_the_chosen_model(stage_dir, tiny_recipe):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langadapt.init.compare import held_out_sample, score
+
+    rd = stage_dir["rd"]
+    recipe = tiny_recipe(run_dir=str(rd.root), init={"method": "fvt", "compare": ["random", "fvt", "mean"]})
+    embed_init.run(recipe, rd)
+    report = read_json(rd.path("init") / "init_report.json")
+    rows = report["comparison"]
+    assert [r["method"] for r in rows] == ["fvt", "random", "mean"]  # the chosen one first, listed once
+    assert [r["chosen"] for r in rows] == [True, False, False] and sum(r["best"] for r in rows) >= 1
+    key = "nya held-out bits/byte"
+    best = min(r[key] for r in rows)
+    assert all(r["best"] == (r[key] == best) for r in rows)
+    # the kept model is the chosen method's, and its row is its own score on the same held-out text
+    model = AutoModelForCausalLM.from_pretrained(rd.path("init"))
+    assert report["method"] == "fvt" and report["rows_by_method"].get("fvt", 0) > 0
+    texts = held_out_sample(read_texts(rd, "nya", "heldout"), recipe.init.compare_chars)
+    tok = AutoTokenizer.from_pretrained(rd.path("init"))
+    assert score(model, tok, texts, recipe) == pytest.approx(rows[0][key], abs=1e-4)
+    # mean gives every new row the same vector, random does not: the methods really ran
+    assert len({r[key] for r in rows}) == 3
+
+
+def test_compare_names_bad_methods_at_validation(tiny_recipe):
+    from langadapt.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        tiny_recipe(init={"method": "fvt", "compare": ["focsu", "wechsel"]})
+    assert "init.compare[0]: unknown init-methods 'focsu'" in str(e.value)
+    assert "init.compare[1] (wechsel): init.dictionary: wechsel needs a bilingual dictionary" in str(e.value)
+
+
 @pytest.mark.parametrize(
     "init,expected",
     [

@@ -89,7 +89,39 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     model.save_pretrained(ctx.out)
     new_tok.save_pretrained(ctx.out)
     save_factors(model, context, ctx.out, report)
+    if recipe.init.compare:
+        report["comparison"] = _compare(recipe, rd, context, model, new_tok, token_sources, report["seconds"])
     write_json(ctx.out / "init_report.json", report)
+
+
+def _compare(
+    recipe: "Recipe",
+    rd: RunDir,
+    context: InitContext,
+    chosen: Any,
+    new_tok: Any,
+    token_sources: dict[str, Any] | None,
+    chosen_seconds: float,
+) -> list[dict[str, Any]]:
+    """`init.compare`: every listed method on a fresh copy of the base, scored at zero steps beside the chosen one."""
+    import dataclasses
+
+    from langadapt.init.compare import compare, held_out_sample
+
+    texts = held_out_sample(read_texts(rd, context.target_language, "heldout"), recipe.init.compare_chars)
+    if not texts:
+        raise InputError(
+            f"init.compare: the corpus holds out no {context.target_language} text to score the methods on; "
+            "set corpus.heldout_groups or a larger corpus.heldout_fraction, or remove init.compare"
+        )
+    base_path = resolve_base(recipe.model)
+
+    def initialise_with(method: str) -> tuple[Any, dict[str, Any]]:
+        model = load_model(base_path, "float32", recipe.model.revision)
+        # a context of its own: methods keep per-method state (OFA's projections) in the memo
+        return model, initialise(model, dataclasses.replace(context, memo={}), method, token_sources)
+
+    return compare(recipe, chosen, new_tok, texts, initialise_with, chosen_seconds)
 
 
 def initialise(

@@ -45,6 +45,13 @@ class InitConfig:
     )
     vector_dim: int = opt(100, "focus/wechsel/omp/ofa: size of the locally trained fastText vectors")
     vector_epochs: int = opt(5, "focus/wechsel/omp/ofa: fastText training epochs (vectors are cached in the run dir)")
+    compare: tuple[str, ...] = opt(
+        (),
+        "other init methods to score beside init.method before any training: each initialises a fresh copy of the "
+        "base, and all are scored on held-out target text (init_report.json 'comparison', shown in the report); "
+        "only init.method's model is kept",
+    )
+    compare_chars: int = opt(4000, "init.compare: characters of held-out target text each method is scored on")
     translit_mode: str = opt(
         "",
         "tokens listed in tokenizer/token_sources.json (transliteration merge): combine their source rows by "
@@ -61,12 +68,14 @@ def check(recipe: "Recipe") -> list[str]:
     c, p = recipe.init, []
     if c.method not in INIT_METHODS:
         p.append(f"init.method: {INIT_METHODS.unknown_message(c.method)}")
+    p.extend(_compare_problems(recipe))
     for name, value, low in (
         ("neighbours", c.neighbours, 1),
         ("omp_atoms", c.omp_atoms, 1),
         ("ofa_rank", c.ofa_rank, 1),
         ("vector_dim", c.vector_dim, 8),
         ("vector_epochs", c.vector_epochs, 1),
+        ("compare_chars", c.compare_chars, 1),
     ):
         if value < low:
             p.append(f"init.{name}: must be >= {low}")
@@ -99,6 +108,22 @@ def check(recipe: "Recipe") -> list[str]:
     needs_vectors = c.method in VECTOR_METHODS or (c.method == "omp" and not c.helper_model)
     if needs_vectors and importlib.util.find_spec("gensim") is None:
         p.append(f"init.method: {c.method} trains fastText vectors with gensim: pip install 'langadapt[init]'")
+    return p
+
+
+def _compare_problems(recipe: "Recipe") -> list[str]:
+    """Each compared method must be valid and have what it needs, as if it were init.method."""
+    import dataclasses
+
+    from langadapt.init.methods import INIT_METHODS
+
+    c, p = recipe.init, []
+    for i, method in enumerate(c.compare):
+        if method not in INIT_METHODS:
+            p.append(f"init.compare[{i}]: {INIT_METHODS.unknown_message(method)}")
+        elif method != c.method:
+            trial = dataclasses.replace(recipe, init=dataclasses.replace(c, method=method, compare=()))
+            p.extend(f"init.compare[{i}] ({method}): {q}" for q in check(trial) if not q.startswith("init.compare"))
     return p
 
 

@@ -1,0 +1,74 @@
+"""Several init methods side by side, before any training: which one starts closest?
+
+`init.compare` names methods to try beside `init.method`. Each one initialises a fresh
+copy of the base model for the same new vocabulary, and every copy (the chosen method's
+too) is scored on the same held-out target text at zero training steps: bits per byte
+for decoders, pseudo bits per byte for encoders. The table goes into `init_report.json`
+(`comparison`) and the report. Only the chosen method's model is kept; the comparison
+costs one model load, one initialisation and one evaluation per method.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from langadapt.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+def held_out_sample(texts: list[str], max_chars: int) -> list[str]:
+    """Whole documents, in order, up to max_chars (at least one)."""
+    kept, size = [], 0
+    for t in texts:
+        if kept and size + len(t) > max_chars:
+            break
+        kept.append(t)
+        size += len(t)
+    return kept
+
+
+def score(model: Any, tok: Any, texts: list[str], recipe: "Recipe") -> float:
+    """Bits per byte (decoders) or pseudo bits per byte (encoders) with the eval stage's windows."""
+    from langadapt.evaluate.bpb import bits_per_byte
+    from langadapt.evaluate.pppl import score as pseudo_bits_per_byte
+    from langadapt.models import is_encoder
+
+    scorer = pseudo_bits_per_byte if is_encoder(model.config) else bits_per_byte
+    return float(scorer(model.eval(), tok, texts, recipe.eval, desc="init comparison")["bits_per_byte"])
+
+
+def compare(
+    recipe: "Recipe",
+    chosen: Any,
+    new_tok: Any,
+    texts: list[str],
+    initialise_with: Callable[[str], tuple[Any, dict[str, Any]]],
+    chosen_seconds: float,
+) -> list[dict[str, Any]]:
+    """One row per method: its held-out score at zero steps and its own seconds; the chosen one first."""
+    language = recipe.corpus.target.language
+    rows = [_row(recipe.init.method, score(chosen, new_tok, texts, recipe), chosen_seconds, language, True)]
+    for method in recipe.init.compare:
+        if method == recipe.init.method:
+            continue
+        model, report = initialise_with(method)
+        rows.append(_row(method, score(model, new_tok, texts, recipe), report["seconds"], language, False))
+        del model
+    best = min(r[f"{language} held-out bits/byte"] for r in rows)
+    for r in rows:
+        r["best"] = r[f"{language} held-out bits/byte"] == best
+    log.info("init comparison: %s", ", ".join(f"{r['method']} {r[f'{language} held-out bits/byte']:.4f}" for r in rows))
+    return rows
+
+
+def _row(method: str, value: float, seconds: float, language: str, chosen: bool) -> dict[str, Any]:
+    return {
+        "method": method,
+        f"{language} held-out bits/byte": round(value, 4),
+        "init seconds": round(float(seconds), 2),
+        "chosen": chosen,
+    }
+
