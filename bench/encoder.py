@@ -1,0 +1,230 @@
+"""Benchmark the encoder recipe against a head-only baseline trained for as many steps.
+
+    python bench/encoder.py                                   # demo-nya-e5, timed, and its baseline
+    python bench/encoder.py --methods seq-bn,seq-bn-inv,lora,full    # the same budget, other methods
+    python bench/encoder.py --set train.phases='[...]'        # try another budget (applies to every run)
+
+The recipe (`demo-nya-e5`: multilingual-e5-small, a created MLM head warmed up alone,
+then adapters) runs as a user runs it, `langadapt demo --recipe demo-nya-e5`, in a fresh
+run directory, timed. The e5 import cache (`$LANGADAPT_CACHE`) is whatever it is on this
+machine; the script says whether it was warm. The baseline is the same recipe with one
+phase, `{method: head, max_steps: <the recipe's total steps>}`: the encoder frozen, its
+head alone trained for as many steps on the same data, so the gain measured is what
+adaptation adds beyond head training, and forgetting is measured against a head that has
+finished learning. Every model is scored by the eval stage's own scorer on the recipe
+run's evaluation sets (pseudo bits per byte, same windows): held-out Chichewa, held-out
+English (in-domain) and the English UDHR (out-of-domain).
+
+Targets: held-out Chichewa at least 20% below the baseline; English (both sets) at most
+5% above it; the recipe's wall time at most 15 minutes. The last line is `ratio: R` =
+baseline Chichewa pseudo bits per byte / adapted.
+
+`--methods` trains the same schedule with its adapter phase replaced by each method
+(same steps, data and head warm-up; learning rates from `--method-lr`) and prints
+trainable parameters, peak memory, training time and the three scores for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RECIPE = "demo-nya-e5"
+SETS = ("nya-heldout", "eng-heldout", "eng-ood")
+TARGETS = {"nya-heldout": -0.20, "eng-heldout": 0.05, "eng-ood": 0.05}
+DEFAULT_LR = {"full": 1e-4}  # adapters and LoRA keep the recipe's rate; all weights need a smaller one
+LANGADAPT = str(Path(sys.executable).parent / "langadapt")  # the command of this environment
+
+
+def launch(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run a command, its output to `log`; returns (wall seconds, peak resident MB of that process tree's largest)."""
+    t0 = time.time()
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
+    return time.time() - t0, usage.ru_maxrss / 1024
+
+
+def baseline_phase(run_dir: Path) -> str:
+    """One head-only phase as long as the recipe's whole schedule, at the learning rate of its head phase."""
+    import yaml
+
+    train = yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]
+    phases = train["phases"] or [{"method": train["method"], "max_steps": train["max_steps"], "lr": 0.0}]
+    steps = sum(p["max_steps"] for p in phases)
+    lr = next((p["lr"] for p in phases if p["method"] == "head" and p["lr"]), train["lr"])
+    return json.dumps([{"name": "head-only", "method": "head", "max_steps": steps, "lr": lr}])
+
+
+def train_variant(root: Path, name: str, phases: str, overrides: list[str], resume: bool = False) -> dict:
+    """Corpus to train of the recipe with another phase schedule, in its own processes and run directory."""
+    run_dir = root / name
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    sets = [a for o in overrides for a in ("--set", o)] + ["--set", f"train.phases={phases}"]
+    seconds, peak = 0.0, 0.0
+    for stage in ("corpus", "tokenizer", "init", "train"):
+        s, p = launch([LANGADAPT, stage, RECIPE, "--run-dir", str(run_dir), *sets], root / f"{name}-{stage}.log")
+        seconds, peak = seconds + (s if stage == "train" else 0.0), max(peak, p)
+    summary = json.loads((run_dir / "train" / "summary.json").read_text())
+    return {
+        "run_dir": run_dir,
+        "train_seconds": seconds,
+        "peak_mb": peak,
+        "trainable": summary["trainable_parameters"],
+        "phase_seconds": [p.get("seconds_this_session", 0.0) for p in summary.get("phases", [summary])],
+    }
+
+
+def recipe_as_variant(root: Path, recipe_run: Path) -> dict:
+    """The timed recipe run as a row of the method table (its peak memory includes its evaluation)."""
+    summary = json.loads((recipe_run / "train" / "summary.json").read_text())
+    manifest = json.loads((recipe_run / "manifest.json").read_text())
+    return {
+        "run_dir": recipe_run,
+        "train_seconds": manifest["stages"]["train"]["seconds"],
+        "peak_mb": json.loads((root / "recipe-time.json").read_text())["peak_mb"],
+        "trainable": summary["trainable_parameters"],
+    }
+
+
+def score(model_dir: Path, recipe_run: Path, label: str, threads: int) -> tuple[dict[str, float], float]:
+    """Pseudo bits per byte of one model on the recipe run's evaluation sets, with the eval stage's scorer."""
+    import torch
+
+    from langadapt.evaluate import eval_sets, evaluate_model
+    from langadapt.models import load_model, load_tokenizer
+    from langadapt.recipe import Recipe
+    from langadapt.rundir import RunDir
+
+    torch.set_num_threads(threads)
+    recipe = Recipe.from_yaml(str(recipe_run / "recipe.yaml"))
+    sets = eval_sets(recipe, RunDir(recipe_run))
+    t0 = time.time()
+    model, tok = load_model(str(model_dir), recipe.model.dtype), load_tokenizer(str(model_dir))
+    out = evaluate_model(model, tok, sets, recipe.eval, label)
+    return {name: r["bits_per_byte"] for name, r in out.items()}, time.time() - t0
+
+
+def pct(new: float, old: float) -> str:
+    return f"{100 * (new - old) / old:+.1f}%"
+
+
+def print_table(base: dict[str, float], baseline: dict[str, float], adapted: dict[str, float]) -> bool:
+    print("\n| set | base (untouched) | head-only baseline | adapted | adapted vs baseline | target | |")
+    print("|---|---|---|---|---|---|---|")
+    ok = True
+    for s in SETS:
+        change = (adapted[s] - baseline[s]) / baseline[s]
+        passed = change <= TARGETS[s]
+        ok &= passed
+        print(
+            f"| {s} | {base[s]:.4f} | {baseline[s]:.4f} | {adapted[s]:.4f} | {pct(adapted[s], baseline[s])} "
+            f"| <= {100 * TARGETS[s]:+.0f}% | {'pass' if passed else 'FAIL'} |"
+        )
+    return ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=Path("runs/bench-encoder"), help="folder of the runs (wiped first)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override for every run")
+    ap.add_argument("--methods", default="", help="comma-separated methods for the adapter phase, same budget")
+    ap.add_argument("--method-lr", action="append", default=[], help="METHOD=LR for --methods (default full=1e-4)")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep ROOT: finished runs are skipped, the recipe's recorded time is reused",
+    )
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads when scoring in this process")
+    ap.add_argument("--cold-cache", action="store_true", help="an empty LANGADAPT_CACHE: the e5 import is timed too")
+    args = ap.parse_args()
+
+    from langadapt.models import cache_dir
+
+    root = args.root
+    if args.cold_cache and not args.resume:
+        shutil.rmtree(root, ignore_errors=True)
+        os.environ["LANGADAPT_CACHE"] = str((root.parent / f"{root.name}-cache").resolve())
+        shutil.rmtree(os.environ["LANGADAPT_CACHE"], ignore_errors=True)
+    cached = (cache_dir() / "models" / "multilingual-e5-small").is_dir()
+    print(f"e5 import cache: {'warm (import not timed)' if cached else 'cold (the import is part of the time)'}")
+    recipe_run = root / "recipe"
+    sets = [a for o in args.overrides for a in ("--set", o)]
+    if not args.resume:
+        shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "recipe-time.json").is_file():
+        wall, peak = launch(
+            [LANGADAPT, "demo", "--recipe", RECIPE, "--run-dir", str(recipe_run), *sets], root / "recipe.log"
+        )
+        (root / "recipe-time.json").write_text(json.dumps({"wall_s": wall, "peak_mb": peak}))
+    timing = json.loads((root / "recipe-time.json").read_text())
+    manifest = json.loads((recipe_run / "manifest.json").read_text())
+    stage_s = {k: v.get("seconds") for k, v in manifest.get("stages", {}).items()}
+    print(f"recipe {RECIPE}: wall {timing['wall_s'] / 60:.1f} min (target <= 15), peak {timing['peak_mb']:.0f} MB")
+    print(f"stage seconds: {json.dumps(stage_s)}")
+    summary = json.loads((recipe_run / "train" / "summary.json").read_text())
+    for ph in summary.get("phases", [summary]):
+        print(
+            f"  phase {ph.get('phase', '')}: {ph['steps']} steps, {ph['trainable_parameters'] / 1e6:.2f}M trainable, "
+            f"{ph.get('seconds_this_session', 0):.0f} s"
+        )
+    phase = baseline_phase(recipe_run)
+    print(f"baseline: the same encoder, frozen, its head alone on the same data: phases {phase}", flush=True)
+    base_run = train_variant(root, "baseline", phase, args.overrides, args.resume)
+    print(f"baseline trained in {base_run['train_seconds']:.0f} s", flush=True)
+
+    results = json.loads((recipe_run / "eval" / "results.json").read_text())["bits_per_byte"]
+    base = {s: results[s]["base"] for s in SETS}
+    adapted = {s: results[s]["adapted"] for s in SETS}
+    baseline, secs = score(root / "baseline" / "train" / "final", recipe_run, "head-only baseline", args.threads)
+    print(f"baseline scored in {secs:.0f} s")
+    ok = print_table(base, baseline, adapted)
+
+    if args.methods:
+        compare_methods(args, root, recipe_run, baseline)
+    print(f"\nall targets met: {ok and timing['wall_s'] <= 15 * 60}")
+    print(f"ratio: {baseline['nya-heldout'] / adapted['nya-heldout']:.3f}")
+
+
+def compare_methods(args: argparse.Namespace, root: Path, recipe_run: Path, baseline: dict[str, float]) -> None:
+    """The recipe's schedule with its last phase's method replaced: same steps, data and warm-up."""
+    import yaml
+
+    rates = DEFAULT_LR | {k: float(v) for k, v in (x.split("=", 1) for x in args.method_lr)}
+    phases = yaml.safe_load((recipe_run / "recipe.yaml").read_text())["train"]["phases"]
+    recipe_scores = json.loads((recipe_run / "eval" / "results.json").read_text())["bits_per_byte"]
+    rows = []
+    for method in args.methods.split(","):
+        last = dict(phases[-1], name=method, method=method)
+        if method in rates:
+            last["lr"] = rates[method]
+        if (last["method"], last["lr"]) == (phases[-1]["method"], phases[-1]["lr"]):  # the recipe itself
+            run, scores = recipe_as_variant(root, recipe_run), {s: r["adapted"] for s, r in recipe_scores.items()}
+        else:
+            schedule = json.dumps([*phases[:-1], last])
+            run = train_variant(root, f"method-{method}", schedule, args.overrides, args.resume)
+            scores, _ = score(run["run_dir"] / "train" / "final", recipe_run, method, args.threads)
+        rows.append((method, last.get("lr"), run, scores))
+        print(f"{method}: trained in {run['train_seconds']:.0f} s", flush=True)
+    print("\n| method (last phase) | lr | trainable parameters | peak MB | train s | " + " | ".join(SETS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(SETS))
+    for method, lr, run, scores in rows:
+        cells = " | ".join(f"{scores[s]:.4f} ({pct(scores[s], baseline[s])})" for s in SETS)
+        print(
+            f"| {method} | {lr:g} | {run['trainable'] / 1e6:.2f}M | {run['peak_mb']:.0f} | {run['train_seconds']:.0f} | {cells} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
