@@ -313,7 +313,8 @@ def test_stage_writes_a_model_folder_and_reuses_cached_vectors(stage_dir, tiny_r
 def test_compare_scores_other_methods_and_keeps_the_chosen_model(stage_dir, tiny_recipe):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from langadapt.init.compare import held_out_sample, score
+    from langadapt.documents import leading_documents
+    from langadapt.init.compare import score
 
     rd = stage_dir["rd"]
     recipe = tiny_recipe(run_dir=str(rd.root), init={"method": "fvt", "compare": ["random", "fvt", "mean"]})
@@ -328,7 +329,7 @@ def test_compare_scores_other_methods_and_keeps_the_chosen_model(stage_dir, tiny
     # the kept model is the chosen method's, and its row is its own score on the same held-out text
     model = AutoModelForCausalLM.from_pretrained(rd.path("init"))
     assert report["method"] == "fvt" and report["rows_by_method"].get("fvt", 0) > 0
-    texts = held_out_sample(read_texts(rd, "nya", "heldout"), recipe.init.compare_chars)
+    texts = leading_documents(read_texts(rd, "nya", "heldout"), recipe.init.compare_chars)
     tok = AutoTokenizer.from_pretrained(rd.path("init"))
     assert score(model, tok, texts, recipe) == pytest.approx(rows[0][key], abs=1e-4)
     # mean gives every new row the same vector, random does not: the methods really ran

@@ -62,6 +62,17 @@ def read_texts(rd: "RunDir", language: str, split: str) -> list[str]:
     return [d.text for d in read_docs(rd.require("corpus", "stats.json") / language / f"{split}.parquet")]
 
 
+def leading_documents(texts: list[str], max_chars: int) -> list[str]:
+    """Whole documents, in order, up to max_chars (at least one): a sample that never cuts a document."""
+    kept, size = [], 0
+    for t in texts:
+        if kept and size + len(t) > max_chars:
+            break
+        kept.append(t)
+        size += len(t)
+    return kept
+
+
 def languages(rd: "RunDir") -> tuple[str, str | None]:
     """(target, replay) language codes of a finished corpus stage."""
     from langadapt.rundir import read_json

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.config import ModelConfig
-from langadapt.documents import languages, normalize, read_texts
+from langadapt.documents import languages, leading_documents, normalize, read_texts
 from langadapt.evaluate.bpb import bits_per_byte
 from langadapt.evaluate.config import EvalConfig, TaskConfig
 from langadapt.evaluate.embed import Encoder
@@ -56,12 +56,7 @@ class EvalSet:
 
 def _cap(name: str, language: str, kind: str, texts: list[str], max_chars: int) -> EvalSet:
     """Whole documents, in order, up to max_chars (at least one); the rest is counted."""
-    kept, size = [], 0
-    for t in texts:
-        if kept and size + len(t) > max_chars:
-            break
-        kept.append(t)
-        size += len(t)
+    kept = leading_documents(texts, max_chars)
     rest = texts[len(kept) :]
     return EvalSet(name, language, kind, kept, len(rest), sum(len(t) for t in rest))
 

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langadapt.documents import languages, read_texts
+from langadapt.documents import languages, leading_documents, read_texts
 from langadapt.errors import InputError
 from langadapt.init import basic, clp, focus, ofa, omp, wechsel  # noqa: F401  (register the methods)
 from langadapt.init.methods import INIT_METHODS, InitContext, InitInputs, InitRows
@@ -106,9 +106,9 @@ def _compare(
     """`init.compare`: every listed method on a fresh copy of the base, scored at zero steps beside the chosen one."""
     import dataclasses
 
-    from langadapt.init.compare import compare, held_out_sample
+    from langadapt.init.compare import compare
 
-    texts = held_out_sample(read_texts(rd, context.target_language, "heldout"), recipe.init.compare_chars)
+    texts = leading_documents(read_texts(rd, context.target_language, "heldout"), recipe.init.compare_chars)
     if not texts:
         raise InputError(
             f"init.compare: the corpus holds out no {context.target_language} text to score the methods on; "

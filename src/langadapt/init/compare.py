@@ -19,17 +19,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def held_out_sample(texts: list[str], max_chars: int) -> list[str]:
-    """Whole documents, in order, up to max_chars (at least one)."""
-    kept, size = [], 0
-    for t in texts:
-        if kept and size + len(t) > max_chars:
-            break
-        kept.append(t)
-        size += len(t)
-    return kept
-
-
 def score(model: Any, tok: Any, texts: list[str], recipe: "Recipe") -> float:
     """Bits per byte (decoders) or pseudo bits per byte (encoders) with the eval stage's windows."""
     from langadapt.evaluate.bpb import bits_per_byte
