@@ -74,6 +74,13 @@ class TrainConfig:
         False, "recompute activations in the backward pass: less memory, ~30% more compute"
     )
     compile: bool = opt(False, "torch.compile the model (slow first steps; pays off on long runs)")
+    sharding: str = opt(
+        "none",
+        "with several processes (accelerate launch / torchrun): none: data parallel (DDP), each process holds the "
+        "whole model; full: FSDP, weights, gradients and optimizer state split over all processes (for models whose "
+        "training state does not fit one GPU); hybrid: split within a node, replicated across nodes (less traffic "
+        "between nodes). An accelerate FSDP config (FULL_SHARD, HYBRID_SHARD) sets it too; one process: no effect",
+    )
     eval_every: int = opt(
         0, "every this many steps, bits per byte of a fixed held-out sample per trained language (0: off)"
     )
@@ -250,20 +257,90 @@ def throughput_problems(recipe: "Recipe") -> list[str]:
 
 def launch_problems(tr: TrainConfig) -> list[str]:
     """What `accelerate launch` / `torchrun` asked for that this run cannot do (seen in its environment)."""
-    import os
+    from langadapt.train.distributed import (
+        ACCELERATE_SHARDINGS,
+        SHARDINGS,
+        accelerate_fsdp_strategy,
+        env_flag,
+        launched_world_size,
+        requested_sharding,
+    )
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    p = []
-    for engine in ("FSDP", "DEEPSPEED"):
-        if os.environ.get(f"ACCELERATE_USE_{engine}", "").lower() in ("1", "true"):
-            p.append(
-                f"train: accelerate is configured for {engine.lower()}; langadapt's resumable checkpoints support "
-                "data parallelism (DDP) only so far: run `accelerate config` and choose multi-GPU without sharding"
-            )
+    world, p = launched_world_size(), []
+    if tr.sharding not in SHARDINGS:
+        p.append(f"train.sharding: '{tr.sharding}' is not one of {', '.join(SHARDINGS)}")
+    if env_flag("ACCELERATE_USE_DEEPSPEED"):
+        p.append(
+            "train: accelerate is configured for DeepSpeed, which langadapt does not run (its engine and checkpoints "
+            "are not tested: the project's test machines cannot run it); run `accelerate config` and choose FSDP "
+            "(FULL_SHARD or HYBRID_SHARD) or multi-GPU, or set train.sharding: full"
+        )
+    p += _accelerate_fsdp_problems(tr, accelerate_fsdp_strategy(), ACCELERATE_SHARDINGS)
+    sharding = requested_sharding(tr.sharding) if tr.sharding in SHARDINGS else "none"
+    if sharding != "none":
+        p += _sharding_problems(tr, sharding, world)
     rows = effective_batch_size(tr)
     if world > 1 and rows % (world * (tr.micro_batch_size or 1)):
         p.append(
             f"train.batch_size: {rows} sequences per step do not split evenly over {world} processes"
             + (f" x micro-batches of {tr.micro_batch_size}" if tr.micro_batch_size else "")
         )
+    return p
+
+
+def _accelerate_fsdp_problems(tr: TrainConfig, strategy: str | None, mapping: dict[str, str]) -> list[str]:
+    """An accelerate FSDP config is honoured as train.sharding; what of it langadapt cannot apply is refused."""
+    from langadapt.train.distributed import env_flag
+
+    if strategy is None:
+        return []
+    p = []
+    if strategy not in mapping:
+        p.append(
+            f"train: accelerate's FSDP sharding strategy {strategy} is not supported; langadapt shards with "
+            "FULL_SHARD (train.sharding: full) or HYBRID_SHARD (hybrid): choose one of them in `accelerate config`, "
+            "or multi-GPU without FSDP for data parallelism (DDP)"
+        )
+    elif tr.sharding not in ("none", mapping[strategy]):
+        p.append(
+            f"train.sharding: {tr.sharding}, but accelerate is configured for FSDP {strategy} "
+            f"({mapping[strategy]}); make them agree, or leave train.sharding at none to follow accelerate"
+        )
+    refused = {
+        "FSDP_OFFLOAD_PARAMS": ("parameter offloading to the CPU", "shard over more GPUs or train fewer weights"),
+        "FSDP_ACTIVATION_CHECKPOINTING": ("activation checkpointing", "set train.gradient_checkpointing: true"),
+    }
+    for env, (what, instead) in refused.items():
+        if env_flag(env):
+            p.append(
+                f"train: accelerate's FSDP config asks for {what}, which langadapt does not apply; {instead}, "
+                "and turn it off in `accelerate config`"
+            )
+    return p
+
+
+def _sharding_problems(tr: TrainConfig, sharding: str, world: int) -> list[str]:
+    """Methods FSDP cannot shard, and hybrid sharding over processes that do not form whole nodes."""
+    from langadapt.train.distributed import node_size
+
+    p = []
+    methods = [ph.method for ph in tr.phases] if tr.phases else [tr.method]
+    if "qlora" in methods:
+        p.append(
+            f"train.sharding {sharding}: qlora's 4-bit bitsandbytes weights cannot be sharded by FSDP; use "
+            "train.method: lora with sharding (the base is sharded instead of quantised), or qlora with "
+            "train.sharding: none"
+        )
+    if sharding == "hybrid" and world > 1:
+        node = node_size()
+        if node is None:
+            p.append(
+                "train.sharding hybrid: the processes per node are unknown (LOCAL_WORLD_SIZE is not set); "
+                "launch with torchrun or accelerate launch, which set it"
+            )
+        elif world % node:
+            p.append(
+                f"train.sharding hybrid: {world} processes do not split into nodes of {node} (LOCAL_WORLD_SIZE); "
+                "start the same number of processes on every node"
+            )
     return p

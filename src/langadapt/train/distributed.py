@@ -1,4 +1,4 @@
-"""Many processes through accelerate: DDP as `accelerate launch` / `torchrun` start it.
+"""Many processes, as `accelerate launch` / `torchrun` start them: data parallel (DDP) or sharded (FSDP2).
 
 Every process draws the same global batch from identical streams (the replay mix and the
 document order are functions of the seed and the step), keeps its own share of the rows,
@@ -7,6 +7,17 @@ processes, and a checkpoint written by N processes resumes with M. Only rank 0 w
 
 The objective runs inside `LossModule.forward`, so the engine's wrapper sees the forward
 pass it needs to synchronise gradients, whatever the objective calls inside the model.
+
+`train.sharding: none` is DDP through accelerate: every process holds the whole model.
+`full` and `hybrid` run PyTorch's FSDP2 engine (`fully_shard`) directly (accelerate refuses
+FSDP on a CPU, where the tests run): each transformer block is one group, the loss module
+the root that holds the rest (embeddings, output head, final norm); parameters, gradients
+and optimizer state are split over the processes (`hybrid`: over the processes of a node,
+and replicated across nodes). FSDP2 keeps the root's parameters gathered from its
+forward pass until its backward pass, so the fused causal loss, which reads the output
+head's weight inside `LossModule.forward`, sees the whole weight and its gradient is
+reduce-scattered like any other. Checkpoints hold full tensors either way (gathered for
+rank 0), in the layout an unsharded run writes.
 """
 
 from __future__ import annotations
@@ -21,14 +32,51 @@ from langadapt.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+SHARDINGS = ("none", "full", "hybrid")
+# accelerate's FSDP sharding strategies (FSDP_SHARDING_STRATEGY: a name, or its 1-based index) -> train.sharding
+ACCELERATE_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "HYBRID_SHARD_ZERO2")
+ACCELERATE_SHARDINGS = {"FULL_SHARD": "full", "HYBRID_SHARD": "hybrid"}
+
 
 def launched_world_size() -> int:
     """Processes started by `accelerate launch` / `torchrun` (1 when run directly)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def node_size() -> int | None:
+    """Processes per node (LOCAL_WORLD_SIZE, which torchrun and accelerate launch set); None when unknown."""
+    value = os.environ.get("LOCAL_WORLD_SIZE", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def accelerate_fsdp_strategy() -> str | None:
+    """The FSDP sharding strategy an accelerate config launched us with (None: no FSDP config)."""
+    if not env_flag("ACCELERATE_USE_FSDP"):
+        return None
+    strategy = os.environ.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").strip().upper()
+    if strategy.isdigit() and 1 <= int(strategy) <= len(ACCELERATE_STRATEGIES):
+        strategy = ACCELERATE_STRATEGIES[int(strategy) - 1]
+    return strategy
+
+
+def requested_sharding(sharding: str) -> str:
+    """The recipe's train.sharding, or (when it says none) what an accelerate FSDP config asks for."""
+    if sharding != "none":
+        return sharding
+    return ACCELERATE_SHARDINGS.get(accelerate_fsdp_strategy() or "", "none")
+
+
+def resolve_sharding(sharding: str) -> str:
+    """The strategy this launch runs: as requested, but `none` for a single process (nothing to shard over)."""
+    return requested_sharding(sharding) if launched_world_size() > 1 else "none"
 
 
 def _loss_module(model: Any, objective: Callable[..., "torch.Tensor"]) -> "torch.nn.Module":
@@ -49,11 +97,16 @@ def _loss_module(model: Any, objective: Callable[..., "torch.Tensor"]) -> "torch
 
 @dataclass
 class Processes:
-    """This process's place among the processes of one training run."""
+    """This process's place among the processes of one training run, and how they share the work.
+
+    `accelerator` is set under DDP, `mesh` under sharding; neither for a single process.
+    """
 
     rank: int = 0
     world_size: int = 1
     accelerator: Any = None
+    mesh: Any = None
+    sharding: str = "none"
 
     @property
     def is_main(self) -> bool:
@@ -65,28 +118,200 @@ class Processes:
         return slice(self.rank * per, (self.rank + 1) * per)
 
     def no_sync(self, module: Any, last: bool) -> Any:
-        """Skip the gradient all-reduce on every micro-batch but the last of a step."""
+        """Skip the gradient reduction on every micro-batch but the last of a step."""
+        if self.mesh is not None:
+            module.set_requires_gradient_sync(last)  # FSDP2's no_sync: gradients accumulate unreduced
+            return contextlib.nullcontext()
         if self.accelerator is None or last:
             return contextlib.nullcontext()
         return self.accelerator.no_sync(module)
 
     def gather(self, t: "torch.Tensor") -> "torch.Tensor":
         """The tensor of every process, concatenated in rank order (rows of the global batch)."""
+        if self.mesh is not None:
+            import torch
+            import torch.distributed as dist
+
+            parts = [torch.empty_like(t) for _ in range(self.world_size)]
+            dist.all_gather(parts, t.contiguous())
+            return torch.cat(parts)
         return t if self.accelerator is None else self.accelerator.gather(t.to(self.accelerator.device)).cpu()
 
     def wait(self) -> None:
-        if self.accelerator is not None:
+        if self.mesh is not None:
+            import torch.distributed as dist
+
+            dist.barrier()
+        elif self.accelerator is not None:
             self.accelerator.wait_for_everyone()
+
+    def release(self, module: Any) -> None:
+        """Return the root's gathered weights to their shards after a forward pass without gradients.
+
+        FSDP keeps a root's weights gathered from its forward pass for its backward pass; after
+        an evaluation there is none, and until it reshards its parameters are not the
+        optimizer's (sharded) ones.
+        """
+        if self.mesh is not None:
+            module.reshard()
+
+    def clip_grad_norm(self, params: list["torch.nn.Parameter"], max_norm: float) -> None:
+        """Clip the gradient norm of the whole model (sharded gradients: the norm over every process's shards)."""
+        import torch
+
+        if self.mesh is None:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            return
+        from torch.distributed.tensor import DTensor
+
+        total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if isinstance(total, DTensor):
+            total = total.full_tensor()  # the shards' partial norms, reduced over the mesh
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+
+    def full_state(self, model: Any, opt: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+        """Trainable weights and optimizer state as full CPU tensors for rank 0 ({} elsewhere).
+
+        Under sharding every process must call it (the shards are gathered); the optimizer state
+        comes back in the layout of an unsharded `optimizer.state_dict()` (parameters by index),
+        so checkpoints do not depend on how they were written.
+        """
+        if self.mesh is None:
+            return (_trainable_state(model), _to_cpu(opt.state_dict())) if self.is_main else ({}, {})
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        names = _trainable_names(model)  # a tied weight is stored once, under its first name
+        weights = {k: v for k, v in get_model_state_dict(model, options=options).items() if k in names}
+        optimizer = get_optimizer_state_dict(model, opt, options=options)
+        return (weights, _by_index(optimizer, model, opt)) if self.is_main else ({}, {})
+
+    def load_full_state(
+        self, model: Any, opt: Any, weights: dict[str, "torch.Tensor"], optimizer: dict[str, Any]
+    ) -> None:
+        """Restore what `full_state` returned; under sharding rank 0's copy is sent to the others."""
+        import torch
+
+        if self.mesh is None:
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, value in weights.items():
+                    params[name].copy_(value)
+            opt.load_state_dict(optimizer)  # moves the optimizer state to each parameter's device
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+        set_model_state_dict(model, weights if self.is_main else {}, options=options)
+        by_name = _by_name(optimizer, model, opt) if self.is_main else {}
+        set_optimizer_state_dict(model, opt, by_name, options=options)
+
+    def copy_weights(self, sharded: Any, model: Any) -> None:
+        """Write the trained weights of a sharded copy into `model` on every process (all must call it)."""
+        import torch
+        from torch.distributed.tensor import DTensor
+
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, p in sharded.named_parameters():
+                if p.requires_grad:
+                    params[name].copy_(p.full_tensor() if isinstance(p, DTensor) else p)
+
+
+def _trainable_names(model: Any) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _trainable_state(model: Any) -> dict[str, "torch.Tensor"]:
+    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _to_cpu(obj: Any) -> Any:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _param_order(model: Any, opt: Any) -> list[str]:
+    """Parameter names in the order `optimizer.state_dict()` numbers them (group by group)."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    return [name_of[id(p)] for group in opt.param_groups for p in group["params"]]
+
+
+def _by_index(state: dict[str, Any], model: Any, opt: Any) -> dict[str, Any]:
+    """An optimizer state keyed by parameter name (FSDP's full state) -> keyed by index (torch's own layout)."""
+    index = {n: i for i, n in enumerate(_param_order(model, opt))}
+    return {
+        "state": {index[n]: s for n, s in state["state"].items()},
+        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]],
+    }
+
+
+def _by_name(state: dict[str, Any], model: Any, opt: Any) -> dict[str, Any]:
+    """The inverse of `_by_index`."""
+    names = _param_order(model, opt)
+    return {
+        "state": {names[i]: s for i, s in state["state"].items()},
+        "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
+    }
+
+
+def transformer_blocks(model: Any) -> list["torch.nn.Module"]:
+    """The modules FSDP gathers one at a time: the base model's `_no_split_modules`, outermost first.
+
+    Classes count by name anywhere in their ancestry (the adapters library renames them,
+    e.g. `...SelfAttentionWithAdapters`). A module holding a weight that is also used outside
+    it (embeddings tied to the output head) stays with the root, which keeps its parameters
+    gathered for the whole forward and backward pass.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or ())
+    users: dict[int, list[str]] = {}
+    for name, p in base.named_parameters(remove_duplicate=False):
+        users.setdefault(id(p), []).append(name)
+    blocks: list[tuple[str, Any]] = []
+    for path, module in base.named_modules():
+        if not names & {c.__name__ for c in type(module).__mro__}:
+            continue
+        if any(path.startswith(outer + ".") for outer, _ in blocks):
+            continue
+        shared = any(not n.startswith(path + ".") for p in module.parameters() for n in users[id(p)])
+        if not shared:
+            blocks.append((path, module))
+    return [module for _, module in blocks]
 
 
 def setup(
-    model: Any, objective: Callable[..., "torch.Tensor"], optimizer: Any, device: "torch.device", rows: int, micro: int
+    model: Any,
+    objective: Callable[..., "torch.Tensor"],
+    make_optimizer: Callable[[Any], Any],
+    device: "torch.device",
+    rows: int,
+    micro: int,
+    sharding: str = "none",
 ) -> tuple[Processes, "torch.nn.Module", Any]:
-    """(processes, loss module, optimizer): wrapped by accelerate when several processes run."""
+    """(processes, loss module, optimizer): DDP through accelerate, or FSDP2, when several processes run.
+
+    The optimizer is made last: sharding replaces the parameters with sharded (DTensor) ones.
+    """
     module = _loss_module(model, objective)
     world = launched_world_size()
     if world <= 1:
-        return Processes(), module, optimizer
+        return Processes(), module, make_optimizer(model)
     if rows % (world * micro):
         raise ConfigError(
             [
@@ -94,6 +319,8 @@ def setup(
                 "choose train.batch_size (or tokens_per_step) and micro_batch_size so that they do"
             ]
         )
+    if sharding != "none":
+        return _shard(module, model, make_optimizer, device, sharding)
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
@@ -101,9 +328,45 @@ def setup(
     if acc.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.NO):
         raise ConfigError(
             [
-                f"train: accelerate is configured for {acc.distributed_type.value}; langadapt's checkpoints "
-                "support data parallelism (DDP) only so far: run `accelerate config` and choose multi-GPU (DDP)"
+                f"train: accelerate is configured for {acc.distributed_type.value}; langadapt runs data parallelism "
+                "(DDP) or its own sharding (train.sharding: full or hybrid): run `accelerate config` and choose "
+                "multi-GPU, or FSDP with FULL_SHARD or HYBRID_SHARD"
             ]
         )
-    module, optimizer = acc.prepare(module, optimizer)
+    module, optimizer = acc.prepare(module, make_optimizer(model))
     return Processes(acc.process_index, acc.num_processes, acc), module, optimizer
+
+
+def _shard(
+    module: "torch.nn.Module", model: Any, make_optimizer: Callable[[Any], Any], device: "torch.device", sharding: str
+) -> tuple[Processes, "torch.nn.Module", Any]:
+    """Shard each transformer block, then the loss module (the root) over a 1-D (full) or 2-D (hybrid) mesh.
+
+    Every process starts from identical weights (the same files, the same seed), so each
+    keeps its own slice of them: FSDP does not broadcast, unlike DDP.
+    """
+    import warnings
+
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    # the per-token loss is a view of the objective's output; FSDP warns that an in-place op on
+    # it would skip the backward all-gather, and the loop only ever reads it out of place
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():  # env:// rendezvous, as torchrun and accelerate launch set it up
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
+    world = dist.get_world_size()
+    if sharding == "hybrid":
+        node = node_size() or world  # checked before any work: the processes split into whole nodes
+        mesh = init_device_mesh(device.type, (world // node, node), mesh_dim_names=("replicate", "shard"))
+    else:
+        mesh = init_device_mesh(device.type, (world,), mesh_dim_names=("shard",))
+    for block in transformer_blocks(model):
+        fully_shard(block, mesh=mesh)
+    fully_shard(module, mesh=mesh)  # the root: every parameter not in a block, gathered once per step
+    procs = Processes(dist.get_rank(), world, mesh=mesh, sharding=sharding)
+    return procs, module, make_optimizer(model)

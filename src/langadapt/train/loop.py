@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -16,7 +17,7 @@ from langadapt.errors import ConfigError
 from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.data import Prefetcher, TokenStream, batch_languages, document_positions, heldout_sample
-from langadapt.train.distributed import launched_world_size, setup
+from langadapt.train.distributed import Processes, launched_world_size, resolve_sharding, setup
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
 from langadapt.train.tracking import MetricsLog
@@ -37,10 +38,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _trainable_state(model: "torch.nn.Module") -> dict[str, "torch.Tensor"]:
-    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def _rng_state() -> dict[str, Any]:
     import torch
 
@@ -51,40 +48,39 @@ def _rng_state() -> dict[str, Any]:
 
 
 def save_checkpoint(
-    out: Path, step: int, model: Any, opt: Any, stream_states: dict[str, dict[str, Any]], keep: int
+    out: Path,
+    step: int,
+    model: Any,
+    opt: Any,
+    stream_states: dict[str, dict[str, Any]],
+    keep: int,
+    procs: Processes | None = None,
 ) -> None:
     """Trainable weights (safetensors), optimizer and RNG (tensors only), data position (JSON), atomically.
 
-    Everything is stored on the CPU, so a run may resume on another device.
+    Everything is stored on the CPU as full tensors, so a run may resume on another device,
+    with another number of processes, sharded or not. Every process calls it (sharded
+    weights are gathered for rank 0, which alone writes) and returns once the files exist.
     """
     import torch
     from safetensors.torch import save_file
 
-    ckdir = out / "checkpoints"
-    final = ckdir / f"step-{step:06d}"
-    tmp = ckdir / f".step-{step:06d}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), tmp / "trainable.safetensors")
-    optimizer = _to_cpu(opt.state_dict())
-    torch.save({"optimizer": optimizer, **_rng_state()}, tmp / "optimizer.pt")
-    write_json(tmp / "state.json", {"step": step, "streams": stream_states})
-    tmp.rename(final)
-    for old in sorted(ckdir.glob("step-*"))[:-keep]:
-        shutil.rmtree(old)
-
-
-def _to_cpu(obj: Any) -> Any:
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
+    procs = procs or Processes()
+    weights, optimizer = procs.full_state(model, opt)
+    if procs.is_main:
+        ckdir = out / "checkpoints"
+        final = ckdir / f"step-{step:06d}"
+        tmp = ckdir / f".step-{step:06d}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_file(weights, tmp / "trainable.safetensors")
+        torch.save({"optimizer": optimizer, **_rng_state()}, tmp / "optimizer.pt")
+        write_json(tmp / "state.json", {"step": step, "streams": stream_states})
+        tmp.rename(final)
+        for old in sorted(ckdir.glob("step-*"))[:-keep]:
+            shutil.rmtree(old)
+    procs.wait()
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -92,18 +88,22 @@ def latest_checkpoint(out: Path) -> Path | None:
     return cks[-1] if cks else None
 
 
-def load_checkpoint(ck: Path, model: Any, opt: Any, streams: dict[str, TokenStream]) -> int:
-    """Restore a checkpoint onto the model's current device (which may differ from the one that wrote it)."""
+def load_checkpoint(
+    ck: Path, model: Any, opt: Any, streams: dict[str, TokenStream], procs: Processes | None = None
+) -> int:
+    """Restore a checkpoint onto the model's current device (which may differ from the one that wrote it).
+
+    Every process calls it. Under sharding rank 0 reads the full tensors and the engine sends
+    each process its shards; the others map the optimizer file only for its RNG state.
+    """
     import torch
     from safetensors.torch import load_file
 
-    state = load_file(ck / "trainable.safetensors")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
-    blob = torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True)
-    opt.load_state_dict(blob["optimizer"])  # moves the optimizer state to each parameter's device
+    procs = procs or Processes()
+    reads = procs.is_main or procs.mesh is None
+    weights = load_file(ck / "trainable.safetensors") if reads else {}
+    blob = torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True, mmap=not reads)
+    procs.load_full_state(model, opt, weights, blob["optimizer"] if reads else {})
     torch.set_rng_state(blob["torch_rng"])
     if "cuda_rng" in blob and torch.cuda.is_available():
         torch.cuda.set_rng_state(blob["cuda_rng"])
@@ -158,9 +158,17 @@ def train_loop(
     cfg = recipe.train
     device = device or resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    if not getattr(model, "is_loaded_in_4bit", False):  # a 4-bit base was placed on its device as it loaded
-        model.to(device)
-    prepare_model(model, cfg)
+    sharding = resolve_sharding(cfg.sharding)
+    if sharding == "none":
+        trained = model
+        if not getattr(model, "is_loaded_in_4bit", False):  # a 4-bit base was placed on its device as it loaded
+            model.to(device)
+    else:
+        # FSDP shards a model in place and cannot undo it; the caller (phase merges, saving the
+        # final model) needs a plain one, so a copy is sharded (onto the device, block by block)
+        # and its trained weights are written back at the end
+        trained = copy.deepcopy(model)
+    prepare_model(trained, cfg)
     objective = OBJECTIVES.get(cfg.objective)
     sep_id = next(iter(streams.values())).sep_id
     takes_positions = "position_ids" in inspect.signature(objective).parameters
@@ -169,18 +177,17 @@ def train_loop(
     def positions(ids: "torch.Tensor") -> dict[str, Any]:
         return {"position_ids": document_positions(ids, sep_id)} if use_positions else {}
 
-    opt = _optimizer(model, cfg)
     scaler = grad_scaler(device, precision)
     rows = effective_batch_size(cfg)
     local_rows = rows // launched_world_size()
     micro = cfg.micro_batch_size or auto_micro_batch(local_rows, cfg.seq_len, device)
-    procs, loss_module, opt = setup(model, objective, opt, device, rows, micro)
+    procs, loss_module, opt = setup(trained, objective, lambda m: _optimizer(m, cfg), device, rows, micro, sharding)
     procs.wait()  # rank 0 has prepared the stage's folder before anyone reads its checkpoints
     start = 0
     ck = latest_checkpoint(out)
     metrics_path = out / "metrics.jsonl"
     if ck is not None:
-        start = load_checkpoint(ck, model, opt, streams)
+        start = load_checkpoint(ck, trained, opt, streams, procs)
         log.info("resuming from %s (step %d) on %s", ck.name, start, device)
         if procs.is_main:
             lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
@@ -189,12 +196,14 @@ def train_loop(
         metrics_path.unlink()
     procs.wait()
     log.info(
-        "train: %s, %s, %d sequences of %d tokens per step (micro-batch %d)",
+        "train: %s, %s, %d sequences of %d tokens per step (micro-batch %d), %d process(es), sharding %s",
         device,
         precision,
         rows,
         cfg.seq_len,
         micro,
+        procs.world_size,
+        procs.sharding,
     )
     loss_module.train()
 
@@ -223,7 +232,7 @@ def train_loop(
             if scaler:
                 scaler.unscale_(opt)
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+                procs.clip_grad_norm([p for p in trained.parameters() if p.requires_grad], cfg.grad_clip)
             if scaler:
                 scaler.step(opt)
                 scaler.update()
@@ -245,6 +254,7 @@ def train_loop(
                 row[f"loss_{lang}"] = round(all_losses[idx].mean().item(), 4)
             if samples and (done % cfg.eval_every == 0 or done == cfg.max_steps):
                 row.update(heldout_bpb(loss_module, samples, micro, device, precision, positions))
+                procs.release(loss_module)
                 if row[f"bpb_{target}"] < best:
                     best, evals_without_gain = row[f"bpb_{target}"], 0
                 else:
@@ -255,9 +265,7 @@ def train_loop(
             if procs.is_main:
                 _report(row, tracker, tokens_done, time.time() - t0, done - start, cfg.max_steps)
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps or stopped_at:
-                if procs.is_main:
-                    save_checkpoint(out, done, model, opt, stream_states, cfg.keep_checkpoints)
-                procs.wait()
+                save_checkpoint(out, done, trained, opt, stream_states, cfg.keep_checkpoints, procs)
             if stopped_at:
                 log.info(
                     "early stop at step %d: held-out %s bits/byte did not improve in %d evaluations",
@@ -270,6 +278,8 @@ def train_loop(
         data.close()
         if tracker is not None:
             tracker.close()
+    if trained is not model:
+        procs.copy_weights(trained, model)
 
     return {
         "steps": cfg.max_steps,
@@ -279,6 +289,7 @@ def train_loop(
         "tokens": tokens_per_language(cfg, recipe.seed, target, replay),
         "precision": precision,
         "processes": procs.world_size,
+        "sharding": procs.sharding,
         "micro_batch": micro,
         **({"stopped_early_at_step": stopped_at} if stopped_at else {}),
         **describe_device(device),
