@@ -1,10 +1,17 @@
-"""Data-parallel training on CPU (gloo): 2 processes follow the loss curve of 1 process with the
-same global batch, and a run killed under 2 processes resumes and finishes with 1."""
+"""Many processes on CPU (gloo): data parallel (DDP) and sharded (FSDP2, full and hybrid).
+
+2 processes follow the loss curve of 1 process with the same global batch, whatever the
+strategy; a run killed under 2 processes resumes and finishes with 1; a 1-process
+checkpoint resumes sharded, and the checkpoints are the same files either way. The fast
+tests check that what cannot run is refused before any work.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,48 +19,204 @@ from pathlib import Path
 import pytest
 from conftest import target_docs, tiny_recipe_dict
 
+from langadapt.errors import ConfigError
+
 WORKER = Path(__file__).with_name("train_ddp_worker.py")
+TRAIN = {"max_steps": 6, "batch_size": 4, "micro_batch_size": 1, "save_every": 2, "replay_ratio": 0.0}
+NEW_IDS = [300, 301, 302, 303]  # rows that train beside LoRA, through the fused loss's tied head
+TOLERANCE = 2e-3
 
 
-def _train(tmp_path: Path, spec: dict, name: str, processes: int, expect_rc: int = 0) -> list[dict]:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(tmp_path: Path, spec: dict, name: str, processes: int, nodes: int = 1, expect_rc: int = 0) -> list[dict]:
+    """Run the worker as 1 plain process, or under torchrun: `nodes` launchers of processes/nodes each."""
     spec_file = tmp_path / f"{name}.json"
     spec_file.write_text(json.dumps(spec))
+    run = [sys.executable, "-m", "torch.distributed.run"]
     if processes == 1:
-        cmd = [sys.executable, str(WORKER), str(spec_file)]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        cmd += [str(WORKER), str(spec_file)]
+        cmds = [[sys.executable, str(WORKER), str(spec_file)]]
+    elif nodes == 1:
+        cmds = [[*run, "--standalone", f"--nproc_per_node={processes}", str(WORKER), str(spec_file)]]
+    else:  # several "nodes" on this machine: one launcher each, meeting at a static rendezvous
+        port, per_node = _free_port(), processes // nodes
+        cmds = [
+            [*run, f"--nnodes={nodes}", f"--node_rank={n}", f"--nproc_per_node={per_node}"]
+            + ["--master_addr=127.0.0.1", f"--master_port={port}", str(WORKER), str(spec_file)]
+            for n in range(nodes)
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == expect_rc or (expect_rc and proc.returncode != 0), proc.stderr[-3000:]
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in cmds]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == expect_rc or (expect_rc and proc.returncode != 0), err[-3000:]
     metrics = Path(spec["out"]) / "metrics.jsonl"
     return [json.loads(line) for line in metrics.read_text().splitlines()]
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_then_resume_with_one(corpus_files, tiny_model, tmp_path):
-    recipe = tiny_recipe_dict(
-        corpus_files,
-        tiny_model,
-        tmp_path / "run",
-        train={"max_steps": 6, "batch_size": 4, "micro_batch_size": 1, "save_every": 2, "replay_ratio": 0.0},
-    )
-    texts = [d["text"] for d in target_docs()]
-    spec = {"model": str(tiny_model), "texts": texts, "recipe": recipe}
+def _same_losses(expected: list[dict], got: list[dict]) -> None:
+    assert [r["step"] for r in got] == [r["step"] for r in expected][: len(got)]
+    for a, b in zip(expected, got):
+        assert b["loss"] == pytest.approx(a["loss"], abs=TOLERANCE), (a, b)
 
-    one = _train(tmp_path, {**spec, "out": str(tmp_path / "one")}, "one", 1)
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def specs(corpus_files, tiny_model, tmp_path_factory) -> dict[str, dict]:
+    """Worker specs: LoRA with trainable new rows, and full fine-tuning (the tied head trains)."""
+    texts = [d["text"] for d in target_docs()]
+    out = {}
+    for method, extra in (("lora", {"new_ids": NEW_IDS}), ("full", {})):
+        run_dir = tmp_path_factory.mktemp(method) / "run"
+        recipe = tiny_recipe_dict(corpus_files, tiny_model, run_dir, train={**TRAIN, "method": method})
+        out[method] = {"model": str(tiny_model), "texts": texts, "recipe": recipe, **extra}
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process(specs, tmp_path_factory) -> dict[str, tuple[Path, list[dict]]]:
+    """The 1-process runs every multi-process run is compared with: (output folder, metrics) per method."""
+    tmp = tmp_path_factory.mktemp("one")
+    return {
+        method: (tmp / method, _train(tmp, {**spec, "out": str(tmp / method)}, method, 1))
+        for method, spec in specs.items()
+    }
+
+
+def _with_sharding(spec: dict, sharding: str) -> dict:
+    recipe = {**spec["recipe"], "train": {**spec["recipe"]["train"], "sharding": sharding}}
+    return {**spec, "recipe": recipe}
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_then_resume_with_one(specs, one_process, tmp_path):
+    spec, (_, one) = specs["lora"], one_process["lora"]
     two = _train(tmp_path, {**spec, "out": str(tmp_path / "two")}, "two", 2)
-    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 7))
-    for a, b in zip(one, two):
-        assert b["loss"] == pytest.approx(a["loss"], abs=2e-3), (a, b)
+    assert [r["step"] for r in two] == list(range(1, 7))
+    _same_losses(one, two)
+    assert _summary(tmp_path / "two")["sharding"] == "none"
 
     # killed right after checkpoint 4 under 2 processes, resumed and finished by 1
     out = tmp_path / "killed"
     _train(tmp_path, {**spec, "out": str(out), "die_after": 4}, "killed", 2, expect_rc=1)
     assert (out / "checkpoints" / "step-000004").is_dir() and not (out / "summary.json").exists()
     resumed = _train(tmp_path, {**spec, "out": str(out)}, "resumed", 1)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = _summary(out)
     assert summary["resumed_from_step"] == 4 and summary["processes"] == 1
     assert [r["step"] for r in resumed] == list(range(1, 7))
-    for a, b in zip(one, resumed):
-        assert b["loss"] == pytest.approx(a["loss"], abs=2e-3), (a, b)
+    _same_losses(one, resumed)
+
+
+@pytest.mark.slow
+def test_full_sharding_matches_one_process_and_resumes_its_checkpoint(specs, one_process, tmp_path):
+    """Full fine-tuning (the fused loss reads and trains the tied head) sharded over 2 processes."""
+    spec, (one_out, one) = _with_sharding(specs["full"], "full"), one_process["full"]
+    sharded = _train(tmp_path, {**spec, "out": str(tmp_path / "sharded")}, "sharded", 2)
+    assert [r["step"] for r in sharded] == list(range(1, 7))
+    _same_losses(one, sharded)
+    assert _summary(tmp_path / "sharded")["sharding"] == "full"
+    _same_checkpoint(one_out / "checkpoints" / "step-000004", tmp_path / "sharded" / "checkpoints" / "step-000004")
+
+    # the 1-process run's checkpoint 4, resumed by 2 sharded processes
+    out = tmp_path / "from-one"
+    shutil.copytree(one_out, out)
+    shutil.rmtree(out / "checkpoints" / "step-000006")
+    (out / "summary.json").unlink()
+    resumed = _train(tmp_path, {**spec, "out": str(out)}, "from-one", 2)
+    summary = _summary(out)
+    assert summary["resumed_from_step"] == 4 and summary["sharding"] == "full"
+    _same_losses(one, resumed)
+
+
+def _same_checkpoint(a: Path, b: Path) -> None:
+    """Two checkpoints of the same step hold the same tensors in the same layout."""
+    import torch
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "trainable.safetensors"), load_file(b / "trainable.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)
+    oa = torch.load(a / "optimizer.pt", weights_only=True)["optimizer"]
+    ob = torch.load(b / "optimizer.pt", weights_only=True)["optimizer"]
+    assert oa["param_groups"] == ob["param_groups"]
+    assert oa["state"].keys() == ob["state"].keys()
+    for i, state in oa["state"].items():
+        assert state.keys() == ob["state"][i].keys()
+        for k, v in state.items():
+            torch.testing.assert_close(ob["state"][i][k], v, atol=1e-5, rtol=1e-2)
+
+
+@pytest.mark.slow
+def test_hybrid_sharding_over_two_nodes_resumes_with_one_process(specs, one_process, tmp_path):
+    """2 launchers of 1 process each (nodes of 1): replicated across nodes, sharded within; killed, resumed by 1."""
+    spec, (_, one) = _with_sharding(specs["lora"], "hybrid"), one_process["lora"]
+    out = tmp_path / "hybrid"
+    before = _train(tmp_path, {**spec, "out": str(out), "die_after": 4}, "hybrid", 2, nodes=2, expect_rc=1)
+    assert [r["step"] for r in before] == [1, 2, 3, 4] and not (out / "summary.json").exists()
+    _same_losses(one, before)
+    resumed = _train(tmp_path, {**spec, "out": str(out)}, "resumed", 1)
+    summary = _summary(out)
+    assert summary["resumed_from_step"] == 4 and summary["processes"] == 1 and summary["sharding"] == "none"
+    _same_losses(one, resumed)
+
+
+# -- refused before any work ----------------------------------------------------------------------
+
+
+def _problems(corpus_files, tiny_model, tmp_path, **train) -> list[str]:
+    from langadapt.recipe import Recipe
+
+    with pytest.raises(ConfigError) as err:
+        Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run", train=train))
+    return err.value.problems
+
+
+def test_unknown_sharding_and_deepspeed_are_refused(corpus_files, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    problems = _problems(corpus_files, tiny_model, tmp_path, sharding="zero3")
+    assert any(p.startswith("train.sharding: 'zero3' is not one of none, full, hybrid") for p in problems)
+    assert any("DeepSpeed" in p and "not tested" in p and "train.sharding: full" in p for p in problems)
+
+
+def test_hybrid_needs_whole_nodes_and_qlora_cannot_be_sharded(corpus_files, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "6")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    problems = _problems(corpus_files, tiny_model, tmp_path, sharding="hybrid", method="qlora", batch_size=12)
+    assert any("6 processes do not split into nodes of 4" in p for p in problems)
+    assert any("qlora's 4-bit" in p and "train.method: lora" in p for p in problems)  # every problem at once
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    problems = _problems(corpus_files, tiny_model, tmp_path, sharding="hybrid", method="qlora", batch_size=12)
+    assert any("LOCAL_WORLD_SIZE is not set" in p for p in problems)
+
+
+def test_an_accelerate_fsdp_config_is_followed_or_refused(corpus_files, tiny_model, tmp_path, monkeypatch):
+    from langadapt.recipe import Recipe
+    from langadapt.train.distributed import requested_sharding
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for strategy, sharding in (("FULL_SHARD", "full"), ("HYBRID_SHARD", "hybrid"), ("4", "hybrid")):
+        monkeypatch.setenv("FSDP_SHARDING_STRATEGY", strategy)
+        recipe = Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run"))  # valid
+        assert requested_sharding(recipe.train.sharding) == sharding
+    problems = _problems(corpus_files, tiny_model, tmp_path, sharding="full")  # the recipe says otherwise
+    assert any("accelerate is configured for FSDP HYBRID_SHARD" in p and "make them agree" in p for p in problems)
+    monkeypatch.setenv("FSDP_SHARDING_STRATEGY", "SHARD_GRAD_OP")
+    monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "true")
+    problems = _problems(corpus_files, tiny_model, tmp_path)
+    assert any("SHARD_GRAD_OP is not supported" in p and "FULL_SHARD" in p for p in problems)
+    assert any("offloading to the CPU" in p for p in problems)
+
+
+def test_one_process_ignores_sharding():
+    from langadapt.train.distributed import resolve_sharding
+
+    assert os.environ.get("WORLD_SIZE", "1") == "1"
+    assert resolve_sharding("full") == resolve_sharding("hybrid") == "none"

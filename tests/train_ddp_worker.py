@@ -1,6 +1,8 @@
 """One training process for tests/test_train_distributed.py (run directly or under torchrun).
 
-python train_ddp_worker.py SPEC.json     # SPEC: model dir, texts, recipe dict, out dir, die_after
+python train_ddp_worker.py SPEC.json
+SPEC: model dir, texts, recipe dict, out dir; optional new_ids (rows of new tokens that train) and
+die_after (exit hard right after the checkpoint of that step, on every process).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def main() -> None:
     torch.set_num_threads(1)
     recipe = Recipe.from_dict(spec["recipe"])
     tok = load_tokenizer(spec["model"])
-    model = TRAIN_METHODS.get(recipe.train.method)(load_model(spec["model"]), recipe.train, [])
+    new_ids = spec.get("new_ids", [])
+    model = TRAIN_METHODS.get(recipe.train.method)(load_model(spec["model"]), recipe.train, new_ids)
     streams = {"nya": TokenStream(spec["texts"], tok, doc_separator_id(tok), recipe.train.seq_len, recipe.seed)}
     die_after = spec.get("die_after", 0)
     if die_after:
@@ -34,7 +37,7 @@ def main() -> None:
         def save_then_die(out, step, *args, **kwargs):  # type: ignore[no-untyped-def]
             real_save(out, step, *args, **kwargs)
             if step == die_after:
-                os._exit(3)  # a hard kill: no clean-up, the other process loses its peer
+                os._exit(3)  # a hard kill once the checkpoint is on disk: no clean-up
 
         loop.save_checkpoint = save_then_die
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
