@@ -183,7 +183,7 @@ def test_unknown_sharding_and_deepspeed_are_refused(corpus_files, tiny_model, tm
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     problems = _problems(corpus_files, tiny_model, tmp_path, sharding="zero3")
     assert any(p.startswith("train.sharding: 'zero3' is not one of none, full, hybrid") for p in problems)
-    assert any("DeepSpeed" in p and "not tested" in p and "train.sharding: full" in p for p in problems)
+    assert any("DeepSpeed" in p and "not support" in p and "train.sharding: full" in p for p in problems)
 
 
 def test_hybrid_needs_whole_nodes_and_qlora_cannot_be_sharded(corpus_files, tiny_model, tmp_path, monkeypatch):

@@ -113,7 +113,7 @@ def _merge_into_full_precision(init_dir: Path, adapter_dir: Path, dtype: str) ->
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.to_dict()["train"]
     cfg.pop("threads")  # how many cores ran it does not change what it computes
-    for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile"):
+    for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile", "sharding"):
         cfg.pop(key, None)  # nor where it ran or in how many pieces: a run may resume elsewhere
     return {
         "init": rd.fingerprint_of("init"),

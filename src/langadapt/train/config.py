@@ -271,9 +271,8 @@ def launch_problems(tr: TrainConfig) -> list[str]:
         p.append(f"train.sharding: '{tr.sharding}' is not one of {', '.join(SHARDINGS)}")
     if env_flag("ACCELERATE_USE_DEEPSPEED"):
         p.append(
-            "train: accelerate is configured for DeepSpeed, which langadapt does not run (its engine and checkpoints "
-            "are not tested: the project's test machines cannot run it); run `accelerate config` and choose FSDP "
-            "(FULL_SHARD or HYBRID_SHARD) or multi-GPU, or set train.sharding: full"
+            "train: accelerate is configured for DeepSpeed, which langadapt does not support yet; run `accelerate "
+            "config` and choose FSDP (FULL_SHARD or HYBRID_SHARD) or multi-GPU, or set train.sharding: full"
         )
     p += _accelerate_fsdp_problems(tr, accelerate_fsdp_strategy(), ACCELERATE_SHARDINGS)
     sharding = requested_sharding(tr.sharding) if tr.sharding in SHARDINGS else "none"
