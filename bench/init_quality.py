@@ -308,18 +308,11 @@ def main() -> None:
     for m in methods:
         if m in ("random", "mean", "mvn"):
             continue
-        lost = [
-            b
-            for b in ("random", "mean")
-            if b in rows
-            and (
-                rows[m]["zero"] >= rows[b]["zero"]
-                or None not in (rows[m]["budget"], rows[b]["budget"])
-                and rows[m]["budget"] >= rows[b]["budget"]
-            )
-        ]
-        if lost:
-            print(f"NOTE: {m} does not beat {' and '.join(lost)} at zero steps and after the budget")
+        for when, key in (("at zero steps", "zero"), (f"after {args.budget} steps", "budget")):
+            lost = [b for b in ("random", "mean") if b in rows and None not in (rows[m][key], rows[b][key])]
+            lost = [b for b in lost if rows[m][key] >= rows[b][key]]
+            if lost:
+                print(f"NOTE: {m} does not beat {' and '.join(lost)} {when}")
     for m, why in failed.items():
         print(f"| {m} | failed: {why} |")
     if "wechsel" in rows:
