@@ -10,7 +10,7 @@ pass it needs to synchronise gradients, whatever the objective calls inside the 
 
 `train.sharding: none` is DDP through accelerate: every process holds the whole model.
 `full` and `hybrid` run PyTorch's FSDP2 engine (`fully_shard`) directly (accelerate refuses
-FSDP on a CPU, where the tests run): each transformer block is one group, the loss module
+FSDP on a CPU; FSDP2 runs there too, over gloo): each transformer block is one group, the loss module
 the root that holds the rest (embeddings, output head, final norm); parameters, gradients
 and optimizer state are split over the processes (`hybrid`: over the processes of a node,
 and replicated across nodes). FSDP2 keeps the root's parameters gathered from its
