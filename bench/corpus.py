@@ -3,6 +3,8 @@
     python bench/corpus.py                 # >= 100 MB corpus, 2 workers
     python bench/corpus.py --mb 20 --workers 1
 
+Needs `pip install 'langadapt[corpus-bench]'` (the stock pipeline's JsonlReader reads with orjson).
+
 The corpus is real Chichewa text (Bible verses, recombined into web-page-sized documents)
 mixed with other-language documents (English Bible verses), boilerplate header and footer
 lines, planted near-duplicates at known edit distances (1-3 words changed per 100),
@@ -24,6 +26,7 @@ import argparse
 import json
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -324,6 +327,10 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--work", default="", help="work folder (default: $LANGADAPT_CACHE/bench-corpus)")
     args = ap.parse_args()
+    import importlib.util
+
+    if importlib.util.find_spec("orjson") is None:
+        sys.exit("the stock datatrove pipeline reads JSONL with orjson: pip install 'langadapt[corpus-bench]'")
     from langadapt.models import cache_dir
 
     work = Path(args.work) if args.work else cache_dir() / "bench-corpus"
