@@ -64,6 +64,7 @@ def demo_recipe(args: argparse.Namespace, precision: str) -> Any:
         f"train.batch_size={args.batch}",
         f"train.precision={precision}",
         f"train.micro_batch_size={args.micro_batch}",
+        *args.set,
     ]
     return Recipe.from_yaml(find_recipe("demo-nya-smollm2"), sets)
 
@@ -193,6 +194,7 @@ def measure(side: str, args: argparse.Namespace, precision: str = "auto", traine
     for name in ("steps", "warmup", "seq_len", "batch", "micro_batch", "docs", "threads"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     cmd += ["--plain-loss"] if args.plain_loss else []
+    cmd += [a for o in args.set for a in ("--set", o)]
     cmd += ["--trainer-micro", str(trainer_micro)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -227,6 +229,9 @@ def main() -> None:
         "--no-accumulation-baseline",
         action="store_true",
         help="skip the extra Trainer run that uses langadapt's micro-batches as gradient accumulation",
+    )
+    ap.add_argument(
+        "--set", action="append", default=[], help="recipe override for langadapt's side, e.g. train.compile=true"
     )
     ap.add_argument("--trainer-micro", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=["langadapt", "trainer"], help=argparse.SUPPRESS)

@@ -151,6 +151,7 @@ def test_two_phases_resume_across_the_boundary_exactly(prepared, corpus_files, t
     run(straight, stages=("eval",))
     results = read_json(tmp_path / "a" / "eval" / "results.json")
     assert {r["metric"] for r in results["bits_per_byte"].values()} == {"pseudo_bits_per_byte"}
+    assert "base_head_created" not in results  # this base ships its MLM head: no caveat in the summary
 
 
 def test_encoder_problems_are_reported_at_validation(corpus_files, tiny_encoder, tiny_model, tmp_path):

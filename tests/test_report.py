@@ -58,6 +58,10 @@ def test_summary_sentences_say_target_gain_then_source_cost():
     assert "topic accuracy in nya rose from 0.250 ± 0.010 to 0.400 ± 0.020" in s
     assert "topic accuracy in eng fell from 0.500 ± 0.000 to 0.450 ± 0.010" in s
     assert "bitext P@1 nya→eng rose from 0.100 ± 0.000 to 0.300 ± 0.000" in s
+    assert not any("no masked-LM head" in x for x in s)
+    # an encoder whose base had no MLM head: the change against its untrained head is said to be mostly the head's
+    caveat = summary_sentences({**results_fixture(), "base_head_created": True}, "nya", "eng")
+    assert caveat[:2] == s[:2] and "the base model has no masked-LM head" in caveat[2]
 
 
 def test_task_rows_put_models_side_by_side_with_the_change():

@@ -242,6 +242,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     for label, path in models.items():
         clock = _Clock()
         model = load_model(path, recipe.model.dtype).to(device)
+        if label == "base" and getattr(model.config, "mlm_head_created", False):
+            results["base_head_created"] = True  # the base's scores come from an untrained head: said in the summary
         tok = load_tokenizer(path)
         scores[label] = evaluate_model(model, tok, sets, recipe.eval, label)
         clock.lap(results, f"{label}: bits per byte")

@@ -44,6 +44,12 @@ def summary_sentences(results: dict[str, Any], target: str | None, replay: str |
             s["kind"], ""
         )
         out.append(f"{what} {s['language']} text ({name}): bits per byte {_pct(r['base'], r['adapted'])}".strip())
+    if results.get("base_head_created") and sets:
+        out.append(
+            "the base model has no masked-LM head: its scores come from a head created untrained, so the change "
+            "against it is mostly what training the head gave; a run whose phases train the head alone for as many "
+            "steps is the baseline that shows what adaptation added"
+        )
     rows = results.get("tasks", [])
     index = {(r["task"], r["language"], r["setting"], r["metric"], r["model"]): r for r in rows}
     seen = set()
