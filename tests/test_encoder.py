@@ -115,3 +115,36 @@ def test_mlm_loss_is_computed_at_masked_positions_only_and_matches_the_full_head
         logits = model(input_ids=corrupted).logits
     expected = torch.stack([F.cross_entropy(logits[r][chosen[r]], ids[r][chosen[r]]) for r in range(3)])
     torch.testing.assert_close(loss.detach().squeeze(1), expected)
+
+
+def test_saved_model_folder_loads_its_tokenizer_without_the_mistral_regex_warning(tmp_path):
+    """transformers 4.57.x warns about Mistral's pre-tokenizer regex for every large-vocabulary folder it saved
+    (XLM-R's 250k included); only Mistral-family models can carry that regex."""
+    import json
+    import logging
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    from langadapt.models import load_tokenizer
+
+    raw = Tokenizer(models.WordLevel({f"w{i}": i for i in range(100_001)} | {"<unk>": 100_001}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>").save_pretrained(tmp_path / "m")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger = hf_logging.get_logger("transformers.tokenization_utils_base")
+    logger.addHandler(handler)
+    try:
+        for model_type, warned in (("xlm-roberta", False), ("mistral", True)):
+            config = {"model_type": model_type, "transformers_version": "4.57.6"}
+            (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+            records.clear()
+            tok = load_tokenizer(str(tmp_path / "m"))
+            assert any("regex" in r for r in records) == warned, (model_type, records)
+    finally:
+        logger.removeHandler(handler)
+    tok.save_pretrained(tmp_path / "again")  # the load-time switch is not written into the saved config
+    assert "fix_mistral_regex" not in (tmp_path / "again" / "tokenizer_config.json").read_text()

@@ -8,6 +8,7 @@ from there afterwards.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -374,11 +375,27 @@ def load_config(name_or_path: str, revision: str = "") -> "PretrainedConfig":
         ) from None
 
 
+# transformers 4.57.3-4.57.x warns, for any local model folder whose config it wrote, that the tokenizer may
+# carry Mistral's mis-split pre-tokenizer regex. Only Mistral-family models can: others load without that warning.
+_MISTRAL_TYPES = frozenset({"mistral", "mistral3", "voxtral", "ministral", "pixtral"})
+
+
+def _tokenizer_options(name_or_path: str) -> dict[str, Any]:
+    config = Path(name_or_path) / "config.json"
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {} if model_type is None or model_type in _MISTRAL_TYPES else {"fix_mistral_regex": False}
+
+
 def load_tokenizer(name_or_path: str, revision: str = "") -> "PreTrainedTokenizerBase":
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, revision=revision or None)
+        tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision or None, **_tokenizer_options(name_or_path))
+        tok.init_kwargs.pop("fix_mistral_regex", None)  # a load-time switch, not something to save with it
+        return tok
     except OSError as e:
         raise ModelLoadError(
             f"cannot load a tokenizer from '{name_or_path}': {_first_line(e)}", hint=_load_hint(name_or_path)

@@ -41,7 +41,7 @@ def bits_per_byte(
     sep = doc_separator_id(tok)
     pieces: list[tuple[list[int], int]] = []  # (window ids, scored tail length)
     n_tokens = 0
-    for ids in tok(texts, add_special_tokens=False)["input_ids"]:
+    for ids in tok(texts, add_special_tokens=False, verbose=False)["input_ids"]:
         ids = [sep] + ids
         n_tokens += len(ids) - 1
         pieces.extend((ids[b:e], s) for b, e, s in windows(len(ids), cfg.context_length, cfg.stride))

@@ -70,7 +70,7 @@ class Encoder:
     def token_ids(self, text: str) -> tuple[list[int], list[bool]]:
         """Token ids and a mask of which positions are real text (pooled) vs special."""
         if is_decoder(self.model):
-            ids = self.tok(text, add_special_tokens=False)["input_ids"]
+            ids = self.tok(text, add_special_tokens=False, verbose=False)["input_ids"]
             ids, real = [doc_separator_id(self.tok)] + ids, [False] + [True] * len(ids)
         else:
             enc = self.tok(text, add_special_tokens=True, return_special_tokens_mask=True)

@@ -39,7 +39,7 @@ class Window:
 
 def frame(tok: "PreTrainedTokenizerBase") -> tuple[list[int], list[int]]:
     """The special tokens the tokenizer puts around a single text (e.g. <s> ... </s>, [CLS] ... [SEP])."""
-    probe = tok("a", add_special_tokens=False)["input_ids"]
+    probe = tok("a", add_special_tokens=False, verbose=False)["input_ids"]
     framed = tok("a")["input_ids"]
     for i in range(len(framed) - len(probe) + 1):
         if framed[i : i + len(probe)] == probe:
@@ -84,7 +84,7 @@ def _document_windows(
     special = torch.zeros(len(tok), dtype=torch.bool)
     special[torch.tensor(sorted(set(tok.all_special_ids)), dtype=torch.long)] = True
     out = []
-    for ids in tok(texts, add_special_tokens=False)["input_ids"]:
+    for ids in tok(texts, add_special_tokens=False, verbose=False)["input_ids"]:
         if not ids:
             continue
         if within_word:

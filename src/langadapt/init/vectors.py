@@ -146,7 +146,7 @@ def surface(tokenizer: Any, token: str) -> str:
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     out: list[list[int]] = []
     for start in range(0, len(texts), 256):
-        out.extend(tokenizer(texts[start : start + 256], add_special_tokens=False)["input_ids"])
+        out.extend(tokenizer(texts[start : start + 256], add_special_tokens=False, verbose=False)["input_ids"])
     return out
 
 

@@ -23,7 +23,7 @@ def tokenizer_metrics(tok: "PreTrainedTokenizerBase", texts: list[str]) -> dict[
     """Tokenizer quality on `texts`, comparable across vocabularies."""
     if not texts:
         return {}
-    enc = tok(texts, add_special_tokens=False)["input_ids"]
+    enc = tok(texts, add_special_tokens=False, verbose=False)["input_ids"]
     n_tokens = sum(len(ids) for ids in enc)
     words = Counter(w for t in texts for w in t.split())
     n_words = sum(words.values())
@@ -34,8 +34,8 @@ def tokenizer_metrics(tok: "PreTrainedTokenizerBase", texts: list[str]) -> dict[
     partial = byte_piece_ids(tok, list(counts))
     # a word is "continued" when it takes more than one token (in running-text position)
     uniq = list(words)
-    pieces = tok([" " + w for w in uniq], add_special_tokens=False)["input_ids"]
-    lone_space = len(tok(" ", add_special_tokens=False)["input_ids"])
+    pieces = tok([" " + w for w in uniq], add_special_tokens=False, verbose=False)["input_ids"]
+    lone_space = len(tok(" ", add_special_tokens=False, verbose=False)["input_ids"])
     continued = sum(words[w] for w, ids in zip(uniq, pieces) if len(ids) - _space_cost(ids, tok, lone_space) > 1)
     return {
         "tokens": n_tokens,
@@ -83,8 +83,8 @@ def parity(tok: "PreTrainedTokenizerBase", pairs: list[tuple[str, str]]) -> dict
     """
     if not pairs:
         return {}
-    target = tok([t for t, _ in pairs], add_special_tokens=False)["input_ids"]
-    reference = tok([r for _, r in pairs], add_special_tokens=False)["input_ids"]
+    target = tok([t for t, _ in pairs], add_special_tokens=False, verbose=False)["input_ids"]
+    reference = tok([r for _, r in pairs], add_special_tokens=False, verbose=False)["input_ids"]
     ratios = [len(t) / len(r) for t, r in zip(target, reference) if r]
     return {
         "pairs": len(pairs),

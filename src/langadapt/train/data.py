@@ -46,7 +46,7 @@ class TokenStream:
             text = self.texts[self._order[self.next_doc]]
             self.next_doc += 1
             self.documents_started += 1
-            self.buffer.extend([self.sep_id] + self.tok(text, add_special_tokens=False)["input_ids"])
+            self.buffer.extend([self.sep_id] + self.tok(text, add_special_tokens=False, verbose=False)["input_ids"])
         block, self.buffer = self.buffer[: self.seq_len], self.buffer[self.seq_len :]
         return block
 
@@ -126,7 +126,7 @@ def heldout_sample(
     ids: list[int] = []
     n_bytes = 0
     for text in texts[:1000]:
-        doc = [sep_id] + tok(text, add_special_tokens=False)["input_ids"]
+        doc = [sep_id] + tok(text, add_special_tokens=False, verbose=False)["input_ids"]
         if len(ids) + len(doc) <= max_tokens:
             ids += doc
             n_bytes += len(text.encode("utf-8"))
