@@ -137,6 +137,8 @@ def test_saved_model_folder_loads_its_tokenizer_without_the_mistral_regex_warnin
     handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
     logger = hf_logging.get_logger("transformers.tokenization_utils_base")
     logger.addHandler(handler)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # other tests may have quietened transformers
     try:
         for model_type, warned in (("xlm-roberta", False), ("mistral", True)):
             config = {"model_type": model_type, "transformers_version": "4.57.6"}
@@ -146,5 +148,6 @@ def test_saved_model_folder_loads_its_tokenizer_without_the_mistral_regex_warnin
             assert any("regex" in r for r in records) == warned, (model_type, records)
     finally:
         logger.removeHandler(handler)
+        hf_logging.set_verbosity(verbosity)
     tok.save_pretrained(tmp_path / "again")  # the load-time switch is not written into the saved config
     assert "fix_mistral_regex" not in (tmp_path / "again" / "tokenizer_config.json").read_text()

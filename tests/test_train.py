@@ -17,7 +17,7 @@ from langadapt.train import data, loop
 class CharTok:
     """Stand-in tokenizer: one id per character."""
 
-    def __call__(self, text, add_special_tokens=False):
+    def __call__(self, text, add_special_tokens=False, verbose=True):
         return {"input_ids": [ord(c) for c in text]}
 
 
