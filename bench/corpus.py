@@ -23,6 +23,7 @@ and ends with `ratio: R` (langadapt throughput / stock throughput).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import shutil
@@ -327,8 +328,6 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--work", default="", help="work folder (default: $LANGADAPT_CACHE/bench-corpus)")
     args = ap.parse_args()
-    import importlib.util
-
     if importlib.util.find_spec("orjson") is None:
         sys.exit("the stock datatrove pipeline reads JSONL with orjson: pip install 'langadapt[corpus-bench]'")
     from langadapt.models import cache_dir
