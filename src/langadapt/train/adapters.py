@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from langadapt.errors import ConfigError, MissingDependencyError
 from langadapt.models import ADAPTER_NAME, is_encoder
 from langadapt.train.config import TrainConfig
-from langadapt.train.methods import TRAIN_METHODS
+from langadapt.train.methods import TRAIN_METHODS, embedding_module_name, train_all_embeddings
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -110,12 +110,15 @@ def _is_adapter_param(p: Any, model: Any) -> bool:
 
 
 def with_rows_and_head(model: Any, cfg: TrainConfig, new_ids: list[int]) -> Any:
-    """New-token rows (peft trainable tokens) and, on an encoder with train_head, the MLM head, trainable."""
+    """The embedding rows of train.embeddings (new ones through peft trainable tokens, or all) and, on an
+    encoder with train_head, the MLM head, trainable."""
     keep = {n for n, p in model.named_parameters() if p.requires_grad}
-    if cfg.train_new_embeddings and new_ids:
+    if cfg.embeddings == "all":
+        train_all_embeddings(model)
+    elif cfg.embeddings == "new" and new_ids:
         from peft import TrainableTokensConfig, get_peft_model
 
-        emb_name = _embedding_module_name(model)
+        emb_name = embedding_module_name(model)
         model = get_peft_model(model, TrainableTokensConfig(target_modules=[emb_name], token_indices=new_ids))
         for n, p in model.named_parameters():  # peft froze everything else; restore what was trainable
             if _strip_peft(n) in keep:
@@ -127,14 +130,6 @@ def with_rows_and_head(model: Any, cfg: TrainConfig, new_ids: list[int]) -> Any:
 
 def _strip_peft(name: str) -> str:
     return name.removeprefix("base_model.model.")
-
-
-def _embedding_module_name(model: Any) -> str:
-    emb = model.get_input_embeddings()
-    for name, module in model.named_modules():
-        if module is emb:
-            return name.split(".")[-1]
-    raise ConfigError(["train: cannot find the model's input embedding module"])
 
 
 def set_head_trainable(model: Any) -> int:

@@ -18,6 +18,7 @@ class PhaseConfig:
     max_steps: int = req("optimizer steps in this phase")
     lr: float = opt(0.0, "peak learning rate of this phase (0: train.lr)")
     warmup_steps: int = opt(-1, "linear warmup steps of this phase (-1: train.warmup_steps, at most the phase's steps)")
+    embeddings: str = opt("", "which embedding rows train in this phase: new, all, none ('': train.embeddings)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +35,11 @@ class TrainConfig:
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         "module names that receive LoRA; names absent from the model are an error",
     )
-    train_new_embeddings: bool = opt(True, "also train the embedding (and untied output) rows of new tokens")
+    embeddings: str = opt(
+        "new",
+        "embedding rows that train beside the method: new (the rows of added tokens), all (the whole input "
+        "embedding matrix and an output projection, tied or not: MAFT-style, cheap after tokenizer.method trim), none",
+    )
     replay_ratio: float = opt(0.25, "fraction of training sequences drawn from the replay language")
     seq_len: int = opt(256, "tokens per training sequence (documents are packed)")
     batch_size: int = opt(8, "sequences per optimizer step")
@@ -144,6 +149,7 @@ def check(recipe: "Recipe") -> list[str]:
     need(tr.max_steps >= 1, "train.max_steps: must be >= 1")
     need(tr.lr > 0, "train.lr: must be > 0")
     need(tr.embedding_lr >= 0, "train.embedding_lr: must be >= 0")
+    p.extend(_embedding_problems(tr))
     need(0 <= tr.warmup_steps <= tr.max_steps, "train.warmup_steps: must be between 0 and train.max_steps")
     need(0.0 <= tr.min_lr_ratio <= 1.0, "train.min_lr_ratio: must be in [0, 1]")
     need(tr.save_every >= 0, "train.save_every: must be >= 0")
@@ -152,6 +158,26 @@ def check(recipe: "Recipe") -> list[str]:
     p.extend(throughput_problems(recipe))
     p.extend(qlora_problems(recipe))
     p.extend(_encoder_problems(recipe))
+    return p
+
+
+EMBEDDINGS = ("new", "all", "none")
+
+
+def _embedding_problems(tr: TrainConfig) -> list[str]:
+    """Known values, and `all` only with methods whose other weights it does not contradict."""
+    p = []
+    settings = [("train.embeddings", tr.embeddings, tr.method if not tr.phases else "")]
+    settings += [(f"train.phases[{i}].embeddings", ph.embeddings, ph.method) for i, ph in enumerate(tr.phases)]
+    for where, value, method in settings:
+        if value and value not in EMBEDDINGS:
+            p.append(f"{where}: '{value}' is not one of {', '.join(EMBEDDINGS)}")
+        elif (value or tr.embeddings) == "all" and method in ("head", "new-rows", "qlora"):
+            p.append(
+                f"{where}: all trains the whole embedding matrix, which method {method} keeps frozen "
+                "(head and new-rows are the baselines of that choice; qlora's base is quantised); "
+                "set it on a lora, adapter or full phase"
+            )
     return p
 
 

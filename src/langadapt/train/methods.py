@@ -16,7 +16,7 @@ TrainMethod = Callable[["PreTrainedModel", TrainConfig, list[int]], "PreTrainedM
 TRAIN_METHODS: Registry[TrainMethod] = Registry("train-methods")
 
 
-def _embedding_module_name(model: "PreTrainedModel") -> str:
+def embedding_module_name(model: "PreTrainedModel") -> str:
     emb = model.get_input_embeddings()
     for name, module in model.named_modules():
         if module is emb:
@@ -49,7 +49,7 @@ def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
         return add_adapter(model, "lora-adapters", cfg, new_ids)
 
     _check_targets(model, cfg.lora_targets)
-    tokens = {_embedding_module_name(model): new_ids} if (cfg.train_new_embeddings and new_ids) else None
+    tokens = {embedding_module_name(model): new_ids} if (cfg.embeddings == "new" and new_ids) else None
     config = LoraConfig(
         r=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha,
@@ -58,7 +58,19 @@ def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
         trainable_token_indices=tokens,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if cfg.embeddings == "all":  # trained in place: merge_and_unload keeps them, the checkpoint saves them
+        train_all_embeddings(model)
+    return model
+
+
+def train_all_embeddings(model: "PreTrainedModel") -> int:
+    """The whole input embedding matrix, and the output projection (tied to it or not), trainable."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    weights = {id(m.weight): m.weight for m in (inner.get_input_embeddings(), inner.get_output_embeddings()) if m}
+    for w in weights.values():
+        w.requires_grad_(True)
+    return sum(w.numel() for w in weights.values())
 
 
 @TRAIN_METHODS.register(
@@ -88,7 +100,7 @@ def new_rows(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> 
     if not new_ids:
         raise ConfigError(["train.method new-rows: the tokenizer added no tokens; use tokenizer.method: extend"])
     return get_peft_model(
-        model, TrainableTokensConfig(target_modules=[_embedding_module_name(model)], token_indices=new_ids)
+        model, TrainableTokensConfig(target_modules=[embedding_module_name(model)], token_indices=new_ids)
     )
 
 

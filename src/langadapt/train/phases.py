@@ -54,6 +54,7 @@ def phase_recipe(recipe: "Recipe", phase: PhaseConfig) -> "Recipe":
         max_steps=phase.max_steps,
         lr=phase.lr or cfg.lr,
         warmup_steps=warmup,
+        embeddings=phase.embeddings or cfg.embeddings,
         phases=(),
     )
     return dataclasses.replace(recipe, train=train)
