@@ -154,6 +154,29 @@ def test_two_phases_resume_across_the_boundary_exactly(prepared, corpus_files, t
     assert "base_head_created" not in results  # this base ships its MLM head: no caveat in the summary
 
 
+def test_all_embeddings_train_beside_adapters_in_a_later_phase(prepared, corpus_files, tiny_encoder, tmp_path):
+    """MAFT-style: head warm-up on a frozen body, then adapters with the whole (tied) embedding matrix."""
+    import torch
+    from safetensors.torch import load_file
+
+    from langadapt.rundir import read_json
+
+    phases = [
+        {"name": "warmup", "method": "head", "max_steps": 2, "lr": 1e-2},
+        {"method": "seq-bn-inv", "max_steps": 2, "embeddings": "all"},
+    ]
+    _train_in_copy(prepared, corpus_files, tiny_encoder, tmp_path / "run", phases=phases)
+    out = tmp_path / "run" / "train"
+    before = load_file(tmp_path / "run" / "model-init" / "model.safetensors")
+    after = load_file(out / "final" / "model.safetensors")
+    key = next(k for k in after if k.endswith("word_embeddings.weight"))
+    summary = read_json(out / "summary.json")
+    warmup, adapters = summary["phases"]
+    assert warmup["trainable_parameters"] < after[key].numel() < adapters["trainable_parameters"]
+    moved = (before[key] != after[key]).any(dim=1)
+    assert moved.float().mean() > 0.5  # rows of old tokens too, not only new ones
+
+
 def test_encoder_problems_are_reported_at_validation(corpus_files, tiny_encoder, tiny_model, tmp_path):
     from langadapt.errors import ConfigError
 

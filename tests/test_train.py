@@ -94,6 +94,39 @@ def test_methods_train_what_they_claim(tiny_recipe, method):
     assert len(lines) == 2 and ("loss_nya" in lines[0] or "loss_eng" in lines[0])
 
 
+def test_embeddings_setting_decides_which_rows_train_beside_lora(tiny_recipe, tmp_path):
+    trainable = {}
+    for embeddings in ("all", "none"):
+        recipe = tiny_recipe(str(tmp_path / embeddings), train={"method": "lora", "max_steps": 2, "embeddings": embeddings})
+        rd = _prepare(recipe)
+        train.run(recipe, rd)
+        before, after = _state_of(rd.path("init")), _final_state(rd)
+        n_new = len(read_json(rd.path("tokenizer") / "metrics.json")["new_token_ids"])
+        emb = "model.embed_tokens.weight"
+        n_old = before[emb].shape[0] - n_new
+        old_moved = not torch.equal(before[emb][:n_old], after[emb][:n_old])
+        new_moved = not torch.equal(before[emb][n_old:], after[emb][n_old:])
+        assert (old_moved, new_moved) == ((True, True) if embeddings == "all" else (False, False))
+        trainable[embeddings] = read_json(rd.path("train") / "summary.json")["trainable_parameters"]
+    assert trainable["all"] - trainable["none"] == before[emb].numel()  # the tiny Llama ties its head: counted once
+
+
+def test_embeddings_setting_is_checked_at_validation(tiny_recipe):
+    with pytest.raises(ConfigError) as e:
+        tiny_recipe(
+            train={
+                "embeddings": "some",
+                "phases": [
+                    {"method": "new-rows", "max_steps": 1, "embeddings": "all"},
+                    {"method": "lora", "max_steps": 1},
+                ],
+            }
+        )
+    text = str(e.value)
+    assert "train.embeddings: 'some' is not one of new, all, none" in text
+    assert "train.phases[0].embeddings: all trains the whole embedding matrix, which method new-rows" in text
+
+
 def _state_of(folder):
     from safetensors.torch import load_file
 
