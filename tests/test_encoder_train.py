@@ -156,7 +156,6 @@ def test_two_phases_resume_across_the_boundary_exactly(prepared, corpus_files, t
 
 def test_all_embeddings_train_beside_adapters_in_a_later_phase(prepared, corpus_files, tiny_encoder, tmp_path):
     """MAFT-style: head warm-up on a frozen body, then adapters with the whole (tied) embedding matrix."""
-    import torch
     from safetensors.torch import load_file
 
     from langadapt.rundir import read_json

@@ -97,7 +97,9 @@ def test_methods_train_what_they_claim(tiny_recipe, method):
 def test_embeddings_setting_decides_which_rows_train_beside_lora(tiny_recipe, tmp_path):
     trainable = {}
     for embeddings in ("all", "none"):
-        recipe = tiny_recipe(str(tmp_path / embeddings), train={"method": "lora", "max_steps": 2, "embeddings": embeddings})
+        recipe = tiny_recipe(
+            str(tmp_path / embeddings), train={"method": "lora", "max_steps": 2, "embeddings": embeddings}
+        )
         rd = _prepare(recipe)
         train.run(recipe, rd)
         before, after = _state_of(rd.path("init")), _final_state(rd)

@@ -301,3 +301,39 @@ def test_chunked_loss_is_exact_where_the_target_probability_underflows():
     ref = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="none")
     assert torch.isfinite(loss).all() and loss[1].item() == pytest.approx(120.0, abs=1e-3)
     assert torch.allclose(loss, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_dropout_off_makes_training_mode_deterministic(tiny_encoder, tmp_path, attention):
+    """train.dropout 0 reaches dropout modules and the rates fused attention kernels read; the config keeps its own."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from langadapt.models import load_model
+    from langadapt.train.loop import set_dropout
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            attention_dropout=0.5,
+            attn_implementation=attention,
+        )
+    )
+    encoder = load_model(str(tiny_encoder))
+    encoder.set_attn_implementation(attention)
+    ids = torch.tensor([[1, 5, 17, 33, 60, 61, 2]])
+    for model in (encoder, llama):
+        rates = {k: v for k, v in model.config.to_dict().items() if "dropout" in k}
+        with torch.no_grad():
+            model.train()
+            assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)  # dropout is on
+            assert set_dropout(model, 0.0) > 0
+            noisy = [model(input_ids=ids).logits for _ in range(2)]
+            model.eval()
+            torch.testing.assert_close(noisy[0], model(input_ids=ids).logits)
+            torch.testing.assert_close(noisy[1], noisy[0])
+        assert {k: v for k, v in model.config.to_dict().items() if "dropout" in k} == rates

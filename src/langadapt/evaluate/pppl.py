@@ -131,7 +131,8 @@ def pseudo_bits_per_byte(
                 input_ids[row, w.masks[i]] = tok.mask_token_id
                 select[row, position] = True
                 gold.append(w.ids[position])
-            logits = mlm_logits_at(model, input_ids, attention, select).float()
+            mask = None if bool(attention.all()) else attention  # no padding: the fused attention kernel
+            logits = mlm_logits_at(model, input_ids, mask, select).float()
             total_nats -= torch.log_softmax(logits, dim=-1)[torch.arange(len(batch)), torch.tensor(gold)].sum().item()
     return _result(total_nats, len(items), texts)
 

@@ -60,4 +60,3 @@ def _row(method: str, value: float, seconds: float, language: str, chosen: bool)
         "init seconds": round(float(seconds), 2),
         "chosen": chosen,
     }
-

@@ -24,6 +24,7 @@ from langadapt.stage import run_stage
 from langadapt.train.adapters import config_problems, save_final
 from langadapt.train.data import TokenStream
 from langadapt.train.distributed import is_main_process
+from langadapt.train.loop import set_dropout
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, attach_masking
 from langadapt.train.objectives import OBJECTIVES
@@ -54,6 +55,9 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     model = (
         _quantized_base(recipe, init_dir) if cfg.method == "qlora" else load_model(str(init_dir), recipe.model.dtype)
     )
+    if cfg.dropout >= 0:  # before the method wraps the model: adapters keep their own dropout
+        n = set_dropout(model, cfg.dropout)
+        log.info("train.dropout: the base model's %d dropout layers and rates set to %g", n, cfg.dropout)
     new_ids = list(tok_metrics.get("new_token_ids", []))
     if cfg.objective == "mlm":
         attach_masking(model, MaskingPlan.from_tokenizer(tok, cfg))

@@ -411,6 +411,27 @@ def prepare_model(model: Any, cfg: TrainConfig) -> None:
                 module.compile(dynamic=False)
 
 
+def set_dropout(model: Any, p: float) -> int:
+    """Every dropout of the model's layers to `p`: dropout modules and the rates attention kernels read.
+
+    Attention implementations that call a fused kernel keep their rate as a float attribute
+    (`dropout_prob`, `attention_dropout`) read at each forward pass; both kinds are set. The
+    config is left alone, so a saved model keeps its own rates. Returns how many were set.
+    """
+    import torch
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p, n = p, n + 1
+            continue
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, p)
+                n += 1
+    return n
+
+
 def tokens_per_language(cfg: TrainConfig, seed: int, target: str, replay: str | None) -> dict[str, int]:
     """Tokens trained per language over the whole run (the mix is a function of the step)."""
     n_replay = (

@@ -145,7 +145,7 @@ def mlm_loss(model: Any, input_ids: "torch.Tensor") -> "torch.Tensor":
     chosen = plan.choose(ids)
     corrupted = plan.corrupt(ids, chosen).to(device)
     chosen = chosen.to(device)
-    logits = mlm_logits_at(model, corrupted, torch.ones_like(corrupted), chosen)
+    logits = mlm_logits_at(model, corrupted, None, chosen)  # packed rows: no padding to mask
     loss = F.cross_entropy(logits.float(), input_ids[chosen], reduction="none")
     rows = torch.nonzero(chosen)[:, 0]
     per_row = torch.zeros(input_ids.shape[0], dtype=loss.dtype, device=device).index_add(0, rows, loss)
