@@ -475,8 +475,16 @@ def _attach_saved_adapters(model: "PreTrainedModel", folder: Path) -> None:
             "adapters", f"loading the AdapterHub adapter in {folder}", "pip install 'langadapt[adapters]'"
         ) from None
     adapters.init(model)
-    names = [model.load_adapter(str(path)) for path in saved]
-    model.set_active_adapters(names[0] if len(names) == 1 else names)
+    # activating opens a forward context before the adapter is active, which the library
+    # reports as "adapters available but none activated": true for that instant only
+    quiet = logging.getLogger("adapters.model_mixin")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        names = [model.load_adapter(str(path)) for path in saved]
+        model.set_active_adapters(names[0] if len(names) == 1 else names)
+    finally:
+        quiet.setLevel(level)
 
 
 def is_encoder(path_or_config: "str | Path | PretrainedConfig", revision: str = "") -> bool:
