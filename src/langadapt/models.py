@@ -8,13 +8,14 @@ from there afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from langadapt.config import ModelConfig
 from langadapt.errors import MissingDependencyError, ModelLoadError
@@ -475,14 +476,23 @@ def _attach_saved_adapters(model: "PreTrainedModel", folder: Path) -> None:
             "adapters", f"loading the AdapterHub adapter in {folder}", "pip install 'langadapt[adapters]'"
         ) from None
     adapters.init(model)
-    # activating opens a forward context before the adapter is active, which the library
-    # reports as "adapters available but none activated": true for that instant only
+    with adapter_activation():
+        names = [model.load_adapter(str(path)) for path in saved]
+        model.set_active_adapters(names[0] if len(names) == 1 else names)
+
+
+@contextlib.contextmanager
+def adapter_activation() -> Iterator[None]:
+    """Adding or activating an AdapterHub adapter without the library's notices.
+
+    Activation opens a forward context before the adapter is active, which the library
+    reports as "adapters available but none activated" (true for that instant only).
+    """
     quiet = logging.getLogger("adapters.model_mixin")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        names = [model.load_adapter(str(path)) for path in saved]
-        model.set_active_adapters(names[0] if len(names) == 1 else names)
+        yield
     finally:
         quiet.setLevel(level)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import ConfigError, MissingDependencyError
-from langadapt.models import ADAPTER_NAME, is_encoder
+from langadapt.models import ADAPTER_NAME, adapter_activation, is_encoder
 from langadapt.train.config import TrainConfig
 from langadapt.train.methods import TRAIN_METHODS, embedding_module_name, train_all_embeddings
 
@@ -97,8 +97,9 @@ def add_adapter(model: "PreTrainedModel", method: str, cfg: TrainConfig, new_ids
     if not supports_adapters(model.config.model_type):
         raise ConfigError([f"train.method {method}: the adapters library does not support {model.config.model_type}"])
     adapters.init(model)
-    model.add_adapter(ADAPTER_NAME, config=_adapter_config(method, cfg))
-    model.train_adapter(ADAPTER_NAME)  # freezes the base model, activates the adapter
+    with adapter_activation():
+        model.add_adapter(ADAPTER_NAME, config=_adapter_config(method, cfg))
+        model.train_adapter(ADAPTER_NAME)  # freezes the base model, activates the adapter
     for p in model.parameters():  # train_adapter leaves task heads trainable: decide below
         if not _is_adapter_param(p, model):
             p.requires_grad_(False)
