@@ -72,6 +72,34 @@ def test_task_rows_put_models_side_by_side_with_the_change():
     assert body[0][5] == ("better", "+0.150") and body[1][5] == ("worse", "-0.050")
 
 
+def test_a_phased_run_is_described_phase_by_phase():
+    from langadapt.recipe import TrainConfig
+    from langadapt.report import trained_phrase, training_phrase
+    from langadapt.train.config import PhaseConfig
+
+    single = TrainConfig(method="lora", max_steps=40)
+    assert training_phrase(single, {"steps": 40}) == "training <code>lora</code> for 40 steps"
+    phased = TrainConfig(
+        phases=(
+            PhaseConfig(name="head-warmup", method="head", max_steps=60),
+            PhaseConfig(method="lora", max_steps=150, embeddings="all"),
+        )
+    )
+    assert training_phrase(phased, {"steps": 210}) == (
+        "training in 2 phases, 210 steps: <code>head-warmup</code> (head, 60 steps), "
+        "then <code>lora</code> (lora, 150 steps; every embedding row)"
+    )
+    summary = {
+        "trainable_parameters": 11_320_000,
+        "total_parameters": 32_800_000,
+        "phases": [
+            {"phase": "head-warmup", "trainable_parameters": 170_000},
+            {"phase": "lora", "trainable_parameters": 11_320_000},
+        ],
+    }
+    assert trained_phrase(summary) == "0.17M in head-warmup, 11.32M in lora (of 32.8M) parameters trained"
+
+
 def _chromium() -> str | None:
     return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 

@@ -25,7 +25,7 @@ from langadapt.rundir import RunDir, StageContext, read_json
 from langadapt.stage import run_stage
 
 if TYPE_CHECKING:
-    from langadapt.recipe import Recipe
+    from langadapt.recipe import Recipe, TrainConfig
 
 log = logging.getLogger(__name__)
 NAME = "report"
@@ -128,6 +128,29 @@ def eval_curve_plot(steps: list[dict[str, Any]]) -> str:
     ax.set_ylabel("held-out bits per byte")
     ax.legend()
     return _png(fig)
+
+
+def training_phrase(train: "TrainConfig", summary: dict[str, Any]) -> str:
+    """'training <method> for N steps', or each phase of a schedule with its method and steps (HTML)."""
+    if not train.phases:
+        return f"training <code>{html.escape(train.method)}</code> for {summary['steps']} steps"
+    parts = []
+    for ph in train.phases:
+        rows = ph.embeddings or train.embeddings
+        extra = "; every embedding row" if rows == "all" else ""
+        label = html.escape(ph.name or ph.method)
+        parts.append(f"<code>{label}</code> ({html.escape(ph.method)}, {ph.max_steps} steps{extra})")
+    return f"training in {len(parts)} phases, {summary['steps']} steps: " + ", then ".join(parts)
+
+
+def trained_phrase(summary: dict[str, Any]) -> str:
+    """Trainable parameters of the run, per phase when there were several."""
+    total = f"{summary['total_parameters'] / 1e6:.1f}M"
+    phases = summary.get("phases") or []
+    if len(phases) < 2:
+        return f"{summary['trainable_parameters'] / 1e6:.2f}M of {total} parameters trained"
+    each = ", ".join(f"{p['trainable_parameters'] / 1e6:.2f}M in {html.escape(str(p['phase']))}" for p in phases)
+    return f"{each} (of {total}) parameters trained"
 
 
 def _img(src: str, alt: str) -> str:
@@ -310,14 +333,12 @@ def render(recipe: "Recipe", rd: RunDir) -> str:
 <p>Base model <code>{html.escape(recipe.model.base)}</code> adapted to <b>{html.escape(corpus["target"])}</b>
 {("with replay of <b>" + html.escape(corpus["replay"]) + "</b>") if corpus.get("replay") else ""}:
 tokenizer <code>{html.escape(recipe.tokenizer.method)}</code> (+{tok.get("added_tokens", 0)} tokens),
-init <code>{html.escape(recipe.init.method)}</code>, training <code>{html.escape(recipe.train.method)}</code>
-for {summary["steps"]} steps.</p>
+init <code>{html.escape(recipe.init.method)}</code>, {training_phrase(recipe.train, summary)}.</p>
 <div class="summary"><b>In short.</b><ul>{"".join(f"<li>{html.escape(s)}</li>" for s in sentences)}</ul></div>
 {bpb_section(results)}
 {tasks_section(results)}
 <h2>Training</h2>
-<p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}; {summary["trainable_parameters"] / 1e6:.2f}M of
-{summary["total_parameters"] / 1e6:.1f}M parameters trained.</p>
+<p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}; {trained_phrase(summary)}.</p>
 {_img(loss_plot(steps), "training loss") if steps else ""}
 {_img(eval_curve_plot(steps), "held-out bits per byte during training") if any(k.startswith("bpb_") for s in steps for k in s) else ""}
 {tokenizer_html(rd, tok)}
