@@ -6,8 +6,8 @@
 
 The recipe (`demo-nya-e5`: multilingual-e5-small, a created MLM head warmed up alone,
 then LoRA with every embedding row) runs as a user runs it, `langadapt demo --recipe
-demo-nya-e5`, in a fresh run directory, timed. The e5 import cache (`$LANGADAPT_CACHE`) is whatever it is on this
-machine; the script says whether it was warm. The baseline is the same recipe with one
+demo-nya-e5`, in a fresh run directory, timed. The e5 import cache (`$LANGADAPT_CACHE`)
+is whatever it is on this machine; the script says whether it was warm. The baseline is the same recipe with one
 phase, `{method: head, max_steps: <the recipe's total steps>}`: the encoder frozen, its
 head alone trained for as many steps on the same data, so the gain measured is what
 adaptation adds beyond head training, and forgetting is measured against a head that has
