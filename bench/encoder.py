@@ -204,8 +204,9 @@ def compare_methods(args: argparse.Namespace, root: Path, recipe_run: Path, base
     rates = DEFAULT_LR | {k: float(v) for k, v in (x.split("=", 1) for x in args.method_lr)}
     phases = yaml.safe_load((recipe_run / "recipe.yaml").read_text())["train"]["phases"]
     recipe_scores = json.loads((recipe_run / "eval" / "results.json").read_text())["bits_per_byte"]
-    rows = []
-    for method in args.methods.split(","):
+    print("\n| method (last phase) | lr | trainable parameters | peak MB | train s | " + " | ".join(SETS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(SETS), flush=True)
+    for method in args.methods.split(","):  # each row as soon as it is measured: a long run keeps what it found
         last = dict(phases[-1], name=method, method=method)
         if method in rates:
             last["lr"] = rates[method]
@@ -215,14 +216,11 @@ def compare_methods(args: argparse.Namespace, root: Path, recipe_run: Path, base
             schedule = json.dumps([*phases[:-1], last])
             run = train_variant(root, f"method-{method}", schedule, args.overrides, args.resume)
             scores, _ = score(run["run_dir"] / "train" / "final", recipe_run, method, args.threads)
-        rows.append((method, last.get("lr"), run, scores))
-        print(f"{method}: trained in {run['train_seconds']:.0f} s", flush=True)
-    print("\n| method (last phase) | lr | trainable parameters | peak MB | train s | " + " | ".join(SETS) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(SETS))
-    for method, lr, run, scores in rows:
         cells = " | ".join(f"{scores[s]:.4f} ({pct(scores[s], baseline[s])})" for s in SETS)
         print(
-            f"| {method} | {lr:g} | {run['trainable'] / 1e6:.2f}M | {run['peak_mb']:.0f} | {run['train_seconds']:.0f} | {cells} |"
+            f"| {method} | {last['lr']:g} | {run['trainable'] / 1e6:.2f}M | {run['peak_mb']:.0f} "
+            f"| {run['train_seconds']:.0f} | {cells} |",
+            flush=True,
         )
 
 
