@@ -79,7 +79,7 @@ def test_whole_word_masking_covers_whole_words_and_never_special_tokens(kind, tm
 
 
 def test_word_boundaries_come_from_the_tokenizer_not_the_name(tmp_path):
-    from langadapt.models import word_start_table
+    from langadapt.models.encoder import word_start_table
 
     tok, _ = _plan(build_tiny_encoder(tmp_path / "wp", "wordpiece"))
     scheme, starts = word_start_table(tok)
@@ -91,7 +91,8 @@ def test_mlm_loss_is_computed_at_masked_positions_only_and_matches_the_full_head
     import torch
     import torch.nn.functional as F
 
-    from langadapt.models import load_model, mlm_logits_at
+    from langadapt.models import load_model
+    from langadapt.models.encoder import mlm_logits_at
     from langadapt.train.mlm import attach_masking, mlm_loss
 
     tok, plan = _plan(tiny_encoder)

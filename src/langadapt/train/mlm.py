@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import ConfigError
-from langadapt.models import mlm_logits_at, word_start_table, word_starts
+from langadapt.models.encoder import mlm_logits_at, word_start_table, word_starts
 from langadapt.train.objectives import OBJECTIVES
 
 if TYPE_CHECKING:

