@@ -284,12 +284,14 @@ def test_micro_batch_left_at_zero_bounds_the_tokens_of_a_cpu_pass():
     from langadapt.train.loop import CPU_MICRO_TOKENS, auto_micro_batch
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert CPU_MICRO_TOKENS == 512
+    assert CPU_MICRO_TOKENS == {"fp32": 512, "bf16": 1024}
     assert auto_micro_batch(8, 256, cpu) == 2  # the demo: 8 x 256 tokens per step, passes of 2 sequences
     assert auto_micro_batch(6, 256, cpu) == 2 and auto_micro_batch(5, 256, cpu) == 1  # always divides the rows
     assert auto_micro_batch(8, 2048, cpu) == 1  # a sequence longer than the budget goes alone
     assert auto_micro_batch(4, 32, cpu) == 4  # a small batch runs whole
     assert auto_micro_batch(8, 256, gpu) == 8  # a GPU takes the whole batch
+    assert auto_micro_batch(8, 256, cpu, "bf16") == 4  # bf16 activations are half the size: passes twice as long
+    assert auto_micro_batch(8, 256, gpu, "bf16") == 8
 
 
 def test_chunked_loss_is_exact_where_the_target_probability_underflows():

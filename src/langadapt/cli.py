@@ -44,7 +44,7 @@ def _setup_logging(verbose: bool) -> None:
         handlers=[RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)],
         force=True,
     )
-    for noisy in ("transformers", "peft", "urllib3", "filelock", "huggingface_hub", "matplotlib"):
+    for noisy in ("transformers", "peft", "bitsandbytes", "urllib3", "filelock", "huggingface_hub", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     import warnings
 

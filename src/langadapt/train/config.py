@@ -71,7 +71,8 @@ class TrainConfig:
     micro_batch_size: int = opt(
         0,
         "sequences per forward/backward pass; the step accumulates gradients over the batch "
-        "(0: on a CPU, passes of about 512 tokens, which bound peak memory at no cost in speed; on a GPU, the whole batch)",
+        "(0: on a CPU, passes of about 512 tokens in fp32 or 1,024 in bf16, which bound peak memory at no cost in speed; "
+        "on a GPU, the whole batch)",
     )
     tokens_per_step: int = opt(
         0, "tokens per optimizer step; sets the batch to tokens_per_step / seq_len sequences (0: batch_size)"
