@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 
 TARGETS = {"nya-heldout": ("<=", -0.25), "eng-heldout": ("<=", 0.05), "eng-ood": ("<=", 0.05)}
+LANGADAPT = str(Path(sys.executable).parent / "langadapt")  # the command of this environment, on PATH or not
 
 
 def run_demo(run_dir: Path, env: dict[str, str], interrupt_at: int | None, sig: str, extra: list[str]) -> float:
-    cmd = ["langadapt", "demo", "--run-dir", str(run_dir), *extra]
+    cmd = [LANGADAPT, "demo", "--run-dir", str(run_dir), *extra]
     t0 = time.time()
     if interrupt_at is None:
         subprocess.run(cmd, env=env, check=True)
@@ -170,7 +171,7 @@ print(json.dumps(bits_per_byte(model, tok, kept, cfg)))
 def export_check(run_dir: Path, results: dict) -> bool:
     """Export (merged), then score held-out Chichewa with the folder alone in a fresh process."""
     folder = Path(tempfile.mkdtemp(prefix="langadapt-export-")) / "model"
-    subprocess.run(["langadapt", "export", str(run_dir), "--to", str(folder)], check=True)
+    subprocess.run([LANGADAPT, "export", str(run_dir), "--to", str(folder)], check=True)
     out = subprocess.run(
         [sys.executable, "-c", SCORE_EXPORTED, str(folder), str(run_dir)], capture_output=True, text=True, check=True
     )
