@@ -22,7 +22,7 @@ AVX-512 BF16, where the Trainer's CPU default is fp32), each side also runs in t
 precision, and the same-precision ratios are printed for both.
 
 When langadapt's default splits the step into micro-batches (on a CPU: passes of about 512
-tokens), a further Trainer run uses the same split as gradient accumulation
+tokens in fp32, 1,024 in bf16), a further Trainer run uses the same split as gradient accumulation
 (`per_device_train_batch_size` x `gradient_accumulation_steps`): not the baseline, since
 run_clm does not accumulate by default, but it shows what that choice alone is worth.
 """

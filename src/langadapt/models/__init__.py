@@ -1,9 +1,10 @@
 """Finding and loading base models: hub ids, local folders, GGUF and E5S1 files, bundled models.
 
 The hub path is the ordinary `from_pretrained(hub_id)` for users who are online. A GGUF
-file (including the bundled SmolLM2) is dequantised once into an HF folder under the
-cache (`$LANGADAPT_CACHE`, default `~/.cache/langadapt`), written atomically, and loaded
-from there afterwards.
+file (including the bundled SmolLM2) or a 4-bit E5S1 image (the bundled multilingual-e5-small)
+is dequantised once into an HF folder under the cache (`$LANGADAPT_CACHE`, default
+`~/.cache/langadapt`), written atomically (`importers.py`), and loaded from there afterwards.
+Encoders load as masked LMs; their helpers (created head, word starts) are in `encoder.py`.
 """
 
 from __future__ import annotations
