@@ -1,4 +1,4 @@
-"""Many processes on CPU (gloo): data parallel (DDP) and sharded (FSDP2, full and hybrid).
+"""Many processes on CPU (gloo): data parallel (DDP) and sharded (FSDP2 full and hybrid, DeepSpeed ZeRO 1-3).
 
 2 processes follow the loss curve of 1 process with the same global batch, whatever the
 strategy; a run killed under 2 processes resumes and finishes with 1; a 1-process
@@ -8,6 +8,7 @@ tests check that what cannot run is refused before any work.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -53,7 +54,8 @@ def _train(tmp_path: Path, spec: dict, name: str, processes: int, nodes: int = 1
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in cmds]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
-        assert proc.returncode == expect_rc or (expect_rc and proc.returncode != 0), err[-3000:]
+        ranks = "\n".join(line for line in err.splitlines() if line.startswith("[rank"))  # the workers' tracebacks
+        assert proc.returncode == expect_rc or (expect_rc and proc.returncode != 0), (ranks or err)[-3000:]
     metrics = Path(spec["out"]) / "metrics.jsonl"
     return [json.loads(line) for line in metrics.read_text().splitlines()]
 
@@ -154,6 +156,17 @@ def _same_checkpoint(a: Path, b: Path) -> None:
             torch.testing.assert_close(ob["state"][i][k], v, atol=1e-5, rtol=1e-2)
 
 
+def _same_final_weights(a: Path, b: Path) -> None:
+    """The trained weights two runs hand back to their caller."""
+    import torch
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "final.safetensors"), load_file(b / "final.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)
+
+
 @pytest.mark.slow
 def test_hybrid_sharding_over_two_nodes_resumes_with_one_process(specs, one_process, tmp_path):
     """2 launchers of 1 process each (nodes of 1): replicated across nodes, sharded within; killed, resumed by 1."""
@@ -168,6 +181,52 @@ def test_hybrid_sharding_over_two_nodes_resumes_with_one_process(specs, one_proc
     _same_losses(one, resumed)
 
 
+needs_deepspeed = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed (langadapt[deepspeed])"
+)
+
+
+@pytest.mark.slow
+@needs_deepspeed
+@pytest.mark.parametrize("stage", ["zero1", "zero2"])
+def test_zero_matches_one_process_then_resumes_with_one(specs, one_process, tmp_path, stage):
+    """LoRA and new rows under DeepSpeed ZeRO over 2 processes; killed after checkpoint 4, finished by 1."""
+    spec, (one_out, one) = _with_sharding(specs["lora"], stage), one_process["lora"]
+    out = tmp_path / stage
+    before = _train(tmp_path, {**spec, "out": str(out), "die_after": 4}, stage, 2, expect_rc=1)
+    assert [r["step"] for r in before] == [1, 2, 3, 4] and not (out / "summary.json").exists()
+    assert f"2 process(es), sharding {stage}" in (out / "log-rank0.txt").read_text()
+    _same_losses(one, before)
+    _same_checkpoint(one_out / "checkpoints" / "step-000004", out / "checkpoints" / "step-000004")
+    resumed = _train(tmp_path, {**spec, "out": str(out)}, "resumed", 1)
+    summary = _summary(out)
+    assert summary["resumed_from_step"] == 4 and summary["processes"] == 1 and summary["sharding"] == "none"
+    _same_losses(one, resumed)
+
+
+@pytest.mark.slow
+@needs_deepspeed
+def test_zero3_matches_one_process_and_resumes_its_checkpoint(specs, one_process, tmp_path):
+    """Full fine-tuning under ZeRO-3: the weights themselves are split, the fused loss reads the tied head."""
+    spec, (one_out, one) = _with_sharding(specs["full"], "zero3"), one_process["full"]
+    sharded = _train(tmp_path, {**spec, "out": str(tmp_path / "zero3")}, "zero3", 2)
+    assert [r["step"] for r in sharded] == list(range(1, 7))
+    _same_losses(one, sharded)
+    assert _summary(tmp_path / "zero3")["sharding"] == "zero3"
+    _same_checkpoint(one_out / "checkpoints" / "step-000004", tmp_path / "zero3" / "checkpoints" / "step-000004")
+    _same_final_weights(one_out, tmp_path / "zero3")
+
+    # the 1-process run's checkpoint 4, resumed by 2 ZeRO-3 processes
+    out = tmp_path / "from-one"
+    shutil.copytree(one_out, out)
+    shutil.rmtree(out / "checkpoints" / "step-000006")
+    (out / "summary.json").unlink()
+    resumed = _train(tmp_path, {**spec, "out": str(out)}, "from-one", 2)
+    summary = _summary(out)
+    assert summary["resumed_from_step"] == 4 and summary["sharding"] == "zero3"
+    _same_losses(one, resumed)
+
+
 # -- refused before any work ----------------------------------------------------------------------
 
 
@@ -179,11 +238,81 @@ def _problems(corpus_files, tiny_model, tmp_path, **train) -> list[str]:
     return err.value.problems
 
 
-def test_unknown_sharding_and_deepspeed_are_refused(corpus_files, tiny_model, tmp_path, monkeypatch):
+def test_unknown_sharding_is_refused(corpus_files, tiny_model, tmp_path):
+    problems = _problems(corpus_files, tiny_model, tmp_path, sharding="zero4")
+    assert any(
+        p.startswith("train.sharding: 'zero4' is not one of none, full, hybrid, zero1, zero2, zero3") for p in problems
+    )
+
+
+def test_an_accelerate_deepspeed_config_is_followed_or_refused(corpus_files, tiny_model, tmp_path, monkeypatch):
+    from langadapt.recipe import Recipe
+    from langadapt.train.distributed import requested_sharding
+
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    problems = _problems(corpus_files, tiny_model, tmp_path, sharding="zero3")
-    assert any(p.startswith("train.sharding: 'zero3' is not one of none, full, hybrid") for p in problems)
-    assert any("DeepSpeed" in p and "not support" in p and "train.sharding: full" in p for p in problems)
+    for stage in ("1", "3"):  # accelerate launch --use_deepspeed --zero_stage N
+        monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", stage)
+        recipe = Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run"))  # valid
+        assert requested_sharding(recipe.train.sharding) == f"zero{stage}"
+    problems = _problems(corpus_files, tiny_model, tmp_path, sharding="zero2")  # the recipe says otherwise
+    assert any("configured for DeepSpeed (zero3)" in p and "make them agree" in p for p in problems)
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0")
+    assert any("stage 0, which shards nothing" in p for p in _problems(corpus_files, tiny_model, tmp_path))
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "cpu")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    problems = _problems(corpus_files, tiny_model, tmp_path, precision="fp32")
+    assert any("offload optimizer to cpu" in p and "does not apply" in p for p in problems)
+    assert any("train.precision resolves to fp32" in p and "mixed precision fp16" in p for p in problems)
+
+
+def test_a_deepspeed_config_file_keeps_its_zero_settings_and_loses_what_the_recipe_decides(
+    corpus_files, tiny_model, tmp_path, monkeypatch, caplog
+):
+    from langadapt.recipe import Recipe
+    from langadapt.train.zero import ds_config
+
+    file = tmp_path / "ds.json"
+    file.write_text(
+        json.dumps(
+            {
+                "zero_optimization": {"stage": 3, "overlap_comm": True, "reduce_bucket_size": "auto"},
+                "gradient_accumulation_steps": 1,
+                "train_micro_batch_size_per_gpu": "auto",
+            }
+        )
+    )
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(file))
+    recipe = Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run", train={"batch_size": 8}))
+    config = ds_config(recipe.train, stage=3, rows=8, world=2, micro=2, hidden=64)
+    assert config["zero_optimization"] == {"stage": 3, "overlap_comm": True, "reduce_bucket_size": 64 * 64}
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]) == (2, 2)
+    assert config["train_batch_size"] == 8 and config["gradient_clipping"] == recipe.train.grad_clip
+    assert "gradient_accumulation_steps=1 -> 2" in caplog.text  # replaced, and said so
+
+    file.write_text(
+        json.dumps({"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}, "bf16": {"enabled": True}})
+    )
+    problems = _problems(corpus_files, tiny_model, tmp_path)
+    assert any("'optimizer' section" in p and "remove the section" in p for p in problems)
+    assert any("enables bf16 weights" in p and "train.precision" in p for p in problems)
+    file.write_text("{not json")
+    problems = _problems(corpus_files, tiny_model, tmp_path)
+    assert len(problems) == 1 and "cannot be read as JSON" in problems[0] and str(file) in problems[0]
+
+
+def test_zero_needs_deepspeed_and_cannot_scale_fp16(corpus_files, tiny_model, tmp_path, monkeypatch):
+    from langadapt.recipe import Recipe
+    from langadapt.train import zero
+
+    monkeypatch.setattr(zero, "deepspeed_installed", lambda: False)
+    recipe = Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run"))
+    problems = zero.zero_problems(recipe.train, "zero2", "fp16")
+    assert any("not installed" in p and "langadapt[deepspeed]" in p for p in problems)
+    assert any("fp16 needs a loss scaler" in p and "bf16 or fp32" in p for p in problems)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert any("langadapt[deepspeed]" in p for p in _problems(corpus_files, tiny_model, tmp_path, sharding="zero3"))
 
 
 def test_hybrid_needs_whole_nodes_and_qlora_cannot_be_sharded(corpus_files, tiny_model, tmp_path, monkeypatch):

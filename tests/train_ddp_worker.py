@@ -2,12 +2,15 @@
 
 python train_ddp_worker.py SPEC.json
 SPEC: model dir, texts, recipe dict, out dir; optional new_ids (rows of new tokens that train) and
-die_after (exit hard right after the checkpoint of that step, on every process).
+die_after (exit hard right after the checkpoint of that step, on every process). Rank 0 writes
+summary.json and final.safetensors (the trained weights of the model the loop hands back);
+every rank logs to log-rank<N>.txt.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -41,8 +44,14 @@ def main() -> None:
 
         loop.save_checkpoint = save_then_die
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(filename=Path(spec["out"], f"log-rank{rank}.txt"), level=logging.INFO)
     summary = loop.train_loop(model, streams, "nya", None, recipe, Path(spec["out"]))
     if int(os.environ.get("RANK", "0")) == 0:
+        from safetensors.torch import save_file
+
+        trained = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(trained, Path(spec["out"], "final.safetensors"))  # what the caller gets back after training
         Path(spec["out"], "summary.json").write_text(json.dumps(summary))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -91,7 +92,9 @@ class TrainConfig:
         "with several processes (accelerate launch / torchrun): none: data parallel (DDP), each process holds the "
         "whole model; full: FSDP, weights, gradients and optimizer state split over all processes (for models whose "
         "training state does not fit one GPU); hybrid: split within a node, replicated across nodes (less traffic "
-        "between nodes). An accelerate FSDP config (FULL_SHARD, HYBRID_SHARD) sets it too; one process: no effect",
+        "between nodes); zero1, zero2, zero3: DeepSpeed ZeRO, splitting the optimizer state (1), and the gradients "
+        "(2), and the weights (3) (pip install 'langadapt[deepspeed]'). An accelerate FSDP config (FULL_SHARD, "
+        "HYBRID_SHARD) or DeepSpeed config (its ZeRO stage) sets it too; one process: no effect",
     )
     eval_every: int = opt(
         0, "every this many steps, bits per byte of a fixed held-out sample per trained language (0: off)"
@@ -265,13 +268,14 @@ def effective_batch_size(tr: TrainConfig) -> int:
 def throughput_problems(recipe: "Recipe") -> list[str]:
     """Device, precision and batching problems, found before any work."""
     from langadapt.devices import device_problems, resolve_device
-    from langadapt.train.precision import precision_problems
+    from langadapt.train.precision import precision_problems, resolve_precision
     from langadapt.train.tracking import sink_problems
 
     tr = recipe.train
-    p = device_problems(tr.device, "train.device")
+    p, precision = device_problems(tr.device, "train.device"), "fp32"
     if not p:
         p += precision_problems(tr.precision, resolve_device(tr.device))
+        precision = resolve_precision(tr.precision, resolve_device(tr.device)) if not p else precision
     if tr.eval_every < 0 or tr.eval_tokens < tr.seq_len or tr.early_stopping_patience < 0:
         p.append("train.eval_every, train.early_stopping_patience: must be >= 0; train.eval_tokens: >= train.seq_len")
     if tr.early_stopping_patience and not tr.eval_every:
@@ -286,32 +290,50 @@ def throughput_problems(recipe: "Recipe") -> list[str]:
             f"train.micro_batch_size: {tr.micro_batch_size} must divide the batch of {effective_batch_size(tr)} "
             "sequences per step (train.batch_size, or train.tokens_per_step / train.seq_len)"
         )
-    return p + launch_problems(tr)
+    return p + launch_problems(tr, precision)
 
 
-def launch_problems(tr: TrainConfig) -> list[str]:
+def launch_problems(tr: TrainConfig, precision: str = "fp32") -> list[str]:
     """What `accelerate launch` / `torchrun` asked for that this run cannot do (seen in its environment)."""
+    from langadapt.errors import ConfigError
     from langadapt.train.distributed import (
         ACCELERATE_SHARDINGS,
         SHARDINGS,
         accelerate_fsdp_strategy,
-        env_flag,
         launched_world_size,
         requested_sharding,
     )
+    from langadapt.train.zero import accelerate_zero_sharding, zero_problems
 
     world, p = launched_world_size(), []
     if tr.sharding not in SHARDINGS:
         p.append(f"train.sharding: '{tr.sharding}' is not one of {', '.join(SHARDINGS)}")
-    if env_flag("ACCELERATE_USE_DEEPSPEED"):
-        p.append(
-            "train: accelerate is configured for DeepSpeed, which langadapt does not support yet; run `accelerate "
-            "config` and choose FSDP (FULL_SHARD or HYBRID_SHARD) or multi-GPU, or set train.sharding: full"
-        )
     p += _accelerate_fsdp_problems(tr, accelerate_fsdp_strategy(), ACCELERATE_SHARDINGS)
-    sharding = requested_sharding(tr.sharding) if tr.sharding in SHARDINGS else "none"
+    try:
+        zero = accelerate_zero_sharding()
+    except ConfigError as e:
+        return p + e.problems
+    if zero == "zero0":
+        p.append(
+            "train: accelerate is configured for DeepSpeed ZeRO stage 0, which shards nothing; choose stage 1, 2 "
+            "or 3 in `accelerate config`, or multi-GPU for data parallelism (DDP)"
+        )
+    elif zero and tr.sharding not in ("none", zero):
+        p.append(
+            f"train.sharding: {tr.sharding}, but accelerate is configured for DeepSpeed ({zero}); make them agree, "
+            "or leave train.sharding at none to follow accelerate"
+        )
+    sharding = requested_sharding(tr.sharding) if tr.sharding in SHARDINGS and zero != "zero0" else "none"
     if sharding != "none":
         p += _sharding_problems(tr, sharding, world)
+    if sharding.startswith("zero"):
+        p += zero_problems(tr, sharding, precision)
+    mixed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if mixed not in ("no", precision):
+        p.append(
+            f"train.precision resolves to {precision}, but accelerate is configured for mixed precision {mixed}; "
+            f"set train.precision: {mixed}, or choose 'no' in `accelerate config` (langadapt applies train.precision)"
+        )
     rows = effective_batch_size(tr)
     if world > 1 and rows % (world * (tr.micro_batch_size or 1)):
         p.append(
@@ -353,14 +375,14 @@ def _accelerate_fsdp_problems(tr: TrainConfig, strategy: str | None, mapping: di
 
 
 def _sharding_problems(tr: TrainConfig, sharding: str, world: int) -> list[str]:
-    """Methods FSDP cannot shard, and hybrid sharding over processes that do not form whole nodes."""
+    """Methods that cannot be sharded, and hybrid sharding over processes that do not form whole nodes."""
     from langadapt.train.distributed import node_size
 
     p = []
     methods = [ph.method for ph in tr.phases] if tr.phases else [tr.method]
     if "qlora" in methods:
         p.append(
-            f"train.sharding {sharding}: qlora's 4-bit bitsandbytes weights cannot be sharded by FSDP; use "
+            f"train.sharding {sharding}: qlora's 4-bit bitsandbytes weights cannot be sharded; use "
             "train.method: lora with sharding (the base is sharded instead of quantised), or qlora with "
             "train.sharding: none"
         )

@@ -1,4 +1,4 @@
-"""Many processes, as `accelerate launch` / `torchrun` start them: data parallel (DDP) or sharded (FSDP2).
+"""Many processes, as `accelerate launch` / `torchrun` start them: data parallel (DDP) or sharded (FSDP2, ZeRO).
 
 Every process draws the same global batch from identical streams (the replay mix and the
 document order are functions of the seed and the step), keeps its own share of the rows,
@@ -16,8 +16,9 @@ and optimizer state are split over the processes (`hybrid`: over the processes o
 and replicated across nodes). FSDP2 keeps the root's parameters gathered from its
 forward pass until its backward pass, so the fused causal loss, which reads the output
 head's weight inside `LossModule.forward`, sees the whole weight and its gradient is
-reduce-scattered like any other. Checkpoints hold full tensors either way (gathered for
-rank 0), in the layout an unsharded run writes.
+reduce-scattered like any other. `zero1`, `zero2` and `zero3` run DeepSpeed ZeRO (see
+`zero.py`). Checkpoints hold full tensors whatever the strategy (gathered for rank 0), in
+the layout an unsharded run writes.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from langadapt.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-SHARDINGS = ("none", "full", "hybrid")
+    from langadapt.train.config import TrainConfig
+
+SHARDINGS = ("none", "full", "hybrid", "zero1", "zero2", "zero3")
 # accelerate's FSDP sharding strategies (FSDP_SHARDING_STRATEGY: a name, or its 1-based index) -> train.sharding
 ACCELERATE_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "HYBRID_SHARD_ZERO2")
 ACCELERATE_SHARDINGS = {"FULL_SHARD": "full", "HYBRID_SHARD": "hybrid"}
@@ -68,10 +71,12 @@ def accelerate_fsdp_strategy() -> str | None:
 
 
 def requested_sharding(sharding: str) -> str:
-    """The recipe's train.sharding, or (when it says none) what an accelerate FSDP config asks for."""
+    """The recipe's train.sharding, or (when it says none) what an accelerate FSDP or DeepSpeed config asks for."""
     if sharding != "none":
         return sharding
-    return ACCELERATE_SHARDINGS.get(accelerate_fsdp_strategy() or "", "none")
+    from langadapt.train.zero import accelerate_zero_sharding
+
+    return ACCELERATE_SHARDINGS.get(accelerate_fsdp_strategy() or "", None) or accelerate_zero_sharding() or "none"
 
 
 def resolve_sharding(sharding: str) -> str:
@@ -126,24 +131,43 @@ class Processes:
             return contextlib.nullcontext()
         return self.accelerator.no_sync(module)
 
+    def backward(self, loss: "torch.Tensor", scaler: Any) -> None:
+        """Gradients of one micro-batch's loss, accumulated (fp16: scaled)."""
+        (scaler.scale(loss) if scaler else loss).backward()
+
+    def step(self, opt: Any, scaler: Any, params: list["torch.nn.Parameter"], grad_clip: float) -> None:
+        """One optimizer step on the accumulated gradients: unscale (fp16), clip, step, zero them."""
+        if scaler:
+            scaler.unscale_(opt)
+        if grad_clip > 0:
+            self.clip_grad_norm(params, grad_clip)
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+
     def gather(self, t: "torch.Tensor") -> "torch.Tensor":
         """The tensor of every process, concatenated in rank order (rows of the global batch)."""
-        if self.mesh is not None:
-            import torch
-            import torch.distributed as dist
+        if self.accelerator is not None:
+            return self.accelerator.gather(t.to(self.accelerator.device)).cpu()
+        if self.world_size == 1:
+            return t
+        import torch
+        import torch.distributed as dist
 
-            parts = [torch.empty_like(t) for _ in range(self.world_size)]
-            dist.all_gather(parts, t.contiguous())
-            return torch.cat(parts)
-        return t if self.accelerator is None else self.accelerator.gather(t.to(self.accelerator.device)).cpu()
+        parts = [torch.empty_like(t) for _ in range(self.world_size)]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
 
     def wait(self) -> None:
-        if self.mesh is not None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+        elif self.world_size > 1:
             import torch.distributed as dist
 
             dist.barrier()
-        elif self.accelerator is not None:
-            self.accelerator.wait_for_everyone()
 
     def release(self, module: Any) -> None:
         """Return the root's gathered weights to their shards after a forward pass without gradients.
@@ -303,8 +327,9 @@ def setup(
     rows: int,
     micro: int,
     sharding: str = "none",
+    cfg: "TrainConfig | None" = None,
 ) -> tuple[Processes, "torch.nn.Module", Any]:
-    """(processes, loss module, optimizer): DDP through accelerate, or FSDP2, when several processes run.
+    """(processes, loss module, optimizer): DDP through accelerate, FSDP2 or DeepSpeed ZeRO, when several processes run.
 
     The optimizer is made last: sharding replaces the parameters with sharded (DTensor) ones.
     """
@@ -319,12 +344,16 @@ def setup(
                 "choose train.batch_size (or tokens_per_step) and micro_batch_size so that they do"
             ]
         )
+    if sharding.startswith("zero"):
+        from langadapt.train.zero import setup_zero
+
+        return setup_zero(module, model, make_optimizer, device, sharding, cfg, rows, micro)
     if sharding != "none":
         return _shard(module, model, make_optimizer, device, sharding)
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
-    acc = Accelerator(cpu=device.type == "cpu")
+    acc = Accelerator(cpu=device.type == "cpu", mixed_precision="no")  # train.precision's autocast is the loop's
     if acc.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.NO):
         raise ConfigError(
             [

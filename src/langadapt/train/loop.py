@@ -181,7 +181,9 @@ def train_loop(
     rows = effective_batch_size(cfg)
     local_rows = rows // launched_world_size()
     micro = cfg.micro_batch_size or auto_micro_batch(local_rows, cfg.seq_len, device, precision)
-    procs, loss_module, opt = setup(trained, objective, lambda m: _optimizer(m, cfg), device, rows, micro, sharding)
+    procs, loss_module, opt = setup(
+        trained, objective, lambda m: _optimizer(m, cfg), device, rows, micro, sharding, cfg
+    )
     procs.wait()  # rank 0 has prepared the stage's folder before anyone reads its checkpoints
     start = 0
     ck = latest_checkpoint(out)
@@ -229,16 +231,7 @@ def train_loop(
             per_token = forward_backward(
                 batch[procs.share(rows)], micro, loss_module, procs, device, precision, scaler, positions
             )
-            if scaler:
-                scaler.unscale_(opt)
-            if cfg.grad_clip > 0:
-                procs.clip_grad_norm([p for p in trained.parameters() if p.requires_grad], cfg.grad_clip)
-            if scaler:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
+            procs.step(opt, scaler, [p for p in trained.parameters() if p.requires_grad], cfg.grad_clip)
             done = step + 1
             tokens_done += batch.numel()
             all_losses = procs.gather(per_token)  # every row of the global batch, in order
@@ -341,7 +334,7 @@ def forward_backward(
             with autocast(device, precision):
                 losses = loss_module(ids, **positions(ids))
             loss = losses.float().mean() * (len(ids) / len(mine))  # rows have equal lengths: the batch mean
-            (scaler.scale(loss) if scaler else loss).backward()
+            procs.backward(loss, scaler)
         per_token.append(losses.detach().float().cpu())
     return torch.cat(per_token)
 

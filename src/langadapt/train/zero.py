@@ -1,0 +1,353 @@
+"""DeepSpeed ZeRO (`train.sharding: zero1 | zero2 | zero3`), configured as accelerate configures it.
+
+ZeRO splits the optimizer state (stage 1), and the gradients (2), and the weights (3) over
+the processes. The DeepSpeed configuration comes from accelerate when it launched us with
+one (`accelerate config` with DeepSpeed, `accelerate launch --use_deepspeed --zero_stage N`,
+or a DeepSpeed JSON file through `--deepspeed_config_file`), read by accelerate's own
+`DeepSpeedPlugin`; otherwise from the recipe's stage alone. What the recipe owns is then
+written over it: the batch geometry (sequences per pass and accumulation), gradient clipping,
+the optimizer (AdamW with its learning-rate schedule, from `train.*`) and the precision
+(`train.precision`, as the forward pass's autocast; DeepSpeed's own fp16/bf16 weights are
+not used, so trained weights stay float32 as in every other strategy).
+
+The engine is DeepSpeed's own (`deepspeed.initialize`), driven the way accelerate's
+DeepSpeed wrapper drives it: the accumulation boundary is set before each backward pass,
+`engine.backward` reduces (the loop scales each micro-batch's loss itself), and
+`engine.step` clips, steps and zeroes the gradients. accelerate's own wrapper cannot be
+used on a CPU (it drops its DeepSpeed configuration when asked for the CPU), and the loop
+here is the same on every device.
+
+Checkpoints hold full tensors, in the layout an unsharded run writes, through DeepSpeed's
+`safe_get_full_*` / `safe_set_full_*` API: a run written by N ZeRO processes resumes with M,
+with DDP, FSDP or one process, and the other way round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
+from langadapt.errors import ConfigError
+from langadapt.train.distributed import Processes, env_flag
+
+if TYPE_CHECKING:
+    import torch
+
+    from langadapt.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+ZERO_STAGES = {"zero1": 1, "zero2": 2, "zero3": 3}
+# what the recipe decides, whatever a DeepSpeed configuration says (reported when it said otherwise)
+OWNED = {
+    "train_micro_batch_size_per_gpu": "train.micro_batch_size",
+    "gradient_accumulation_steps": "train.batch_size / processes / micro_batch_size",
+    "train_batch_size": "train.batch_size (or tokens_per_step / seq_len)",
+    "gradient_clipping": "train.grad_clip",
+}
+# zero_optimization values accelerate fills from the model's hidden size when they say "auto"
+HIDDEN_SIZE_AUTO = {
+    "reduce_bucket_size": lambda h: h * h,
+    "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
+    "stage3_param_persistence_threshold": lambda h: 10 * h,
+}
+
+
+def deepspeed_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def accelerate_deepspeed_config() -> dict[str, Any] | None:
+    """The DeepSpeed configuration accelerate launched us with, as its DeepSpeedPlugin reads it (None: none).
+
+    Raises ConfigError when accelerate cannot read it (a missing or malformed JSON file).
+    """
+    if not env_flag("ACCELERATE_USE_DEEPSPEED"):
+        return None
+    path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
+    if path != "none":
+        try:
+            json.loads(open(path, encoding="utf-8").read())
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                [
+                    f"train: accelerate's DeepSpeed config file {path} cannot be read as JSON ({e}); fix the file or "
+                    "the path in `accelerate config`"
+                ]
+            ) from None
+    from accelerate.utils import DeepSpeedPlugin
+
+    try:
+        return DeepSpeedPlugin().deepspeed_config
+    except (ValueError, KeyError) as e:
+        raise ConfigError([f"train: accelerate's DeepSpeed configuration is not usable: {e}"]) from None
+
+
+def accelerate_zero_sharding() -> str | None:
+    """train.sharding as accelerate's DeepSpeed configuration asks for it (zero0 for stage 0; None: no config)."""
+    config = accelerate_deepspeed_config()
+    if config is None:
+        return None
+    return f"zero{config.get('zero_optimization', {}).get('stage', 2)}"
+
+
+def zero_problems(tr: "TrainConfig", sharding: str, precision: str) -> list[str]:
+    """What a ZeRO run of this recipe cannot do, found before any work."""
+    p = []
+    if not deepspeed_installed():
+        p.append(
+            f"train.sharding {sharding}: runs DeepSpeed ZeRO, which is not installed; "
+            "pip install 'langadapt[deepspeed]', or use train.sharding: full (FSDP2, part of torch)"
+        )
+    if precision == "fp16":
+        p.append(
+            f"train.sharding {sharding}: fp16 needs a loss scaler that sees every gradient, and ZeRO splits them; "
+            "use train.precision: bf16 or fp32 (or FSDP, train.sharding: full, which scales fp16)"
+        )
+    config = accelerate_deepspeed_config() or {}
+    zero = config.get("zero_optimization", {})
+    for what in ("offload_optimizer", "offload_param"):
+        if str(zero.get(what, {}).get("device", "none")).lower() not in ("none", "auto"):
+            p.append(
+                f"train: accelerate's DeepSpeed config asks for {what.replace('_', ' ')} to {zero[what]['device']}, "
+                "which langadapt does not apply; shard over more processes (zero3) or train fewer weights, and "
+                "set it to none in `accelerate config`"
+            )
+    for section, instead in (("optimizer", "train.lr, train.weight_decay"), ("scheduler", "train.warmup_steps")):
+        if section in config:
+            p.append(
+                f"train: the DeepSpeed config has an '{section}' section; langadapt trains with its own AdamW and "
+                f"learning-rate schedule ({instead}): remove the section"
+            )
+    for half in ("fp16", "bf16"):
+        if str(config.get(half, {}).get("enabled", False)).lower() == "true":
+            p.append(
+                f"train: the DeepSpeed config enables {half} weights; langadapt keeps trained weights in float32 and "
+                f"sets the compute precision with train.precision: set it there and remove '{half}' from the config"
+            )
+    return p
+
+
+def ds_config(tr: "TrainConfig", stage: int, rows: int, world: int, micro: int, hidden: int | None) -> dict[str, Any]:
+    """The configuration handed to `deepspeed.initialize`: accelerate's (or a bare one), with the recipe's values."""
+    config = json.loads(json.dumps(accelerate_deepspeed_config() or {}, default=str))
+    config.pop("fp16", None), config.pop("bf16", None)
+    owned = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": rows // world // micro,
+        "train_batch_size": rows,
+        "gradient_clipping": float(tr.grad_clip),
+    }
+    replaced = [
+        f"{k}={config[k]} -> {v} ({OWNED[k]})" for k, v in owned.items() if config.get(k, "auto") not in ("auto", v)
+    ]
+    if replaced:
+        log.warning("DeepSpeed config values the recipe decides were replaced: %s", "; ".join(replaced))
+    zero = {**config.get("zero_optimization", {}), "stage": stage}
+    for key, size in HIDDEN_SIZE_AUTO.items():
+        if zero.get(key) == "auto":
+            if hidden is None:
+                raise ConfigError([f"train: DeepSpeed zero_optimization.{key} is auto; give it a number"])
+            zero[key] = size(hidden)
+    config.update(owned, zero_optimization=zero, zero_allow_untested_optimizer=True, steps_per_print=2**31)
+    left = [path for path in _auto_values(config)]
+    if left:
+        raise ConfigError([f"train: DeepSpeed config values langadapt cannot fill are 'auto': {', '.join(left)}"])
+    return config
+
+
+def _auto_values(config: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out += _auto_values(value, f"{prefix}{key}.")
+        elif value == "auto":
+            out.append(prefix + key)
+    return out
+
+
+def setup_zero(
+    module: "torch.nn.Module",
+    model: Any,
+    make_optimizer: Callable[[Any], Any],
+    device: "torch.device",
+    sharding: str,
+    cfg: "TrainConfig",
+    rows: int,
+    micro: int,
+) -> tuple["ZeroProcesses", Any, Any]:
+    """(processes, engine, its optimizer): `model` (inside `module`) wrapped by a DeepSpeed ZeRO engine."""
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    from langadapt.train.objectives import output_head
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")  # env:// as launched
+    world, stage = dist.get_world_size(), ZERO_STAGES[sharding]
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    config = ds_config(cfg, stage, rows, world, micro, hidden)
+    optimizer = make_optimizer(model)
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    groups = [[name_of[id(p)] for p in g["params"]] for g in optimizer.param_groups]
+    if stage == 3:
+        # the fused causal loss reads the output head's weight outside the head's own forward
+        # pass: ZeRO-3 gathers it for the whole forward and backward pass of the loss module
+        head = output_head(model)
+        for t in head[1:3] + head[4:] if head is not None else ():
+            if isinstance(t, torch.nn.Parameter):
+                deepspeed.zero.register_external_parameter(module, t)
+    engine, ds_optimizer, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, config=config)
+    procs = ZeroProcesses(dist.get_rank(), world, sharding=sharding, engine=engine, groups=groups)
+    return procs, engine, ds_optimizer
+
+
+class ZeroProcesses(Processes):
+    """Processes whose gradients, steps and checkpoints go through a DeepSpeed ZeRO engine."""
+
+    def __init__(self, rank: int, world_size: int, *, sharding: str, engine: Any, groups: list[list[str]]) -> None:
+        super().__init__(rank, world_size, sharding=sharding)
+        self.engine = engine
+        self.groups = groups  # trainable parameter names per optimizer group: the unsharded optimizer's order
+
+    def no_sync(self, module: Any, last: bool) -> Any:
+        self.engine.set_gradient_accumulation_boundary(last)  # reduce and step only after the last micro-batch
+        return contextlib.nullcontext()
+
+    def backward(self, loss: "torch.Tensor", scaler: Any) -> None:
+        self.engine.backward(loss, scale_wrt_gas=False)  # the loop already weighs each micro-batch
+
+    def step(self, opt: Any, scaler: Any, params: list[Any], grad_clip: float) -> None:
+        self.engine.step()  # clips (gradient_clipping), steps, zeroes the gradients
+
+    def gather(self, t: "torch.Tensor") -> "torch.Tensor":
+        return _all_gather(t, self.world_size)
+
+    def wait(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    def release(self, module: Any) -> None:
+        pass  # ZeRO-3 partitions the weights again after every forward pass
+
+    def _params(self, model: Any) -> dict[str, Any]:
+        return dict(model.named_parameters())
+
+    def _order(self) -> list[str]:
+        return [n for group in self.groups for n in group]
+
+    def full_state(self, model: Any, opt: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+        """Full fp32 weights and optimizer state of the trainable parameters (collective; rank 0 keeps them)."""
+        import torch
+        from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+        params, base = self._params(model), opt.optimizer
+        keys, step = _state_keys(base)
+        _link_optimizer_state(opt)
+        weights, state = {}, {}
+        for i, name in enumerate(self._order()):
+            p = params[name]
+            full = safe_get_full_fp32_param(p).detach().cpu()
+            moments = {k: safe_get_full_optimizer_state(p, k).detach().cpu() for k in keys}
+            if self.is_main:
+                weights[name] = full.contiguous()
+                if step is not None:
+                    state[i] = {"step": torch.tensor(step), **moments}
+        if not self.is_main:
+            return {}, {}
+        groups, index = [], 0
+        for names, g in zip(self.groups, base.param_groups):
+            groups.append(
+                {**{k: v for k, v in g.items() if k != "params"}, "params": list(range(index, index + len(names)))}
+            )
+            index += len(names)
+        return weights, {"state": state, "param_groups": groups}
+
+    def load_full_state(
+        self, model: Any, opt: Any, weights: dict[str, "torch.Tensor"], optimizer: dict[str, Any]
+    ) -> None:
+        """Restore `full_state`'s output (every process reads the checkpoint and keeps its own partition)."""
+        import deepspeed
+        import torch
+        from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+
+        params, base = self._params(model), opt.optimizer
+        for name, value in weights.items():
+            p = params[name]
+            safe_set_full_fp32_param(p, value.to(p.device))  # the optimizer's fp32 master copy
+            with deepspeed.zero.GatheredParameters([p], modifier_rank=0, enabled=hasattr(p, "ds_id")):
+                with torch.no_grad():
+                    p.copy_(value.to(p.device, p.dtype))  # the weight the forward pass reads
+        saved = optimizer.get("state", {})
+        if saved:
+            first = next(iter(saved.values()))
+            step = float(first["step"])
+            moments = [k for k in first if k != "step"]
+            for flat in _flat_partitions(opt):
+                base.state[flat] = {"step": torch.tensor(step), **{k: torch.zeros_like(flat) for k in moments}}
+            _link_optimizer_state(opt)
+            for i, name in enumerate(self._order()):
+                for k in moments:
+                    if i in saved:
+                        safe_set_full_optimizer_state(params[name], saved[i][k].to(params[name].device), k)
+        for g, g_saved in zip(base.param_groups, optimizer.get("param_groups", [])):
+            g.update({k: v for k, v in g_saved.items() if k != "params"})
+
+    def copy_weights(self, sharded: Any, model: Any) -> None:
+        """The trained fp32 weights into `model` on every process (all must call it)."""
+        import torch
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, p in sharded.named_parameters():
+                if p.requires_grad:
+                    params[name].copy_(safe_get_full_fp32_param(p).to(params[name].device))
+
+
+def _flat_partitions(opt: Any) -> list["torch.Tensor"]:
+    """This process's flat fp32 partitions, the tensors ZeRO's inner optimizer keeps its state for.
+
+    The optimizer creates that state at its first step; a resumed run needs it before then.
+    """
+    flats = getattr(opt, "fp32_partitioned_groups_flat", None)  # ZeRO-3 (by sub-group)
+    return list(flats if flats is not None else opt.single_partition_of_fp32_groups)  # ZeRO-1/2
+
+
+def _link_optimizer_state(opt: Any) -> None:
+    """ZeRO-1/2: point every parameter's view of the optimizer state at that state, in every group.
+
+    DeepSpeed links them once, after the first group's first step, when the other groups
+    have no state yet (so `safe_get_full_optimizer_state` fails for them); linking again
+    once every group has stepped, or after the state is created on resume, fixes that.
+    ZeRO-3 reads the optimizer's state directly.
+    """
+    if hasattr(opt, "_lazy_init_hp_params_optimizer_state"):
+        opt._hp_optimizer_states_linked = False
+        opt._lazy_init_hp_params_optimizer_state()
+
+
+def _state_keys(base: Any) -> tuple[list[str], float | None]:
+    """The per-parameter tensors of the optimizer's state (exp_avg, exp_avg_sq) and its step count (None: no step yet)."""
+    states = [s for s in base.state.values() if s]
+    if not states:
+        return [], None
+    first = states[0]
+    return [k for k, v in first.items() if k != "step" and v.dim() > 0], float(first["step"])
+
+
+def _all_gather(t: "torch.Tensor", world: int) -> "torch.Tensor":
+    import torch
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
