@@ -125,6 +125,7 @@ def test_full_sharding_matches_one_process_and_resumes_its_checkpoint(specs, one
     _same_losses(one, sharded)
     assert _summary(tmp_path / "sharded")["sharding"] == "full"
     _same_checkpoint(one_out / "checkpoints" / "step-000004", tmp_path / "sharded" / "checkpoints" / "step-000004")
+    _same_final_weights(one_out, tmp_path / "sharded")
 
     # the 1-process run's checkpoint 4, resumed by 2 sharded processes
     out = tmp_path / "from-one"
@@ -286,7 +287,13 @@ def test_a_deepspeed_config_file_keeps_its_zero_settings_and_loses_what_the_reci
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(file))
     recipe = Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run", train={"batch_size": 8}))
     config = ds_config(recipe.train, stage=3, rows=8, world=2, micro=2, hidden=64)
-    assert config["zero_optimization"] == {"stage": 3, "overlap_comm": True, "reduce_bucket_size": 64 * 64}
+    assert config["zero_optimization"] == {
+        "stage": 3,
+        "overlap_comm": True,
+        "reduce_bucket_size": 64 * 64,  # "auto", and unset: as accelerate fills "auto", from the hidden size
+        "stage3_prefetch_bucket_size": int(0.9 * 64 * 64),
+        "stage3_param_persistence_threshold": 10 * 64,
+    }
     assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]) == (2, 2)
     assert config["train_batch_size"] == 8 and config["gradient_clipping"] == recipe.train.grad_clip
     assert "gradient_accumulation_steps=1 -> 2" in caplog.text  # replaced, and said so

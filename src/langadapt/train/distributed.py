@@ -240,14 +240,41 @@ class Processes:
 
     def copy_weights(self, sharded: Any, model: Any) -> None:
         """Write the trained weights of a sharded copy into `model` on every process (all must call it)."""
-        import torch
         from torch.distributed.tensor import DTensor
 
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, p in sharded.named_parameters():
-                if p.requires_grad:
-                    params[name].copy_(p.full_tensor() if isinstance(p, DTensor) else p)
+        restore_trained(model, {n: p.full_tensor() if isinstance(p, DTensor) else p for n, p in trainable(sharded)})
+
+
+def training_copy(model: Any) -> Any:
+    """A copy of `model` for an engine that shards it in place, at the memory of one model.
+
+    Frozen weights are new parameters over the same storage (an engine replaces a
+    parameter's data, it does not write into it), and `model`'s own trainable weights are
+    released until `restore_trained` gives it the trained ones: otherwise every process
+    would hold a whole extra set of weights beside its shards, which is what sharding saves.
+    """
+    import copy
+
+    import torch
+
+    memo = {id(p): torch.nn.Parameter(p.data, requires_grad=False) for p in model.parameters() if not p.requires_grad}
+    trained = copy.deepcopy(model, memo)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+    return trained
+
+
+def trainable(model: Any) -> Any:
+    return ((n, p) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def restore_trained(model: Any, values: Any) -> None:
+    """Give `model`'s released trainable weights (see `training_copy`) their trained values, by name."""
+    params = dict(model.named_parameters())
+    for name, value in values.items():
+        p = params[name]
+        p.data = value.detach().to(p.device, p.dtype).clone()
 
 
 def _trainable_names(model: Any) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 import logging
@@ -17,7 +16,7 @@ from langadapt.errors import ConfigError
 from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.data import Prefetcher, TokenStream, batch_languages, document_positions, heldout_sample
-from langadapt.train.distributed import Processes, launched_world_size, resolve_sharding, setup
+from langadapt.train.distributed import Processes, launched_world_size, resolve_sharding, setup, training_copy
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
 from langadapt.train.tracking import MetricsLog
@@ -164,10 +163,10 @@ def train_loop(
         if not getattr(model, "is_loaded_in_4bit", False):  # a 4-bit base was placed on its device as it loaded
             model.to(device)
     else:
-        # FSDP shards a model in place and cannot undo it; the caller (phase merges, saving the
-        # final model) needs a plain one, so a copy is sharded (onto the device, block by block)
-        # and its trained weights are written back at the end
-        trained = copy.deepcopy(model)
+        # FSDP and ZeRO shard a model in place and cannot undo it; the caller (phase merges,
+        # saving the final model) needs a plain one, so a copy is sharded (onto the device, block
+        # by block) and its trained weights are written back at the end
+        trained = training_copy(model)
     prepare_model(trained, cfg)
     objective = OBJECTIVES.get(cfg.objective)
     sep_id = next(iter(streams.values())).sep_id

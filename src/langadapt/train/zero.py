@@ -31,7 +31,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.errors import ConfigError
-from langadapt.train.distributed import Processes, env_flag
+from langadapt.train.distributed import Processes, env_flag, restore_trained, trainable
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +48,8 @@ OWNED = {
     "train_batch_size": "train.batch_size (or tokens_per_step / seq_len)",
     "gradient_clipping": "train.grad_clip",
 }
-# zero_optimization values accelerate fills from the model's hidden size when they say "auto"
+# zero_optimization values accelerate fills from the model's hidden size when they say "auto"; langadapt
+# also when they are not set
 HIDDEN_SIZE_AUTO = {
     "reduce_bucket_size": lambda h: h * h,
     "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
@@ -150,10 +151,12 @@ def ds_config(tr: "TrainConfig", stage: int, rows: int, world: int, micro: int, 
         log.warning("DeepSpeed config values the recipe decides were replaced: %s", "; ".join(replaced))
     zero = {**config.get("zero_optimization", {}), "stage": stage}
     for key, size in HIDDEN_SIZE_AUTO.items():
-        if zero.get(key) == "auto":
-            if hidden is None:
-                raise ConfigError([f"train: DeepSpeed zero_optimization.{key} is auto; give it a number"])
-            zero[key] = size(hidden)
+        if zero.get(key, "auto") != "auto" or (key.startswith("stage3") and stage < 3):
+            continue
+        if hidden is not None:
+            zero[key] = size(hidden)  # unset is auto: DeepSpeed's own 5e8-element buckets cost gigabytes
+        elif key in zero:
+            raise ConfigError([f"train: DeepSpeed zero_optimization.{key} is auto; give it a number"])
     config.update(owned, zero_optimization=zero, zero_allow_untested_optimizer=True, steps_per_print=2**31)
     left = [path for path in _auto_values(config)]
     if left:
@@ -303,14 +306,9 @@ class ZeroProcesses(Processes):
 
     def copy_weights(self, sharded: Any, model: Any) -> None:
         """The trained fp32 weights into `model` on every process (all must call it)."""
-        import torch
         from deepspeed.utils import safe_get_full_fp32_param
 
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, p in sharded.named_parameters():
-                if p.requires_grad:
-                    params[name].copy_(safe_get_full_fp32_param(p).to(params[name].device))
+        restore_trained(model, {n: safe_get_full_fp32_param(p) for n, p in trainable(sharded)})
 
 
 def _flat_partitions(opt: Any) -> list["torch.Tensor"]:
