@@ -28,6 +28,11 @@ NEW_IDS = [300, 301, 302, 303]  # rows that train beside LoRA, through the fused
 TOLERANCE = 2e-3
 
 
+needs_deepspeed = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed (langadapt[deepspeed])"
+)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,13 +122,15 @@ def test_two_processes_match_one_then_resume_with_one(specs, one_process, tmp_pa
 
 
 @pytest.mark.slow
-def test_full_sharding_matches_one_process_and_resumes_its_checkpoint(specs, one_process, tmp_path):
-    """Full fine-tuning (the fused loss reads and trains the tied head) sharded over 2 processes."""
-    spec, (one_out, one) = _with_sharding(specs["full"], "full"), one_process["full"]
+@pytest.mark.parametrize("sharding", ["full", pytest.param("zero3", marks=needs_deepspeed)])
+def test_sharding_the_weights_matches_one_process_and_resumes_its_checkpoint(specs, one_process, tmp_path, sharding):
+    """Full fine-tuning (the fused loss reads and trains the tied head) with the weights themselves split
+    over 2 processes: FSDP2 full sharding, DeepSpeed ZeRO-3."""
+    spec, (one_out, one) = _with_sharding(specs["full"], sharding), one_process["full"]
     sharded = _train(tmp_path, {**spec, "out": str(tmp_path / "sharded")}, "sharded", 2)
     assert [r["step"] for r in sharded] == list(range(1, 7))
     _same_losses(one, sharded)
-    assert _summary(tmp_path / "sharded")["sharding"] == "full"
+    assert _summary(tmp_path / "sharded")["sharding"] == sharding
     _same_checkpoint(one_out / "checkpoints" / "step-000004", tmp_path / "sharded" / "checkpoints" / "step-000004")
     _same_final_weights(one_out, tmp_path / "sharded")
 
@@ -134,7 +141,7 @@ def test_full_sharding_matches_one_process_and_resumes_its_checkpoint(specs, one
     (out / "summary.json").unlink()
     resumed = _train(tmp_path, {**spec, "out": str(out)}, "from-one", 2)
     summary = _summary(out)
-    assert summary["resumed_from_step"] == 4 and summary["sharding"] == "full"
+    assert summary["resumed_from_step"] == 4 and summary["sharding"] == sharding
     _same_losses(one, resumed)
 
 
@@ -182,11 +189,6 @@ def test_hybrid_sharding_over_two_nodes_resumes_with_one_process(specs, one_proc
     _same_losses(one, resumed)
 
 
-needs_deepspeed = pytest.mark.skipif(
-    importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed (langadapt[deepspeed])"
-)
-
-
 @pytest.mark.slow
 @needs_deepspeed
 @pytest.mark.parametrize("stage", ["zero1", "zero2"])
@@ -202,29 +204,6 @@ def test_zero_matches_one_process_then_resumes_with_one(specs, one_process, tmp_
     resumed = _train(tmp_path, {**spec, "out": str(out)}, "resumed", 1)
     summary = _summary(out)
     assert summary["resumed_from_step"] == 4 and summary["processes"] == 1 and summary["sharding"] == "none"
-    _same_losses(one, resumed)
-
-
-@pytest.mark.slow
-@needs_deepspeed
-def test_zero3_matches_one_process_and_resumes_its_checkpoint(specs, one_process, tmp_path):
-    """Full fine-tuning under ZeRO-3: the weights themselves are split, the fused loss reads the tied head."""
-    spec, (one_out, one) = _with_sharding(specs["full"], "zero3"), one_process["full"]
-    sharded = _train(tmp_path, {**spec, "out": str(tmp_path / "zero3")}, "zero3", 2)
-    assert [r["step"] for r in sharded] == list(range(1, 7))
-    _same_losses(one, sharded)
-    assert _summary(tmp_path / "zero3")["sharding"] == "zero3"
-    _same_checkpoint(one_out / "checkpoints" / "step-000004", tmp_path / "zero3" / "checkpoints" / "step-000004")
-    _same_final_weights(one_out, tmp_path / "zero3")
-
-    # the 1-process run's checkpoint 4, resumed by 2 ZeRO-3 processes
-    out = tmp_path / "from-one"
-    shutil.copytree(one_out, out)
-    shutil.rmtree(out / "checkpoints" / "step-000006")
-    (out / "summary.json").unlink()
-    resumed = _train(tmp_path, {**spec, "out": str(out)}, "from-one", 2)
-    summary = _summary(out)
-    assert summary["resumed_from_step"] == 4 and summary["sharding"] == "zero3"
     _same_losses(one, resumed)
 
 
