@@ -231,12 +231,8 @@ class ZeroProcesses(Processes):
         self.engine.step()  # clips (gradient_clipping), steps, zeroes the gradients
 
     def gather(self, t: "torch.Tensor") -> "torch.Tensor":
-        return _all_gather(t, self.world_size)
-
-    def wait(self) -> None:
-        import torch.distributed as dist
-
-        dist.barrier()
+        """As `Processes.gather`, through the engine's device (NCCL moves CUDA tensors only)."""
+        return super().gather(t.to(self.engine.device)).cpu()
 
     def release(self, module: Any) -> None:
         pass  # ZeRO-3 partitions the weights again after every forward pass
@@ -340,12 +336,3 @@ def _state_keys(base: Any) -> tuple[list[str], float | None]:
         return [], None
     first = states[0]
     return [k for k, v in first.items() if k != "step" and v.dim() > 0], float(first["step"])
-
-
-def _all_gather(t: "torch.Tensor", world: int) -> "torch.Tensor":
-    import torch
-    import torch.distributed as dist
-
-    parts = [torch.empty_like(t) for _ in range(world)]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
