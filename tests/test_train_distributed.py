@@ -278,11 +278,18 @@ def test_a_deepspeed_config_file_keeps_its_zero_settings_and_loses_what_the_reci
     assert "gradient_accumulation_steps=1 -> 2" in caplog.text  # replaced, and said so
 
     file.write_text(
-        json.dumps({"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}, "bf16": {"enabled": True}})
+        json.dumps(
+            {
+                "zero_optimization": {"stage": 2, "sub_group_size": "auto"},
+                "optimizer": {"type": "Adam"},
+                "bf16": {"enabled": True},
+            }
+        )
     )
     problems = _problems(corpus_files, tiny_model, tmp_path)
     assert any("'optimizer' section" in p and "remove the section" in p for p in problems)
     assert any("enables bf16 weights" in p and "train.precision" in p for p in problems)
+    assert any("cannot fill are 'auto': zero_optimization.sub_group_size" in p for p in problems)
     file.write_text("{not json")
     problems = _problems(corpus_files, tiny_model, tmp_path)
     assert len(problems) == 1 and "cannot be read as JSON" in problems[0] and str(file) in problems[0]

@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.errors import ConfigError
@@ -73,7 +74,7 @@ def accelerate_deepspeed_config() -> dict[str, Any] | None:
     path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
     if path != "none":
         try:
-            json.loads(open(path, encoding="utf-8").read())
+            json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise ConfigError(
                 [
@@ -131,6 +132,10 @@ def zero_problems(tr: "TrainConfig", sharding: str, precision: str) -> list[str]
                 f"train: the DeepSpeed config enables {half} weights; langadapt keeps trained weights in float32 and "
                 f"sets the compute precision with train.precision: set it there and remove '{half}' from the config"
             )
+    filled = set(OWNED) | {f"zero_optimization.{k}" for k in HIDDEN_SIZE_AUTO}
+    unknown = [k for k in _auto_values(config) if k not in filled and not k.startswith(("fp16.", "bf16."))]
+    if unknown:
+        p.append(f"train: DeepSpeed config values langadapt cannot fill are 'auto': {', '.join(unknown)}; give numbers")
     return p
 
 
@@ -158,7 +163,7 @@ def ds_config(tr: "TrainConfig", stage: int, rows: int, world: int, micro: int, 
         elif key in zero:
             raise ConfigError([f"train: DeepSpeed zero_optimization.{key} is auto; give it a number"])
     config.update(owned, zero_optimization=zero, zero_allow_untested_optimizer=True, steps_per_print=2**31)
-    left = [path for path in _auto_values(config)]
+    left = _auto_values(config)
     if left:
         raise ConfigError([f"train: DeepSpeed config values langadapt cannot fill are 'auto': {', '.join(left)}"])
     return config
