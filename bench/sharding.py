@@ -13,6 +13,8 @@ resident memory of the process that uses most:
 
 - during the steps (sampled every 10 ms from the end of the engine's set-up: weights,
   gradients, optimizer state and activations), and how much that is above the loaded model;
+- between steps (read after each optimizer step, the highest: the training state without
+  activations);
 - including loading and the engine's set-up (DeepSpeed flattens and copies the weights as
   it starts);
 - including the final checkpoint, for which rank 0 gathers full fp32 weights and optimizer
@@ -79,13 +81,20 @@ def worker(args: argparse.Namespace) -> None:
     docs, _ = read_source(SourceConfig(path="builtin:bible-nya", language="nya"))
     texts = [d.text for _, d in zip(range(args.docs), docs)]
     streams = {"nya": TokenStream(texts, tok, doc_separator_id(tok), args.seq_len, recipe.seed)}
-    before, at_checkpoint, sampler = current_rss_mb(), [], Sampler()
+    before, at_checkpoint, after_steps, sampler = current_rss_mb(), [], [], Sampler()
     real_setup, real_save = loop.setup, loop.save_checkpoint
 
     def setup(*a: Any, **k: Any) -> Any:  # the steps start once the engine is set up
-        out = real_setup(*a, **k)
+        procs, module, opt = real_setup(*a, **k)
+        real_step = procs.step
+
+        def step(*sa: Any, **sk: Any) -> None:  # between steps: no activations held
+            real_step(*sa, **sk)
+            after_steps.append(current_rss_mb())
+
+        procs.step = step
         sampler.start()
-        return out
+        return procs, module, opt
 
     def save(*a: Any, **k: Any) -> None:  # the final checkpoint gathers full tensors: measured apart
         sampler.stop()
@@ -100,6 +109,7 @@ def worker(args: argparse.Namespace) -> None:
         "precision": summary["precision"],
         "rss_before_train_mb": round(before),
         "steps_peak_rss_mb": round(sampler.peak),
+        "between_steps_rss_mb": round(max(after_steps)),
         "peak_train_rss_mb": round(at_checkpoint[0]),
         "peak_rss_mb": round(rss_mb()),
     }
@@ -134,6 +144,7 @@ def measure(strategy: str, args: argparse.Namespace) -> dict[str, Any]:
         "last_loss": rows[-1]["loss"],
         "tokens_per_s": round(tokens / seconds, 1),
         "steps_peak_rss_mb": max(r["steps_peak_rss_mb"] for r in ranks),
+        "between_steps_rss_mb": max(r["between_steps_rss_mb"] for r in ranks),
         "peak_train_rss_mb": max(r["peak_train_rss_mb"] for r in ranks),  # with loading and engine set-up
         "peak_rss_mb": max(r["peak_rss_mb"] for r in ranks),  # with the final checkpoint
         "train_growth_mb": growth,
@@ -185,7 +196,8 @@ def main() -> None:
         gpu = f", peak GPU ratio {r['peak_gpu_mb'] / base['peak_gpu_mb']:.2f}" if "peak_gpu_mb" in r else ""
         print(
             f"{r['strategy']}: peak RSS during the steps {r['steps_peak_rss_mb'] / base['steps_peak_rss_mb']:.2f} "
-            f"(growth over the loaded model {ratio:.2f}), with engine set-up "
+            f"(growth over the loaded model {ratio:.2f}), between steps "
+            f"{r['between_steps_rss_mb'] / base['between_steps_rss_mb']:.2f}, with engine set-up "
             f"{r['peak_train_rss_mb'] / base['peak_train_rss_mb']:.2f}, with the final checkpoint "
             f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}, tokens/s ratio "
             f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}{gpu}"

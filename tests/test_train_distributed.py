@@ -301,7 +301,7 @@ def test_zero_needs_deepspeed_and_cannot_scale_fp16(corpus_files, tiny_model, tm
 
     monkeypatch.setattr(zero, "deepspeed_installed", lambda: False)
     recipe = Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run"))
-    problems = zero.zero_problems(recipe.train, "zero2", "fp16")
+    problems = zero.zero_problems(recipe.train, "zero2", "fp16", None)
     assert any("not installed" in p and "langadapt[deepspeed]" in p for p in problems)
     assert any("fp16 needs a loss scaler" in p and "bf16 or fp32" in p for p in problems)
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -303,16 +303,17 @@ def launch_problems(tr: TrainConfig, precision: str = "fp32") -> list[str]:
         launched_world_size,
         requested_sharding,
     )
-    from langadapt.train.zero import accelerate_zero_sharding, zero_problems
+    from langadapt.train.zero import accelerate_deepspeed_config, accelerate_zero_sharding, zero_problems
 
     world, p = launched_world_size(), []
     if tr.sharding not in SHARDINGS:
         p.append(f"train.sharding: '{tr.sharding}' is not one of {', '.join(SHARDINGS)}")
     p += _accelerate_fsdp_problems(tr, accelerate_fsdp_strategy(), ACCELERATE_SHARDINGS)
     try:
-        zero = accelerate_zero_sharding()
+        ds = accelerate_deepspeed_config()
     except ConfigError as e:
         return p + e.problems
+    zero = accelerate_zero_sharding(ds) if ds is not None else None
     if zero == "zero0":
         p.append(
             "train: accelerate is configured for DeepSpeed ZeRO stage 0, which shards nothing; choose stage 1, 2 "
@@ -327,7 +328,7 @@ def launch_problems(tr: TrainConfig, precision: str = "fp32") -> list[str]:
     if sharding != "none":
         p += _sharding_problems(tr, sharding, world)
     if sharding.startswith("zero"):
-        p += zero_problems(tr, sharding, precision)
+        p += zero_problems(tr, sharding, precision, ds)
     mixed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
     if mixed not in ("no", precision):
         p.append(

@@ -90,16 +90,19 @@ def accelerate_deepspeed_config() -> dict[str, Any] | None:
         raise ConfigError([f"train: accelerate's DeepSpeed configuration is not usable: {e}"]) from None
 
 
-def accelerate_zero_sharding() -> str | None:
-    """train.sharding as accelerate's DeepSpeed configuration asks for it (zero0 for stage 0; None: no config)."""
-    config = accelerate_deepspeed_config()
+def accelerate_zero_sharding(config: dict[str, Any] | None = None) -> str | None:
+    """train.sharding as accelerate's DeepSpeed configuration (read when not given) asks for it.
+
+    zero0 for stage 0; None when accelerate has no DeepSpeed configuration.
+    """
+    config = accelerate_deepspeed_config() if config is None else config
     if config is None:
         return None
     return f"zero{config.get('zero_optimization', {}).get('stage', 2)}"
 
 
-def zero_problems(tr: "TrainConfig", sharding: str, precision: str) -> list[str]:
-    """What a ZeRO run of this recipe cannot do, found before any work."""
+def zero_problems(tr: "TrainConfig", sharding: str, precision: str, config: dict[str, Any] | None) -> list[str]:
+    """What a ZeRO run of this recipe cannot do (`config`: accelerate's DeepSpeed configuration), before any work."""
     p = []
     if not deepspeed_installed():
         p.append(
@@ -111,7 +114,7 @@ def zero_problems(tr: "TrainConfig", sharding: str, precision: str) -> list[str]
             f"train.sharding {sharding}: fp16 needs a loss scaler that sees every gradient, and ZeRO splits them; "
             "use train.precision: bf16 or fp32 (or FSDP, train.sharding: full, which scales fp16)"
         )
-    config = accelerate_deepspeed_config() or {}
+    config = config or {}
     zero = config.get("zero_optimization", {})
     for what in ("offload_optimizer", "offload_param"):
         if str(zero.get(what, {}).get("device", "none")).lower() not in ("none", "auto"):
