@@ -46,7 +46,7 @@ JUNK = [
 
 def verses(lang: str) -> list[str]:
     from langadapt.config import SourceConfig
-    from langadapt.sources import read_source
+    from langadapt.sources.reading import read_source
 
     docs, _ = read_source(SourceConfig(path=f"builtin:bible-{lang}", language=lang))
     out = []
@@ -135,7 +135,7 @@ def generate(folder: Path, mb: int, shards: int, seed: int = 0) -> dict:
 
 
 def run_langadapt(corpus_dir: Path, run_dir: Path, workers: int, shards: int) -> float:
-    from langadapt import corpus
+    from langadapt.corpus import flow as corpus
     from langadapt.recipe import Recipe
     from langadapt.rundir import RunDir
 
@@ -330,7 +330,7 @@ def main() -> None:
     args = ap.parse_args()
     if importlib.util.find_spec("orjson") is None:
         sys.exit("the stock datatrove pipeline reads JSONL with orjson: pip install 'langadapt[corpus-bench]'")
-    from langadapt.models import cache_dir
+    from langadapt.models.loading import cache_dir
 
     work = Path(args.work) if args.work else cache_dir() / "bench-corpus"
     corpus_dir = work / f"dirty-{args.mb}mb"

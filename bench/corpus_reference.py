@@ -16,7 +16,7 @@ from langadapt.config import SourceConfig
 from langadapt.corpus.filters import STATS, _punctuation, measure, terminal_punctuation
 from langadapt.corpus.thresholds import build_reference
 from langadapt.documents import normalize
-from langadapt.sources import read_source
+from langadapt.sources.reading import read_source
 
 OUT = Path(__file__).resolve().parents[1] / "src/langadapt/data/corpus/reference.json"
 

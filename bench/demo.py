@@ -152,7 +152,7 @@ from pathlib import Path
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from langadapt.documents import read_docs
-from langadapt.evaluate.bpb import bits_per_byte
+from langadapt.scoring.bpb import bits_per_byte
 from langadapt.recipe import EvalConfig
 folder, run_dir = sys.argv[1], Path(sys.argv[2])
 recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())["eval"]

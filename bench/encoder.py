@@ -101,8 +101,8 @@ def score(model_dir: Path, recipe_run: Path, label: str, threads: int) -> tuple[
     """Pseudo bits per byte of one model on the recipe run's evaluation sets, with the eval stage's scorer."""
     import torch
 
-    from langadapt.evaluate import eval_sets, evaluate_model
-    from langadapt.models import load_model, load_tokenizer
+    from langadapt.evaluate.flow import eval_sets, evaluate_model
+    from langadapt.models.loading import load_model, load_tokenizer
     from langadapt.recipe import Recipe
     from langadapt.rundir import RunDir
 
@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--cold-cache", action="store_true", help="an empty LANGADAPT_CACHE: the e5 import is timed too")
     args = ap.parse_args()
 
-    from langadapt.models import cache_dir
+    from langadapt.models.loading import cache_dir
 
     root = args.root
     if args.cold_cache and not args.resume:

@@ -88,7 +88,7 @@ class Trainer:
 
     def __init__(self, recipe: Any, rd: Any) -> None:
         from langadapt.documents import languages, read_texts
-        from langadapt.models import doc_separator_id, load_model, load_tokenizer
+        from langadapt.models.loading import doc_separator_id, load_model, load_tokenizer
         from langadapt.rundir import read_json
         from langadapt.train.data import TokenStream
         from langadapt.train.methods import TRAIN_METHODS
@@ -122,7 +122,7 @@ class Trainer:
         self.step = steps
 
     def bpb(self, texts: list[str]) -> float:
-        from langadapt.evaluate.bpb import bits_per_byte
+        from langadapt.scoring.bpb import bits_per_byte
 
         return float(bits_per_byte(self.model, self.tok, texts, self.recipe.eval)["bits_per_byte"])
 
@@ -138,7 +138,7 @@ def score_method(
     train: bool = True,
 ) -> dict[str, Any]:
     """Init one method with the real stage, score it at zero steps, train the budget, score again."""
-    from langadapt import init as embed_init
+    from langadapt.init import flow as embed_init
     from langadapt.recipe import Recipe
     from langadapt.rundir import read_json
 
@@ -194,9 +194,10 @@ def main() -> None:
 
     import torch
 
-    from langadapt import corpus, tokenizer
+    from langadapt.corpus import flow as corpus
     from langadapt.recipe import Recipe, find_recipe
     from langadapt.rundir import RunDir, read_json
+    from langadapt.tokenizer import flow as tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)

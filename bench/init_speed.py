@@ -39,10 +39,11 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
 
-    from langadapt import corpus, tokenizer
-    from langadapt import init as embed_init
+    from langadapt.corpus import flow as corpus
+    from langadapt.init import flow as embed_init
     from langadapt.recipe import Recipe, find_recipe
     from langadapt.rundir import RunDir, read_json
+    from langadapt.tokenizer import flow as tokenizer
 
     demo = find_recipe("demo-nya-smollm2")
     overrides = [f"tokenizer.new_tokens={args.new_tokens}", f"tokenizer.target_vocab_size={args.target_vocab}"]

@@ -25,7 +25,7 @@ TAG = re.compile(r"<[^>]+>")
 
 
 def udhr_folder(given: str) -> Path:
-    from langadapt.models import cache_dir
+    from langadapt.models.loading import cache_dir
 
     if given:
         p = Path(given)

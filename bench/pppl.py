@@ -20,7 +20,7 @@ import time
 def chichewa_text(chars: int) -> str:
     """The start of Ruth 1 in Chichewa (a book the demo recipes hold out), cut at a word boundary."""
     from langadapt.config import SourceConfig
-    from langadapt.sources import read_source
+    from langadapt.sources.reading import read_source
 
     docs, _ = read_source(SourceConfig(path="builtin:bible-nya", language="nya"))
     text = next(d.text for d in docs if d.id == "RUT.1")
@@ -41,8 +41,8 @@ def main() -> None:
     import torch
 
     from langadapt.config import ModelConfig
-    from langadapt.evaluate.pppl import pseudo_bits_per_byte, pseudo_log_likelihood_reference
-    from langadapt.models import load_model, load_tokenizer, resolve_base
+    from langadapt.models.loading import load_model, load_tokenizer, resolve_base
+    from langadapt.scoring.pppl import pseudo_bits_per_byte, pseudo_log_likelihood_reference
 
     torch.set_num_threads(args.threads)
     path = resolve_base(ModelConfig(base=args.model))

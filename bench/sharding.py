@@ -65,8 +65,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from langadapt.config import SourceConfig
-    from langadapt.models import doc_separator_id, load_model, load_tokenizer, resolve_base
-    from langadapt.sources import read_source
+    from langadapt.models.loading import doc_separator_id, load_model, load_tokenizer, resolve_base
+    from langadapt.sources.reading import read_source
     from langadapt.train import loop
     from langadapt.train.data import TokenStream
     from langadapt.train.methods import TRAIN_METHODS

@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from langadapt import corpus, tokenizer
+from langadapt.corpus import flow as corpus
 from langadapt.recipe import Recipe
 from langadapt.rundir import RunDir, read_json
+from langadapt.tokenizer import flow as tokenizer
 
 
 def xlmr_folder(root: Path) -> str:

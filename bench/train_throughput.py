@@ -77,8 +77,8 @@ def model_and_data(recipe: Any, n_docs: int) -> tuple[Any, Any, list[str]]:
     import torch
 
     from langadapt.config import SourceConfig
-    from langadapt.models import load_model, load_tokenizer, resolve_base
-    from langadapt.sources import read_source
+    from langadapt.models.loading import load_model, load_tokenizer, resolve_base
+    from langadapt.sources.reading import read_source
     from langadapt.train.methods import TRAIN_METHODS
 
     torch.manual_seed(0)
@@ -97,7 +97,7 @@ def model_and_data(recipe: Any, n_docs: int) -> tuple[Any, Any, list[str]]:
 
 
 def run_langadapt(args: argparse.Namespace) -> dict[str, Any]:
-    from langadapt.models import doc_separator_id
+    from langadapt.models.loading import doc_separator_id
     from langadapt.train.data import TokenStream
     from langadapt.train.loop import train_loop
 
@@ -246,7 +246,7 @@ def main() -> None:
         return worker(args)
 
     from langadapt.config import ModelConfig
-    from langadapt.models import resolve_base
+    from langadapt.models.loading import resolve_base
 
     resolve_base(ModelConfig())  # import the bundled GGUF once, outside the timed runs
     results = {} if args.langadapt_only else {"trainer": measure("trainer", args)}

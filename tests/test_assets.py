@@ -17,7 +17,7 @@ pytestmark = [
 
 
 def test_builtin_smollm2_imports_once_and_loads(tmp_path, monkeypatch):
-    from langadapt.models import load_model, load_tokenizer, resolve_base
+    from langadapt.models.loading import load_model, load_tokenizer, resolve_base
 
     monkeypatch.setenv("LANGADAPT_CACHE", str(tmp_path))
     path = resolve_base(ModelConfig(base="builtin:smollm2-135m"))
@@ -69,7 +69,7 @@ def test_builtin_multilingual_e5_imports_and_retrieves_across_languages(tmp_path
     """The 4-bit E5S1 image dequantises into a BERT encoder whose sentence embeddings still align languages."""
     import torch
 
-    from langadapt.models import is_encoder, load_model, load_tokenizer, resolve_base
+    from langadapt.models.loading import is_encoder, load_model, load_tokenizer, resolve_base
 
     monkeypatch.setenv("LANGADAPT_CACHE", str(tmp_path))
     path = resolve_base(ModelConfig(base="builtin:multilingual-e5-small"))

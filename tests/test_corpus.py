@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from langadapt import corpus
+from langadapt.corpus import flow as corpus
 from langadapt.documents import read_docs
 from langadapt.errors import ConfigError, InputError
 from langadapt.recipe import CorpusConfig, Recipe, SourceConfig

@@ -9,12 +9,13 @@ import pytest
 import torch
 from conftest import ENGLISH, save_tiny_llama, target_docs
 
-from langadapt import corpus, tokenizer
-from langadapt import init as embed_init
+from langadapt.corpus import flow as corpus
 from langadapt.documents import languages, read_texts
+from langadapt.init import flow as embed_init
 from langadapt.init.config import InitConfig
-from langadapt.init.methods import INIT_METHODS, InitContext, InitInputs
+from langadapt.init.methods import INIT_METHODS, InitContext, InitInputs, decompose
 from langadapt.rundir import RunDir, read_json
+from langadapt.tokenizer import flow as tokenizer
 
 
 def target_words() -> list[str]:
@@ -237,9 +238,9 @@ def test_wordpiece_continuations_decompose_as_continuations():
     tk = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
-    assert embed_init.decompose("##ndipo", tok) == [2, 3, 5]
-    assert embed_init.decompose("ndi", tok) == [1, 3]
-    assert embed_init.decompose("xyz", tok) == []  # unknown characters: nothing to build from
+    assert decompose("##ndipo", tok) == [2, 3, 5]
+    assert decompose("ndi", tok) == [1, 3]
+    assert decompose("xyz", tok) == []  # unknown characters: nothing to build from
 
 
 def test_dictd_dictionary_is_read_and_oriented(tmp_path):
@@ -370,7 +371,7 @@ def test_ofa_run_exports_as_a_plain_transformers_model(tiny_recipe, tmp_path):
 
     from langadapt import pipeline
     from langadapt.export import export
-    from langadapt.models import load_model
+    from langadapt.models.loading import load_model
 
     init = {"method": "ofa", "ofa_rank": 8, "vector_epochs": 1, "vector_dim": 16}
     recipe = tiny_recipe(run_dir=str(tmp_path / "run"), init=init, train={"max_steps": 2, "save_every": 2})

@@ -8,7 +8,7 @@ from conftest import ENCODER_KINDS, build_tiny_encoder
 
 @pytest.mark.parametrize("kind", ENCODER_KINDS)
 def test_encoder_loads_as_masked_lm_and_missing_head_is_created_tied(kind, tmp_path):
-    from langadapt.models import is_encoder, load_model
+    from langadapt.models.loading import is_encoder, load_model
 
     with_head = load_model(str(build_tiny_encoder(tmp_path / "head", kind)))
     assert type(with_head).__name__.endswith("ForMaskedLM")
@@ -28,7 +28,7 @@ def test_encoder_loads_as_masked_lm_and_missing_head_is_created_tied(kind, tmp_p
 def test_decoders_are_not_encoders(tiny_model):
     from transformers import BertConfig, LlamaConfig
 
-    from langadapt.models import is_encoder, load_model
+    from langadapt.models.loading import is_encoder, load_model
 
     assert not is_encoder(str(tiny_model))
     assert type(load_model(str(tiny_model))).__name__ == "LlamaForCausalLM"
@@ -41,7 +41,7 @@ def test_decoders_are_not_encoders(tiny_model):
 
 
 def _plan(folder, **overrides):
-    from langadapt.models import load_tokenizer
+    from langadapt.models.loading import load_tokenizer
     from langadapt.train.config import TrainConfig
     from langadapt.train.mlm import MaskingPlan
 
@@ -91,8 +91,8 @@ def test_mlm_loss_is_computed_at_masked_positions_only_and_matches_the_full_head
     import torch
     import torch.nn.functional as F
 
-    from langadapt.models import load_model
     from langadapt.models.encoder import mlm_logits_at
+    from langadapt.models.loading import load_model
     from langadapt.train.mlm import attach_masking, mlm_loss
 
     tok, plan = _plan(tiny_encoder)
@@ -128,7 +128,7 @@ def test_saved_model_folder_loads_its_tokenizer_without_the_mistral_regex_warnin
     from transformers import PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
 
-    from langadapt.models import load_tokenizer
+    from langadapt.models.loading import load_tokenizer
 
     raw = Tokenizer(models.WordLevel({f"w{i}": i for i in range(100_001)} | {"<unk>": 100_001}, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -64,7 +64,7 @@ def test_each_method_trains_saves_and_reloads_with_identical_outputs(
 ):
     import torch
 
-    from langadapt.models import load_model
+    from langadapt.models.loading import load_model
     from langadapt.rundir import read_json
 
     _train_in_copy(prepared, corpus_files, tiny_encoder, tmp_path / "run", method=method, max_steps=2)
@@ -100,7 +100,7 @@ def test_two_phases_resume_across_the_boundary_exactly(prepared, corpus_files, t
     import torch
 
     import langadapt.train.phases as phases_module
-    from langadapt.models import load_model
+    from langadapt.models.loading import load_model
     from langadapt.pipeline import run
     from langadapt.rundir import read_json
 

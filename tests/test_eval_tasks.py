@@ -16,9 +16,9 @@ import torch
 from langadapt.errors import InputError
 from langadapt.evaluate.config import TaskConfig
 from langadapt.evaluate.embed import Encoder, layer_index
-from langadapt.evaluate.tasks import TASKS, TaskContext, builtin_data, load_data
 from langadapt.evaluate.tasks import retrieval as R
 from langadapt.evaluate.tasks import tag as T
+from langadapt.evaluate.tasks.base import TASKS, TaskContext, builtin_data, load_data
 
 TOPICS = {
     "royal": "king queen crown throne palace prince royal court servant lord",

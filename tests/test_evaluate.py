@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from langadapt import evaluate
-from langadapt.evaluate import bpb
+from langadapt.evaluate import flow as evaluate
 from langadapt.recipe import EvalConfig
+from langadapt.scoring import bpb
 
 
 @pytest.mark.parametrize("n,context,stride", [(2, 8, 4), (10, 8, 4), (100, 16, 8), (17, 16, 16), (50, 64, 32)])

@@ -54,7 +54,7 @@ def test_merged_export_loads_in_a_fresh_process_with_the_same_bits_per_byte(fini
 import json, sys
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from langadapt.documents import read_docs
-from langadapt.evaluate.bpb import bits_per_byte
+from langadapt.scoring.bpb import bits_per_byte
 from langadapt.recipe import EvalConfig
 model = AutoModelForCausalLM.from_pretrained({str(folder)!r}); tok = AutoTokenizer.from_pretrained({str(folder)!r})
 texts = [d.text for d in read_docs(__import__('pathlib').Path({str(run_dir / "corpus" / "nya" / "heldout.parquet")!r}))]
@@ -179,7 +179,7 @@ def test_encoder_with_bottleneck_adapters_exports_as_an_adapterhub_folder(corpus
     that a fresh process loads with plain transformers + adapters, computing what langadapt computes."""
     from conftest import tiny_recipe_dict, write_recipe
 
-    from langadapt.models import load_model
+    from langadapt.models.loading import load_model
 
     train = {"objective": "mlm", "method": "seq-bn", "max_steps": 2, "seq_len": 32, "batch_size": 4}
     data = tiny_recipe_dict(corpus_files, tiny_encoder, tmp_path / "run", tokenizer={"method": "keep"}, train=train)

@@ -9,8 +9,8 @@ from conftest import english_lines, target_docs
 
 @pytest.mark.parametrize("within_word", [False, True])
 def test_batched_pseudo_likelihood_equals_the_reference(tiny_encoder, within_word):
-    from langadapt.evaluate.pppl import pseudo_bits_per_byte, pseudo_log_likelihood_reference
-    from langadapt.models import load_model, load_tokenizer
+    from langadapt.models.loading import load_model, load_tokenizer
+    from langadapt.scoring.pppl import pseudo_bits_per_byte, pseudo_log_likelihood_reference
 
     model, tok = load_model(str(tiny_encoder)), load_tokenizer(str(tiny_encoder))
     texts = [target_docs(seed=2)[0]["text"], english_lines(1, seed=4)[0], "the man"]
@@ -27,7 +27,7 @@ def test_batched_pseudo_likelihood_equals_the_reference(tiny_encoder, within_wor
 
 
 def test_windows_score_each_token_once_with_context_on_both_sides():
-    from langadapt.evaluate.pppl import windows
+    from langadapt.scoring.pppl import windows
 
     content = list(range(100, 150))
     starts = [i % 3 == 0 for i in range(50)]
@@ -43,8 +43,8 @@ def test_windows_score_each_token_once_with_context_on_both_sides():
 
 
 def test_within_word_correction_raises_the_score_of_split_words(tiny_encoder):
-    from langadapt.evaluate.pppl import pseudo_bits_per_byte
-    from langadapt.models import load_model, load_tokenizer
+    from langadapt.models.loading import load_model, load_tokenizer
+    from langadapt.scoring.pppl import pseudo_bits_per_byte
 
     model, tok = load_model(str(tiny_encoder)), load_tokenizer(str(tiny_encoder))
     # at its initial scale (std 0.02) the tiny model barely reads its context, so hiding more of

@@ -6,11 +6,11 @@ import re
 
 import pytest
 
+from langadapt.catalog import registries
 from langadapt.corpus.filters import FILTERS
 from langadapt.errors import ConfigError
-from langadapt.registry import load_all
 
-REGISTRIES = load_all()
+REGISTRIES = registries()
 
 
 @pytest.mark.parametrize("kind", sorted(REGISTRIES))

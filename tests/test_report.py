@@ -74,7 +74,7 @@ def test_task_rows_put_models_side_by_side_with_the_change():
 
 def test_a_phased_run_is_described_phase_by_phase():
     from langadapt.recipe import TrainConfig
-    from langadapt.report import trained_phrase, training_phrase
+    from langadapt.report.flow import trained_phrase, training_phrase
     from langadapt.train.config import PhaseConfig
 
     single = TrainConfig(method="lora", max_steps=40)

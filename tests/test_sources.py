@@ -10,7 +10,8 @@ import pytest
 
 from langadapt.errors import InputError
 from langadapt.recipe import SourceConfig
-from langadapt.sources import BUILTIN_SOURCES, read_source
+from langadapt.sources.bundled import BUILTIN_SOURCES
+from langadapt.sources.reading import read_source
 
 
 def read(src: SourceConfig, per_group: int = 2):

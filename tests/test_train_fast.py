@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from langadapt import train
 from langadapt.recipe import TrainConfig
+from langadapt.train import flow as train
 from langadapt.train import objectives
 
 
@@ -310,7 +310,7 @@ def test_dropout_off_makes_training_mode_deterministic(tiny_encoder, tmp_path, a
     """train.dropout 0 reaches dropout modules and the rates fused attention kernels read; the config keeps its own."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from langadapt.models import load_model
+    from langadapt.models.loading import load_model
     from langadapt.train.loop import set_dropout
 
     torch.manual_seed(0)

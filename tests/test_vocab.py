@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import english_lines, save_tiny_llama, target_docs, tiny_recipe_dict
 
-from langadapt import corpus, tokenizer
+from langadapt.corpus import flow as corpus
 from langadapt.errors import ConfigError
 from langadapt.recipe import Recipe
 from langadapt.rundir import RunDir, read_json
+from langadapt.tokenizer import flow as tokenizer
 
 FAMILIES = ("bpe-bytelevel", "bpe-sentencepiece", "unigram", "wordpiece")
 CYRILLIC = ["при", "вет", "мир", "да", "ко", "ни", "сло", "ва", "жи", "зн", "ро", "ша"]
@@ -167,7 +168,7 @@ def test_replace_keeps_rows_of_shared_tokens(family_models, corpus_files, tmp_pa
     import torch
     from transformers import AutoModelForCausalLM
 
-    from langadapt import init
+    from langadapt.init import flow as init
 
     model_dir = family_models["bpe-bytelevel"]
     _, rd = _run(corpus_files, model_dir, tmp_path, (corpus, tokenizer, init), tokenizer={"method": "replace"})
@@ -187,8 +188,8 @@ def test_trimmed_model_gives_the_same_logits_inside_the_kept_vocabulary(family, 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from langadapt import init
     from langadapt.documents import read_texts
+    from langadapt.init import flow as init
 
     model_dir = family_models[family]
     _, rd = _run(corpus_files, model_dir, tmp_path, (corpus, tokenizer, init), tokenizer={"method": "trim"})

@@ -19,7 +19,7 @@ from pathlib import Path
 def main() -> None:
     import torch
 
-    from langadapt.models import doc_separator_id, load_model, load_tokenizer
+    from langadapt.models.loading import doc_separator_id, load_model, load_tokenizer
     from langadapt.recipe import Recipe
     from langadapt.train import loop
     from langadapt.train.data import TokenStream

@@ -210,19 +210,19 @@ def list_cmd(
     ),
 ) -> None:
     """List the registered components of one kind, by the short names recipes use."""
+    from langadapt.catalog import registries
     from langadapt.errors import ConfigError
     from langadapt.recipe import shipped_recipes
-    from langadapt.registry import load_all
 
     if registry == "recipes":
         for name, path in shipped_recipes().items():
             out.print(f"[bold]{name}[/]  {path}", highlight=False)
         return
-    registries = load_all()
-    if registry not in registries:
-        valid = ", ".join(["recipes", *sorted(registries)])
+    known = registries()
+    if registry not in known:
+        valid = ", ".join(["recipes", *sorted(known)])
         raise ConfigError([f"unknown registry '{registry}'; valid: {valid}"], source="list")
-    for entry in registries[registry].entries():
+    for entry in known[registry].entries():
         out.print(f"[bold]{entry.name}[/]  {entry.help}", highlight=False)
 
 

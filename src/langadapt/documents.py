@@ -12,7 +12,7 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langadapt.sources import Doc
+from langadapt.sources.records import Doc
 
 if TYPE_CHECKING:
     from langadapt.rundir import RunDir

@@ -107,14 +107,14 @@ def _copy_files(src: Path, dst: Path) -> None:
 
 
 def _is_encoder(final: Path) -> bool:
-    from langadapt.models import is_encoder
+    from langadapt.models.loading import is_encoder
 
     return is_encoder(str(final))
 
 
 def _bottleneck(final: Path) -> Path | None:
     """The AdapterHub adapter the train stage kept beside the model (it could not be merged), if any."""
-    from langadapt.models import ADAPTER_NAME
+    from langadapt.models.loading import ADAPTER_NAME
 
     folder = final / "adapters" / ADAPTER_NAME
     return folder if (folder / "adapter_config.json").is_file() else None
@@ -200,7 +200,7 @@ def _vocab_changed(rd: RunDir) -> bool:
 
 
 def _hub_id(recipe: "Recipe") -> bool:
-    from langadapt.models import looks_like_local_path
+    from langadapt.models.loading import looks_like_local_path
 
     base = recipe.model.base
     return not base.startswith("builtin:") and not recipe.model.gguf_file and not looks_like_local_path(base)

@@ -7,11 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langadapt import corpus, evaluate, init, report, tokenizer, train
+from langadapt.corpus import flow as corpus
 from langadapt.errors import ConfigError
-from langadapt.models import load_config, load_tokenizer, resolve_base
+from langadapt.evaluate import flow as evaluate
+from langadapt.init import flow as init
+from langadapt.models.loading import load_config, load_tokenizer, resolve_base
 from langadapt.recipe import Recipe
+from langadapt.report import flow as report
 from langadapt.rundir import STAGES, RunDir, read_json
+from langadapt.tokenizer import flow as tokenizer
+from langadapt.train import flow as train
 
 log = logging.getLogger(__name__)
 

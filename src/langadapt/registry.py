@@ -61,11 +61,3 @@ class Registry(Generic[T]):
 
 REGISTRIES: dict[str, Registry[Any]] = {}
 
-
-def load_all() -> dict[str, Registry[Any]]:
-    """Import every module that registers components, then return all registries."""
-    import langadapt.models  # noqa: F401
-    import langadapt.pipeline  # noqa: F401  (imports every stage, which imports its parts)
-    import langadapt.sources  # noqa: F401
-
-    return REGISTRIES

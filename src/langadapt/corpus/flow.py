@@ -36,7 +36,7 @@ from langadapt.corpus.filters import FILTERS  # noqa: F401  (registers the steps
 from langadapt.corpus.outputs import heldout_groups, is_heldout
 from langadapt.documents import normalize
 from langadapt.rundir import RunDir, StageContext, write_json
-from langadapt.sources import source_identity
+from langadapt.sources.reading import source_identity
 from langadapt.stage import run_stage
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ def _stop_words(cfg: CorpusConfig, languages: list[str], work: Path) -> dict[str
     from importlib import resources
 
     from langadapt.corpus.filters import stop_words_from
-    from langadapt.sources import source_records
+    from langadapt.sources.reading import source_records
 
     cache = work / "stop_words.json"
     if cache.exists():

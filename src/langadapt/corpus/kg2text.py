@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from langadapt.errors import InputError
-from langadapt.sources import Doc, Record
+from langadapt.sources.records import Doc, Record
 
 if TYPE_CHECKING:
     from langadapt.corpus.config import KnowledgeConfig

@@ -15,7 +15,7 @@ from langadapt.corpus.config import CorpusConfig
 from langadapt.corpus.filters import FILTERS
 from langadapt.documents import write_docs
 from langadapt.errors import InputError
-from langadapt.sources import Doc
+from langadapt.sources.records import Doc
 
 log = logging.getLogger(__name__)
 

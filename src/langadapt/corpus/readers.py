@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator
 
 from langadapt.config import SourceConfig
-from langadapt.sources import Record, expand_files, file_records, source_records
+from langadapt.sources.formats import expand_files, file_records
+from langadapt.sources.reading import source_records
+from langadapt.sources.records import Record
 
 if TYPE_CHECKING:
     from langadapt.corpus.config import CorpusConfig

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from langadapt.models import doc_separator_id
+from langadapt.models.loading import doc_separator_id
 
 if TYPE_CHECKING:
     import numpy as np

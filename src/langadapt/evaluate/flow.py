@@ -24,15 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.config import ModelConfig
 from langadapt.documents import languages, leading_documents, normalize, read_texts
-from langadapt.evaluate.bpb import bits_per_byte
 from langadapt.evaluate.config import EvalConfig, TaskConfig
 from langadapt.evaluate.embed import Encoder
-from langadapt.evaluate.pppl import score as pseudo_bits_per_byte
-from langadapt.evaluate.tasks import TASKS, TaskContext, load_data
+from langadapt.evaluate.tasks import classify, harness, retrieval, tag  # noqa: F401  (register the task kinds)
+from langadapt.evaluate.tasks.base import TASKS, TaskContext, load_data
 from langadapt.evaluate.tasks.data import TaskData
-from langadapt.models import is_encoder, load_model, load_tokenizer, resolve_base
+from langadapt.models.loading import is_encoder, load_model, load_tokenizer, resolve_base
 from langadapt.rundir import RunDir, StageContext, write_json
-from langadapt.sources import read_source, source_identity
+from langadapt.scoring.bpb import bits_per_byte
+from langadapt.scoring.pppl import score as pseudo_bits_per_byte
+from langadapt.sources.reading import read_source, source_identity
 from langadapt.stage import run_stage
 
 if TYPE_CHECKING:

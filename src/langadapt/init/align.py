@@ -113,7 +113,7 @@ def orient(pairs: list[tuple[str, str]], source_words: set[str], target_words: s
 
 def parallel_texts(source: "SourceConfig", target: "SourceConfig") -> tuple[list[str], list[str], dict[str, int]]:
     """Documents of two sources paired by id; unpaired documents are counted."""
-    from langadapt.sources import read_source
+    from langadapt.sources.reading import read_source
 
     src_docs, _ = read_source(source)
     by_id = {d.id: d.text for d in src_docs}

@@ -24,6 +24,7 @@ from langadapt.init.methods import (
     InitInputs,
     InitRows,
     Mixture,
+    decompose,
     mixture_rows,
     pieces_mixture,
 )
@@ -39,7 +40,7 @@ def helper_space(ctx: InitContext) -> dict[str, Any]:
 
     def load() -> dict[str, Any]:
         from langadapt.config import ModelConfig
-        from langadapt.models import load_model, load_tokenizer, resolve_base
+        from langadapt.models.loading import load_model, load_tokenizer, resolve_base
 
         if not ctx.config.helper_model:
             raise ConfigError(["init.helper_model: this method needs a helper model trained on the target language"])
@@ -55,8 +56,6 @@ def helper_space(ctx: InitContext) -> dict[str, Any]:
 
 def helper_vector(helper: dict[str, Any], token: str) -> "torch.Tensor | None":
     """A token's helper row by string, else the mean of its pieces under the helper tokenizer."""
-    from langadapt.init import decompose
-
     vocab, rows = helper["vocab"], helper["rows"]
     if token in vocab and vocab[token] < rows.shape[0]:
         return rows[vocab[token]]

@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 
 def score(model: Any, tok: Any, texts: list[str], recipe: "Recipe") -> float:
     """Bits per byte (decoders) or pseudo bits per byte (encoders) with the eval stage's windows."""
-    from langadapt.evaluate.bpb import bits_per_byte
-    from langadapt.evaluate.pppl import score as pseudo_bits_per_byte
-    from langadapt.models import is_encoder
+    from langadapt.models.loading import is_encoder
+    from langadapt.scoring.bpb import bits_per_byte
+    from langadapt.scoring.pppl import score as pseudo_bits_per_byte
 
     scorer = pseudo_bits_per_byte if is_encoder(model.config) else bits_per_byte
     return float(scorer(model.eval(), tok, texts, recipe.eval, desc="init comparison")["bits_per_byte"])

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from langadapt.documents import languages, leading_documents, read_texts
 from langadapt.errors import InputError
 from langadapt.init import basic, clp, focus, ofa, omp, wechsel  # noqa: F401  (register the methods)
-from langadapt.init.methods import INIT_METHODS, InitContext, InitInputs, InitRows
-from langadapt.models import load_model, load_tokenizer, resolve_base
+from langadapt.init.methods import INIT_METHODS, InitContext, InitInputs, InitRows, decompose
+from langadapt.models.loading import load_model, load_tokenizer, resolve_base
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 
@@ -40,29 +40,6 @@ log = logging.getLogger(__name__)
 NAME = "init"
 TOKEN_SOURCES = "token_sources.json"
 COMBINE = ("min", "mean", "max")
-
-
-def decompose(token: str, base_tok: Any, vocab: dict[str, int] | None = None) -> list[int]:
-    """Old-token ids of a new token, applying the old model's own segmentation to its spelling.
-
-    Working on the token string in the tokenizer's alphabet (e.g. 'Ġndipo', '▁ndipo')
-    avoids decode/re-encode problems with partial UTF-8 byte tokens. A WordPiece
-    continuation ('##ndi') is spelled without its marker, then its first piece is taken
-    as a continuation too.
-    """
-    model = base_tok.backend_tokenizer.model
-    continuation = token.startswith("##") and len(token) > 2
-    try:
-        ids = [t.id for t in model.tokenize(token[2:] if continuation else token)]
-    except Exception:  # a token the old model cannot spell (e.g. unseen characters, no byte fallback)
-        return []
-    if continuation and ids:
-        vocab = vocab if vocab is not None else base_tok.get_vocab()  # pass it in loops: get_vocab() is slow
-        first = model.id_to_token(ids[0])
-        if "##" + first in vocab:
-            ids[0] = vocab["##" + first]
-    unk = getattr(base_tok, "unk_token_id", None)
-    return [] if unk is not None and unk in ids else ids
 
 
 def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
@@ -322,7 +299,7 @@ def save_factors(model: Any, context: InitContext, out: Path, report: dict[str, 
 
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
-    from langadapt.sources import source_identity
+    from langadapt.sources.reading import source_identity
 
     c = recipe.init
     files: dict[str, Any] = {}

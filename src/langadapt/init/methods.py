@@ -115,3 +115,26 @@ def mixture_rows(x: InitInputs, mix: Mixture) -> InitRows:
 
 InitMethod = Callable[[InitInputs], InitRows]
 INIT_METHODS: Registry[InitMethod] = Registry("init-methods")
+
+
+def decompose(token: str, base_tok: Any, vocab: dict[str, int] | None = None) -> list[int]:
+    """Old-token ids of a new token, applying the old model's own segmentation to its spelling.
+
+    Working on the token string in the tokenizer's alphabet (e.g. 'Ġndipo', '▁ndipo')
+    avoids decode/re-encode problems with partial UTF-8 byte tokens. A WordPiece
+    continuation ('##ndi') is spelled without its marker, then its first piece is taken
+    as a continuation too.
+    """
+    model = base_tok.backend_tokenizer.model
+    continuation = token.startswith("##") and len(token) > 2
+    try:
+        ids = [t.id for t in model.tokenize(token[2:] if continuation else token)]
+    except Exception:  # a token the old model cannot spell (e.g. unseen characters, no byte fallback)
+        return []
+    if continuation and ids:
+        vocab = vocab if vocab is not None else base_tok.get_vocab()  # pass it in loops: get_vocab() is slow
+        first = model.id_to_token(ids[0])
+        if "##" + first in vocab:
+            ids[0] = vocab["##" + first]
+    unk = getattr(base_tok, "unk_token_id", None)
+    return [] if unk is not None and unk in ids else ids

@@ -119,7 +119,7 @@ def base_problems(cfg: ModelConfig) -> list[str]:
 def resolve_base(cfg: ModelConfig) -> str:
     """A name or folder that `from_pretrained` can load, importing GGUF files first."""
     if cfg.base.startswith("builtin:"):
-        from langadapt.sources import package_dir
+        from langadapt.sources.bundled import package_dir
 
         name = cfg.base[len("builtin:") :]
         entry = MODELS.get(name)

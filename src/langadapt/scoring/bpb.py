@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from langadapt.evaluate.config import EvalConfig
-from langadapt.models import doc_separator_id
+from langadapt.models.loading import doc_separator_id
 from langadapt.progress import track
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from langadapt.models import max_sequence_length
 from langadapt.models.encoder import mlm_logits_at, word_start_table, word_starts
+from langadapt.models.loading import max_sequence_length
 from langadapt.progress import track
 
 if TYPE_CHECKING:

@@ -1,5 +1,4 @@
-"""Where text comes from: user files and hub data sets (`formats.py`), bundled offline corpora
-(`bundled.py`), as `Doc`s and `Record`s (`records.py`).
+"""Read one configured source: its records, its identity for a stage's inputs, its problems.
 
 Every reader yields `Doc`s and counts what it could not turn into one (unparseable line,
 missing text field, over `max_documents`) in a `ReadStats`, so the corpus stage can
@@ -14,27 +13,11 @@ from typing import Iterator
 
 from langadapt.config import SourceConfig
 from langadapt.rundir import sha256_file
-from langadapt.sources.bundled import BUILTIN_SOURCES, bible_books, find_package_dir, package_dir
-from langadapt.sources.formats import FORMATS, INVALID_UTF8, expand_files, file_records, read_files, read_hub
+from langadapt.sources.bundled import BUILTIN_SOURCES, find_package_dir
+from langadapt.sources.formats import FORMATS, expand_files, read_files, read_hub
 from langadapt.sources.records import Doc, ReadStats, Record
 
-# what the rest of the package reads from here; the parts live in records.py, formats.py, bundled.py
-__all__ = [
-    "BUILTIN_SOURCES",
-    "FORMATS",
-    "INVALID_UTF8",
-    "Doc",
-    "ReadStats",
-    "Record",
-    "bible_books",
-    "expand_files",
-    "file_records",
-    "package_dir",
-    "read_source",
-    "source_identity",
-    "source_problems",
-    "source_records",
-]
+SPLIT_BY = ("line", "paragraph", "file")
 
 
 def source_records(src: SourceConfig, docs_per_group: int = 100, invalid_utf8: str = "repair") -> Iterator[Record]:
@@ -98,9 +81,20 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def source_problems(src: SourceConfig, key: str) -> list[str]:
-    from langadapt.validation import source_format_problems
+def source_format_problems(src: SourceConfig, key: str) -> list[str]:
+    p = []
+    if src.format not in ("auto", *FORMATS):
+        p.append(f"{key}.format: '{src.format}' is not one of auto, {', '.join(FORMATS)}")
+    if src.split_by not in SPLIT_BY:
+        p.append(f"{key}.split_by: '{src.split_by}' is not one of {', '.join(SPLIT_BY)}")
+    if not src.language or not src.language.replace("_", "").replace("-", "").isalnum():
+        p.append(f"{key}.language: give a language code such as nya or eng")
+    if src.max_documents < 0:
+        p.append(f"{key}.max_documents: must be >= 0")
+    return p
 
+
+def source_problems(src: SourceConfig, key: str) -> list[str]:
     p = source_format_problems(src, key)
     if src.path.startswith("builtin:"):
         name = src.path[len("builtin:") :]

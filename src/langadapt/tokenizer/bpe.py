@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from langadapt.tokenizer.extend import Candidate
+from langadapt.tokenizer.state import Candidate
 
 
 def _merge_pair(m: Any) -> tuple[str, str]:
@@ -87,8 +86,6 @@ def candidates(
     base_state: dict[str, Any], target_state: dict[str, Any], limit: int
 ) -> tuple[list["Candidate"], Counter]:
     """New tokens of the target BPE, each with the one merge that makes it from base pieces."""
-    from langadapt.tokenizer.extend import Candidate
-
     tokens = ["".join(_merge_pair(m)) for m in target_state["model"]["merges"]]
     merges, skipped = merges_for(base_state, tokens, limit)
     return [Candidate(new, (a, b), (a, b)) for a, b, new in merges], skipped

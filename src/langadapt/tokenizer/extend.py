@@ -24,11 +24,12 @@ import logging
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import StageError
+from langadapt.tokenizer import bpe, unigram, wordpiece
 from langadapt.tokenizer.methods import TOKENIZER_METHODS, MethodInputs
-from langadapt.tokenizer.state import check_extendable, family_of, tokenizer_from_state, tokenizer_state
+from langadapt.tokenizer.state import Candidate, check_extendable, family_of, tokenizer_from_state, tokenizer_state
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -39,15 +40,7 @@ CANDIDATE_FACTOR = 3  # candidates considered per requested new token
 ROUNDS = 6  # re-selection rounds before dropping without refilling
 
 
-class Candidate(NamedTuple):
-    token: str  # in the tokenizer's own alphabet ('▁ndipo', 'Ġndipo', '##po')
-    needs: tuple[str, ...]  # tokens this one is built from (BPE merge parts); only new ones matter
-    data: Any  # family payload: the BPE merge pair, the Unigram score, nothing for WordPiece
-
-
 def _parts(family: str) -> Any:
-    from langadapt.tokenizer import bpe, unigram, wordpiece
-
     return {"bpe-bytelevel": bpe, "bpe-sentencepiece": bpe, "unigram": unigram, "wordpiece": wordpiece}[family]
 
 

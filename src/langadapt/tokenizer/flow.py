@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.documents import languages, read_docs, read_texts
-from langadapt.models import load_tokenizer, resolve_base
+from langadapt.models.loading import load_tokenizer, resolve_base
 from langadapt.rundir import RunDir, StageContext, write_json
 from langadapt.stage import run_stage
 from langadapt.tokenizer import extend, replace, translit, trim  # noqa: F401  (register their methods)
@@ -84,7 +84,7 @@ def _parity(
     When the parallel target text is the corpus's own text, only held-out documents are
     used, so the adapted tokenizer is not measured on what it was trained on.
     """
-    from langadapt.sources import read_source
+    from langadapt.sources.reading import read_source
 
     cfg = recipe.tokenizer
     assert cfg.parity_target is not None and cfg.parity_reference is not None
@@ -115,7 +115,7 @@ def _parity(
 
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
-    from langadapt.sources import source_identity
+    from langadapt.sources.reading import source_identity
 
     t = recipe.tokenizer
     return {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from langadapt.errors import ConfigError
 
@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 FAMILIES = ("bpe-bytelevel", "bpe-sentencepiece", "unigram", "wordpiece")
 # slow-tokenizer files that would disagree with a rewritten tokenizer.json
 _STALE_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
+
+
+class Candidate(NamedTuple):
+    """A token `extend` may add, as every family's editing module takes it."""
+
+    token: str  # in the tokenizer's own alphabet ('▁ndipo', 'Ġndipo', '##po')
+    needs: tuple[str, ...]  # tokens this one is built from (BPE merge parts); only new ones matter
+    data: Any  # family payload: the BPE merge pair, the Unigram score, nothing for WordPiece
 
 
 def tokenizer_state(tok: "PreTrainedTokenizerBase") -> dict[str, Any]:

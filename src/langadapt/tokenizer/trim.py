@@ -43,7 +43,7 @@ BATCH = 1000  # texts encoded at a time while counting
 def trim_texts(inp: MethodInputs) -> dict[str, list[str]]:
     """The texts whose tokens are kept, by name: corpus languages (training split) and extra sources."""
     from langadapt.documents import languages, read_texts
-    from langadapt.sources import read_source
+    from langadapt.sources.reading import read_source
 
     cfg = inp.recipe.tokenizer
     target, replay = languages(inp.rd)

@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from langadapt.tokenizer.extend import Candidate
+from langadapt.tokenizer.state import Candidate
 
 MARGIN = 0.5  # log-probability a new piece must gain over the base segmentation of its own span
 UNK_PENALTY = 10.0  # what the tokenizers library charges an unknown character below the lowest score
@@ -46,8 +45,6 @@ def candidates(
     base_state: dict[str, Any], target_state: dict[str, Any], limit: int
 ) -> tuple[list["Candidate"], Counter]:
     """Target pieces the base lacks, most probable first, with scores on the base's scale."""
-    from langadapt.tokenizer.extend import Candidate
-
     base_scores = dict(base_state["model"]["vocab"])
     specials = {t["content"] for t in target_state.get("added_tokens", [])}
     specials |= {t["content"] for t in base_state.get("added_tokens", [])}

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from langadapt.tokenizer.extend import Candidate
+from langadapt.tokenizer.state import Candidate
 
 
 def candidates(
     base_state: dict[str, Any], target_state: dict[str, Any], limit: int
 ) -> tuple[list["Candidate"], Counter]:
     """Target entries the base lacks, in the target's order (alphabet, then merges by frequency)."""
-    from langadapt.tokenizer.extend import Candidate
-
     base = base_state["model"]["vocab"]
     specials = {t["content"] for t in target_state.get("added_tokens", [])}
     prefix = target_state["model"].get("continuing_subword_prefix") or "##"

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import ConfigError, MissingDependencyError
-from langadapt.models import ADAPTER_NAME, adapter_activation, is_encoder
+from langadapt.models.loading import ADAPTER_NAME, adapter_activation, is_encoder
 from langadapt.train.config import TrainConfig
-from langadapt.train.methods import TRAIN_METHODS, embedding_module_name, train_all_embeddings
+from langadapt.train.trainable import TRAIN_METHODS, embedding_module_name, train_all_embeddings
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -261,7 +261,7 @@ def save_final(model: Any, tok: Any, folder: Path) -> None:
 
 def model_problems(recipe: "Recipe") -> list[str]:
     """Checks that need the base model's config (read cheaply, no weights): objective, methods, positions."""
-    from langadapt.models import base_config
+    from langadapt.models.loading import base_config
 
     config = base_config(recipe.model)
     if config is None:
@@ -284,7 +284,7 @@ def config_problems(recipe: "Recipe", config: "PretrainedConfig") -> list[str]:
             p.append(f"train.method {m}: needs the adapters library: {INSTALL}")
         elif not supports_adapters(config.model_type):
             p.append(f"train.method {m}: the adapters library does not support {config.model_type}; use lora or full")
-    from langadapt.models import max_sequence_length
+    from langadapt.models.loading import max_sequence_length
 
     limit = max_sequence_length(config)
     if limit is not None and tr.seq_len > limit:

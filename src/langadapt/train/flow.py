@@ -18,17 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.documents import languages, read_texts
-from langadapt.models import doc_separator_id, load_model, load_tokenizer
+from langadapt.models.loading import doc_separator_id, load_model, load_tokenizer
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 from langadapt.train.adapters import config_problems, save_final
 from langadapt.train.data import TokenStream
-from langadapt.train.distributed import is_main_process
 from langadapt.train.loop import set_dropout
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, attach_masking
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.phases import run_phases
+from langadapt.train.processes import is_main_process
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -93,8 +93,8 @@ def _quantized_base(recipe: "Recipe", init_dir: Path) -> Any:
     """QLoRA's base: the initialised model with 4-bit NF4 linear layers, computing in the run's precision."""
     from langadapt.devices import resolve_device
     from langadapt.errors import ConfigError
-    from langadapt.models import load_quantized_model
-    from langadapt.train.config import qlora_problems
+    from langadapt.models.loading import load_quantized_model
+    from langadapt.train.checks import qlora_problems
     from langadapt.train.precision import resolve_precision
 
     problems = qlora_problems(recipe)

@@ -16,9 +16,10 @@ from langadapt.errors import ConfigError
 from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.data import Prefetcher, TokenStream, batch_languages, document_positions, heldout_sample
-from langadapt.train.distributed import Processes, launched_world_size, resolve_sharding, setup, training_copy
+from langadapt.train.distributed import resolve_sharding, setup
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
+from langadapt.train.processes import Processes, launched_world_size, training_copy
 from langadapt.train.tracking import MetricsLog
 
 if TYPE_CHECKING:

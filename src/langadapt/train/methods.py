@@ -1,27 +1,21 @@
-"""Train methods: which weights train (LoRA, new rows only, everything), registered by name."""
+"""Train methods on peft: LoRA, QLoRA, new rows only, everything; encoders' LoRA goes through `adapters.py`.
+
+Importing this module registers every train method (it imports `adapters.py`, which registers the
+AdapterHub ones); the registry and the contract are in `trainable.py`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from langadapt.errors import ConfigError
-from langadapt.registry import Registry
+from langadapt.models.loading import is_encoder
+from langadapt.train.adapters import add_adapter
 from langadapt.train.config import TrainConfig
+from langadapt.train.trainable import TRAIN_METHODS, embedding_module_name, train_all_embeddings
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
-
-
-TrainMethod = Callable[["PreTrainedModel", TrainConfig, list[int]], "PreTrainedModel"]
-TRAIN_METHODS: Registry[TrainMethod] = Registry("train-methods")
-
-
-def embedding_module_name(model: "PreTrainedModel") -> str:
-    emb = model.get_input_embeddings()
-    for name, module in model.named_modules():
-        if module is emb:
-            return name.split(".")[-1]
-    raise ConfigError(["train: cannot find the model's input embedding module"])
 
 
 def _check_targets(model: "PreTrainedModel", targets: tuple[str, ...]) -> None:
@@ -41,11 +35,7 @@ def _check_targets(model: "PreTrainedModel", targets: tuple[str, ...]) -> None:
 def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
     from peft import LoraConfig, get_peft_model
 
-    from langadapt.models import is_encoder
-
     if is_encoder(model.config):  # encoders: LoRA through the adapters library, on attention and feed-forward
-        from langadapt.train.adapters import add_adapter
-
         return add_adapter(model, "lora-adapters", cfg, new_ids)
 
     _check_targets(model, cfg.lora_targets)
@@ -62,15 +52,6 @@ def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
     if cfg.embeddings == "all":  # trained in place: merge_and_unload keeps them, the checkpoint saves them
         train_all_embeddings(model)
     return model
-
-
-def train_all_embeddings(model: "PreTrainedModel") -> int:
-    """The whole input embedding matrix, and the output projection (tied to it or not), trainable."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    weights = {id(m.weight): m.weight for m in (inner.get_input_embeddings(), inner.get_output_embeddings()) if m}
-    for w in weights.values():
-        w.requires_grad_(True)
-    return sum(w.numel() for w in weights.values())
 
 
 @TRAIN_METHODS.register(

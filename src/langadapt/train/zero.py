@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.errors import ConfigError
-from langadapt.train.distributed import Processes, env_flag, restore_trained, trainable
+from langadapt.train.processes import Processes, env_flag, restore_trained, trainable
 
 if TYPE_CHECKING:
     import torch

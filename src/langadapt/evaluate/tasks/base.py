@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable
 
+from langadapt.evaluate.tasks import bible
 from langadapt.evaluate.tasks.data import TaskData, read_hub, read_local, task_files
 from langadapt.registry import Registry
 
@@ -99,10 +101,6 @@ def load_data(cfg: "TaskConfig", languages: list[str]) -> TaskData:
 
 
 def builtin_data(name: str) -> TaskData:
-    from importlib import resources
-
-    from langadapt.evaluate.tasks import bible
-
     if name == "bible-topic":
         return bible.topic_set()
     if name == "bible-bitext":
@@ -140,6 +138,3 @@ def data_problems(cfg: "TaskConfig", key: str) -> list[str]:
         return [f"{key}.data: no file matches '{cfg.data}'"]
     return []
 
-
-# the kinds register themselves on import
-from langadapt.evaluate.tasks import classify, harness, retrieval, tag  # noqa: E402, F401

@@ -27,7 +27,7 @@ import re
 from collections import defaultdict
 
 from langadapt.evaluate.tasks.data import Example, TaskData
-from langadapt.sources import bible_books, package_dir
+from langadapt.sources.bundled import bible_books, package_dir
 
 LANGUAGES = ("nya", "eng")
 # genre -> books whose verses are test-only; ACT and REV are single-book genres, split by chapter

@@ -12,7 +12,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.evaluate.embed import layer_index, pool
-from langadapt.evaluate.tasks import TASKS, Kind, Score, TaskContext, summarise
+from langadapt.evaluate.tasks.base import TASKS, Kind, Score, TaskContext, summarise
 from langadapt.evaluate.tasks.data import Example, TaskData, check_labels
 
 if TYPE_CHECKING:

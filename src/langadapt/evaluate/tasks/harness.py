@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from langadapt.errors import InputError, MissingDependencyError
 from langadapt.evaluate.embed import is_decoder
-from langadapt.evaluate.tasks import TASKS, Kind, Score, TaskContext
+from langadapt.evaluate.tasks.base import TASKS, Kind, Score, TaskContext
 from langadapt.evaluate.tasks.data import TaskData
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import InputError
 from langadapt.evaluate.embed import layer_index
-from langadapt.evaluate.tasks import TASKS, Kind, Score, TaskContext
+from langadapt.evaluate.tasks.base import TASKS, Kind, Score, TaskContext
 from langadapt.evaluate.tasks.data import TaskData
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from langadapt.evaluate.embed import layer_index
-from langadapt.evaluate.tasks import TASKS, Kind, Score, TaskContext, summarise
+from langadapt.evaluate.tasks.base import TASKS, Kind, Score, TaskContext, summarise
 from langadapt.evaluate.tasks.classify import settings, subsample
 from langadapt.evaluate.tasks.data import Example, TaskData, check_labels
 

@@ -1,0 +1,264 @@
+"""Checks of the train section of a recipe that need the stage's parts (registries, files, the model).
+
+`validation.py` runs them with every other section's; `config.py` holds the section itself and imports
+only mechanics.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from langadapt.devices import device_problems, resolve_device
+from langadapt.errors import ConfigError
+from langadapt.models.loading import base_config, is_encoder
+from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS, model_problems
+from langadapt.train.config import TrainConfig, effective_batch_size
+from langadapt.train.distributed import ACCELERATE_SHARDINGS, SHARDINGS, accelerate_fsdp_strategy, requested_sharding
+from langadapt.train.methods import TRAIN_METHODS
+from langadapt.train.objectives import OBJECTIVES
+from langadapt.train.precision import precision_problems, resolve_precision
+from langadapt.train.processes import env_flag, launched_world_size, node_size
+from langadapt.train.tracking import sink_problems
+from langadapt.train.zero import accelerate_deepspeed_config, accelerate_zero_sharding, zero_problems
+
+if TYPE_CHECKING:
+    from langadapt.recipe import Recipe
+
+
+def check(recipe: "Recipe") -> list[str]:
+    """Problems with the train section."""
+
+    tr, p = recipe.train, []
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            p.append(msg)
+
+    if tr.method not in TRAIN_METHODS:
+        p.append(f"train.method: {TRAIN_METHODS.unknown_message(tr.method)}")
+    if tr.objective not in OBJECTIVES:
+        p.append(f"train.objective: {OBJECTIVES.unknown_message(tr.objective)}")
+    need(tr.lora_rank >= 1, "train.lora_rank: must be >= 1")
+    need(bool(tr.lora_targets), "train.lora_targets: list at least one module name")
+    need(0.0 <= tr.replay_ratio < 1.0, "train.replay_ratio: must be in [0, 1)")
+    if tr.replay_ratio > 0:
+        need(
+            recipe.corpus.replay is not None,
+            "train.replay_ratio: > 0 needs a valid corpus.replay (or set train.replay_ratio: 0)",
+        )
+    need(tr.seq_len >= 8, "train.seq_len: must be >= 8")
+    need(tr.batch_size >= 1, "train.batch_size: must be >= 1")
+    need(tr.max_steps >= 1, "train.max_steps: must be >= 1")
+    need(tr.lr > 0, "train.lr: must be > 0")
+    need(tr.embedding_lr >= 0, "train.embedding_lr: must be >= 0")
+    need(tr.dropout == -1 or 0 <= tr.dropout < 1, "train.dropout: must be -1 (the model's own) or in [0, 1)")
+    p.extend(_embedding_problems(tr))
+    need(0 <= tr.warmup_steps <= tr.max_steps, "train.warmup_steps: must be between 0 and train.max_steps")
+    need(0.0 <= tr.min_lr_ratio <= 1.0, "train.min_lr_ratio: must be in [0, 1]")
+    need(tr.save_every >= 0, "train.save_every: must be >= 0")
+    need(tr.keep_checkpoints >= 1, "train.keep_checkpoints: must be >= 1")
+    need(tr.threads >= 0, "train.threads: must be >= 0")
+    p.extend(throughput_problems(recipe))
+    p.extend(qlora_problems(recipe))
+    p.extend(_encoder_problems(recipe))
+    return p
+
+
+EMBEDDINGS = ("new", "all", "none")
+
+
+def _embedding_problems(tr: TrainConfig) -> list[str]:
+    """Known values, and `all` only with methods whose other weights it does not contradict."""
+    p = []
+    settings = [("train.embeddings", tr.embeddings, tr.method if not tr.phases else "")]
+    settings += [(f"train.phases[{i}].embeddings", ph.embeddings, ph.method) for i, ph in enumerate(tr.phases)]
+    for where, value, method in settings:
+        if value and value not in EMBEDDINGS:
+            p.append(f"{where}: '{value}' is not one of {', '.join(EMBEDDINGS)}")
+        elif (value or tr.embeddings) == "all" and method in ("head", "new-rows", "qlora"):
+            p.append(
+                f"{where}: all trains the whole embedding matrix, which method {method} keeps frozen "
+                "(head and new-rows are the baselines of that choice; qlora's base is quantised); "
+                "set it on a lora, adapter or full phase"
+            )
+    return p
+
+
+def qlora_problems(recipe: "Recipe") -> list[str]:
+    """What `train.method: qlora` needs: bitsandbytes, a CUDA GPU to train on, a decoder, no phases."""
+    import importlib.util
+
+    tr, p = recipe.train, []
+    phased = [i for i, ph in enumerate(tr.phases) if ph.method == "qlora"]
+    for i in phased:
+        p.append(
+            f"train.phases[{i}].method: qlora loads the base in 4 bits for the whole run; "
+            "use it as train.method without train.phases"
+        )
+    if tr.method != "qlora" and not phased:
+        return p
+    if importlib.util.find_spec("bitsandbytes") is None:
+        p.append("train.method qlora: needs the package bitsandbytes: pip install 'langadapt[qlora]'")
+    if not device_problems(tr.device, "train.device") and resolve_device(tr.device).type != "cuda":
+        p.append(
+            "train.method qlora: needs a CUDA GPU (bitsandbytes' 4-bit NF4 kernels) and "
+            + ("train.device is not cuda" if tr.device != "auto" else "torch sees none here")
+            + "; use train.method: lora"
+        )
+    config = base_config(recipe.model)
+    if config is not None and is_encoder(config):
+        p.append(f"train.method qlora: decoders only; {config.model_type} is an encoder (use lora)")
+    return p
+
+
+def _encoder_problems(recipe: "Recipe") -> list[str]:
+    """Masking ranges, the phase schedule, and what the base model allows (objective, methods, sequence length)."""
+    tr, p = recipe.train, []
+    if not 0 < tr.mlm_probability < 1:
+        p.append("train.mlm_probability: must be in (0, 1)")
+    if tr.mlm_mask_ratio < 0 or tr.mlm_random_ratio < 0 or tr.mlm_mask_ratio + tr.mlm_random_ratio > 1:
+        p.append("train.mlm_mask_ratio, train.mlm_random_ratio: must be >= 0 and sum to at most 1")
+    if tr.adapter_reduction_factor < 1 or tr.adapter_inv_reduction_factor < 1:
+        p.append("train.adapter_reduction_factor, train.adapter_inv_reduction_factor: must be >= 1")
+    names = []
+    for i, ph in enumerate(tr.phases):
+        if ph.method not in TRAIN_METHODS:
+            p.append(f"train.phases[{i}].method: {TRAIN_METHODS.unknown_message(ph.method)}")
+        if ph.max_steps < 1:
+            p.append(f"train.phases[{i}].max_steps: must be >= 1")
+        if ph.lr < 0:
+            p.append(f"train.phases[{i}].lr: must be >= 0 (0: train.lr)")
+        if ph.warmup_steps < -1 or ph.warmup_steps > ph.max_steps:
+            p.append(f"train.phases[{i}].warmup_steps: must be -1 or between 0 and the phase's max_steps")
+        names.append(ph.name or ph.method)
+    if len(set(names)) != len(names):
+        p.append("train.phases: give phases with the same method distinct names")
+    for i, ph in enumerate(tr.phases[:-1]):
+        if ph.method in ADAPTER_METHODS and ph.method not in MERGEABLE_METHODS:
+            p.append(
+                f"train.phases[{i}].method: {ph.method} adapters cannot be merged, so only the last phase may add them"
+            )
+    p.extend(model_problems(recipe))
+    return p
+
+
+def throughput_problems(recipe: "Recipe") -> list[str]:
+    """Device, precision and batching problems, found before any work."""
+
+    tr = recipe.train
+    p, precision = device_problems(tr.device, "train.device"), "fp32"
+    if not p:
+        p += precision_problems(tr.precision, resolve_device(tr.device))
+        precision = resolve_precision(tr.precision, resolve_device(tr.device)) if not p else precision
+    if tr.eval_every < 0 or tr.eval_tokens < tr.seq_len or tr.early_stopping_patience < 0:
+        p.append("train.eval_every, train.early_stopping_patience: must be >= 0; train.eval_tokens: >= train.seq_len")
+    if tr.early_stopping_patience and not tr.eval_every:
+        p.append("train.early_stopping_patience: needs train.eval_every > 0 (stopping is decided on held-out text)")
+    p += sink_problems(tr.log_to)
+    if tr.packed_attention not in ("document", "row"):
+        p.append(f"train.packed_attention: '{tr.packed_attention}' is not one of document, row")
+    if tr.micro_batch_size < 0 or tr.tokens_per_step < 0:
+        p.append("train.micro_batch_size, train.tokens_per_step: must be >= 0")
+    elif tr.micro_batch_size and effective_batch_size(tr) % tr.micro_batch_size:
+        p.append(
+            f"train.micro_batch_size: {tr.micro_batch_size} must divide the batch of {effective_batch_size(tr)} "
+            "sequences per step (train.batch_size, or train.tokens_per_step / train.seq_len)"
+        )
+    return p + launch_problems(tr, precision)
+
+
+def launch_problems(tr: TrainConfig, precision: str = "fp32") -> list[str]:
+    """What `accelerate launch` / `torchrun` asked for that this run cannot do (seen in its environment)."""
+
+    world, p = launched_world_size(), []
+    if tr.sharding not in SHARDINGS:
+        p.append(f"train.sharding: '{tr.sharding}' is not one of {', '.join(SHARDINGS)}")
+    p += _accelerate_fsdp_problems(tr, accelerate_fsdp_strategy(), ACCELERATE_SHARDINGS)
+    try:
+        ds = accelerate_deepspeed_config()
+    except ConfigError as e:
+        return p + e.problems
+    zero = accelerate_zero_sharding(ds) if ds is not None else None
+    if zero == "zero0":
+        p.append(
+            "train: accelerate is configured for DeepSpeed ZeRO stage 0, which shards nothing; choose stage 1, 2 "
+            "or 3 in `accelerate config`, or multi-GPU for data parallelism (DDP)"
+        )
+    elif zero and tr.sharding not in ("none", zero):
+        p.append(
+            f"train.sharding: {tr.sharding}, but accelerate is configured for DeepSpeed ({zero}); make them agree, "
+            "or leave train.sharding at none to follow accelerate"
+        )
+    sharding = requested_sharding(tr.sharding) if tr.sharding in SHARDINGS and zero != "zero0" else "none"
+    if sharding != "none":
+        p += _sharding_problems(tr, sharding, world)
+    if sharding.startswith("zero"):
+        p += zero_problems(tr, sharding, precision, ds)
+    mixed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if mixed not in ("no", precision):
+        p.append(
+            f"train.precision resolves to {precision}, but accelerate is configured for mixed precision {mixed}; "
+            f"set train.precision: {mixed}, or choose 'no' in `accelerate config` (langadapt applies train.precision)"
+        )
+    rows = effective_batch_size(tr)
+    if world > 1 and rows % (world * (tr.micro_batch_size or 1)):
+        p.append(
+            f"train.batch_size: {rows} sequences per step do not split evenly over {world} processes"
+            + (f" x micro-batches of {tr.micro_batch_size}" if tr.micro_batch_size else "")
+        )
+    return p
+
+
+def _accelerate_fsdp_problems(tr: TrainConfig, strategy: str | None, mapping: dict[str, str]) -> list[str]:
+    """An accelerate FSDP config is honoured as train.sharding; what of it langadapt cannot apply is refused."""
+    if strategy is None:
+        return []
+    p = []
+    if strategy not in mapping:
+        p.append(
+            f"train: accelerate's FSDP sharding strategy {strategy} is not supported; langadapt shards with "
+            "FULL_SHARD (train.sharding: full) or HYBRID_SHARD (hybrid): choose one of them in `accelerate config`, "
+            "or multi-GPU without FSDP for data parallelism (DDP)"
+        )
+    elif tr.sharding not in ("none", mapping[strategy]):
+        p.append(
+            f"train.sharding: {tr.sharding}, but accelerate is configured for FSDP {strategy} "
+            f"({mapping[strategy]}); make them agree, or leave train.sharding at none to follow accelerate"
+        )
+    refused = {
+        "FSDP_OFFLOAD_PARAMS": ("parameter offloading to the CPU", "shard over more GPUs or train fewer weights"),
+        "FSDP_ACTIVATION_CHECKPOINTING": ("activation checkpointing", "set train.gradient_checkpointing: true"),
+    }
+    for env, (what, instead) in refused.items():
+        if env_flag(env):
+            p.append(
+                f"train: accelerate's FSDP config asks for {what}, which langadapt does not apply; {instead}, "
+                "and turn it off in `accelerate config`"
+            )
+    return p
+
+
+def _sharding_problems(tr: TrainConfig, sharding: str, world: int) -> list[str]:
+    """Methods that cannot be sharded, and hybrid sharding over processes that do not form whole nodes."""
+    p = []
+    methods = [ph.method for ph in tr.phases] if tr.phases else [tr.method]
+    if "qlora" in methods:
+        p.append(
+            f"train.sharding {sharding}: qlora's 4-bit bitsandbytes weights cannot be sharded; use "
+            "train.method: lora with sharding (the base is sharded instead of quantised), or qlora with "
+            "train.sharding: none"
+        )
+    if sharding == "hybrid" and world > 1:
+        node = node_size()
+        if node is None:
+            p.append(
+                "train.sharding hybrid: the processes per node are unknown (LOCAL_WORLD_SIZE is not set); "
+                "launch with torchrun or accelerate launch, which set it"
+            )
+        elif world % node:
+            p.append(
+                f"train.sharding hybrid: {world} processes do not split into nodes of {node} (LOCAL_WORLD_SIZE); "
+                "start the same number of processes on every node"
+            )
+    return p

@@ -1,0 +1,39 @@
+"""The contract of a train method (which weights train) and the registry that names them.
+
+A method takes the initialised model, the train section and the ids of new tokens, and returns the
+model with exactly the weights it trains set to require gradients (wrapped by peft or the adapters
+library where it adds weights). The methods register in `methods.py` (peft) and `adapters.py`
+(AdapterHub); importing `methods.py` loads both.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from langadapt.errors import ConfigError
+from langadapt.registry import Registry
+from langadapt.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+TrainMethod = Callable[["PreTrainedModel", TrainConfig, list[int]], "PreTrainedModel"]
+TRAIN_METHODS: Registry[TrainMethod] = Registry("train-methods")
+
+
+def embedding_module_name(model: "PreTrainedModel") -> str:
+    emb = model.get_input_embeddings()
+    for name, module in model.named_modules():
+        if module is emb:
+            return name.split(".")[-1]
+    raise ConfigError(["train: cannot find the model's input embedding module"])
+
+
+def train_all_embeddings(model: "PreTrainedModel") -> int:
+    """The whole input embedding matrix, and the output projection (tied to it or not), trainable."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    weights = {id(m.weight): m.weight for m in (inner.get_input_embeddings(), inner.get_output_embeddings()) if m}
+    for w in weights.values():
+        w.requires_grad_(True)
+    return sum(w.numel() for w in weights.values())
