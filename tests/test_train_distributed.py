@@ -342,3 +342,34 @@ def test_one_process_ignores_sharding():
 
     assert os.environ.get("WORLD_SIZE", "1") == "1"
     assert resolve_sharding("full") == resolve_sharding("hybrid") == "none"
+
+
+def test_deepspeed_internals_are_those_checked():
+    """`zero._optimizer_internals` reads DeepSpeed's private optimizer attributes: they exist in the pinned version.
+
+    The sources are read, not imported (importing DeepSpeed takes long on a CPU machine).
+    """
+    import importlib.util
+    import re
+    from importlib import metadata
+
+    from langadapt.train.zero import DEEPSPEED_CHECKED
+
+    pinned = re.search(r'"deepspeed==([0-9.]+)"', (Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pinned and pinned.group(1) == DEEPSPEED_CHECKED, "pin deepspeed at the version the internals were checked on"
+    spec = importlib.util.find_spec("deepspeed")
+    if spec is None:
+        pytest.skip("deepspeed is not installed (pip install 'langadapt[deepspeed]')")
+    assert metadata.version("deepspeed") == DEEPSPEED_CHECKED, (
+        f"DeepSpeed {metadata.version('deepspeed')} is installed; train/zero.py's internals were checked on "
+        f"{DEEPSPEED_CHECKED}"
+    )
+    zero = Path(spec.submodule_search_locations[0]) / "runtime" / "zero"
+    zero12, zero3 = (zero / "stage_1_and_2.py").read_text(), (zero / "stage3.py").read_text()
+    for name in (
+        "self.single_partition_of_fp32_groups",
+        "def _lazy_init_hp_params_optimizer_state",
+        "_hp_optimizer_states_linked",
+    ):
+        assert name in zero12, name
+    assert "self.fp32_partitioned_groups_flat" in zero3

@@ -92,7 +92,7 @@ def evaluate_model(
 ) -> dict[str, dict[str, float]]:
     out = {}
     for s in sets:
-        # encoders have no next-token likelihood: pseudo bits per byte (evaluate/pppl.py), under the same keys
+        # encoders have no next-token likelihood: pseudo bits per byte (scoring/pppl.py), under the same keys
         scorer = pseudo_bits_per_byte if is_encoder(model.config) else bits_per_byte
         out[s.name] = scorer(model, tok, s.texts, cfg, desc=f"{label}: {s.name}")
         log.info(

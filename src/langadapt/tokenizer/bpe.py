@@ -11,11 +11,10 @@ touched; `extend.py` drops the ones that still touch the replay language.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
-from langadapt.tokenizer.state import Candidate
+from langadapt.tokenizer.state import Candidate, extendable_copy
 
 
 def _merge_pair(m: Any) -> tuple[str, str]:
@@ -93,10 +92,8 @@ def candidates(
 
 def with_merges(base_state: dict[str, Any], merges: list[tuple[str, str, str]]) -> dict[str, Any]:
     """A copy of the base tokenizer state with `merges` appended and their tokens added."""
-    state = json.loads(json.dumps(base_state))
+    state, next_id = extendable_copy(base_state)
     model = state["model"]
-    ids = list(model["vocab"].values()) + [t["id"] for t in state.get("added_tokens", [])]
-    next_id = max(ids) + 1
     as_string = bool(model["merges"]) and isinstance(model["merges"][0], str)
     for a, b, new in merges:
         model["vocab"][new] = next_id

@@ -32,6 +32,17 @@ class Candidate(NamedTuple):
     data: Any  # family payload: the BPE merge pair, the Unigram score, nothing for WordPiece
 
 
+def extendable_copy(base_state: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A deep copy of a tokenizer state, and the first id after its vocabulary and its added tokens.
+
+    Every family's `with_tokens` gives new tokens ids from there, so old ids never move.
+    """
+    state = json.loads(json.dumps(base_state))
+    vocab = state["model"]["vocab"]
+    ids = range(len(vocab)) if isinstance(vocab, list) else vocab.values()  # Unigram: a list of [piece, score]
+    return state, max([*ids, *(t["id"] for t in state.get("added_tokens", []))], default=-1) + 1
+
+
 def tokenizer_state(tok: "PreTrainedTokenizerBase") -> dict[str, Any]:
     """The tokenizer.json state of a fast tokenizer; a ConfigError for slow-only tokenizers."""
     if not getattr(tok, "is_fast", False):

@@ -20,7 +20,8 @@ import statistics
 from collections import Counter
 from typing import Any
 
-from langadapt.tokenizer.state import Candidate
+from langadapt.errors import StageError
+from langadapt.tokenizer.state import Candidate, extendable_copy
 
 MARGIN = 0.5  # log-probability a new piece must gain over the base segmentation of its own span
 UNK_PENALTY = 10.0  # what the tokenizers library charges an unknown character below the lowest score
@@ -67,11 +68,9 @@ def candidates(
 
 def with_tokens(base_state: dict[str, Any], cands: list["Candidate"]) -> dict[str, Any]:
     """A copy of the base state with the candidates appended as scored pieces (ids after the last one)."""
-    from langadapt.errors import StageError
-
-    state = json.loads(json.dumps(base_state))
+    state, next_id = extendable_copy(base_state)
     vocab = state["model"]["vocab"]
-    if any(t["id"] >= len(vocab) for t in state.get("added_tokens", [])):
+    if next_id != len(vocab):
         raise StageError(
             "tokenizer: this Unigram tokenizer has added tokens after its piece table, so new pieces cannot "
             "take the next ids without moving them",

@@ -9,11 +9,10 @@ replay language: an added 'ind' would turn English 'in ##deed' into 'ind ##eed'.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
-from langadapt.tokenizer.state import Candidate
+from langadapt.tokenizer.state import Candidate, extendable_copy
 
 
 def candidates(
@@ -38,9 +37,6 @@ def candidates(
 
 def with_tokens(base_state: dict[str, Any], cands: list["Candidate"]) -> dict[str, Any]:
     """A copy of the base state with the candidates added (ids after the last one)."""
-    state = json.loads(json.dumps(base_state))
-    vocab = state["model"]["vocab"]
-    next_id = max(list(vocab.values()) + [t["id"] for t in state.get("added_tokens", [])]) + 1
-    for i, c in enumerate(cands):
-        vocab[c.token] = next_id + i
+    state, next_id = extendable_copy(base_state)
+    state["model"]["vocab"].update((c.token, next_id + i) for i, c in enumerate(cands))
     return state

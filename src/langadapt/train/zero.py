@@ -258,7 +258,7 @@ class ZeroProcesses(Processes):
 
         params, base = self._params(model), opt.optimizer
         keys, step = _state_keys(base)
-        _link_optimizer_state(opt)
+        _optimizer_internals(opt)
         weights, state = {}, {}
         for i, name in enumerate(self._order()):
             p = params[name]
@@ -298,9 +298,9 @@ class ZeroProcesses(Processes):
             first = next(iter(saved.values()))
             step = float(first["step"])
             moments = [k for k in first if k != "step"]
-            for flat in _flat_partitions(opt):
-                base.state[flat] = {"step": torch.tensor(step), **{k: torch.zeros_like(flat) for k in moments}}
-            _link_optimizer_state(opt)
+            _optimizer_internals(
+                opt, lambda flat: {"step": torch.tensor(step), **{k: torch.zeros_like(flat) for k in moments}}
+            )
             for i, name in enumerate(self._order()):
                 for k in moments:
                     if i in saved:
@@ -315,23 +315,28 @@ class ZeroProcesses(Processes):
         restore_trained(model, {n: safe_get_full_fp32_param(p) for n, p in trainable(sharded)})
 
 
-def _flat_partitions(opt: Any) -> list["torch.Tensor"]:
-    """This process's flat fp32 partitions, the tensors ZeRO's inner optimizer keeps its state for.
+DEEPSPEED_CHECKED = "0.19.8"  # the DeepSpeed whose optimizer internals `_optimizer_internals` was checked against
 
-    The optimizer creates that state at its first step; a resumed run needs it before then.
+
+def _optimizer_internals(opt: Any, create_state: Callable[["torch.Tensor"], dict[str, Any]] | None = None) -> None:
+    """The one place that reaches into DeepSpeed's ZeRO optimizer beyond its public API.
+
+    - `create_state`: ZeRO's inner optimizer creates its state (for this process's flat fp32
+      partitions, `fp32_partitioned_groups_flat` in ZeRO-3, `single_partition_of_fp32_groups`
+      in ZeRO-1/2) at its first step; a resumed run needs it before then, so it is made here.
+    - Then, ZeRO-1/2: every parameter's view of the optimizer state is pointed at that state, in
+      every group. DeepSpeed links them once, after the first group's first step, when the other
+      groups have no state yet (so `safe_get_full_optimizer_state` fails for them); linking again
+      (`_lazy_init_hp_params_optimizer_state`) once every group has stepped, or after the state
+      is created on resume, fixes that. ZeRO-3 reads the optimizer's state directly.
+
+    Checked against DeepSpeed `DEEPSPEED_CHECKED`; tests/test_train_distributed.py fails when the
+    installed DeepSpeed is another version or lacks these attributes.
     """
-    flats = getattr(opt, "fp32_partitioned_groups_flat", None)  # ZeRO-3 (by sub-group)
-    return list(flats if flats is not None else opt.single_partition_of_fp32_groups)  # ZeRO-1/2
-
-
-def _link_optimizer_state(opt: Any) -> None:
-    """ZeRO-1/2: point every parameter's view of the optimizer state at that state, in every group.
-
-    DeepSpeed links them once, after the first group's first step, when the other groups
-    have no state yet (so `safe_get_full_optimizer_state` fails for them); linking again
-    once every group has stepped, or after the state is created on resume, fixes that.
-    ZeRO-3 reads the optimizer's state directly.
-    """
+    if create_state is not None:
+        flats = getattr(opt, "fp32_partitioned_groups_flat", None)  # ZeRO-3 (by sub-group)
+        for flat in flats if flats is not None else opt.single_partition_of_fp32_groups:  # ZeRO-1/2
+            opt.optimizer.state[flat] = create_state(flat)
     if hasattr(opt, "_lazy_init_hp_params_optimizer_state"):
         opt._hp_optimizer_states_linked = False
         opt._lazy_init_hp_params_optimizer_state()
