@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from langadapt.evaluate.config import EvalConfig
 from langadapt.models.loading import doc_separator_id
 from langadapt.progress import track
 
@@ -32,8 +31,15 @@ def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
     return out
 
 
+class Windowing(Protocol):
+    """What scoring reads of a section (the eval section has both): the window and its stride, in tokens."""
+
+    context_length: int
+    stride: int
+
+
 def bits_per_byte(
-    model: "PreTrainedModel", tok: "PreTrainedTokenizerBase", texts: list[str], cfg: EvalConfig, desc: str = ""
+    model: "PreTrainedModel", tok: "PreTrainedTokenizerBase", texts: list[str], cfg: "Windowing", desc: str = ""
 ) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
