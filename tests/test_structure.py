@@ -143,3 +143,27 @@ def test_the_package_root_is_lazy():
     assert _loaded_after("import langadapt") == ["langadapt"]
     loaded = _loaded_after("from langadapt import Recipe")
     assert "langadapt.recipe" in loaded and "langadapt.pipeline" not in loaded
+
+
+# modules that compose stages (the command line, the pipeline, the recipe and its validation, the
+# catalogue, export); everything else outside a stage package is mechanics and imports no stage
+COMPOSERS = {"cli", "pipeline", "recipe", "validation", "catalog", "export"}
+
+
+def test_parts_import_no_other_stage_and_mechanics_import_no_stage():
+    _, both = _graphs()
+
+    def stage(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+    wrong = []
+    for module, imported in both.items():
+        for target in imported:
+            if stage(module) is not None and stage(target) not in (None, stage(module)):
+                wrong.append(f"{module} imports another stage: {target}")
+            if stage(module) is not None and target.endswith(".flow") and not module.endswith(".flow"):
+                wrong.append(f"{module} (a part) imports a flow: {target}")
+            if stage(module) is None and module.split(".")[-1] not in COMPOSERS and stage(target) is not None:
+                wrong.append(f"{module} (mechanics) imports a stage: {target}")
+    assert not wrong, "\n".join(sorted(wrong))
