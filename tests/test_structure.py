@@ -167,3 +167,16 @@ def test_parts_import_no_other_stage_and_mechanics_import_no_stage():
             if stage(module) is None and module.split(".")[-1] not in COMPOSERS and stage(target) is not None:
                 wrong.append(f"{module} (mechanics) imports a stage: {target}")
     assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_validation_alone_knows_every_registered_part():
+    """A fresh process that only validates a shipped recipe sees every registry whole (no import order to rely on)."""
+    code = (
+        "from langadapt.recipe import Recipe, shipped_recipes\n"
+        "for name, path in sorted(shipped_recipes().items()):\n"
+        "    Recipe.from_yaml(path)\n"
+        "import sys; print(sorted(m for m in sys.modules if m.startswith('langadapt') and (m.endswith('.flow') or m == 'langadapt.pipeline')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"  # and no flow was needed for it

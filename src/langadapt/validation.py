@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import langadapt.catalog  # noqa: F401  (every registry whole: a recipe may name any registered part)
 from langadapt.corpus import checks as corpus_checks
 from langadapt.evaluate import checks as eval_checks
 from langadapt.init import checks as init_checks
