@@ -417,3 +417,63 @@ def test_killed_process_resumes_only_unfinished_tasks(corpus_files, tiny_model, 
     for split in ("train", "heldout"):
         assert read_docs(killed / "nya" / f"{split}.parquet") == read_docs(whole / "nya" / f"{split}.parquet")
     assert read_json(killed / "stats.json")["languages"] == read_json(whole / "stats.json")["languages"]
+
+
+def _tied_ngram_docs(n_docs: int = 40) -> list[dict[str, str]]:
+    """Documents whose most frequent 2-, 3- and 4-grams tie in count but differ in length, each with its own words.
+
+    Which of the tied n-grams is "the most frequent" decides the top-n-gram statistics, and with them the
+    language's median and its derived thresholds; the document frequencies of the words tie too (stop words).
+    """
+    import random
+
+    rng = random.Random(3)
+    letters = "abcdefghijklmnoprstuvwyz"
+
+    def word(n: int) -> str:
+        return "".join(rng.choice(letters) for _ in range(n))
+
+    docs = []
+    for i in range(n_docs):
+        short = [word(2) for _ in range(4)]
+        long = [word(9) for _ in range(4)]
+        filler = [word(rng.randint(3, 7)) for _ in range(30)]
+        parts = [" ".join(short), " ".join(long)] * 3
+        text = ". ".join(parts[:2] + filler[:15] + parts[2:] + filler[15:]).capitalize() + "."
+        docs.append({"id": f"D{i}", "text": text, "book": f"B{i % 8}"})
+    return docs
+
+
+def test_corpus_stage_is_the_same_in_every_process(corpus_files, tiny_model, tmp_path):
+    """Two processes with different string-hash seeds write byte-identical corpus outputs."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import tiny_recipe_dict, write_recipe
+
+    source = tmp_path / "tied.jsonl"
+    source.write_text("".join(json.dumps(d) + "\n" for d in _tied_ngram_docs()), encoding="utf-8")
+    sections = {
+        "target": {"path": str(source), "language": "nya", "group_field": "book"},
+        "replay": None,
+        "heldout_groups": ["B3"],
+        "disable": ["lid"],
+        "quality": {"derive": "median_ratio", "min_documents": 10},
+    }
+    outputs = []
+    for seed in ("1", "2"):
+        data = tiny_recipe_dict(corpus_files, tiny_model, tmp_path / f"run{seed}", corpus=sections)
+        data["train"]["replay_ratio"] = 0
+        recipe = write_recipe(tmp_path / f"r{seed}.yaml", data)
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-m", "langadapt.cli", "corpus", str(recipe)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        folder = RunDir(tmp_path / f"run{seed}").path("corpus")
+        files = [f for f in sorted(folder.rglob("*")) if f.is_file() and f.name != ".complete.json"]  # it has a time
+        outputs.append({str(f.relative_to(folder)): f.read_bytes() for f in files})
+    assert sorted(outputs[0]) == sorted(outputs[1])
+    differ = [name for name in outputs[0] if outputs[0][name] != outputs[1][name]]
+    assert not differ, differ

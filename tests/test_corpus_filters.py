@@ -55,6 +55,35 @@ def test_statistics_on_clean_and_junk_english():
     assert broken["bad_chars"] > 0.1
 
 
+def test_top_ngrams_match_datatrove_ties_included():
+    """The vectorised top 2/3/4-gram fractions equal datatrove's Gopher filter on word lists full of ties
+    (Counter.most_common: the first n-gram to occur wins), whatever the process's string-hash seed."""
+    import random
+    from collections import Counter
+
+    from datatrove.pipeline.filters.gopher_repetition_filter import get_n_grams
+
+    from langadapt.corpus.filters import _ngram_repetition
+
+    rng = random.Random(0)
+    vocab = ["a", "bb", "ccc", "dddd", "eeeee", "ff", "g"]  # few words of different lengths: many tied n-grams
+    for _ in range(300):
+        ws = [rng.choice(vocab) for _ in range(rng.randint(4, 30))]
+        got, chars = _ngram_repetition(ws), sum(map(len, ws))
+        for n in (2, 3, 4):
+            if len(ws) < n + 1:
+                continue
+            gram, count = Counter(get_n_grams(ws, n)).most_common(1)[0]
+            assert got[f"top_{n}gram"] == pytest.approx(len(gram) * count / chars if count > 1 else 0.0), (ws, n)
+
+
+def test_stop_words_from_text_break_ties_by_the_word():
+    from langadapt.corpus.filters import stop_words_from
+
+    texts = ["zeta beta alpha gamma", "gamma alpha zeta beta", "delta"]
+    assert stop_words_from(texts, n=3) == ["alpha", "beta", "gamma"]
+
+
 def test_non_latin_script_amharic():
     text = (
         "የሰው ልጆች ሁሉ ሲወለዱ ነጻና በክብርና በመብትም እኩልነት ያላቸው ናቸው። የተፈጥሮ ማስተዋልና ሕሊና ስላላቸው አንዱ ሌላውን በወንድማማችነት መንፈስ መመልከት ይገባቸዋል።"

@@ -167,8 +167,10 @@ def _ngram_repetition(ws: list[str]) -> dict[str, float]:
     out = {"top_2gram": 0.0, "top_3gram": 0.0, "top_4gram": 0.0, "dup_5gram": 0.0, "dup_10gram": 0.0}
     if len(ws) < 3:
         return out
-    # str hashes identify words within one document (the process's hash seed does not matter here)
-    ids = np.fromiter(map(hash, ws), dtype=np.int64, count=len(ws)).view(np.uint64)
+    # words numbered by first occurrence: exact, and the same in every process (str hash() is seeded per process,
+    # and the n-gram keys below order the ties)
+    index: dict[str, int] = {}
+    ids = np.fromiter((index.setdefault(w, len(index)) for w in ws), dtype=np.uint64, count=len(ws))
     lens = np.fromiter(map(len, ws), dtype=np.int64, count=len(ws))
     csum = np.concatenate([[0], np.cumsum(lens)])
     word_chars = max(int(csum[-1]), 1)
@@ -181,7 +183,8 @@ def _ngram_repetition(ws: list[str]) -> dict[str, float]:
             keys += ids[j : j + m] * _MULT[j]
         uniq, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
         if n <= 4:  # the most frequent n-gram: its characters (joined by spaces) times its count
-            top = int(np.argmax(counts))
+            # ties go to the n-gram that occurs first, as in datatrove's Counter.most_common
+            top = int(np.argmin(np.where(counts == counts.max(), first, m)))
             if counts[top] > 1:
                 out[f"top_{n}gram"] = (
                     float((csum[first[top] + n] - csum[first[top]] + n - 1) * counts[top]) / word_chars
@@ -222,4 +225,5 @@ def stop_words_from(texts: list[str], n: int = 8) -> list[str]:
     punct = _punctuation()
     for text in texts:
         df.update({w.lower() for w in words(text) if not all(c in punct for c in w)})
-    return [w for w, _ in df.most_common(n)]
+    # ties in document frequency go to the alphabetically first word (a set's order changes from process to process)
+    return [w for w, _ in sorted(df.items(), key=lambda item: (-item[1], item[0]))[:n]]
