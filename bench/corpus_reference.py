@@ -1,7 +1,8 @@
 """Rebuild `src/langadapt/data/corpus/reference.json`: English reference statistics for threshold derivation.
 
 The reference is the bundled English text (World English Bible chapters and the UDHR
-articles), measured with the same statistics the corpus stage stores. Run:
+articles), measured with the same statistics the corpus stage stores. FineWeb2's reference
+was web English; none ships with langadapt, and the file says so (`thresholds.LIMITATION`). Run:
     .venv/bin/python bench/corpus_reference.py
 """
 

@@ -62,6 +62,10 @@ def test_stage_accounts_for_every_record(tiny_recipe, corpus_files):
     assert thresholds["language_id"]["supported"] and thresholds["script"] == "Latn"
     entry = thresholds["thresholds"]["min_mean_word_length"]
     assert {"value", "statistic", "english", "how", "reference"} <= set(entry)
+    # what the thresholds were derived against, and that it is not the web English FineWeb2 used
+    reference = read_json(out / "thresholds.json")["reference"]
+    assert "Bible" in reference["description"] and "not web text" in reference["register"]
+    assert "web English" in reference["limitation"] and reference["documents"] > 1000
     assert not (out / "work").exists()  # intermediate files are removed once the stage is done
 
 

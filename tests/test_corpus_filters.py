@@ -144,6 +144,16 @@ def test_derived_thresholds_follow_the_language():
     assert "min_words" not in thresholds.values(d, {"words"})
 
 
+def test_reference_states_what_it_is_and_that_fineweb2_used_web_english():
+    shipped = thresholds.reference()
+    assert set(thresholds.provenance()) == {"description", "register", "documents", "limitation"}
+    assert shipped["register"] == thresholds.REGISTER and shipped["limitation"] == thresholds.LIMITATION
+    assert "FineWeb2" in shipped["limitation"] and "web English" in shipped["limitation"]
+    assert set(shipped["stats"]) == set(STATS)
+    rebuilt = thresholds.build_reference({s: np.arange(5.0) for s in STATS}, "five documents")
+    assert rebuilt["limitation"] == thresholds.LIMITATION and rebuilt["documents"] == 5
+
+
 def test_pii_is_replaced_and_counted():
     text, counts = pii.scrub(
         "Write to jane.banda@example.mw or call +265 999 123 456 / (01) 234-5678; server 10.0.0.12 or 2001:db8::8a2e:370:7334."

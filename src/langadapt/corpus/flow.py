@@ -300,7 +300,7 @@ def _decide_plan(
     t = _read_measured(work)
     identifier = load_identifier(cfg.lid.model_file) if "lid" not in disabled else None
     overrides = {f: getattr(cfg.quality.thresholds, f) for f in threshold_fields()}
-    plan: dict[str, Any] = {"languages": {}, "report": {"languages": {}}}
+    plan: dict[str, Any] = {"languages": {}, "report": {"reference": thresholds.provenance(), "languages": {}}}
     for lang in languages:
         rows = [i for i, (lg, step) in enumerate(zip(t["language"], t["drop_step"])) if lg == lang and not step]
         lid_on = identifier is not None and identifier.supports(lang)

@@ -4,7 +4,8 @@ The English thresholds (Gopher, FineWeb) cut English text at some point of each
 statistic's distribution. For another language the same number can mean something else
 (mean word length in an agglutinative language, n-gram repetition in a script segmented by
 characters), so each threshold is moved by how the language's own distribution differs from
-the English reference, as FineWeb2 did:
+the English reference, as FineWeb2 did (FineWeb2's reference was web English; the shipped one
+is Bible and UDHR English, a limitation `LIMITATION` states in every thresholds.json):
 
 - `median_ratio`: English threshold x (language median / English reference median); for the
   repetition statistics only ever looser than English (see TAIL_STATS);
@@ -41,9 +42,35 @@ def reference() -> dict[str, Any]:
     return json.loads(text)
 
 
+# What the shipped reference is not: FineWeb2 moved its thresholds relative to web English, and so should a web
+# corpus's; langadapt measures Bible and UDHR English, the only English it ships. Written into reference.json and,
+# from there, into every run's corpus/thresholds.json.
+REGISTER = "scripture (World English Bible) and a legal declaration (UDHR): edited prose, not web text"
+LIMITATION = (
+    "FineWeb2 derived its thresholds relative to web English (FineWeb); this reference is Bible and UDHR English, "
+    "because no web-register English ships with langadapt or installs from a package. For web text in another "
+    "language a derived threshold therefore moves by the difference between web text and scripture (line "
+    "lengths, punctuation, repetition, bullets) as well as by the difference between the languages; read the "
+    "values here with that in mind, keep the English values (corpus.quality.derive: english), or set thresholds "
+    "in the recipe (corpus.quality.thresholds)"
+)
+
+
+def provenance() -> dict[str, Any]:
+    """What the thresholds were derived against: the reference's description, register, size and limitation."""
+    ref = reference()
+    return {k: ref[k] for k in ("description", "register", "documents", "limitation") if k in ref}
+
+
 def build_reference(stats: dict[str, np.ndarray], description: str) -> dict[str, Any]:
     """Reference figures from English per-document statistics (how `data/corpus/reference.json` was made)."""
-    out: dict[str, Any] = {"description": description, "documents": int(len(next(iter(stats.values())))), "stats": {}}
+    out: dict[str, Any] = {
+        "description": description,
+        "register": REGISTER,
+        "limitation": LIMITATION,
+        "documents": int(len(next(iter(stats.values())))),
+        "stats": {},
+    }
     for field, (stat, value) in ENGLISH.items():
         values = stats[stat]
         cut = float(np.mean(values < value) if field.startswith("min_") else np.mean(values > value))
