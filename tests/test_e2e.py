@@ -106,6 +106,29 @@ def test_unreachable_hub_model_fails_before_corpus_work(corpus_files, tiny_model
     assert not (tmp_path / "run" / "corpus").exists()
 
 
+def test_install_hints_print_as_written(corpus_files, tiny_model, tmp_path, monkeypatch):
+    """Rich markup would read '[adapters]' as a style tag and print "pip install 'langadapt'"."""
+    from langadapt.errors import MissingDependencyError
+    from langadapt.train import adapters
+
+    monkeypatch.setattr(adapters, "adapters_installed", lambda: False)
+    recipe = _bad(corpus_files, tiny_model, tmp_path, lambda d: d["train"].update(method="seq-bn"))
+    code, out = invoke("validate", str(recipe))
+    assert code == 1 and "train.method seq-bn: needs the adapters library: pip install 'langadapt[adapters]'" in out
+
+    def missing(*args, **kwargs):
+        raise MissingDependencyError("adapters", "this train method", "pip install 'langadapt[adapters]'")
+
+    monkeypatch.setattr("langadapt.recipe.find_recipe", missing)
+    code, out = invoke("validate", "any-recipe")
+    assert code == 1 and "hint: install it with: pip install 'langadapt[adapters]'" in out
+    # field help in --explain prints as written too (the help of train.sharding names an extra)
+    monkeypatch.undo()
+    ok = write_recipe(tmp_path / "ok.yaml", tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "ok"))
+    code, out = invoke("validate", str(ok), "--explain")
+    assert code == 0 and "langadapt[deepspeed]" in out
+
+
 @pytest.mark.parametrize(
     "registry",
     [

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from langadapt.errors import LangAdaptError
 from langadapt.rundir import STAGES
@@ -63,9 +64,10 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except LangAdaptError as e:
-            err.print(f"[bold red]error:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
+            # messages and hints print as written: escaped, so an extra such as '[adapters]' is not read as markup
+            err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
             if e.hint:
-                err.print(f"[yellow]hint:[/] {e.hint}", highlight=False, soft_wrap=True)
+                err.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted. Run the same command again to resume where it stopped.")
@@ -98,9 +100,9 @@ def _run(
     result = run(r, stages=stages, force=force)
     if result.results and "report" in stages:
         _print_results(result.results)
-        out.print(f"report: {result.report}")
+        out.print(f"report: {escape(str(result.report))}")
     else:
-        out.print(f"done: {result.run_dir}")
+        out.print(f"done: {escape(str(result.run_dir))}")
 
 
 def _print_results(results: dict[str, Any]) -> None:
@@ -115,23 +117,23 @@ def _print_results(results: dict[str, Any]) -> None:
     for name, r in results["bits_per_byte"].items():
         color = "green" if r["relative_change"] < 0 else "red"
         vals = [f"{r.get('models', {}).get(m, r.get(m, float('nan'))):.4f}" for m in models]
-        table.add_row(name, *vals, f"[{color}]{100 * r['relative_change']:+.1f}%[/]")
+        table.add_row(escape(name), *vals, f"[{color}]{100 * r['relative_change']:+.1f}%[/]")
     out.print(table)
     for task in dict.fromkeys(r["task"] for r in results.get("tasks", [])):
         rows = [r for r in results["tasks"] if r["task"] == task]
         header, body = task_rows(rows, models)
-        t = Table(title=f"{task} ({rows[0]['kind']}; mean ± std over seeds)")
+        t = Table(title=escape(f"{task} ({rows[0]['kind']}; mean ± std over seeds)"))
         for col in header:
             t.add_column(col, justify="left" if col in ("language", "setting", "metric") else "right")
         for cells in body:
-            t.add_row(*[str(c[1] if isinstance(c, tuple) else c) for c in cells])
+            t.add_row(*[escape(str(c[1] if isinstance(c, tuple) else c)) for c in cells])
         out.print(t)
     langs = [s["language"] for s in results["sets"].values()]
     kinds = {s["kind"]: s["language"] for s in results["sets"].values()}
     for sentence in summary_sentences(
         results, kinds.get("target-heldout", langs[0] if langs else None), kinds.get("replay-heldout")
     ):
-        out.print(f"- {sentence}", highlight=False)
+        out.print(f"- {escape(sentence)}", highlight=False)
 
 
 RecipeArg = typer.Argument(..., help="recipe YAML file, or the name of a shipped recipe (see `langadapt list recipes`)")
@@ -195,10 +197,11 @@ def validate(
     from langadapt.recipe import Recipe, field_help
 
     r = _load(recipe, overrides, None)
-    out.print(f"[green]ok[/]: {r.name} (run directory {r.resolved_run_dir})")
+    out.print(f"[green]ok[/]: {escape(f'{r.name} (run directory {r.resolved_run_dir})')}")
     if explain:
         for key, default, help_text in field_help(Recipe):
-            out.print(f"[bold]{key}[/] {('= ' + default) if default else ''}\n    {help_text}", highlight=False)
+            value = escape(f"= {default}") if default else ""
+            out.print(f"[bold]{escape(key)}[/] {value}\n    {escape(help_text)}", highlight=False)
 
 
 @app.command("list")
@@ -216,14 +219,14 @@ def list_cmd(
 
     if registry == "recipes":
         for name, path in shipped_recipes().items():
-            out.print(f"[bold]{name}[/]  {path}", highlight=False)
+            out.print(f"[bold]{escape(name)}[/]  {escape(str(path))}", highlight=False)
         return
     known = registries()
     if registry not in known:
         valid = ", ".join(["recipes", *sorted(known)])
         raise ConfigError([f"unknown registry '{registry}'; valid: {valid}"], source="list")
     for entry in known[registry].entries():
-        out.print(f"[bold]{entry.name}[/]  {entry.help}", highlight=False)
+        out.print(f"[bold]{escape(entry.name)}[/]  {escape(entry.help)}", highlight=False)
 
 
 _recipe_command("corpus", ("corpus",), "Stage 1: read, clean, deduplicate and split the text (writes corpus/).")
@@ -277,9 +280,9 @@ def export_cmd(
 
     _setup_logging(verbose)
     folder = export(run_dir, to, fmt, force=force)
-    out.print(f"exported: {folder} ({fmt}); model card: {folder / 'README.md'}")
+    out.print(escape(f"exported: {folder} ({fmt}); model card: {folder / 'README.md'}"))
     if push:
-        out.print(f"pushed: {push_to_hub(folder, push, private)}")
+        out.print(escape(f"pushed: {push_to_hub(folder, push, private)}"))
 
 
 _recipe_command("report", ("report",), "Stage 6: the HTML report (needs eval/; writes report/index.html).")
