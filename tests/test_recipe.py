@@ -102,3 +102,69 @@ def test_empty_files_are_caught_by_validation(corpus_files, tiny_model, tmp_path
     data = tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run")
     data["corpus"]["target"]["path"] = str(tmp_path / "empty.txt")
     assert any("holds only empty files" in p for p in problems(data))
+
+
+def _setup_extras() -> set[str]:
+    """The package extras `make setup` installs, nested extras (langadapt[a,b] inside an extra) expanded."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    makefile = (root / "Makefile").read_text(encoding="utf-8")
+    setup = re.search(r"^setup:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert setup, "Makefile has no setup target"
+    extras: set[str] = set()
+    for spec in re.findall(r"pip install[^\n]*?-e\s+'?\.(\[[^\]]*\])?", setup.group(1)):
+        extras.update(e.strip() for e in spec.strip("[]").split(",") if e.strip())
+    declared = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    todo = list(extras)
+    while todo:
+        for req in declared[todo.pop()]:
+            nested = re.fullmatch(r"langadapt\[([^\]]*)\]", req)
+            for e in nested.group(1).split(",") if nested else ():
+                if e not in extras:
+                    extras.add(e)
+                    todo.append(e)
+    return extras
+
+
+def _modules_of_extras(extras: set[str]) -> set[str]:
+    """Top-level modules of the distributions the named extras require (those installed here)."""
+    import re
+    import tomllib
+    from importlib import metadata
+
+    root = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    dists = {re.split(r"[=<>~!\[ ]", req)[0].lower().replace("_", "-") for e in extras for req in declared[e]} - {
+        "langadapt"
+    }
+    return {
+        module
+        for module, owners in metadata.packages_distributions().items()
+        if any(o.lower().replace("_", "-") in dists for o in owners)
+    }
+
+
+def test_shipped_recipes_validate_with_what_make_setup_installs(monkeypatch):
+    """What the README says to install (`make setup`) is enough for every recipe it ships: the packages of every
+    other extra are hidden, and each shipped recipe still validates (validation names a missing extra)."""
+    import importlib.util
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    setup = _setup_extras()
+    hidden = _modules_of_extras(set(declared) - {"test"}) - _modules_of_extras(setup) - {"torch", "transformers"}
+    assert "gensim" in hidden  # the init extra is not part of the set-up: hiding works
+    find_spec = importlib.util.find_spec
+
+    def without_hidden(name, *args, **kwargs):
+        return None if name.split(".")[0] in hidden else find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_hidden)
+    for name, path in sorted(shipped_recipes().items()):
+        try:
+            Recipe.from_yaml(path)
+        except ConfigError as e:
+            pytest.fail(f"{name} does not validate with what `make setup` installs: {e}")

