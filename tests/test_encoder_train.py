@@ -196,6 +196,42 @@ def test_encoder_problems_are_reported_at_validation(corpus_files, tiny_encoder,
     assert "only the last phase may add them" in str(e.value)
 
 
+def test_objective_follows_the_model_when_the_recipe_does_not_name_it(
+    corpus_files, tiny_encoder, tiny_model, tmp_path, monkeypatch
+):
+    """`train.objective: auto` (the default): mlm for an encoder, clm for a decoder, GGUF always clm; a hub model
+    whose config is not cached is resolved by the preflight; the run's recipe.yaml records the result."""
+    import yaml
+
+    from langadapt import pipeline
+    from langadapt.recipe import Recipe, field_help
+
+    def recipe(model, **model_keys):  # type: ignore[no-untyped-def]
+        data = tiny_recipe_dict(corpus_files, model, tmp_path / "run", tokenizer={"method": "keep"})
+        data["model"].update(model_keys)
+        assert "objective" not in data["train"]
+        return Recipe.from_dict(data)
+
+    encoder = recipe(tiny_encoder)
+    assert encoder.train.objective == "mlm" and yaml.safe_load(encoder.to_yaml())["train"]["objective"] == "mlm"
+    assert recipe(tiny_model).train.objective == "clm"
+    gguf = tmp_path / "gguf"
+    gguf.mkdir()
+    (gguf / "model.gguf").write_bytes(b"GGUF")
+    assert recipe(gguf, gguf_file="model.gguf").train.objective == "clm"
+    helps = {key: text for key, _default, text in field_help(Recipe)}
+    assert "auto: mlm for an encoder, clm for a decoder" in helps["train.objective"]
+
+    # a hub id offline and not in the cache: validation cannot tell, the preflight reads the config and decides
+    hub = recipe("some-org/some-encoder")
+    assert hub.train.objective == "auto"
+    from transformers import AutoConfig
+
+    monkeypatch.setattr(pipeline, "load_tokenizer", lambda *a: None)
+    monkeypatch.setattr(pipeline, "load_config", lambda *a: AutoConfig.from_pretrained(tiny_encoder))
+    assert pipeline.preflight(hub).train.objective == "mlm"
+
+
 def test_adapters_on_an_unsupported_architecture_or_without_the_library_are_refused(
     corpus_files, tmp_path, monkeypatch
 ):

@@ -17,6 +17,7 @@ from langadapt.report import flow as report
 from langadapt.rundir import STAGES, RunDir, read_json
 from langadapt.tokenizer import flow as tokenizer
 from langadapt.train import flow as train
+from langadapt.train.checks import resolve_objective
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +42,26 @@ class RunResult:
         return self.run_dir / "report" / "index.html"
 
 
-def preflight(recipe: Recipe) -> None:
-    """Fail fast on a base model that cannot be found, before any corpus work.
+def preflight(recipe: Recipe) -> Recipe:
+    """Fail fast on a base model that cannot be found, before any corpus work; returns the recipe with
+    `train.objective: auto` resolved from the model's config when validation could not read it offline.
 
     Hub ids and folders are checked by loading their tokenizer (seconds). Bundled and
     GGUF models were checked by validation (package and file present); importing them
     here would put the one-off dequantisation before the corpus is known to be usable.
     """
     if recipe.model.base.startswith("builtin:") or recipe.model.gguf_file:
-        return
+        return recipe
     tok = load_tokenizer(resolve_base(recipe.model), recipe.model.revision)
+    config = load_config(resolve_base(recipe.model), recipe.model.revision)
+    recipe = resolve_objective(recipe, config)
     # what validation could not read offline: objective, adapters and positions against the model's config
-    problems = train.config_problems(recipe, load_config(resolve_base(recipe.model), recipe.model.revision))
+    problems = train.config_problems(recipe, config)
     if problems:
         raise ConfigError(problems)
     if recipe.tokenizer.method != "keep":
         tokenizer.check_extendable(tok, recipe.tokenizer)
+    return recipe
 
 
 def run(recipe: Recipe, stages: tuple[str, ...] = STAGES, force: bool = False) -> RunResult:
@@ -65,12 +70,12 @@ def run(recipe: Recipe, stages: tuple[str, ...] = STAGES, force: bool = False) -
     if unknown:
         raise ConfigError([f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGES)}"])
     rd = RunDir(recipe.resolved_run_dir)
+    if any(s != "corpus" for s in stages):
+        recipe = preflight(recipe)
     rd.root.mkdir(parents=True, exist_ok=True)
     tmp = rd.root / "recipe.yaml.tmp"
-    tmp.write_text(recipe.to_yaml(), encoding="utf-8")
+    tmp.write_text(recipe.to_yaml(), encoding="utf-8")  # as resolved: train.objective auto is mlm or clm here
     tmp.replace(rd.root / "recipe.yaml")
-    if any(s != "corpus" for s in stages):
-        preflight(recipe)
     if force:
         rd.invalidate_from(stages[0])
     for stage in STAGES:

@@ -81,7 +81,10 @@ class Recipe:
         if recipe is not None and base_dir is not None:
             recipe = _resolve_paths(recipe, Path(base_dir))
         if recipe is not None:
+            from langadapt.train.checks import resolve_objective
             from langadapt.validation import semantic_problems
+
+            recipe = resolve_objective(recipe)  # `auto` follows the base model, when its config can be read offline
 
             reported = {p.split(":", 1)[0] for p in problems}
             problems.extend(p for p in semantic_problems(recipe) if p.split(":", 1)[0] not in reported)

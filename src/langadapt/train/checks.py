@@ -6,6 +6,7 @@ only mechanics.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ from langadapt.train.tracking import sink_problems
 from langadapt.train.zero import accelerate_deepspeed_config, accelerate_zero_sharding, zero_problems
 
 if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
     from langadapt.recipe import Recipe
 
 
@@ -37,8 +40,8 @@ def check(recipe: "Recipe") -> list[str]:
 
     if tr.method not in TRAIN_METHODS:
         p.append(f"train.method: {TRAIN_METHODS.unknown_message(tr.method)}")
-    if tr.objective not in OBJECTIVES:
-        p.append(f"train.objective: {OBJECTIVES.unknown_message(tr.objective)}")
+    if tr.objective not in OBJECTIVES and tr.objective != AUTO:
+        p.append(f"train.objective: {OBJECTIVES.unknown_message(tr.objective)} (or auto)")
     need(tr.lora_rank >= 1, "train.lora_rank: must be >= 1")
     need(bool(tr.lora_targets), "train.lora_targets: list at least one module name")
     need(0.0 <= tr.replay_ratio < 1.0, "train.replay_ratio: must be in [0, 1)")
@@ -66,6 +69,25 @@ def check(recipe: "Recipe") -> list[str]:
 
 
 EMBEDDINGS = ("new", "all", "none")
+AUTO = "auto"
+
+
+def resolve_objective(recipe: "Recipe", config: "PretrainedConfig | None" = None) -> "Recipe":
+    """`train.objective: auto` made concrete from the base model: mlm for an encoder, clm for a decoder.
+
+    `config` is the base model's config when the caller has it (the pipeline's preflight reads a hub
+    model's); otherwise it is read offline (`base_config`: bundled models, folders, the hub cache).
+    A GGUF file always imports as a causal LM. Returns the recipe unchanged when the kind is not
+    known yet; every stage that trains reads it after the preflight has resolved it.
+    """
+    if recipe.train.objective != AUTO:
+        return recipe
+    if config is None and not recipe.model.gguf_file:
+        config = base_config(recipe.model)
+    if config is None and not recipe.model.gguf_file:
+        return recipe
+    objective = "mlm" if config is not None and is_encoder(config) else "clm"
+    return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, objective=objective))
 
 
 def _embedding_problems(tr: TrainConfig) -> list[str]:

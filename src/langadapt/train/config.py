@@ -27,7 +27,12 @@ class TrainConfig:
         "lora",
         "lora: LoRA on the transformer + trainable new-token rows; full: all weights (see `langadapt list train-methods`)",
     )
-    objective: str = opt("clm", "training objective (see `langadapt list objectives`)")
+    objective: str = opt(
+        "auto",
+        "training objective (see `langadapt list objectives`); auto: mlm for an encoder, clm for a decoder, decided "
+        "from the base model's config (when a hub model's config is not cached, at the first stage after corpus); "
+        "the run's recipe.yaml records what auto became",
+    )
     lora_rank: int = opt(16, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA scaling numerator (scale = alpha / rank)")
     lora_dropout: float = opt(0.0, "dropout on the LoRA path")
