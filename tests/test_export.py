@@ -36,7 +36,11 @@ def test_run_with_tasks_writes_scores_for_every_model_language_and_setting(finis
     assert all(len(r["seeds"]) == 3 for r in topic)
     assert results["task_data"]["topic"]["examples"]["nya/test"] == 6 and results["seconds"]
     page = (run_dir / "report" / "index.html").read_text()
-    assert "In short." in page and "held-out nya text (nya-heldout): bits per byte" in page
+    assert "In short." in page and "held-out nya text (nya-heldout; " in page and " characters): bits per byte" in page
+    # each figure says what it rests on: held-out documents and characters, test examples and seeds
+    sets = results["sets"]["nya-heldout"]
+    assert f"{sets['documents']} documents, {sets['characters']:,} characters" in page
+    assert "3 seeds, 6 test examples" in page or "within the spread over seeds; 3 seeds" in page
     assert "topic accuracy in nya" in page and "<h3>ner (tag)</h3>" in page and "±" in page
     assert "topic (classify" in out  # the CLI prints the task tables
 
@@ -213,3 +217,25 @@ with torch.no_grad():
     with torch.no_grad():
         want = load_model(str(run_dir / "train" / "final")).eval()(input_ids=torch.tensor([[0, 5, 17, 33, 60, 2]]))
     torch.testing.assert_close(got, want.logits[0, :, :8], rtol=1e-4, atol=1e-5)
+
+
+def test_known_forgetting_says_when_a_fall_is_within_the_spread_over_seeds():
+    from test_report import row
+
+    from langadapt.export import _forgetting_lines
+
+    results = {
+        "sets": {},
+        "bits_per_byte": {},
+        "tasks": [
+            row("base", "eng", "in-language", 0.245, 0.019, seeds=3),
+            row("adapted", "eng", "in-language", 0.193, 0.045, seeds=3),
+            row("base", "eng", "from nya", 0.50, 0.01, seeds=3),
+            row("adapted", "eng", "from nya", 0.40, 0.01, seeds=3),
+        ],
+    }
+    lines = _forgetting_lines(results, "eng")
+    assert (
+        "- topic accuracy eng in-language: 0.245 → 0.193 (within the spread over seeds: no measurable change)" in lines
+    )
+    assert "- topic accuracy eng from nya: 0.500 → 0.400" in lines

@@ -13,28 +13,29 @@ import pytest
 from langadapt.report.summary import summary_sentences, task_rows
 
 
-def results_fixture() -> dict:
-    def row(model, lang, setting, mean, std, kind="classify", task="topic", metric="accuracy"):
-        return {
-            "task": task,
-            "kind": kind,
-            "model": model,
-            "language": lang,
-            "setting": setting,
-            "metric": metric,
-            "mean": mean,
-            "std": std,
-            "seeds": [mean - std, mean + std],
-            "n_train": 128,
-            "n_test": 64,
-            "extra": {},
-        }
+def row(model, lang, setting, mean, std, kind="classify", task="topic", metric="accuracy", seeds=2, n_test=64):
+    return {
+        "task": task,
+        "kind": kind,
+        "model": model,
+        "language": lang,
+        "setting": setting,
+        "metric": metric,
+        "mean": mean,
+        "std": std,
+        "seeds": [mean - std, mean + std, mean][:seeds] if seeds > 1 else [],
+        "n_train": 128,
+        "n_test": n_test,
+        "extra": {},
+    }
 
+
+def results_fixture() -> dict:
     return {
         "models": {"base": "b", "adapted": "a"},
         "sets": {
-            "nya-heldout": {"language": "nya", "kind": "target-heldout"},
-            "eng-heldout": {"language": "eng", "kind": "replay-heldout"},
+            "nya-heldout": {"language": "nya", "kind": "target-heldout", "documents": 12, "characters": 11980},
+            "eng-heldout": {"language": "eng", "kind": "replay-heldout", "documents": 9, "characters": 12004},
         },
         "bits_per_byte": {
             "eng-heldout": {"base": 1.0, "adapted": 1.005, "relative_change": 0.005},
@@ -45,23 +46,64 @@ def results_fixture() -> dict:
             row("adapted", "nya", "in-language", 0.40, 0.02),
             row("base", "eng", "in-language", 0.50, 0.0),
             row("adapted", "eng", "in-language", 0.45, 0.01),
-            row("base", "nya", "nya→eng", 0.1, 0.0, "retrieval", "bitext", "P@1"),
-            row("adapted", "nya", "nya→eng", 0.3, 0.0, "retrieval", "bitext", "P@1"),
+            row("base", "nya", "nya→eng", 0.1, 0.0, "retrieval", "bitext", "P@1", seeds=0, n_test=48),
+            row("adapted", "nya", "nya→eng", 0.3, 0.0, "retrieval", "bitext", "P@1", seeds=0, n_test=48),
         ],
     }
 
 
 def test_summary_sentences_say_target_gain_then_source_cost():
     s = summary_sentences(results_fixture(), "nya", "eng")
-    assert s[0] == "held-out nya text (nya-heldout): bits per byte fell 27.0% (3.000 → 2.190)"
-    assert s[1] == "held-out eng text (eng-heldout): bits per byte rose 0.5% (1.000 → 1.005)"
-    assert "topic accuracy in nya rose from 0.250 ± 0.010 to 0.400 ± 0.020" in s
-    assert "topic accuracy in eng fell from 0.500 ± 0.000 to 0.450 ± 0.010" in s
-    assert "bitext P@1 nya→eng rose from 0.100 ± 0.000 to 0.300 ± 0.000" in s
+    assert s[0] == (
+        "held-out nya text (nya-heldout; 12 documents, 11,980 characters): bits per byte fell 27.0% (3.000 → 2.190)"
+    )
+    assert s[1] == (
+        "held-out eng text (eng-heldout; 9 documents, 12,004 characters): bits per byte rose 0.5% (1.000 → 1.005)"
+    )
+    assert "topic accuracy in nya rose from 0.250 ± 0.010 to 0.400 ± 0.020 (2 seeds, 64 test examples)" in s
+    assert "topic accuracy in eng fell from 0.500 ± 0.000 to 0.450 ± 0.010 (2 seeds, 64 test examples)" in s
+    assert (
+        "bitext P@1 nya→eng rose from 0.100 to 0.300 (one score on 48 test examples: no spread over seeds to "
+        "judge the change by)" in s
+    )
     assert not any("no masked-LM head" in x for x in s)
     # an encoder whose base had no MLM head: the change against its untrained head is said to be mostly the head's
     caveat = summary_sentences({**results_fixture(), "base_head_created": True}, "nya", "eng")
     assert caveat[:2] == s[:2] and "the base model has no masked-LM head" in caveat[2]
+
+
+def test_a_difference_within_the_spread_over_seeds_is_no_measurable_change():
+    """The issue's case: 0.245 ± 0.019 to 0.193 ± 0.045 over 3 seeds reads as forgetting, but the mean ± std
+    ranges overlap (0.052 <= 0.019 + 0.045): no measurable change. Just past the sum it is a change."""
+    results = results_fixture()
+    results["tasks"][2:4] = [
+        row("base", "eng", "in-language", 0.245, 0.019, seeds=3),
+        row("adapted", "eng", "in-language", 0.193, 0.045, seeds=3),
+    ]
+    s = summary_sentences(results, "nya", "eng")
+    assert (
+        "topic accuracy in eng showed no measurable change (0.245 ± 0.019 → 0.193 ± 0.045: the difference is within "
+        "the spread over seeds; 3 seeds, 64 test examples)" in s
+    )
+    assert not any("eng fell" in x for x in s)
+    _header, body = task_rows([r for r in results["tasks"] if r["task"] == "topic"], ["base", "adapted"])
+    assert body[1][5] == ("", "-0.052 (within spread)")
+    from langadapt.report.summary import measurable
+
+    before, after = row("base", "x", "s", 0.5, 0.02, seeds=3), row("adapted", "x", "s", 0.5 - 0.0501, 0.03, seeds=3)
+    assert measurable(before, after) and not measurable(before, {**after, "mean": 0.5 - 0.0499})
+    same = {
+        **results,
+        "tasks": [
+            row("base", "eng", "in-language", 1.0, 0.0, seeds=3),
+            row("adapted", "eng", "in-language", 1.0, 0.0, seeds=3),
+        ],
+    }
+    assert "topic accuracy in eng stayed at 1.000 ± 0.000 (3 seeds, 64 test examples)" in summary_sentences(
+        same, "nya", "eng"
+    )
+    # without a spread over seeds nothing bounds the noise: any difference is reported, and said to be one score
+    assert measurable(row("base", "x", "s", 0.5, 0.0, seeds=0), row("adapted", "x", "s", 0.51, 0.0, seeds=0))
 
 
 def test_task_rows_put_models_side_by_side_with_the_change():

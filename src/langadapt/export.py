@@ -349,6 +349,8 @@ def _eval_lines(results: dict[str, Any], task_rows: Any) -> list[str]:
 
 def _forgetting_lines(results: dict[str, Any], replay: str | None) -> list[str]:
     """Where the adapted model is worse than the base on the source language: stated, not buried."""
+    from langadapt.report.summary import measurable
+
     worse = []
     for name, r in results.get("bits_per_byte", {}).items():
         if results["sets"][name]["language"] == replay and r["relative_change"] > 0:
@@ -357,7 +359,8 @@ def _forgetting_lines(results: dict[str, Any], replay: str | None) -> list[str]:
     for (task, lang, setting, metric, model), r in index.items():
         base = index.get((task, lang, setting, metric, "base"))
         if model == "adapted" and lang == replay and base and r["mean"] < base["mean"]:
-            worse.append(f"{task} {metric} {lang} {setting}: {base['mean']:.3f} → {r['mean']:.3f}")
+            noise = "" if measurable(base, r) else " (within the spread over seeds: no measurable change)"
+            worse.append(f"{task} {metric} {lang} {setting}: {base['mean']:.3f} → {r['mean']:.3f}{noise}")
     lines = ["## Known forgetting", ""]
     if not replay:
         return lines + ["No source language was evaluated.", ""]

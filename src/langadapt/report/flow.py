@@ -220,7 +220,8 @@ def tasks_section(results: dict[str, Any]) -> str:
     parts = [
         "<h2>Tasks</h2>",
         "<p class='note'>Every task runs on the source language too, so a loss there (forgetting) shows "
-        "beside the target's gain. Values are mean ± standard deviation over seeds.</p>",
+        "beside the target's gain. Values are mean ± standard deviation over seeds; a difference no larger than "
+        "the two standard deviations together is marked 'within spread' and not counted as a change.</p>",
     ]
     for task in dict.fromkeys(r["task"] for r in rows):
         mine = [r for r in rows if r["task"] == task]

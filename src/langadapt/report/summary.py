@@ -2,6 +2,14 @@
 
 Shared by the HTML page, the CLI's results printout and the exported model card, so all
 three say the same thing in the same words.
+
+When a task score changed is decided by one rule (`measurable`): a task scored over several
+seeds changed only when the two ranges mean ± standard deviation (as the tables show them) do
+not overlap, that is when |adapted - base| > std(base) + std(adapted); a smaller difference is
+"no measurable change", because another draw of seeds could reverse it. A score without a
+spread over seeds (retrieval, one seed) is reported as measured, with a note that nothing
+says how much it would move. Every sentence also says what the figure rests on: the
+documents and characters of a held-out set, the test examples of a task.
 """
 
 from __future__ import annotations
@@ -15,20 +23,54 @@ def _pct(before: float, after: float) -> str:
     return f"{verb} {abs(100 * change):.1f}% ({before:.3f} → {after:.3f})"
 
 
+def _seeds(row: dict[str, Any]) -> int:
+    return len(row.get("seeds") or [])
+
+
 def _score(row: dict[str, Any]) -> str:
-    spread = f" ± {row['std']:.3f}" if row.get("seeds") and len(row["seeds"]) > 1 else ""
+    spread = f" ± {row['std']:.3f}" if _seeds(row) > 1 else ""
     return f"{row['mean']:.3f}{spread}"
 
 
+def has_spread(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether both scores come from several seeds, so their spread can tell a change from noise."""
+    return _seeds(before) > 1 and _seeds(after) > 1
+
+
+def measurable(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether a task score changed by more than its spread over seeds: the mean ± std ranges do not overlap.
+
+    Scores without a spread over seeds (one seed, or a task without seeds) cannot be judged so and
+    count as changed whenever they differ; the sentences say that nothing bounds their noise.
+    """
+    diff = abs(after["mean"] - before["mean"])
+    if not has_spread(before, after):
+        return diff > 0
+    return diff > before["std"] + after["std"]
+
+
 def _move(before: dict[str, Any], after: dict[str, Any]) -> str:
-    if after["mean"] > before["mean"]:
-        verb = "rose"
-    elif after["mean"] < before["mean"]:
-        verb = "fell"
-    else:
-        verb = "stayed at"
-        return f"{verb} {_score(after)}"
-    return f"{verb} from {_score(before)} to {_score(after)}"
+    examples = after.get("n_test") or before.get("n_test")
+    on = f"{examples} test examples" if examples else "its test set"
+    basis = f"{_seeds(after)} seeds, {on}" if has_spread(before, after) else f"one score on {on}"
+    if after["mean"] == before["mean"]:
+        return f"stayed at {_score(after)} ({basis})"
+    if not has_spread(before, after):
+        basis += ": no spread over seeds to judge the change by"
+    elif not measurable(before, after):
+        return (
+            f"showed no measurable change ({_score(before)} → {_score(after)}: the difference is within the "
+            f"spread over seeds; {basis})"
+        )
+    verb = "rose" if after["mean"] > before["mean"] else "fell"
+    return f"{verb} from {_score(before)} to {_score(after)} ({basis})"
+
+
+def _extent(s: dict[str, Any]) -> str:
+    """What a held-out figure rests on: documents and characters scored."""
+    if "documents" not in s:
+        return ""
+    return f"; {s['documents']} documents, {s['characters']:,} characters"
 
 
 def summary_sentences(results: dict[str, Any], target: str | None, replay: str | None) -> list[str]:
@@ -43,7 +85,9 @@ def summary_sentences(results: dict[str, Any], target: str | None, replay: str |
         what = {"target-heldout": "held-out", "replay-heldout": "held-out", "extra": "evaluation-only"}.get(
             s["kind"], ""
         )
-        out.append(f"{what} {s['language']} text ({name}): bits per byte {_pct(r['base'], r['adapted'])}".strip())
+        out.append(
+            f"{what} {s['language']} text ({name}{_extent(s)}): bits per byte {_pct(r['base'], r['adapted'])}".strip()
+        )
     if results.get("base_head_created") and sets:
         out.append(
             "the base model has no masked-LM head: its scores come from a head created untrained, so the change "
@@ -83,7 +127,10 @@ def task_rows(rows: list[dict[str, Any]], models: list[str]) -> tuple[list[str],
         b, a = index.get((*key, "base")), index.get((*key, "adapted"))
         if b and a:
             d = a["mean"] - b["mean"]
-            cells.append(("better" if d > 0 else "worse" if d < 0 else "", f"{d:+.3f}"))
+            if not measurable(b, a):  # within the spread over seeds: shown, not coloured as a change
+                cells.append(("", f"{d:+.3f} (within spread)" if d else f"{d:+.3f}"))
+            else:
+                cells.append(("better" if d > 0 else "worse", f"{d:+.3f}"))
         else:
             cells.append("-")
         cells.append(next(index[(*key, m)]["n_test"] for m in models if (*key, m) in index))
