@@ -3,6 +3,7 @@ tied and untied, plus each method's own defining property."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 
 import pytest
@@ -201,20 +202,43 @@ def test_focus_rows_are_convex_combinations_of_anchor_rows(stage_dir):
 
 
 def test_ofa_rows_lie_in_the_principal_subspace_and_factors_are_saved(stage_dir, tmp_path):
+    """OFA's split, as the paper makes it: primitives S_k V_k^T, coordinates U_k; no saving claimed untrained."""
     from safetensors.torch import load_file
 
     ctx = context_for(stage_dir, "ofa", ofa_rank=8)
     model = build_model("llama", len(ctx.old_tokenizer), tie=False)
+    old = model.get_input_embeddings().weight.detach().double().clone()
     report = embed_init.initialise(model, ctx, "ofa")
     embed_init.save_factors(model, ctx, tmp_path, report)
     factors = load_file(str(tmp_path / "ofa_factors.safetensors"))
-    proj = factors["input.projection"]
-    assert proj.shape == (8, 32)
+    prims, coords = factors["input.primitives"], factors["input.coordinates"]
+    assert prims.shape == (8, 32) and coords.shape == (len(ctx.new_tokenizer), 8)
     n_old = len(ctx.old_tokenizer)
+    u, s, vh = torch.linalg.svd(old, full_matrices=False)
+    assert torch.allclose(prims.double(), s[:8, None] * vh[:8], atol=1e-5)  # P = S_k V_k^T
+    assert torch.allclose(coords[:n_old].double().abs(), u[:, :8].abs(), atol=1e-4)  # A = U_k (signs as P's)
     new_rows = model.get_input_embeddings().weight[n_old:].detach()
-    assert torch.allclose(new_rows @ proj.T @ proj, new_rows, atol=1e-5)  # inside the rank-8 span
-    assert torch.allclose(factors["input.coordinates"][n_old:] @ proj, new_rows, atol=1e-5)
-    assert report["ofa"]["matrices"]["input"]["saving"] > 0.5 and "output" in report["ofa"]["matrices"]
+    assert torch.allclose(coords[n_old:] @ prims, new_rows, atol=1e-5)  # new rows are exactly A P
+    entry = report["ofa"]["matrices"]["input"]
+    assert entry["factorised_parameters"] == coords.numel() + prims.numel() and "output" in report["ofa"]["matrices"]
+    assert report["ofa"]["trained_factorised"] is False and "saving" not in entry  # no claim without the trained form
+    assert "output.primitives" in factors and "output.coordinates" in factors
+
+
+def test_ofa_saves_factors_without_new_tokens(stage_dir, tmp_path):
+    """A kept vocabulary still trains in factorised form: the factors are the old matrices'."""
+    from safetensors.torch import load_file
+
+    ctx = context_for(stage_dir, "ofa", ofa_rank=8)
+    ctx = dataclasses.replace(ctx, new_tokenizer=ctx.old_tokenizer)
+    model = build_model("xlm-roberta", len(ctx.old_tokenizer), tie=True)
+    report = embed_init.initialise(model, ctx, "ofa")
+    embed_init.save_factors(model, ctx, tmp_path, report, trained=True)
+    factors = load_file(str(tmp_path / "ofa_factors.safetensors"))
+    assert report["initialised_rows"] == 0 and set(factors) == {"input.coordinates", "input.primitives"}
+    assert report["ofa"]["matrices"]["input"]["saving"] == round(
+        1 - (len(ctx.old_tokenizer) + 32) * 8 / (len(ctx.old_tokenizer) * 32), 4
+    )
 
 
 def test_token_sources_from_the_tokenizer_stage_set_the_pieces(stage_dir):
@@ -377,7 +401,7 @@ def test_ofa_run_exports_as_a_plain_transformers_model(tiny_recipe, tmp_path):
     recipe = tiny_recipe(run_dir=str(tmp_path / "run"), init=init, train={"max_steps": 2, "save_every": 2})
     rd = RunDir(pipeline.run(recipe, ("corpus", "tokenizer", "init", "train")).run_dir)
     report = read_json(rd.path("init") / "init_report.json")
-    assert report["rows_by_method"].get("ofa", 0) > 0 and report["ofa"]["matrices"]["input"]["saving"] > 0
+    assert report["rows_by_method"].get("ofa", 0) > 0 and report["ofa"]["trained_factorised"] is False
     folder = export(rd.root, tmp_path / "exported")
     assert not list(folder.glob("ofa_factors*"))  # nothing beyond a normal model folder is needed
     model = AutoModelForCausalLM.from_pretrained(folder).eval()

@@ -65,7 +65,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     report = initialise(model, context, recipe.init.method, token_sources)
     model.save_pretrained(ctx.out)
     new_tok.save_pretrained(ctx.out)
-    save_factors(model, context, ctx.out, report)
+    save_factors(model, context, ctx.out, report, trained=recipe.train.factorised_embeddings)
     if recipe.init.compare:
         report["comparison"] = _compare(recipe, rd, context, model, new_tok, token_sources, report["seconds"])
     write_json(ctx.out / "init_report.json", report)
@@ -95,7 +95,7 @@ def _compare(
 
     def initialise_with(method: str) -> tuple[Any, dict[str, Any]]:
         model = load_model(base_path, "float32", recipe.model.revision)
-        # a context of its own: methods keep per-method state (OFA's projections) in the memo
+        # a context of its own: methods keep per-method state (OFA's primitives) in the memo
         return model, initialise(model, dataclasses.replace(context, memo={}), method, token_sources)
 
     return compare(recipe, chosen, new_tok, texts, initialise_with, chosen_seconds)
@@ -279,23 +279,33 @@ def _report(
     return report
 
 
-def save_factors(model: Any, context: InitContext, out: Path, report: dict[str, Any]) -> None:
-    """OFA: save the shared projection and every row's coordinates beside the model."""
+def save_factors(model: Any, context: InitContext, out: Path, report: dict[str, Any], trained: bool = False) -> None:
+    """OFA: save every matrix's coordinates and primitives beside the model (`trained`: train.factorised_embeddings)."""
     from safetensors.torch import save_file
 
-    from langadapt.init.ofa import factor_report
+    from langadapt.init.ofa import factor_report, factors, principal_directions
 
-    projections = context.memo.get("ofa-projections")
-    if not projections:
+    if context.config.method != "ofa":
         return
-    tensors, saving = {}, {}
-    for space, proj in projections.items():
-        matrix = _current(model, space).detach()
-        tensors[f"{space}.projection"] = proj.contiguous()
-        tensors[f"{space}.coordinates"] = (matrix.double() @ proj.double().T).to(matrix.dtype).contiguous()
-        saving[space] = factor_report(matrix.shape[0], matrix.shape[1], proj.shape[0])
+    primitives = dict(context.memo.get("ofa-primitives", {}))
+    for space, matrix in _old_matrices(model).items():  # a vocabulary without new tokens: the old matrices
+        if space != "output-bias" and space not in primitives:
+            primitives[space] = principal_directions(matrix, context.config.ofa_rank)
+    tensors, sizes = {}, {}
+    for space, prim in primitives.items():
+        pair = factors(_current(model, space).detach(), prim)
+        tensors.update({f"{space}.{name}": t for name, t in pair.items()})
+        sizes[space] = factor_report(pair, trained)
     save_file(tensors, str(out / "ofa_factors.safetensors"))
-    report["ofa"] = {"factors": "ofa_factors.safetensors", "matrices": saving}
+    report["ofa"] = {
+        "factors": "ofa_factors.safetensors",
+        "trained_factorised": trained,
+        "matrices": sizes,
+        "note": "training holds A and P instead of each matrix; the saving measured on the trained modules is in "
+        "train/summary.json (factorised_embeddings)"
+        if trained
+        else "the model trains at full size (train.factorised_embeddings is off), so the factors save no parameters",
+    }
 
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
@@ -310,7 +320,10 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     for key, src in (("parallel_source", c.parallel_source), ("parallel_target", c.parallel_target)):
         if src is not None:
             files[key] = source_identity(src)
+    # the init report states OFA's parameter saving only when training uses the factors
+    trained = {"factorised_training": True} if c.method == "ofa" and recipe.train.factorised_embeddings else {}
     return {
+        **trained,
         "tokenizer": rd.fingerprint_of("tokenizer"),
         "corpus": rd.fingerprint_of("corpus"),
         "model": recipe.to_dict()["model"],

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import ConfigError, MissingDependencyError
 from langadapt.models.loading import ADAPTER_NAME, adapter_activation, is_encoder
+from langadapt.train import factorised
 from langadapt.train.config import TrainConfig
 from langadapt.train.trainable import TRAIN_METHODS, embedding_module_name, train_all_embeddings
 
@@ -116,6 +117,8 @@ def with_rows_and_head(model: Any, cfg: TrainConfig, new_ids: list[int]) -> Any:
     keep = {n for n, p in model.named_parameters() if p.requires_grad}
     if cfg.embeddings == "all":
         train_all_embeddings(model)
+    elif cfg.embeddings == "new" and new_ids and factorised.embedding_of(model) is not None:
+        factorised.train_new_rows(model, new_ids)  # the new tokens' coordinates
     elif cfg.embeddings == "new" and new_ids:
         from peft import TrainableTokensConfig, get_peft_model
 
@@ -136,7 +139,7 @@ def _strip_peft(name: str) -> str:
 def set_head_trainable(model: Any) -> int:
     """Make the masked-LM head's own weights trainable (transform, bias), not the projection tied to the embeddings."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    tied = {id(inner.get_input_embeddings().weight)}
+    tied = {id(p) for p in inner.get_input_embeddings().parameters()}
     body = getattr(inner, inner.base_model_prefix)
     n = 0
     for child in inner.children():
@@ -161,11 +164,13 @@ def head(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> Any:
         p.requires_grad_(False)
     if not is_encoder(model.config):
         out, emb = model.get_output_embeddings(), model.get_input_embeddings()
-        if out is None or out.weight is emb.weight:
+        own = factorised.head_of(model)
+        if out is None or (own.tied if own is not None else out.weight is emb.weight):
             raise ConfigError(
                 ["train.method head: this decoder's head is tied to its input embeddings; use new-rows or lora"]
             )
-        out.weight.requires_grad_(True)
+        for p in own.factors.parameters() if own is not None else [out.weight]:
+            p.requires_grad_(True)
         return with_rows_and_head(model, cfg, new_ids)
     model = with_rows_and_head(model, cfg, new_ids)
     if not cfg.train_head:
@@ -237,6 +242,7 @@ def merge(model: Any) -> Any:
         if getattr(model.adapters_config.get(ADAPTER_NAME), "architecture", None) != "lora":
             raise ConfigError(["train.phases: bottleneck adapters cannot be merged; only the last phase may add them"])
         _merge_lora(model)
+    factorised.fold_rows(model)
     for p in model.parameters():
         p.requires_grad_(False)
     return model

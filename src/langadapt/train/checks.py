@@ -14,7 +14,7 @@ from langadapt.devices import device_problems, resolve_device
 from langadapt.errors import ConfigError
 from langadapt.models.loading import base_config, is_encoder
 from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS, model_problems
-from langadapt.train.config import TrainConfig, effective_batch_size
+from langadapt.train.config import NOT_FACTORISED, TrainConfig, effective_batch_size
 from langadapt.train.distributed import ACCELERATE_SHARDINGS, SHARDINGS, accelerate_fsdp_strategy, requested_sharding
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.objectives import OBJECTIVES
@@ -57,6 +57,7 @@ def check(recipe: "Recipe") -> list[str]:
     need(tr.embedding_lr >= 0, "train.embedding_lr: must be >= 0")
     need(tr.dropout == -1 or 0 <= tr.dropout < 1, "train.dropout: must be -1 (the model's own) or in [0, 1)")
     p.extend(_embedding_problems(tr))
+    p.extend(factorised_problems(recipe))
     need(0 <= tr.warmup_steps <= tr.max_steps, "train.warmup_steps: must be between 0 and train.max_steps")
     need(0.0 <= tr.min_lr_ratio <= 1.0, "train.min_lr_ratio: must be in [0, 1]")
     need(tr.save_every >= 0, "train.save_every: must be >= 0")
@@ -103,6 +104,26 @@ def _embedding_problems(tr: TrainConfig) -> list[str]:
                 f"{where}: all trains the whole embedding matrix, which method {method} keeps frozen "
                 "(head and new-rows are the baselines of that choice; qlora's base is quantised); "
                 "set it on a lora, adapter or full phase"
+            )
+    return p
+
+
+def factorised_problems(recipe: "Recipe") -> list[str]:
+    """`train.factorised_embeddings` needs OFA's factors and a method that can train them."""
+    tr, p = recipe.train, []
+    if not tr.factorised_embeddings:
+        return p
+    if recipe.init.method != "ofa":
+        p.append(
+            f"train.factorised_embeddings: trains OFA's factors (coordinates times primitives), which init.method "
+            f"{recipe.init.method} does not compute; set init.method: ofa, or remove train.factorised_embeddings"
+        )
+    settings = [(f"train.phases[{i}].method", ph.method) for i, ph in enumerate(tr.phases)]
+    for where, method in settings or [("train.method", tr.method)]:
+        if method in NOT_FACTORISED:
+            p.append(
+                f"{where}: {method} cannot train factorised embeddings (train.factorised_embeddings): "
+                f"{NOT_FACTORISED[method]}"
             )
     return p
 
@@ -264,6 +285,11 @@ def _accelerate_fsdp_problems(tr: TrainConfig, strategy: str | None, mapping: di
 def _sharding_problems(tr: TrainConfig, sharding: str, world: int) -> list[str]:
     """Methods that cannot be sharded, and hybrid sharding over processes that do not form whole nodes."""
     p = []
+    if tr.factorised_embeddings:
+        p.append(
+            f"train.sharding {sharding}: factorised embeddings (train.factorised_embeddings) train in one process "
+            "or data parallel (DDP) only; use train.sharding: none, or train at full size"
+        )
     methods = [ph.method for ph in tr.phases] if tr.phases else [tr.method]
     if "qlora" in methods:
         p.append(

@@ -21,6 +21,7 @@ from langadapt.documents import languages, read_texts
 from langadapt.models.loading import doc_separator_id, load_model, load_tokenizer
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
+from langadapt.train import factorised
 from langadapt.train.adapters import config_problems, save_final
 from langadapt.train.data import TokenStream
 from langadapt.train.loop import set_dropout
@@ -61,6 +62,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     new_ids = list(tok_metrics.get("new_token_ids", []))
     if cfg.objective == "mlm":
         attach_masking(model, MaskingPlan.from_tokenizer(tok, cfg))
+    # OFA's factors train instead of the embedding matrices; folded back to full size before saving
+    factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
 
     sep = doc_separator_id(tok)
     streams = {}
@@ -77,6 +80,9 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
     if cfg.method == "qlora":  # the adapter merges into the full-precision base, not into its 4-bit copy
         model = _merge_into_full_precision(init_dir, ctx.out / "adapter", recipe.model.dtype)
+    if factors is not None:
+        model = factorised.fold(model, factors)  # adds the full-size counts measured on the folded model
+        summary["factorised_embeddings"] = factors
     # the merged model is what evaluation and export read; adapters are also saved in their own formats
     save_final(model, tok, ctx.out / "final")
     summary.update(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from langadapt.errors import ConfigError
 from langadapt.models.loading import is_encoder
+from langadapt.train import factorised
 from langadapt.train.adapters import add_adapter
 from langadapt.train.config import TrainConfig
 from langadapt.train.trainable import TRAIN_METHODS, embedding_module_name, train_all_embeddings
@@ -39,7 +40,9 @@ def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
         return add_adapter(model, "lora-adapters", cfg, new_ids)
 
     _check_targets(model, cfg.lora_targets)
-    tokens = {embedding_module_name(model): new_ids} if (cfg.embeddings == "new" and new_ids) else None
+    factors = factorised.embedding_of(model) is not None  # then the new rows are the new tokens' coordinates
+    rows = cfg.embeddings == "new" and bool(new_ids)
+    tokens = {embedding_module_name(model): new_ids} if rows and not factors else None
     config = LoraConfig(
         r=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha,
@@ -51,6 +54,8 @@ def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
     model = get_peft_model(model, config)
     if cfg.embeddings == "all":  # trained in place: merge_and_unload keeps them, the checkpoint saves them
         train_all_embeddings(model)
+    elif rows and factors:
+        factorised.train_new_rows(model, new_ids)
     return model
 
 
@@ -80,6 +85,11 @@ def new_rows(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> 
 
     if not new_ids:
         raise ConfigError(["train.method new-rows: the tokenizer added no tokens; use tokenizer.method: extend"])
+    if factorised.embedding_of(model) is not None:  # the new tokens' coordinates; A's other rows and P frozen
+        for p in model.parameters():
+            p.requires_grad_(False)
+        factorised.train_new_rows(model, new_ids)
+        return model
     return get_peft_model(
         model, TrainableTokensConfig(target_modules=[embedding_module_name(model)], token_indices=new_ids)
     )

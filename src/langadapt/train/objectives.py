@@ -16,6 +16,7 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.registry import Registry
+from langadapt.train import factorised
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +66,8 @@ def plain_clm_loss(
 def output_head(model: Any) -> tuple[Any, "torch.Tensor", "torch.Tensor | None", Any, Any] | None:
     """(decoder body, head weight, head bias, trainable row ids, trainable rows) of a causal LM, or None.
 
-    Understands a plain linear head and peft's trainable-token rows on a (tied) head; a head
+    Understands a plain linear head, peft's trainable-token rows on a (tied) head and OFA's
+    factorised head (`train/factorised.py`); a head
     with LoRA on it, logit soft-capping or logit scaling returns None (the plain loss is used).
     """
     import torch
@@ -81,6 +83,9 @@ def output_head(model: Any) -> tuple[Any, "torch.Tensor", "torch.Tensor | None",
         return None
     if isinstance(head, torch.nn.Linear):
         return body, head.weight, head.bias, None, None
+    factors = factorised.head_of(base)
+    if factors is not None:  # OFA's (h P^T) A^T: the hidden states down-projected, then a linear head of rank k
+        return factorised.DownProjected(body, factors), factors.source.table(), factors.bias, None, None
     layer = getattr(head, "token_adapter", head)  # peft: a TrainableTokensWrapper, or the layer itself
     if hasattr(layer, "trainable_tokens_delta") and isinstance(getattr(layer, "base_layer", None), torch.nn.Linear):
         active = [a for a in layer.active_adapters if a in layer.trainable_tokens_delta]

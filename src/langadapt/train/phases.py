@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.rundir import read_json
+from langadapt.train import factorised
 from langadapt.train.adapters import finalize, merge
 from langadapt.train.config import PhaseConfig, TrainConfig
 from langadapt.train.data import TokenStream
@@ -79,6 +80,7 @@ def run_phases(
         model = TRAIN_METHODS.get(phase.method)(model, sub.train, new_ids)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
+        embeddings = factorised.trainable_record(model)  # OFA's factors: what trains, against the same at full size
         label = phase.name or phase.method
         finished = _final_checkpoint(folder, phase.max_steps)
         if finished is not None and not single:
@@ -99,6 +101,8 @@ def run_phases(
             )
             summary = train_loop(model, streams, target, replay, sub, folder)
             summary.update(phase=label, method=phase.method, trainable_parameters=n_train, total_parameters=n_all)
+            if embeddings is not None:
+                summary["trainable_embedding_parameters"] = embeddings
             if not single:
                 (folder / "summary.json").write_text(json.dumps(summary, indent=2))
         summaries.append(summary)

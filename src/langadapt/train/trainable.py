@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 from langadapt.errors import ConfigError
 from langadapt.registry import Registry
+from langadapt.train import factorised
 from langadapt.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ def embedding_module_name(model: "PreTrainedModel") -> str:
 
 def train_all_embeddings(model: "PreTrainedModel") -> int:
     """The whole input embedding matrix, and the output projection (tied to it or not), trainable."""
+    if factorised.embedding_of(model) is not None:  # both factors of each matrix
+        return factorised.train_all(model)
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     weights = {id(m.weight): m.weight for m in (inner.get_input_embeddings(), inner.get_output_embeddings()) if m}
     for w in weights.values():
