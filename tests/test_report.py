@@ -157,6 +157,20 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+def test_factorised_embeddings_are_reported_with_their_measured_saving():
+    from langadapt.report.flow import factorised_phrase
+
+    assert factorised_phrase({"trainable_parameters": 10}) == ""
+    record = {
+        "rank": 100,
+        "embedding_parameters": {"factorised": 25_077_000, "full_size": 192_001_536, "saving": 0.8694},
+    }
+    assert factorised_phrase({"factorised_embeddings": record}) == (
+        "; embeddings trained in factorised form (OFA, rank 100): 25.08M parameters instead of 192.00M "
+        "(87% fewer), folded back to full size"
+    )
+
+
 def test_page_is_self_contained(finished_run):
     page = (finished_run[0] / "report" / "index.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the page must not fetch anything"

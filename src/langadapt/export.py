@@ -245,6 +245,7 @@ def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, 
         + (f" (revision {recipe.model.revision})" if recipe.model.revision else ""),
         f"- tokenizer: `{recipe.tokenizer.method}`" + _tok_facts(rd),
         f"- new-row initialisation: `{recipe.init.method}`",
+        *_factorised_lines(rd),
         f"- training: `{recipe.train.method}`, objective `{recipe.train.objective}`, {recipe.train.max_steps} steps "
         f"of {recipe.train.batch_size} x {recipe.train.seq_len} tokens, lr {recipe.train.lr}, "
         f"replay ratio {recipe.train.replay_ratio}",
@@ -280,6 +281,20 @@ def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, 
         "",
     ]
     return "\n".join(lines)
+
+
+def _factorised_lines(rd: RunDir) -> list[str]:
+    """OFA's factorised training (train.factorised_embeddings): what the embeddings held, as measured."""
+    f = rd.path("train") / "summary.json"
+    record = read_json(f).get("factorised_embeddings") if f.is_file() else None
+    if not record:
+        return []
+    emb = record["embedding_parameters"]
+    return [
+        f"- embeddings trained in factorised form (OFA: coordinates times primitives, rank {record['rank']}): "
+        f"{emb['factorised'] / 1e6:.2f}M parameters instead of {emb['full_size'] / 1e6:.2f}M "
+        f"({100 * emb['saving']:.0f}% fewer); this folder holds them at full size"
+    ]
 
 
 def _base_name(recipe: "Recipe") -> str:

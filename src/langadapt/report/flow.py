@@ -153,6 +153,19 @@ def trained_phrase(summary: dict[str, Any]) -> str:
     return f"{each} (of {total}) parameters trained"
 
 
+def factorised_phrase(summary: dict[str, Any]) -> str:
+    """OFA's factorised embeddings: the parameters they held in training against the full-size matrices."""
+    record = summary.get("factorised_embeddings")
+    if not record:
+        return ""
+    emb = record["embedding_parameters"]
+    return (
+        f"; embeddings trained in factorised form (OFA, rank {record['rank']}): "
+        f"{emb['factorised'] / 1e6:.2f}M parameters instead of {emb['full_size'] / 1e6:.2f}M "
+        f"({100 * emb['saving']:.0f}% fewer), folded back to full size"
+    )
+
+
 def _img(src: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="{src}">'
 
@@ -339,7 +352,7 @@ init <code>{html.escape(recipe.init.method)}</code>, {training_phrase(recipe.tra
 {bpb_section(results)}
 {tasks_section(results)}
 <h2>Training</h2>
-<p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}; {trained_phrase(summary)}.</p>
+<p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}; {trained_phrase(summary)}{factorised_phrase(summary)}.</p>
 {_img(loss_plot(steps), "training loss") if steps else ""}
 {_img(eval_curve_plot(steps), "held-out bits per byte during training") if any(k.startswith("bpb_") for s in steps for k in s) else ""}
 {tokenizer_html(rd, tok)}
