@@ -59,3 +59,37 @@ def test_within_word_correction_raises_the_score_of_split_words(tiny_encoder):
     plain = pseudo_bits_per_byte(model, tok, texts, 64, 32, within_word=False)
     corrected = pseudo_bits_per_byte(model, tok, texts, 64, 32, within_word=True)
     assert corrected["bits_per_byte"] != plain["bits_per_byte"]
+
+
+class _Reached(Exception):
+    pass
+
+
+@pytest.mark.parametrize("path", ["batched", "reference"])
+def test_encoder_scoring_moves_its_tensors_to_the_models_device(tiny_encoder, path, monkeypatch):
+    """On an accelerator the model sits on the device: everything it is given must be there too.
+
+    The model here reports the 'meta' device; whatever reaches it (or the batched head helper)
+    is recorded and the scoring stops there."""
+    import langadapt.scoring.pppl as pppl
+    from langadapt.models.loading import load_model, load_tokenizer
+
+    model, tok = load_model(str(tiny_encoder)), load_tokenizer(str(tiny_encoder))
+    model.__class__ = type("OnMeta", (type(model),), {"device": property(lambda self: torch.device("meta"))})
+    seen: list[str] = []
+
+    def record(tensors) -> None:  # type: ignore[no-untyped-def]
+        seen.extend(t.device.type for t in tensors if isinstance(t, torch.Tensor))
+        raise _Reached
+
+    def spy_logits_at(model, input_ids, attention_mask, select, position_ids=None):  # type: ignore[no-untyped-def]
+        record([input_ids, attention_mask, select, position_ids])
+
+    monkeypatch.setattr(pppl, "mlm_logits_at", spy_logits_at)
+    model.register_forward_pre_hook(lambda m, args, kwargs: record([*args, *kwargs.values()]), with_kwargs=True)
+    # texts of different lengths share a batch: the padding mask is passed as well
+    texts = [target_docs(seed=2)[0]["text"], "the man"]
+    score = pppl.pseudo_bits_per_byte if path == "batched" else pppl.pseudo_log_likelihood_reference
+    with pytest.raises(_Reached):
+        score(model, tok, texts, 24, 8)
+    assert len(seen) >= (3 if path == "batched" else 1) and set(seen) == {"meta"}, seen

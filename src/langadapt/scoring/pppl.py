@@ -10,7 +10,8 @@ into many pieces is not scored as if its own pieces gave it away.
 Batched: one forward pass holds many masked copies of a window (one copy per scored
 token), and the head runs only at the one scored position of each copy: the same numbers
 as one forward per masked copy (`pseudo_log_likelihood_reference`), many times faster.
-Special tokens frame every window and are never scored. Documents longer than a window
+Special tokens frame every window and are never scored. Everything a forward pass is
+given goes to the model's device, as in `bpb.py`. Documents longer than a window
 are scored in chunks of `stride` tokens, each with context on both sides, every token
 exactly once.
 """
@@ -116,6 +117,7 @@ def pseudo_bits_per_byte(
     items.sort(key=lambda item: len(item[0].ids))  # similar lengths share a batch: little padding
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     total_nats = 0.0
+    device = model.device
     model.eval()
     batches = [items[i : i + copies_per_batch] for i in range(0, len(items), copies_per_batch)]
     with torch.no_grad():
@@ -132,9 +134,12 @@ def pseudo_bits_per_byte(
                 input_ids[row, w.masks[i]] = tok.mask_token_id
                 select[row, position] = True
                 gold.append(w.ids[position])
-            mask = None if bool(attention.all()) else attention  # no padding: the fused attention kernel
-            logits = mlm_logits_at(model, input_ids, mask, select).float()
-            total_nats -= torch.log_softmax(logits, dim=-1)[torch.arange(len(batch)), torch.tensor(gold)].sum().item()
+            mask = None if bool(attention.all()) else attention.to(device)  # no padding: the fused attention kernel
+            logits = mlm_logits_at(model, input_ids.to(device), mask, select.to(device)).float()
+            gold_ids = torch.tensor(gold, device=device)
+            total_nats -= (
+                torch.log_softmax(logits, dim=-1)[torch.arange(len(batch), device=device), gold_ids].sum().item()
+            )
     return _result(total_nats, len(items), texts)
 
 
@@ -151,12 +156,14 @@ def pseudo_log_likelihood_reference(
 
     size = min(context_length, max_sequence_length(model.config))
     total_nats, n = 0.0, 0
+    device = model.device
     model.eval()
     with torch.no_grad():
         for w in _document_windows(tok, texts, size, stride, within_word):
             for i, position in enumerate(w.scored):
                 ids = torch.tensor([w.ids])
                 ids[0, w.masks[i]] = tok.mask_token_id
+                ids = ids.to(device)
                 logits = model(input_ids=ids).logits[0, position].float()
                 total_nats -= torch.log_softmax(logits, dim=-1)[w.ids[position]].item()
                 n += 1
