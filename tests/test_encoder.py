@@ -79,12 +79,13 @@ def test_whole_word_masking_covers_whole_words_and_never_special_tokens(kind, tm
 
 
 def test_word_boundaries_come_from_the_tokenizer_not_the_name(tmp_path):
-    from langadapt.models.encoder import word_start_table
+    from langadapt.models.encoder import WordBoundaries
 
     tok, _ = _plan(build_tiny_encoder(tmp_path / "wp", "wordpiece"))
-    scheme, starts = word_start_table(tok)
+    words = WordBoundaries(tok)
     vocab = tok.get_vocab()
-    assert scheme == "wordpiece" and not starts[vocab["##e"]] and starts[vocab["the"]]
+    assert words.family == "wordpiece"
+    assert words.starts([vocab["the"], vocab["##e"], vocab["the"]]) == [True, False, True]
 
 
 def test_mlm_loss_is_computed_at_masked_positions_only_and_matches_the_full_head(tiny_encoder):

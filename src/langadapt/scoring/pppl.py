@@ -5,7 +5,8 @@ log p(token | the text with that token masked). Dividing it by the text's UTF-8 
 pseudo bits per byte, which, like bits per byte for decoders, compares models whose
 tokenizers cut the text differently. With `within_word` (Kauf & Ivanova, 2023, "PLL-word-l2r")
 the later pieces of the same word are masked too when a piece is scored, so a word split
-into many pieces is not scored as if its own pieces gave it away.
+into many pieces is not scored as if its own pieces gave it away. Words are the tokenizer's
+own (`models.encoder.WordBoundaries`, the same as whole-word masking in training).
 
 Batched: one forward pass holds many masked copies of a window (one copy per scored
 token), and the head runs only at the one scored position of each copy: the same numbers
@@ -22,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from langadapt.models.encoder import mlm_logits_at, word_start_table, word_starts
+from langadapt.models.encoder import WordBoundaries, mlm_logits_at
 from langadapt.models.loading import max_sequence_length
 from langadapt.progress import track
 
@@ -78,23 +79,13 @@ def windows(
 def _document_windows(
     tok: "PreTrainedTokenizerBase", texts: list[str], size: int, stride: int, within_word: bool
 ) -> list[Window]:
-    import torch
-
     head, tail = frame(tok)
-    scheme, table = word_start_table(tok) if within_word else ("token", [])
-    table_t = torch.tensor(table, dtype=torch.bool) if within_word else None
-    special = torch.zeros(len(tok), dtype=torch.bool)
-    special[torch.tensor(sorted(set(tok.all_special_ids)), dtype=torch.long)] = True
+    boundaries = WordBoundaries(tok) if within_word else None
     out = []
     for ids in tok(texts, add_special_tokens=False, verbose=False)["input_ids"]:
         if not ids:
             continue
-        if within_word:
-            t = torch.tensor([ids])
-            starts = word_starts(t, table_t, scheme, special[t]).squeeze(0).tolist()
-            starts[0] = True
-        else:
-            starts = [True] * len(ids)
+        starts = boundaries.starts(ids) if boundaries is not None else [True] * len(ids)
         out.extend(windows(ids, starts, head, tail, size, stride, within_word))
     return out
 

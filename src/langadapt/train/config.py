@@ -133,7 +133,9 @@ class TrainConfig:
         0.1, "mlm: of the chosen tokens, the fraction replaced by a random token (rest: kept)"
     )
     mlm_whole_word: bool = opt(
-        True, "mlm: choose whole words (SentencePiece '▁', byte-level 'Ġ', WordPiece '##', read from the tokenizer)"
+        True,
+        "mlm: choose whole words, as the tokenizer's own pre-tokenizer splits them (punctuation and digits "
+        "included; <unk> inside a word belongs to it)",
     )
     adapter_reduction_factor: int = opt(
         16, "seq-bn, seq-bn-inv, double-seq-bn: bottleneck size = hidden size / this factor"

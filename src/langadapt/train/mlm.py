@@ -2,9 +2,9 @@
 
 Masking is drawn afresh for every batch (dynamic masking, as in RoBERTa) from torch's
 global RNG, which the checkpoints save, so a resumed run masks exactly as an
-uninterrupted one. Words are whole words of the tokenizer's own convention (SentencePiece
-'▁', byte-level 'Ġ', WordPiece '##'), read from the tokenizer, never from the model name;
-special tokens (the document separators included) are never masked. The head runs only at
+uninterrupted one. Words are the tokenizer's own (its pre-tokenizer's split,
+`models.encoder.WordBoundaries`, the same as the within-word pseudo-likelihood), never read
+from the model name; special tokens (the document separators included) are never masked. The head runs only at
 the masked positions: with a 250k-token vocabulary it is most of the cost of a step.
 
 The loop calls objectives as `(model, input_ids)`; what masking needs from the tokenizer
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import ConfigError
-from langadapt.models.encoder import mlm_logits_at, word_start_table, word_starts
+from langadapt.models.encoder import WordBoundaries, mlm_logits_at, special_token_mask
 from langadapt.train.objectives import OBJECTIVES
 
 if TYPE_CHECKING:
@@ -34,8 +34,7 @@ class MaskingPlan:
     """What dynamic masking needs, computed once from the tokenizer."""
 
     mask_id: int
-    starts: "torch.Tensor"  # (vocab,) bool: token begins a word (or ends one, for the end-of-word scheme)
-    scheme: str  # sentencepiece | bytelevel | wordpiece | end-of-word | token
+    words: WordBoundaries | None  # None: single tokens (train.mlm_whole_word: false)
     special: "torch.Tensor"  # (vocab,) bool: never masked
     replacements: "torch.Tensor"  # ids a masked position may be replaced with at random (no special tokens)
     probability: float
@@ -48,18 +47,10 @@ class MaskingPlan:
 
         if tok.mask_token_id is None:
             raise ConfigError(["train.objective mlm: the tokenizer has no mask token; is the base model an encoder?"])
-        vocab = len(tok)
-        special = torch.zeros(vocab, dtype=torch.bool)
-        special[torch.tensor(sorted(set(tok.all_special_ids)), dtype=torch.long)] = True
-        if cfg.mlm_whole_word:
-            scheme, table = word_start_table(tok)
-            starts = torch.tensor(table, dtype=torch.bool)
-        else:
-            scheme, starts = "token", torch.ones(vocab, dtype=torch.bool)
+        special = special_token_mask(tok)
         return cls(
             mask_id=int(tok.mask_token_id),
-            starts=starts,
-            scheme=scheme,
+            words=WordBoundaries(tok) if cfg.mlm_whole_word else None,
             special=special,
             replacements=torch.nonzero(~special).squeeze(1),
             probability=cfg.mlm_probability,
@@ -67,18 +58,19 @@ class MaskingPlan:
             random_ratio=cfg.mlm_random_ratio,
         )
 
+    @property
+    def scheme(self) -> str:
+        return self.words.family if self.words is not None else "token"
+
     def word_ids(self, ids: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
-        """(word index per position, special mask); word indices count from 0 within each row."""
+        """(word index per position, never-masked positions); word indices count from 0 within each row."""
         import torch
 
-        if ids.max().item() >= len(self.starts):  # ids beyond the tokenizer (unused rows of the embedding matrix)
-            ids = ids.clamp(max=len(self.starts) - 1)
-        special = self.special[ids]
-        if self.scheme == "token":
-            starts = torch.ones_like(special)
-        else:
-            starts = word_starts(ids, self.starts, self.scheme, special)
-        return torch.cumsum(starts.long(), dim=1) - 1, special
+        beyond = ids >= len(self.special)  # ids beyond the tokenizer (unused rows of the embedding matrix)
+        special = self.special[ids.clamp(max=len(self.special) - 1)] | beyond
+        if self.words is None:
+            return torch.arange(ids.shape[1]).expand_as(ids).clone(), special
+        return self.words.word_ids(ids), special
 
     def choose(self, ids: "torch.Tensor") -> "torch.Tensor":
         """Which positions to predict: whole words, about `probability` of each row's maskable tokens."""
