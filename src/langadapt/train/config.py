@@ -135,7 +135,7 @@ class TrainConfig:
     mlm_whole_word: bool = opt(
         True,
         "mlm: choose whole words, as the tokenizer's own pre-tokenizer splits them (punctuation and digits "
-        "included; <unk> inside a word belongs to it)",
+        "included; <unk> inside a word belongs to it), filling mlm_probability of each row",
     )
     adapter_reduction_factor: int = opt(
         16, "seq-bn, seq-bn-inv, double-seq-bn: bottleneck size = hidden size / this factor"

@@ -26,10 +26,10 @@ from langadapt.train.adapters import config_problems, save_final
 from langadapt.train.data import TokenStream
 from langadapt.train.loop import set_dropout
 from langadapt.train.methods import TRAIN_METHODS
-from langadapt.train.mlm import MaskingPlan, attach_masking
+from langadapt.train.mlm import MaskingPlan, masked_lm
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.phases import run_phases
-from langadapt.train.processes import is_main_process
+from langadapt.train.processes import is_main_process, launched_rank
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -60,8 +60,11 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         n = set_dropout(model, cfg.dropout)
         log.info("train.dropout: the base model's %d dropout layers and rates set to %g", n, cfg.dropout)
     new_ids = list(tok_metrics.get("new_token_ids", []))
+    # the objective the loop calls; masking needs the tokenizer (and this process's rank)
     if cfg.objective == "mlm":
-        attach_masking(model, MaskingPlan.from_tokenizer(tok, cfg))
+        objective = masked_lm(MaskingPlan.from_tokenizer(tok, cfg, launched_rank()))
+    else:
+        objective = OBJECTIVES.get(cfg.objective)
     # OFA's factors train instead of the embedding matrices; folded back to full size before saving
     factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
 
@@ -74,7 +77,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             if cfg.eval_every:  # a fixed held-out sample, evaluated every eval_every steps
                 streams[lang].heldout = read_texts(rd, lang, "heldout")
     # one phase (train.method) or a schedule (train.phases), each through the same loop
-    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out)
+    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, objective)
     if not is_main_process():
         return  # under accelerate launch / torchrun only rank 0 writes the run directory
 

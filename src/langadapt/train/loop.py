@@ -17,7 +17,7 @@ from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.data import Prefetcher, TokenStream, batch_languages, document_positions, heldout_sample
 from langadapt.train.distributed import resolve_sharding, setup
-from langadapt.train.objectives import OBJECTIVES
+from langadapt.train.objectives import OBJECTIVES, Objective
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
 from langadapt.train.processes import Processes, launched_world_size, training_copy
 from langadapt.train.tracking import MetricsLog
@@ -147,8 +147,12 @@ def train_loop(
     out: Path,
     *,
     device: "torch.device | None" = None,
+    objective: "Objective | None" = None,
 ) -> dict[str, Any]:
     """Train `model` for recipe.train.max_steps optimizer steps (resuming from the newest checkpoint).
+
+    `objective` defaults to train.objective from the registry; one that needs more than the
+    model (mlm: its masking plan) is built by the caller with it bound.
 
     Each step draws its sequences (the replay mix is a function of the step), runs them in
     micro-batches under the precision's autocast, accumulates gradients, clips and steps.
@@ -169,7 +173,7 @@ def train_loop(
         # by block) and its trained weights are written back at the end
         trained = training_copy(model)
     prepare_model(trained, cfg)
-    objective = OBJECTIVES.get(cfg.objective)
+    objective = objective or OBJECTIVES.get(cfg.objective)
     sep_id = next(iter(streams.values())).sep_id
     takes_positions = "position_ids" in inspect.signature(objective).parameters
     use_positions = takes_positions and cfg.packed_attention == "document"

@@ -30,6 +30,7 @@ from langadapt.train.methods import TRAIN_METHODS
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
+    from langadapt.train.objectives import Objective
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,12 @@ def run_phases(
     replay: str | None,
     recipe: "Recipe",
     out: Path,
+    objective: "Objective | None" = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train every phase in order (skipping finished ones); returns the model with saved adapters and a summary."""
+    """Train every phase in order (skipping finished ones); returns the model with saved adapters and a summary.
+
+    `objective`: what every phase trains on (default: train.objective from the registry).
+    """
     phases = schedule(recipe.train)
     single = not recipe.train.phases  # one phase keeps the plain layout: train/checkpoints, train/metrics.jsonl
     summaries = []
@@ -99,7 +104,7 @@ def run_phases(
                 n_train / 1e6,
                 n_all / 1e6,
             )
-            summary = train_loop(model, streams, target, replay, sub, folder)
+            summary = train_loop(model, streams, target, replay, sub, folder, objective=objective)
             summary.update(phase=label, method=phase.method, trainable_parameters=n_train, total_parameters=n_all)
             if embeddings is not None:
                 summary["trainable_embedding_parameters"] = embeddings

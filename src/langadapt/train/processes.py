@@ -38,8 +38,13 @@ def node_size() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
+def launched_rank() -> int:
+    """This process's rank among those `accelerate launch` / `torchrun` started (0 when run directly)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return launched_rank() == 0
 
 
 def env_flag(name: str) -> bool:
