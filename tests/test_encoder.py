@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import ENCODER_KINDS, build_tiny_encoder
 
+from langadapt.models.encoder import PACKED_ENCODERS
+
 
 @pytest.mark.parametrize("kind", ENCODER_KINDS)
 def test_encoder_loads_as_masked_lm_and_missing_head_is_created_tied(kind, tmp_path):
@@ -165,6 +167,136 @@ def test_ranks_mask_differently_and_each_rank_the_same_again(tiny_encoder):
     torch.manual_seed(123)
     torch.set_rng_state(state)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(later, [plan.draw(ids) for _ in range(2)]))
+
+
+# -- packed documents (train.packed_attention: document) ------------------------------------------
+
+
+def _sharpen(model):  # type: ignore[no-untyped-def]
+    """Larger weights: at its initial scale (std 0.02) a tiny model barely reads its context, so
+    attention that crosses documents would change its predictions by less than any tolerance."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0, 0.3)
+    return model.eval()
+
+
+def _two_documents(tok):  # type: ignore[no-untyped-def]
+    from conftest import english_lines, target_docs
+
+    from langadapt.models.loading import doc_separator_id
+
+    sep = doc_separator_id(tok)
+    a = [sep] + tok(target_docs(seed=2)[0]["text"], add_special_tokens=False)["input_ids"][:20]
+    b = [sep] + tok(english_lines(1, seed=4)[0], add_special_tokens=False)["input_ids"][:17]
+    return sep, a, b
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("kind", ENCODER_KINDS)  # XLM-R, RoBERTa, BERT
+def test_packed_encoder_documents_do_not_attend_to_each_other(kind, attention, tmp_path):
+    """A packed row predicts each document's tokens exactly as the document alone (positions included)."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from langadapt.models.encoder import document_inputs, mlm_logits_at
+    from langadapt.models.loading import load_tokenizer
+    from langadapt.train.data import document_positions
+
+    folder = build_tiny_encoder(tmp_path / kind, kind)
+    tok = load_tokenizer(str(folder))
+    model = _sharpen(AutoModelForMaskedLM.from_pretrained(folder, attn_implementation=attention))
+    sep, a, b = _two_documents(tok)
+    packed = torch.tensor([a + b, b + a])
+    positions = document_positions(packed, sep)
+    assert positions[0].tolist() == list(range(len(a))) + list(range(len(b)))
+    everywhere = torch.ones_like(packed, dtype=torch.bool)
+    with torch.no_grad():
+        got = mlm_logits_at(model, packed, select=everywhere, **document_inputs(model, positions))
+        crossing = mlm_logits_at(model, packed, None, everywhere)
+        alone_a = model(input_ids=torch.tensor([a])).logits[0]  # the model's own default positions
+        alone_b = model(input_ids=torch.tensor([b])).logits[0]
+    width = packed.shape[1]
+    expected = torch.cat([alone_a, alone_b, alone_b, alone_a])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(crossing[len(a) : width], alone_b, atol=1e-3)  # without them, attention crosses
+
+
+def test_mlm_objective_keeps_packed_documents_apart(tmp_path):
+    """The loss of a packed row is the loss of its documents scored alone, at the same masked positions."""
+    import inspect
+
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForMaskedLM
+
+    from langadapt.train.data import document_positions
+    from langadapt.train.mlm import masked_lm
+    from langadapt.train.objectives import OBJECTIVES
+
+    # the loop hands restarting positions only to an objective that takes them
+    assert "position_ids" in inspect.signature(OBJECTIVES.get("mlm")).parameters
+    folder = build_tiny_encoder(tmp_path / "xlmr", "sentencepiece")
+    tok, plan = _plan(folder, mlm_probability=0.3)
+    model = _sharpen(AutoModelForMaskedLM.from_pretrained(folder))
+    sep, a, b = _two_documents(tok)
+    packed = torch.tensor([a + b])
+    torch.manual_seed(3)
+    with torch.no_grad():
+        loss = masked_lm(plan)(model, packed, position_ids=document_positions(packed, sep))
+        torch.manual_seed(3)
+        chosen, corrupted = plan.draw(packed)
+        assert chosen[0, : len(a)].any() and chosen[0, len(a) :].any()  # both documents are scored
+        logits = torch.cat([model(input_ids=doc).logits[0] for doc in (corrupted[:, : len(a)], corrupted[:, len(a) :])])
+        expected = F.cross_entropy(logits[chosen[0]], packed[0][chosen[0]])
+    torch.testing.assert_close(loss[0, 0], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", PACKED_ENCODERS)
+def test_every_encoder_type_said_to_take_packed_documents_does(model_type):
+    """The list validation trusts: a tiny model of each type predicts a packed document as it does alone."""
+    import torch
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    from langadapt.models.encoder import document_inputs, mlm_logits_at
+
+    sizes = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    config = AutoConfig.for_model(model_type, **sizes, max_position_embeddings=64, pad_token_id=1)
+    if model_type == "rembert":
+        config.input_embedding_size = config.output_embedding_size = 32
+    torch.manual_seed(0)
+    model = _sharpen(AutoModelForMaskedLM.from_config(config))
+    a, b = [0, 5, 17, 33, 8, 41, 9], [0, 12, 7, 99, 23, 64, 3, 11]
+    packed = torch.tensor([a + b])
+    positions = torch.tensor([list(range(len(a))) + list(range(len(b)))])
+    with torch.no_grad():
+        got = mlm_logits_at(
+            model, packed, select=torch.ones_like(packed, dtype=torch.bool), **document_inputs(model, positions)
+        )
+        alone = model(input_ids=torch.tensor([b])).logits[0]
+    torch.testing.assert_close(got[len(a) :], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_an_encoder_that_cannot_keep_packed_documents_apart_is_refused_at_validation():
+    from types import SimpleNamespace
+
+    from transformers import DistilBertConfig, XLMRobertaConfig
+
+    from langadapt.train.adapters import config_problems
+    from langadapt.train.config import TrainConfig
+
+    def problems(config, packed):  # type: ignore[no-untyped-def]
+        recipe = SimpleNamespace(train=TrainConfig(objective="mlm", method="head", packed_attention=packed))
+        return [p for p in config_problems(recipe, config) if "packed_attention" in p]
+
+    (message,) = problems(DistilBertConfig(), "document")
+    assert "distilbert" in message and "set train.packed_attention: row" in message
+    assert problems(DistilBertConfig(), "row") == []
+    assert problems(XLMRobertaConfig(), "document") == []
 
 
 def test_saved_model_folder_loads_its_tokenizer_without_the_mistral_regex_warning(tmp_path):

@@ -1,8 +1,9 @@
 """Masked-LM helpers shared by training (the mlm objective) and evaluation (pseudo-perplexity).
 
 A created head for encoders that ship none; the special tokens and the word boundaries of
-a token sequence, read from the tokenizer itself; and the head run at selected positions
-only.
+a token sequence, read from the tokenizer itself; packed documents kept apart (one
+attention block and restarting positions per document); and the head run at selected
+positions only.
 """
 
 from __future__ import annotations
@@ -18,9 +19,36 @@ from langadapt.errors import ModelLoadError
 if TYPE_CHECKING:
     import numpy as np
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+
+# Model types whose masked-LM class (transformers 4.57, eager and sdpa attention) takes a
+# (batch, seq, seq) attention mask and explicit position ids, which is what keeps packed
+# documents apart. Each is checked by a test on a tiny model of its type.
+PACKED_ENCODERS = (
+    "bert",
+    "camembert",
+    "data2vec-text",
+    "electra",
+    "ernie",
+    "megatron-bert",
+    "rembert",
+    "roberta",
+    "roberta-prelayernorm",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+)
+# RoBERTa-style embeddings number positions from the padding index + 1
+_OFFSET_POSITIONS = (
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "xmod",
+    "roberta-prelayernorm",
+    "data2vec-text",
+)
 
 
 def ensure_mlm_head(model: "PreTrainedModel", missing_keys: list[str]) -> None:
@@ -223,11 +251,41 @@ def _find_types(node: Any, found: dict[str, dict[str, Any]] | None = None) -> di
     return found
 
 
+# -- packed documents -----------------------------------------------------------------------------
+
+
+def position_offset(config: "PretrainedConfig") -> int:
+    """Where a model's position ids start: after the padding index for RoBERTa-style embeddings, else 0."""
+    if config.model_type in _OFFSET_POSITIONS:
+        return (config.pad_token_id or 0) + 1
+    return 0
+
+
+def document_inputs(model: Any, document_positions: "torch.Tensor") -> dict[str, "torch.Tensor"]:
+    """Attention mask and position ids that keep the packed documents of each row apart.
+
+    `document_positions` (batch, seq) restart at 0 where each document starts (see
+    `train.data.document_positions`). A token attends only to the tokens of its own
+    document (a (batch, seq, seq) mask, block-diagonal), and its position id is its place
+    in that document plus the model's offset, exactly as if the document were alone. When
+    every row holds one document, nothing is needed (the model's own defaults are the same).
+    """
+    import torch
+
+    if bool((document_positions[:, 1:] != 0).all()):
+        return {}
+    document = torch.cumsum((document_positions == 0).long(), dim=1)
+    same = (document[:, :, None] == document[:, None, :]).long()
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"attention_mask": same, "position_ids": document_positions + position_offset(inner.config)}
+
+
 def mlm_logits_at(
     model: Any,
     input_ids: "torch.Tensor",
     attention_mask: "torch.Tensor | None",
     select: "torch.Tensor",
+    position_ids: "torch.Tensor | None" = None,
 ) -> "torch.Tensor":
     """Masked-LM logits at the positions where `select` (batch, seq) is True only: (n_selected, vocab).
 
@@ -242,8 +300,9 @@ def mlm_logits_at(
         return (args[0][select],) + args[1:]
 
     handle = head.register_forward_pre_hook(gather)
+    extra = {} if position_ids is None else {"position_ids": position_ids}
     try:
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
     finally:
         handle.remove()
 

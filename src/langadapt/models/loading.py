@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from langadapt.config import ModelConfig
 from langadapt.errors import MissingDependencyError, ModelLoadError
-from langadapt.models.encoder import ensure_mlm_head
+from langadapt.models.encoder import ensure_mlm_head, position_offset
 from langadapt.models.importers import import_e5s1, import_gguf
 from langadapt.registry import Registry
 from langadapt.rundir import fingerprint
@@ -349,6 +349,4 @@ def doc_separator_id(tok: "PreTrainedTokenizerBase") -> int:
 def max_sequence_length(config: "PretrainedConfig") -> int:
     """Tokens one sequence may hold: RoBERTa-style position ids start after the padding index."""
     limit = int(getattr(config, "max_position_embeddings", 0) or 0) or 1 << 30
-    if config.model_type in ("roberta", "xlm-roberta", "camembert", "xmod", "roberta-prelayernorm", "data2vec-text"):
-        limit -= (config.pad_token_id or 0) + 1
-    return limit
+    return limit - position_offset(config)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import ConfigError, MissingDependencyError
+from langadapt.models.encoder import PACKED_ENCODERS
 from langadapt.models.loading import ADAPTER_NAME, adapter_activation, is_encoder
 from langadapt.train import factorised
 from langadapt.train.config import TrainConfig
@@ -283,6 +284,12 @@ def config_problems(recipe: "Recipe", config: "PretrainedConfig") -> list[str]:
         p.append(f"train.objective: {tr.objective} does not train an encoder such as {kind}; use mlm")
     if not encoder and tr.objective == "mlm":
         p.append(f"train.objective: mlm needs an encoder; {kind} is a decoder: use clm")
+    if encoder and tr.packed_attention == "document" and config.model_type not in PACKED_ENCODERS:
+        p.append(
+            f"train.packed_attention: document needs a per-document attention mask and position ids, which "
+            f"{config.model_type}'s masked-LM class does not take; set train.packed_attention: row (packed "
+            f"documents then attend to each other), or use an encoder of type {', '.join(PACKED_ENCODERS)}"
+        )
     methods = [ph.method for ph in tr.phases] if tr.phases else [tr.method]
     via_adapters = set(methods) & set(ADAPTER_METHODS) | ({"lora"} & set(methods) if encoder else set())
     for m in sorted(via_adapters):

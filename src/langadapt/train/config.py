@@ -100,7 +100,8 @@ class TrainConfig:
     )
     packed_attention: str = opt(
         "document",
-        "document: position ids restart at each packed document and attention stays inside it; "
+        "document: position ids restart at each packed document and attention stays inside it (decoders, and "
+        "encoders of the types in models/encoder.py's PACKED_ENCODERS: BERT, RoBERTa, XLM-R, ...); "
         "row: a packed row is one sequence (attention crosses documents)",
     )
     gradient_checkpointing: bool = opt(

@@ -6,15 +6,16 @@ from the model name; special tokens (the document separators included) are never
 Whole words are taken in random order while they fit the budget of `mlm_probability` of a
 row's tokens, skipping any word too long for what is left, as the field's whole-word
 collators do. The head runs only at the masked positions: with a 250k-token vocabulary it
-is most of the cost of a step.
+is most of the cost of a step. Packed documents are kept apart (`train.packed_attention:
+document`): each attends only to itself, and its positions start from 0.
 
 Every process masks its own rows differently: each batch's masking draws from a generator
 seeded with the next number of torch's global CPU stream (the same on every process, and
 saved in checkpoints) and the process's rank, so a resumed run masks exactly as an
 uninterrupted one and no two ranks share a mask.
 
-The loop calls objectives as `(model, input_ids)`; the flow builds this one with its
-`MaskingPlan` bound (`masked_lm(plan)`).
+The loop calls objectives as `(model, input_ids, position_ids=None)`; the flow builds this
+one with its `MaskingPlan` bound (`masked_lm(plan)`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.errors import ConfigError
-from langadapt.models.encoder import WordBoundaries, mlm_logits_at, special_token_mask
+from langadapt.models.encoder import WordBoundaries, document_inputs, mlm_logits_at, special_token_mask
 from langadapt.train.objectives import OBJECTIVES
 
 if TYPE_CHECKING:
@@ -140,15 +141,25 @@ class MaskingPlan:
     "mlm",
     help="masked language modelling for encoders: dynamic whole-word masking (train.mlm_*), loss at masked positions",
 )
-def mlm_loss(model: Any, input_ids: "torch.Tensor", *, plan: MaskingPlan) -> "torch.Tensor":
-    """Cross-entropy at the masked positions, averaged per sequence: shape (batch, 1)."""
+def mlm_loss(
+    model: Any, input_ids: "torch.Tensor", position_ids: "torch.Tensor | None" = None, *, plan: MaskingPlan
+) -> "torch.Tensor":
+    """Cross-entropy at the masked positions, averaged per sequence: shape (batch, 1).
+
+    `position_ids` restarting at 0 per packed document keep the documents apart (attention
+    within each, positions from its start); without them a row is one sequence.
+    """
     import torch
     import torch.nn.functional as F
 
     device = input_ids.device
     chosen, corrupted = plan.draw(input_ids.cpu())  # masking draws on the CPU: see the module docstring
     chosen = chosen.to(device)
-    logits = mlm_logits_at(model, corrupted.to(device), None, chosen)  # packed rows: no padding to mask
+    packed = document_inputs(model, position_ids) if position_ids is not None else {}
+    # packed rows hold no padding: the only attention mask is the one between documents
+    logits = mlm_logits_at(
+        model, corrupted.to(device), packed.get("attention_mask"), chosen, packed.get("position_ids")
+    )
     loss = F.cross_entropy(logits.float(), input_ids[chosen], reduction="none")
     rows = torch.nonzero(chosen)[:, 0]
     per_row = torch.zeros(input_ids.shape[0], dtype=loss.dtype, device=device).index_add(0, rows, loss)
