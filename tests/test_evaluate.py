@@ -12,11 +12,15 @@ from langadapt.recipe import EvalConfig
 from langadapt.scoring import bpb
 
 
-@pytest.mark.parametrize("n,context,stride", [(2, 8, 4), (10, 8, 4), (100, 16, 8), (17, 16, 16), (50, 64, 32)])
-def test_windows_score_each_token_once(n, context, stride):
+@pytest.mark.parametrize(
+    "n,context,stride", [(2, 8, 4), (10, 8, 4), (100, 16, 8), (17, 16, 16), (40, 16, 16), (50, 64, 32), (90, 16, 3)]
+)
+def test_windows_score_each_token_once_with_the_promised_context(n, context, stride):
     scored = []
     for begin, end, k in bpb.windows(n, context, stride):
-        assert end - begin <= context and k <= end - begin - (1 if begin == 0 else 0)
+        assert end - begin <= context
+        for p in range(end - k, end):  # token p is predicted from ids[begin:p]
+            assert p - begin >= min(p, max(context - stride, 1)), (begin, end, k, p)
         scored.extend(range(end - k, end))
     assert scored == list(range(1, n))
 
@@ -39,16 +43,48 @@ def test_bits_per_byte_matches_a_direct_computation(tiny_model):
     assert got["bytes"] == n_bytes
 
 
-def test_sliding_window_is_close_to_full_context(tiny_model):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _short_sighted_model(tok):  # type: ignore[no-untyped-def]
+    """A 2-layer Mistral whose attention sees 4 tokens, with weights large enough that it reads them.
+
+    A prediction then depends on exactly the 7 tokens before it: with at least 7 tokens of
+    context every window scores each token as full context does, to float precision.
+    """
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        sliding_window=4,
+        initializer_range=0.3,  # the default 0.02 leaves attention nearly uniform: context would barely matter
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    return MistralForCausalLM(config).eval()
+
+
+def test_sliding_window_scores_every_token_as_full_context_does(tiny_model):
+    from conftest import english_lines
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    text = ["the king said " * 30]
+    model = _short_sighted_model(tok)
+    text = [" ".join(english_lines(12, seed=4)), " ".join(english_lines(5, seed=6))]
     full = bpb.bits_per_byte(model, tok, text, EvalConfig(context_length=512, stride=256))
-    windowed = bpb.bits_per_byte(model, tok, text, EvalConfig(context_length=32, stride=16))
-    assert windowed["tokens"] == full["tokens"]
-    assert windowed["bits_per_byte"] == pytest.approx(full["bits_per_byte"], rel=0.05)
+    assert full["tokens"] > 3 * 32  # several windows per document below
+    for context, stride in ((16, 8), (32, 16), (24, 17), (12, 4)):  # at least 7 tokens of context
+        windowed = bpb.bits_per_byte(model, tok, text, EvalConfig(context_length=context, stride=stride))
+        assert windowed["tokens"] == full["tokens"]
+        assert windowed["bits_per_byte"] == pytest.approx(full["bits_per_byte"], rel=1e-6), (context, stride)
+    # the model reads its context: windows that give some tokens less than 7 score differently
+    for context, stride in ((16, 14), (8, 8)):
+        short = bpb.bits_per_byte(model, tok, text, EvalConfig(context_length=context, stride=stride))
+        assert abs(short["bits_per_byte"] / full["bits_per_byte"] - 1) > 2e-3, (context, stride)
 
 
 def test_cap_keeps_whole_documents_and_counts_the_rest():

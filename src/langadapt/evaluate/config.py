@@ -58,7 +58,9 @@ class EvalConfig:
         30_000, "evaluate at most this many characters per set (whole documents; the rest is counted as skipped)"
     )
     context_length: int = opt(512, "tokens per evaluation window; longer documents are scored with a sliding window")
-    stride: int = opt(256, "new tokens scored per window after the first (the rest is context)")
+    stride: int = opt(
+        256, "new tokens scored per window after the first (the rest is context; a decoder's window keeps at least one)"
+    )
     extra_sets: tuple[SourceConfig, ...] = opt(
         (), "additional evaluation-only sets, e.g. out-of-domain text in the source language"
     )

@@ -18,16 +18,18 @@ def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
     """(begin, end, scored) windows over a sequence of n tokens; token 0 is never scored.
 
     The last `scored` tokens of ids[begin:end] are scored; together they cover 1..n-1
-    exactly once.
+    exactly once, each predicted from at least `context - stride` tokens before it in its
+    window (and never from none: with stride == context, windows still overlap by one token).
     """
     out = []
     prev_end = 1  # the separator at position 0 is context only
     begin = 0
+    overlap = max(context - stride, 1)
     while prev_end < n:
         end = min(begin + context, n)
         out.append((begin, end, end - prev_end))
         prev_end = end
-        begin = end - (context - stride)
+        begin = end - overlap
     return out
 
 
