@@ -55,6 +55,59 @@ def topic_files(folder: Path, n_train: int = 12, n_test: int = 6) -> Path:
     return folder
 
 
+def bitext(shift: int = 0):  # type: ignore[no-untyped-def]
+    """Aligned pairs in two 'languages': nya says each English sentence with its words in reverse order.
+
+    The texts differ in both languages and nya lists its sentences in another order, so each
+    translation must be found by content among the other sentences. shift > 0 gives each nya
+    sentence the id of another pair: the right answer is then never the one under the same id.
+    """
+    import random
+
+    from conftest import ENGLISH
+
+    from langadapt.evaluate.tasks.data import Example, TaskData
+
+    words = [w for w in ENGLISH if w not in ("the", "a")]
+    random.Random(0).shuffle(words)
+    eng = ["so " + " ".join(words[i : i + 3]) for i in range(0, len(words) - 2, 3)]
+    nya = ["so " + " ".join(reversed(words[i : i + 3])) for i in range(0, len(words) - 2, 3)]
+    n = len(eng)
+    examples = [Example(str(i), "eng", "test", text=t) for i, t in enumerate(eng)]
+    examples += [Example(str((i + shift) % n), "nya", "test", text=nya[i]) for i in reversed(range(n))]
+    return TaskData(examples, "planted")
+
+
+PERSONS = ["king", "woman", "man"]
+PLACES = [("great", "river"), ("old", "city")]  # two-word names: B-LOC I-LOC
+OTHER = {"eng": ["went", "to", "saw", "said", "with", "from", "over"], "nya": ["ndi", "ku", "mwa", "zi", "tha", "pa"]}
+
+
+def planted_tags(folder: Path) -> Path:
+    """CoNLL files where a word's tag follows from the word alone: a correct probe scores entity F1 = 1."""
+    import random
+
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for lang in ("eng", "nya"):
+        for split, n in (("train", 16), ("test", 6)):
+            sentences = []
+            for _ in range(n):
+                words = [("so", "O")]
+                for _ in range(rng.randint(4, 7)):
+                    r = rng.random()
+                    if r < 0.25:
+                        words.append((rng.choice(PERSONS), "B-PER"))
+                    elif r < 0.45:
+                        first, second = rng.choice(PLACES)
+                        words += [(first, "B-LOC"), (second, "I-LOC")]
+                    else:
+                        words.append((rng.choice(OTHER[lang]), "O"))
+                sentences.append("".join(f"{w}\t{t}\n" for w, t in words))
+            (folder / f"{lang}.{split}.conll").write_text("\n".join(sentences))
+    return folder
+
+
 # -- metrics against hand-computed values ------------------------------------------------
 
 
@@ -95,18 +148,18 @@ def test_mean_pooling_is_the_mean_of_real_token_states(tiny):
 # -- every task kind on a tiny data set ---------------------------------------------------
 
 
-def test_retrieval_finds_planted_pairs(tiny):
-    from langadapt.evaluate.tasks.data import Example, TaskData
-
-    texts = [f"{a} {b} {c}" for a, b, c in zip(TOPICS["royal"].split(), TOPICS["river"].split(), range(10))]
-    data = TaskData(
-        [Example(str(i), lang, "test", text=t) for i, t in enumerate(texts) for lang in ("nya", "eng")], "planted"
-    )
+def test_retrieval_and_alignment_find_translations_by_content(tiny):
     for kind in ("retrieval", "alignment"):
-        rows = TASKS.get(kind).run(ctx_for(tiny), TaskConfig(kind=kind, layer="last"), data)
-        assert rows and all(r.mean == pytest.approx(1.0) for r in rows), rows  # identical texts: always found
-    rows = TASKS.get("retrieval").run(ctx_for(tiny), TaskConfig(kind="retrieval"), data)
-    assert {r.setting for r in rows} == {"nya→eng", "eng→nya"}
+        for layer in ("middle", "last"):
+            rows = TASKS.get(kind).run(ctx_for(tiny), TaskConfig(kind=kind, layer=layer), bitext())
+            assert rows and all(r.mean == 1.0 and r.n_test == 9 for r in rows), rows
+            # the same texts under the wrong ids: the sentence under a pair's id is never its translation
+            rows = TASKS.get(kind).run(ctx_for(tiny), TaskConfig(kind=kind, layer=layer), bitext(shift=1))
+            assert rows and all(r.mean == 0.0 for r in rows), rows
+    rows = TASKS.get("alignment").run(ctx_for(tiny), TaskConfig(kind="alignment"), bitext())
+    assert rows[0].extra["by_layer"] == [1.0, 1.0] and rows[0].extra["best_layer"] == 1
+    rows = TASKS.get("retrieval").run(ctx_for(tiny), TaskConfig(kind="retrieval"), bitext())
+    assert [r.setting for r in rows] == ["nya→eng", "eng→nya"] and [r.language for r in rows] == ["nya", "eng"]
 
 
 def test_classify_probe_separates_topics_in_and_across_languages(tiny, tmp_path):
@@ -145,14 +198,39 @@ def test_tag_probe_on_the_ner_fixture(tiny):
     data = builtin_data("ner-fixture")
     assert set(data.languages()) == {"eng", "nya"} and data.select("nya", "test")
     rows = TASKS.get("tag").run(ctx_for(tiny), cfg, data)
-    assert {r.metric for r in rows} == {"entity F1"} and all(0 <= r.mean <= 1 for r in rows)
     assert {(r.language, r.setting) for r in rows} == {
         ("nya", "in-language"),
         ("nya", "from eng"),
         ("eng", "in-language"),
     }
-    ft = TaskConfig(kind="tag", data="builtin:ner-fixture", protocol="finetune", seeds=1, epochs=1, lr=1e-3)
-    assert TASKS.get("tag").run(ctx_for(tiny, ("eng",)), ft, data)[0].metric == "entity F1"
+    for r in rows:
+        assert r.metric == "entity F1" and r.extra["labels"] == 7  # B- and I- of PER, LOC, ORG, and O
+        assert (r.n_train, r.n_test) == (12, 4)  # sentences of the fixture, in each language
+        assert len(r.seeds) == 3 and r.mean == pytest.approx(np.mean(r.seeds))
+        assert r.std == pytest.approx(np.std(r.seeds))
+
+
+def test_tag_finds_entities_whose_words_decide_them(tiny, tmp_path):
+    """Probe and fine-tuning on words whose tags follow from the words: entity F1 = 1 in each language.
+
+    A word matched to the wrong pieces, or tags handed back to the wrong words, scores below 1.
+    """
+    folder = planted_tags(tmp_path / "planted")
+    cfg = TaskConfig(kind="tag", data=str(folder), seeds=2, transfer="in-language")
+    rows = TASKS.get("tag").run(ctx_for(tiny), cfg, load_data(cfg, ["nya", "eng"]))
+    assert [(r.language, r.seeds) for r in rows] == [("nya", [1.0, 1.0]), ("eng", [1.0, 1.0])]
+    ft = TaskConfig(
+        kind="tag",
+        data=str(folder),
+        protocol="finetune",
+        seeds=1,
+        epochs=8,
+        lr=1e-2,
+        batch_size=4,
+        transfer="in-language",
+    )
+    rows = TASKS.get("tag").run(ctx_for(tiny, ("eng",)), ft, load_data(ft, ["eng"]))
+    assert [(r.language, r.metric, r.mean) for r in rows] == [("eng", "entity F1", 1.0)]
 
 
 def test_every_task_kind_has_help_and_a_documented_data_fit():
@@ -266,16 +344,15 @@ def test_tasks_run_on_encoders(kind, tmp_path):
     from conftest import build_tiny_encoder
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from langadapt.evaluate.tasks.data import Example, TaskData
-
     folder = build_tiny_encoder(tmp_path / kind, kind=kind)
     model, tok = AutoModelForMaskedLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
     ctx = TaskContext("base", model, tok, Encoder(model, tok), ["nya", "eng"], "eng")
-    texts = [f"{a} {b}" for a, b in zip(TOPICS["royal"].split(), TOPICS["river"].split())]
-    pairs = TaskData([Example(str(i), g, "test", text=t) for i, t in enumerate(texts) for g in ("nya", "eng")], "x")
-    rows = TASKS.get("retrieval").run(ctx, TaskConfig(kind="retrieval"), pairs)
+    rows = TASKS.get("retrieval").run(ctx, TaskConfig(kind="retrieval"), bitext())
     assert [r.mean for r in rows] == [1.0, 1.0]
-    rows = TASKS.get("tag").run(ctx, TaskConfig(kind="tag", seeds=1), builtin_data("ner-fixture"))
-    assert rows and all(0 <= r.mean <= 1 for r in rows)
+    rows = TASKS.get("retrieval").run(ctx, TaskConfig(kind="retrieval"), bitext(shift=1))
+    assert [r.mean for r in rows] == [0.0, 0.0]
+    cfg = TaskConfig(kind="tag", data=str(planted_tags(tmp_path / "tags")), seeds=1, transfer="in-language")
+    rows = TASKS.get("tag").run(ctx, cfg, load_data(cfg, ["nya", "eng"]))
+    assert [(r.language, r.mean) for r in rows] == [("nya", 1.0), ("eng", 1.0)]
     enc = ctx.encoder.token_ids("king river")
     assert enc[1][0] is False and enc[1][-1] is False  # [CLS]/<s> and [SEP]/</s> are not pooled
