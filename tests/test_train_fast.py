@@ -284,7 +284,12 @@ def test_micro_batch_left_at_zero_bounds_the_tokens_of_a_cpu_pass():
     from langadapt.train.loop import CPU_MICRO_TOKENS, auto_micro_batch
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert CPU_MICRO_TOKENS == {"fp32": 512, "bf16": 1024}
+    for precision, budget in CPU_MICRO_TOKENS.items():  # the largest pass that divides the rows and fits the budget
+        for rows in range(1, 17):
+            for seq_len in (16, 48, 100, 128, 256, 512, 1024, 4096):
+                micro = auto_micro_batch(rows, seq_len, cpu, precision)
+                fits = [d for d in range(1, rows + 1) if rows % d == 0 and d * seq_len <= budget]
+                assert micro == max(fits, default=1), (precision, rows, seq_len, micro)
     assert auto_micro_batch(8, 256, cpu) == 2  # the demo: 8 x 256 tokens per step, passes of 2 sequences
     assert auto_micro_batch(6, 256, cpu) == 2 and auto_micro_batch(5, 256, cpu) == 1  # always divides the rows
     assert auto_micro_batch(8, 2048, cpu) == 1  # a sequence longer than the budget goes alone
