@@ -26,8 +26,7 @@ def test_whole_pipeline_then_rerun_skips_everything(corpus_files, tiny_model, tm
     assert code == 0, out
     results = read_json(run_dir / "eval" / "results.json")
     assert set(results["bits_per_byte"]) == {"nya-heldout", "eng-heldout", "eng-ood"}
-    for r in results["bits_per_byte"].values():
-        assert r["base"] > 0 and r["adapted"] > 0
+    _check_bits_per_byte(recipe, results["bits_per_byte"])
     page = (run_dir / "report" / "index.html").read_text()
     assert "nya-heldout" in page and "data:image/png;base64," in page
     assert (run_dir / "recipe.yaml").is_file()
@@ -53,6 +52,30 @@ def test_whole_pipeline_then_rerun_skips_everything(corpus_files, tiny_model, tm
             again[stage]["started"] != before[stage]["started"]
             or again[stage]["fingerprint"] != before[stage]["fingerprint"]
         )
+
+
+def _check_bits_per_byte(recipe_file, table) -> None:  # type: ignore[no-untyped-def]
+    """The base figures are the base model's own on the sets' texts; the extended tokenizer
+    encodes held-out nya in fewer tokens and English in exactly as many as before."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langadapt.evaluate.flow import eval_sets
+    from langadapt.recipe import Recipe
+    from langadapt.rundir import RunDir
+    from langadapt.scoring.bpb import bits_per_byte
+
+    recipe = Recipe.from_yaml(recipe_file)
+    base = AutoModelForCausalLM.from_pretrained(recipe.model.base)
+    tok = AutoTokenizer.from_pretrained(recipe.model.base)
+    for s in eval_sets(recipe, RunDir(recipe.resolved_run_dir)):
+        r = table[s.name]
+        assert r["bytes"] == sum(len(t.encode()) for t in s.texts) > 0
+        assert r["base"] == pytest.approx(bits_per_byte(base, tok, s.texts, recipe.eval)["bits_per_byte"], rel=1e-6)
+        assert r["relative_change"] == pytest.approx(r["adapted"] / r["base"] - 1) and r["adapted"] != r["base"]
+        if s.language == "nya":
+            assert r["adapted_tokens"] < r["base_tokens"]
+        else:
+            assert r["adapted_tokens"] == r["base_tokens"]
 
 
 def test_single_stage_commands_name_the_missing_stage(corpus_files, tiny_model, tmp_path):
@@ -144,8 +167,15 @@ def test_install_hints_print_as_written(corpus_files, tiny_model, tmp_path, monk
     ],
 )
 def test_list(registry):
+    import re
+
+    from langadapt.catalog import registries
+    from langadapt.recipe import shipped_recipes
+
     code, out = invoke("list", registry)
-    assert code == 0 and out.strip()
+    names = sorted(shipped_recipes()) if registry == "recipes" else registries()[registry].names()
+    listed = re.findall(r"^(\S+)  ", out, flags=re.M)  # each entry: its name, two spaces, its help or path
+    assert code == 0 and sorted(listed) == sorted(names) and names, out
 
 
 def test_list_unknown_registry():
