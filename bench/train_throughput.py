@@ -9,22 +9,21 @@ method: LoRA on every projection, trainable new-token rows) on the same Chichewa
 the same number of optimizer steps of batch x seq_len tokens.
 
 The baseline is what a user writes from transformers' run_clm example: tokenise, concatenate,
-cut into blocks (`group_texts`), labels = inputs, `default_data_collator`, `Trainer` with its
-defaults for the device (fp32 on CPU, bf16 on a GPU that has it), same batch, learning rate
-and schedule. langadapt runs its own loop (`train.loop.train_loop`) with the demo recipe's
-training section and its defaults (precision auto, fused chunked loss, document attention).
+cut into blocks (`group_texts`), labels = inputs, `default_data_collator`, `Trainer` with the
+same batch, learning rate and schedule. langadapt runs its own loop (`train.loop.train_loop`)
+with the demo recipe's training section and its defaults (precision auto, fused chunked loss,
+document attention, micro-batches sized for the device).
+
+Like with like: the `ratio: R` line is langadapt's tokens/s over the Trainer's at the same
+precision and the same micro-batch split (`per_device_train_batch_size` x
+`gradient_accumulation_steps` set to langadapt's passes): the best configuration a Trainer
+user could set. Below it, `defaults ratio:` compares langadapt's defaults with run_clm's
+(the device's usual precision, fp32 on a CPU and bf16 on a GPU that has it, and the whole
+batch in one pass); that Trainer run is skipped with `--matched-only`, or when it would be
+the matched run itself.
 
 Each side runs in its own process (peak resident memory is that process's). Tokens/s count
-real tokens (neither side pads) over the steps after the first `--warmup` ones. The last
-line is `ratio: R` = langadapt tokens/s over Trainer tokens/s at each side's default.
-When the two defaults differ in precision (langadapt's auto is bf16 on a CPU with AMX or
-AVX-512 BF16, where the Trainer's CPU default is fp32), each side also runs in the other's
-precision, and the same-precision ratios are printed for both.
-
-When langadapt's default splits the step into micro-batches (on a CPU: passes of about 512
-tokens in fp32, 1,024 in bf16), a further Trainer run uses the same split as gradient accumulation
-(`per_device_train_batch_size` x `gradient_accumulation_steps`): not the baseline, since
-run_clm does not accumulate by default, but it shows what that choice alone is worth.
+real tokens (neither side pads) over the steps after the first `--warmup` ones.
 """
 
 from __future__ import annotations
@@ -150,7 +149,7 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
             if logs and "loss" in logs:
                 losses.append(round(logs["loss"], 4))
 
-    on_gpu = torch.cuda.is_available()
+    precision = trainer_default_precision() if args.precision == "auto" else args.precision
     with tempfile.TemporaryDirectory() as out:
         micro = args.trainer_micro or args.batch  # run_clm's default: the whole batch in one pass
         targs = TrainingArguments(
@@ -165,9 +164,9 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
             save_strategy="no",
             report_to=[],
             seed=recipe.seed,
-            # the device's default a user would pick, unless asked for bf16 (the same-precision comparison)
-            bf16=args.precision == "bf16" or (on_gpu and torch.cuda.is_bf16_supported()),
-            use_cpu=not on_gpu,  # without it TrainingArguments refuses bf16 on a CPU
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            use_cpu=not torch.cuda.is_available(),  # without it TrainingArguments refuses bf16 on a CPU
         )
         trainer = Trainer(
             model=model, args=targs, train_dataset=data, data_collator=default_data_collator, callbacks=[Clock()]
@@ -175,11 +174,19 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
         before = current_rss_mb()
         trainer.train()
     return {
-        "precision": "bf16" if targs.bf16 else "fp32",
+        "precision": precision,
+        "micro_batch": micro,
         "times": times,
         "losses": losses,
         "rss_before_train_mb": before,
     }
+
+
+def trainer_default_precision() -> str:
+    """The precision a run_clm user picks for the device: bf16 on a GPU that has it, else fp32."""
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -231,9 +238,9 @@ def main() -> None:
         help="langadapt with the textbook loss (full logits) instead of the fused one",
     )
     ap.add_argument(
-        "--no-accumulation-baseline",
+        "--matched-only",
         action="store_true",
-        help="skip the extra Trainer run that uses langadapt's micro-batches as gradient accumulation",
+        help="skip the Trainer run at run_clm's defaults (the comparison of defaults below the ratio)",
     )
     ap.add_argument(
         "--set", action="append", default=[], help="recipe override for langadapt's side, e.g. train.compile=true"
@@ -249,40 +256,46 @@ def main() -> None:
     from langadapt.models.loading import resolve_base
 
     resolve_base(ModelConfig())  # import the bundled GGUF once, outside the timed runs
-    results = {} if args.langadapt_only else {"trainer": measure("trainer", args)}
-    results["langadapt"] = measure("langadapt", args)
+    results = {"langadapt (defaults)": measure("langadapt", args)}
+    ours = results["langadapt (defaults)"]
     if args.langadapt_only:
-        r = results["langadapt"]
-        print(f"langadapt {r['precision']}: {r['tokens_per_s']:.1f} tokens/s, peak RSS {r['peak_rss_mb']:.0f} MB")
-        return
-    if results["langadapt"]["precision"] != results["trainer"]["precision"]:
-        # both sides in each precision: langadapt at the Trainer's default, the Trainer at langadapt's
-        results["langadapt, same precision as Trainer"] = measure("langadapt", args, results["trainer"]["precision"])
-        results["trainer, same precision as langadapt"] = measure("trainer", args, results["langadapt"]["precision"])
-    micro = results["langadapt"]["micro_batch"]
-    if micro < args.batch and not args.no_accumulation_baseline:
-        # not the baseline (run_clm does not accumulate), but what a Trainer user could set by hand
-        results[f"trainer, accumulating {args.batch // micro} x {micro}"] = measure(
-            "trainer", args, trainer_micro=micro
+        print(
+            f"langadapt {ours['precision']}: {ours['tokens_per_s']:.1f} tokens/s, peak RSS {ours['peak_rss_mb']:.0f} MB"
         )
+        return
+    precision, micro = ours["precision"], ours["micro_batch"]
+    split = f"{args.batch // micro} x {micro}" if micro < args.batch else f"batch {args.batch} in one pass"
+    matched = f"Trainer, {precision}, {split} (as langadapt)"
+    results[matched] = measure("trainer", args, precision, trainer_micro=micro)
+    defaults = "Trainer (run_clm defaults)"
+    if not args.matched_only and (trainer_default_precision(), args.batch) != (precision, micro):
+        results[defaults] = measure("trainer", args)
     tokens = args.steps * args.batch * args.seq_len
     print(
         f"{args.steps} steps x {args.batch} x {args.seq_len} tokens = {tokens} tokens per side; timing skips {args.warmup}"
     )
     print(
-        f"{'run':38s} {'precision':9s} {'tokens/s':>9s} {'peak RSS MB':>12s} {'RSS at start MB':>16s}  loss first->last"
+        f"{'run':44s} {'precision':9s} {'passes':>7s} {'tokens/s':>9s} {'peak RSS MB':>12s} {'RSS at start MB':>16s}"
+        "  loss first->last"
     )
     for name, r in results.items():
+        passes = f"{args.batch // r['micro_batch']} x {r['micro_batch']}"
         print(
-            f"{name:38s} {r['precision']:9s} {r['tokens_per_s']:9.1f} {r['peak_rss_mb']:12.0f} "
+            f"{name:44s} {r['precision']:9s} {passes:>7s} {r['tokens_per_s']:9.1f} {r['peak_rss_mb']:12.0f} "
             f"{r['rss_before_train_mb']:16.0f}  {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}"
         )
-    if "langadapt, same precision as Trainer" in results:
-        same = results["langadapt, same precision as Trainer"]["tokens_per_s"] / results["trainer"]["tokens_per_s"]
-        print(f"same-precision ratio ({results['trainer']['precision']}): {same:.2f}")
-        same = results["langadapt"]["tokens_per_s"] / results["trainer, same precision as langadapt"]["tokens_per_s"]
-        print(f"same-precision ratio ({results['langadapt']['precision']}): {same:.2f}")
-    print(f"ratio: {results['langadapt']['tokens_per_s'] / results['trainer']['tokens_per_s']:.2f}")
+    # like with like: the Trainer at the best configuration a user could set (same precision, same passes)
+    print(f"ratio: {ours['tokens_per_s'] / results[matched]['tokens_per_s']:.2f}  ({precision}, {split}, both sides)")
+    if defaults not in results and (trainer_default_precision(), args.batch) == (precision, micro):
+        defaults = matched  # run_clm's defaults are the matched configuration here
+    if defaults in results:
+        r = results[defaults]
+        print(
+            f"defaults ratio: {ours['tokens_per_s'] / r['tokens_per_s']:.2f}  (langadapt {precision}, {split}; "
+            f"run_clm's Trainer {r['precision']}, batch {args.batch} in one pass)"
+        )
+    else:
+        print("defaults ratio: not measured (--matched-only)")
 
 
 if __name__ == "__main__":
