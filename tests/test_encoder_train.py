@@ -264,3 +264,20 @@ def test_adapters_on_an_unsupported_architecture_or_without_the_library_are_refu
     monkeypatch.setitem(sys.modules, "adapters", None)  # import adapters now fails as if it were not installed
     with pytest.raises(MissingDependencyError, match=r"langadapt\[adapters\]"):
         adapters_module.add_adapter(ConvBertForMaskedLM(ConvBertConfig(**sizes)), "seq-bn", TrainConfig(), [])
+
+
+def test_head_with_all_embeddings_trains_the_matrix_and_the_head_alone(prepared, corpus_files, tiny_encoder, tmp_path):
+    """bench/encoder.py's second baseline: the body frozen, the MLM head and every embedding row trained."""
+    import torch
+    from safetensors.torch import load_file
+
+    _train_in_copy(prepared, corpus_files, tiny_encoder, tmp_path / "run", method="head", embeddings="all")
+    before = load_file(tmp_path / "run" / "model-init" / "model.safetensors")
+    after = load_file(tmp_path / "run" / "train" / "final" / "model.safetensors")
+    assert before.keys() == after.keys()
+    moved = {k for k in after if not torch.equal(before[k], after[k])}
+    embeddings = next(k for k in after if k.endswith("word_embeddings.weight"))
+    assert embeddings in moved and (before[embeddings] != after[embeddings]).any(dim=1).float().mean() > 0.5
+    assert any(k.startswith("lm_head.") for k in moved)  # the head's own transform and bias
+    body = {k for k in after if ".encoder.layer." in k}
+    assert body and not body & moved  # the body stays as it was

@@ -158,7 +158,8 @@ def set_head_trainable(model: Any) -> int:
 @TRAIN_METHODS.register(
     "head",
     help="only the language-modelling head trains (encoders: the MLM transform and bias; decoders: an untied "
-    "lm_head), plus new-token rows; the warm-up of a fresh head, and the baseline adaptation is measured against",
+    "lm_head), plus new-token rows (every row with embeddings: all); the warm-up of a fresh head, and the "
+    "baselines adaptation is measured against",
 )
 def head(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> Any:
     for p in model.parameters():

@@ -99,11 +99,11 @@ def _embedding_problems(tr: TrainConfig) -> list[str]:
     for where, value, method in settings:
         if value and value not in EMBEDDINGS:
             p.append(f"{where}: '{value}' is not one of {', '.join(EMBEDDINGS)}")
-        elif (value or tr.embeddings) == "all" and method in ("head", "new-rows", "qlora"):
+        elif (value or tr.embeddings) == "all" and method in ("new-rows", "qlora"):
             p.append(
                 f"{where}: all trains the whole embedding matrix, which method {method} keeps frozen "
-                "(head and new-rows are the baselines of that choice; qlora's base is quantised); "
-                "set it on a lora, adapter or full phase"
+                "(new-rows is the baseline of that choice; qlora's base is quantised); "
+                "set it on a head, lora, adapter or full phase"
             )
     return p
 
