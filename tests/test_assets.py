@@ -58,7 +58,9 @@ def test_demo_recipe_end_to_end_at_toy_scale(tmp_path, monkeypatch):
     results = read_json(run_dir / "eval" / "results.json")
     assert set(results["bits_per_byte"]) == {"nya-heldout", "eng-heldout", "eng-ood"}
     assert results["sets"]["nya-heldout"]["skipped_documents"] > 0  # capped, and counted
-    assert (run_dir / "report" / "index.html").stat().st_size > 10_000
+    page = (run_dir / "report" / "index.html").read_text()
+    assert "In short." in page and all(name in page for name in results["bits_per_byte"])
+    assert page.count("data:image/png;base64,") >= 3  # the plots are in the page
 
 
 @pytest.mark.skipif(

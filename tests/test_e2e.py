@@ -83,7 +83,10 @@ def test_single_stage_commands_name_the_missing_stage(corpus_files, tiny_model, 
     code, out = invoke("train", str(recipe))
     assert code == 1 and "stage 'init' has not finished" in out and "langadapt init" in out
     code, out = invoke("corpus", str(recipe))
-    assert code == 0 and (tmp_path / "run" / "corpus" / "stats.json").is_file()
+    assert code == 0, out
+    stats = read_json(tmp_path / "run" / "corpus" / "stats.json")["languages"]
+    assert set(stats) == {"nya", "eng"} and all(s["kept"] > 0 for s in stats.values())
+    assert not (tmp_path / "run" / "tokenizer").exists()  # one stage, nothing after it
 
 
 def _bad(corpus_files, tiny_model, tmp_path, mutate):
