@@ -30,6 +30,7 @@ def check(recipe: "Recipe") -> list[str]:
     p.extend(_compare_problems(recipe))
     for name, value, low in (
         ("neighbours", c.neighbours, 1),
+        ("focus_top_k", c.focus_top_k, 0),
         ("omp_atoms", c.omp_atoms, 1),
         ("ofa_rank", c.ofa_rank, 1),
         ("vector_dim", c.vector_dim, 8),

@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import ConfigError, InputError
-from langadapt.init.focus import Anchors, nearest, widen
+from langadapt.init.focus import Anchors, nearest
 from langadapt.init.methods import (
     INIT_METHODS,
     InitContext,
@@ -27,6 +27,7 @@ from langadapt.init.methods import (
     decompose,
     mixture_rows,
     pieces_mixture,
+    replace_rows,
 )
 
 if TYPE_CHECKING:
@@ -98,17 +99,10 @@ def clp_mixture(x: InitInputs) -> Mixture:
     queries, usable = helper_queries(ctx, x.tokens)
     sims, pos = nearest(queries, anchors.vectors, ctx.config.neighbours)
     weights = sims.clamp(min=0)
-    mix = widen(pieces_mixture(x.pieces), sims.shape[1])
-    for i in usable.nonzero().flatten().tolist():
-        total = float(weights[i].sum())
-        if total <= 0:
-            continue
-        mix.ids[i] = 0
-        mix.weights[i] = 0
-        mix.ids[i, : pos.shape[1]] = anchors.old_ids[pos[i]]
-        mix.weights[i, : pos.shape[1]] = weights[i] / total
-        mix.how[i] = "clp"
-    return mix
+    totals = weights.sum(1)
+    rows = [i for i in usable.nonzero().flatten().tolist() if float(totals[i]) > 0]  # else FVT
+    ids = [anchors.old_ids[pos[i]] for i in rows]
+    return replace_rows(pieces_mixture(x.pieces), rows, ids, [weights[i] / totals[i] for i in rows], "clp")
 
 
 @INIT_METHODS.register(
@@ -117,5 +111,4 @@ def clp_mixture(x: InitInputs) -> Mixture:
     "trained on the target language (init.helper_model) (Ostendorff & Rehm 2023)",
 )
 def init_clp(x: InitInputs) -> InitRows:
-    ctx = x.need_context("clp")
-    return mixture_rows(x, ctx.once("mixture:clp", lambda: clp_mixture(x)))
+    return mixture_rows(x, x.mixture or clp_mixture(x))

@@ -17,8 +17,12 @@ TRANSLIT_MODES = ("", "min", "mean", "max")
 @dataclass(frozen=True, kw_only=True)
 class InitConfig:
     method: str = opt("fvt", "how rows for new tokens are initialised (see `langadapt list init-methods`)")
-    neighbours: int = opt(
-        10, "focus/wechsel/clp/ofa: how many most similar old tokens a new row may combine (focus: before sparsemax)"
+    neighbours: int = opt(10, "wechsel/clp/ofa: how many most similar old tokens a new row may combine")
+    focus_top_k: int = opt(
+        0,
+        "focus: 0 takes sparsemax over the similarities to every overlapping token, as the paper does; k > 0 is a "
+        "variant that keeps only the k most similar before sparsemax, so a row combines at most k tokens (cheaper "
+        "with very many overlapping tokens; langadapt's default before it followed the paper was 10)",
     )
     temperature: float = opt(0.1, "wechsel/ofa: softmax temperature over cosine similarities")
     omp_atoms: int = opt(8, "omp: how many anchor tokens Orthogonal Matching Pursuit may combine per new token")

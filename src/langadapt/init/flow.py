@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,10 +63,11 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     )
     sources_file = tok_dir / TOKEN_SOURCES
     token_sources = read_json(sources_file) if sources_file.is_file() else None
-    report = initialise(model, context, recipe.init.method, token_sources)
+    done = initialise(model, context, recipe.init.method, token_sources)
+    report = done.report
     model.save_pretrained(ctx.out)
     new_tok.save_pretrained(ctx.out)
-    save_factors(model, context, ctx.out, report, trained=recipe.train.factorised_embeddings)
+    save_factors(model, context, done.factors, ctx.out, report, trained=recipe.train.factorised_embeddings)
     if recipe.init.compare:
         report["comparison"] = _compare(recipe, rd, context, model, new_tok, token_sources, report["seconds"])
     write_json(ctx.out / "init_report.json", report)
@@ -95,16 +97,24 @@ def _compare(
 
     def initialise_with(method: str) -> tuple[Any, dict[str, Any]]:
         model = load_model(base_path, "float32", recipe.model.revision)
-        # a context of its own: methods keep per-method state (OFA's primitives) in the memo
-        return model, initialise(model, dataclasses.replace(context, memo={}), method, token_sources)
+        # shared work (fastText vectors) is cached on disk; a fresh memo keeps each method's run its own
+        return model, initialise(model, dataclasses.replace(context, memo={}), method, token_sources).report
 
     return compare(recipe, chosen, new_tok, texts, initialise_with, chosen_seconds)
 
 
+@dataclass
+class Initialised:
+    """What `initialise` did: the report (init_report.json) and factors to save beside the model."""
+
+    report: dict[str, Any]
+    factors: dict[str, "torch.Tensor"] = field(default_factory=dict)  # per matrix: a method's shared projection
+
+
 def initialise(
     model: Any, context: InitContext, method: str, token_sources: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Resize `model` to the new vocabulary and fill every new row; returns the report."""
+) -> Initialised:
+    """Resize `model` to the new vocabulary and fill every new row."""
     import torch
 
     old_vocab = context.old_tokenizer.get_vocab()
@@ -133,7 +143,9 @@ def initialise(
             if not fresh:
                 continue
             generator = torch.Generator().manual_seed(context.seed + len(results))
-            x = InitInputs(old, pieces, generator, init_std, tokens, space, context)
+            first = next(iter(results.values()), None)  # later matrices combine the same old tokens
+            mixture = first.mixture if first is not None else None
+            x = InitInputs(old, pieces, generator, init_std, tokens, space, context, mixture)
             rows = fn(x)
             if tuple(rows.rows.shape) != (len(fresh), old.shape[1]):
                 raise RuntimeError(f"init method {method} returned {tuple(rows.rows.shape)} rows for {space}")
@@ -142,7 +154,8 @@ def initialise(
             results[space] = rows
     report = _report(model, context, method, copied, fresh, results, matrices, translit, hint, pieces)
     report["seconds"] = round(time.perf_counter() - started, 2)  # the method's work, model loading excluded
-    return report
+    factors = {space: r.factors for space, r in results.items() if r.factors is not None}
+    return Initialised(report, factors)
 
 
 def _old_matrices(model: Any) -> dict[str, "torch.Tensor"]:
@@ -238,6 +251,7 @@ def _report(
             entry["sources"] = [[old_tokens.get(j, str(j)), None] for j in translit[token]]
         elif first is not None and first.mixture is not None:
             entry["sources"] = [[old_tokens.get(j, str(j)), round(w, 4)] for j, w in first.mixture.sources(i)]
+            entry["combined"] = int(first.mixture.sizes()[i])  # sources lists the largest 32 of these
         per_token.append(entry)
     norms = {}
     for space, rows in results.items():
@@ -272,22 +286,31 @@ def _report(
         "transliteration": {"tokens": len(translit), "combine": hint} if translit else None,
         "norm_check": norms,
     }
-    for key in [k for k in context.memo if k.startswith("report:")]:
-        report[key.split(":", 1)[1]] = context.memo[key]
+    told = next((r.report for r in results.values() if r.report is not None), None)
+    if told is not None:
+        report[method] = told  # what the method itself reports (e.g. wechsel's dictionary)
     report["tokens"] = per_token
     log.info("init: %d rows copied, %d new rows by %s %s", len(copied), len(fresh), method, report["rows_by_method"])
     return report
 
 
-def save_factors(model: Any, context: InitContext, out: Path, report: dict[str, Any], trained: bool = False) -> None:
-    """OFA: save every matrix's coordinates and primitives beside the model (`trained`: train.factorised_embeddings)."""
+def save_factors(
+    model: Any,
+    context: InitContext,
+    primitives: dict[str, Any],
+    out: Path,
+    report: dict[str, Any],
+    trained: bool = False,
+) -> None:
+    """OFA: save every matrix's coordinates and primitives (the method's factors, by matrix) beside the model
+    (`trained`: train.factorised_embeddings)."""
     from safetensors.torch import save_file
 
     from langadapt.init.ofa import factor_report, factors, principal_directions
 
     if context.config.method != "ofa":
         return
-    primitives = dict(context.memo.get("ofa-primitives", {}))
+    primitives = dict(primitives)
     for space, matrix in _old_matrices(model).items():  # a vocabulary without new tokens: the old matrices
         if space != "output-bias" and space not in primitives:
             primitives[space] = principal_directions(matrix, context.config.ofa_rank)

@@ -3,10 +3,13 @@
 fastText vectors are trained on the target corpus as the new tokenizer segments it, so
 every token of the new vocabulary, old or new, has a vector in one space. Tokens the new
 vocabulary shares with the old one (and that the corpus shows) are anchors: their rows
-in the model are known. A new token's row is the sparsemax-weighted sum of the rows of
-its most similar anchors; sparsemax keeps the few anchors that matter and gives the rest
-exactly zero. A new token the corpus never shows has no trained vector and falls back to
-FVT (the mean of its pieces).
+in the model are known. As in the paper, a new token's row is the sum of the anchors'
+rows weighted by sparsemax over its cosine similarities to every anchor; sparsemax gives
+most anchors exactly zero, and only the non-zero weights are kept (a few to some dozens
+per token, whatever the number of anchors). `init.focus_top_k` is a variant that keeps
+only the k most similar anchors before sparsemax (cheaper to sort, and a support of at
+most k). A new token the corpus never shows has no trained vector and falls back to FVT
+(the mean of its pieces); the paper samples such rows from the old rows' normal instead.
 
 The helpers here (anchors, nearest neighbours, sparsemax) are shared by OMP and OFA.
 """
@@ -25,12 +28,15 @@ from langadapt.init.methods import (
     Mixture,
     mixture_rows,
     pieces_mixture,
+    replace_rows,
 )
 
 if TYPE_CHECKING:
     import torch
 
     from langadapt.init.vectors import Space
+
+SIMILARITY_BLOCK = 1 << 22  # similarities computed at once (queries x anchors): 32 MB in float64
 
 
 @dataclass
@@ -124,38 +130,59 @@ def similarity_mixture(x: InitInputs, name: str, weigh: Callable[["torch.Tensor"
     space = new_token_space(ctx)
     anchors = token_anchors(ctx, space)
     queries, usable = query_vectors(space, x.tokens)
-    sims, pos = nearest(queries, anchors.vectors, k)
-    mix = pieces_mixture(x.pieces)
-    width = max(mix.ids.shape[1], sims.shape[1])
-    mix = widen(mix, width)
+    rows = usable.nonzero().flatten()
+    sims, pos = nearest(queries[rows], anchors.vectors, k)
     weights = weigh(sims)
-    for i in usable.nonzero().flatten().tolist():
-        mix.ids[i] = 0
-        mix.weights[i] = 0
-        mix.ids[i, : pos.shape[1]] = anchors.old_ids[pos[i]]
-        mix.weights[i, : pos.shape[1]] = weights[i]
-        mix.how[i] = name
-    return mix
+    ids = [anchors.old_ids[p] for p in pos]
+    return replace_rows(pieces_mixture(x.pieces), rows.tolist(), ids, list(weights), name)
 
 
-def widen(mix: Mixture, width: int) -> Mixture:
+def sparsemax_rows(
+    queries: "torch.Tensor", anchors: "torch.Tensor", top_k: int = 0
+) -> tuple[list["torch.Tensor"], list["torch.Tensor"]]:
+    """Per query, (anchor positions, weights) of sparsemax over its cosine similarities to every
+    anchor (top_k > 0: to its top_k most similar anchors only), keeping the non-zero weights.
+
+    Similarities are computed for a block of queries at a time, so memory stays at one block
+    times the anchors whatever the number of queries.
+    """
     import torch
 
-    pad = width - mix.ids.shape[1]
-    if pad <= 0:
-        return mix
-    ids = torch.cat([mix.ids, torch.zeros(mix.ids.shape[0], pad, dtype=torch.long)], 1)
-    weights = torch.cat([mix.weights, torch.zeros(mix.ids.shape[0], pad, dtype=mix.weights.dtype)], 1)
-    return Mixture(ids, weights, mix.how)
+    a = torch.nn.functional.normalize(anchors, dim=1)
+    block = max(1, SIMILARITY_BLOCK // max(a.shape[0], 1))
+    positions: list[torch.Tensor] = []
+    weights: list[torch.Tensor] = []
+    for start in range(0, queries.shape[0], block):
+        q = torch.nn.functional.normalize(queries[start : start + block], dim=1)
+        sims = q @ a.T
+        if top_k:
+            sims, idx = sims.topk(min(top_k, a.shape[0]), dim=1)
+        else:
+            idx = torch.arange(a.shape[0]).expand_as(sims)
+        p = sparsemax(sims)
+        for r in range(p.shape[0]):
+            keep = p[r] > 0
+            positions.append(idx[r][keep])
+            weights.append(p[r][keep])
+    return positions, weights
+
+
+def focus_mixture(x: InitInputs) -> Mixture:
+    """FOCUS: sparsemax over the similarities to the anchors; tokens without a trained vector get FVT."""
+    ctx = x.need_context("focus")
+    space = new_token_space(ctx)
+    anchors = token_anchors(ctx, space)
+    queries, usable = query_vectors(space, x.tokens)
+    rows = usable.nonzero().flatten()
+    positions, weights = sparsemax_rows(queries[rows], anchors.vectors, ctx.config.focus_top_k)
+    ids = [anchors.old_ids[p] for p in positions]
+    return replace_rows(pieces_mixture(x.pieces), rows.tolist(), ids, weights, "focus")
 
 
 @INIT_METHODS.register(
     "focus",
-    help="sparsemax over the most similar overlapping tokens in fastText vectors trained on the target corpus "
-    "(Dobler & de Melo 2023); needs the init extra",
+    help="sparsemax over the similarities to every overlapping token, in fastText vectors trained on the target "
+    "corpus (Dobler & de Melo 2023; init.focus_top_k truncates to the most similar first); needs the init extra",
 )
 def init_focus(x: InitInputs) -> InitRows:
-    ctx = x.need_context("focus")
-    k = ctx.config.neighbours
-    mix = ctx.once("mixture:focus", lambda: similarity_mixture(x, "focus", sparsemax, k))
-    return mixture_rows(x, mix)
+    return mixture_rows(x, x.mixture or focus_mixture(x))

@@ -77,16 +77,14 @@ def init_ofa(x: InitInputs) -> InitRows:
     ctx = x.need_context("ofa")
     rank = ctx.config.ofa_rank
     if x.space == "output-bias":  # a bias has no directions to factorise
-        mix = ctx.once("mixture:ofa", lambda: _mixture(x))
-        return mixture_rows(x, mix)
+        return mixture_rows(x, x.mixture or _mixture(x))
     if rank > x.old.shape[1]:
         raise ConfigError([f"init.ofa_rank: {rank} is larger than the model's hidden size {x.old.shape[1]}"])
-    mix: Mixture = ctx.once("mixture:ofa", lambda: _mixture(x))
+    mix: Mixture = x.mixture or _mixture(x)
     prim = principal_directions(x.old, rank)
-    ctx.memo.setdefault("ofa-primitives", {})[x.space] = prim
     coords = prim.coordinates(x.old)  # the old tokens' coordinates, U_k
     rows = mixture_rows(InitInputs(coords, x.pieces, x.generator, x.init_std, x.tokens, x.space), mix)
-    return InitRows((rows.rows.double() @ prim.matrix()).to(x.old.dtype), rows.how, mix)
+    return InitRows((rows.rows.double() @ prim.matrix()).to(x.old.dtype), rows.how, mix, factors=prim)
 
 
 def _mixture(x: InitInputs) -> Mixture:

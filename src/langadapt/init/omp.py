@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from langadapt.init.methods import INIT_METHODS, InitInputs, InitRows, Mixture, mixture_rows, pieces_mixture
+from langadapt.init.methods import (
+    INIT_METHODS,
+    InitInputs,
+    InitRows,
+    Mixture,
+    mixture_rows,
+    pieces_mixture,
+    replace_rows,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -49,7 +57,7 @@ def omp(queries: "torch.Tensor", atoms: "torch.Tensor", k: int) -> tuple["torch.
 
 
 def omp_mixture(x: InitInputs) -> Mixture:
-    from langadapt.init.focus import new_token_space, query_vectors, token_anchors, widen
+    from langadapt.init.focus import new_token_space, query_vectors, token_anchors
 
     ctx = x.need_context("omp")
     if ctx.config.helper_model:
@@ -63,14 +71,8 @@ def omp_mixture(x: InitInputs) -> Mixture:
         queries, usable = query_vectors(space, x.tokens)
     rows = usable.nonzero().flatten()
     pos, coef = omp(queries[rows], anchors.vectors, ctx.config.omp_atoms)
-    mix = widen(pieces_mixture(x.pieces), pos.shape[1])
-    for r, i in enumerate(rows.tolist()):
-        mix.ids[i] = 0
-        mix.weights[i] = 0
-        mix.ids[i, : pos.shape[1]] = anchors.old_ids[pos[r]]
-        mix.weights[i, : pos.shape[1]] = coef[r]
-        mix.how[i] = "omp"
-    return mix
+    ids = [anchors.old_ids[p] for p in pos]
+    return replace_rows(pieces_mixture(x.pieces), rows.tolist(), ids, list(coef), "omp")
 
 
 @INIT_METHODS.register(
@@ -79,5 +81,4 @@ def omp_mixture(x: InitInputs) -> Mixture:
     "target corpus), coefficients applied in the base space (tokensurgeon, Goddard & Fernandes Neto 2025)",
 )
 def init_omp(x: InitInputs) -> InitRows:
-    ctx = x.need_context("omp")
-    return mixture_rows(x, ctx.once("mixture:omp", lambda: omp_mixture(x)))
+    return mixture_rows(x, x.mixture or omp_mixture(x))

@@ -132,17 +132,6 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def surface(tokenizer: Any, token: str) -> str:
-    """What a token spells, without word-boundary markers (Ġ, ▁, ##), lower-cased."""
-    if token.startswith("##"):
-        token = token[2:]
-    try:
-        text = tokenizer.convert_tokens_to_string([token])
-    except Exception:
-        text = token
-    return text.replace("▁", " ").strip().lower()
-
-
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     out: list[list[int]] = []
     for start in range(0, len(texts), 256):

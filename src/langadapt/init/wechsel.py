@@ -2,21 +2,25 @@
 
 Word vectors are trained on source-language text (the replay corpus, plus the source side
 of parallel text) and on the target corpus; a bilingual dictionary aligns the two spaces
-with an orthogonal map (Procrustes). Every old token and every new token gets a vector
-from its spelling (fastText composes it from character n-grams), the old ones mapped into
-the target space. A new token's row is a temperature softmax over its k most similar old
-tokens. Tokens whose spelling has no vector fall back to FVT.
+with an orthogonal map (Procrustes), fitted as the paper does on the raw word vectors of
+the dictionary pairs, in float64. Every old token and every new token gets a vector from
+its spelling (fastText composes it from character n-grams; the spelling is the token's
+exact text, see `tokens.surface`), the old ones mapped into the target space. A new
+token's row is a temperature softmax over its k most similar old tokens by cosine
+similarity. Tokens whose spelling has no vector fall back to FVT (the paper samples them
+from the old rows' normal).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import ConfigError, InputError
 from langadapt.init import align
-from langadapt.init.focus import nearest, widen
+from langadapt.init.focus import nearest
 from langadapt.init.methods import (
     INIT_METHODS,
     InitContext,
@@ -25,8 +29,10 @@ from langadapt.init.methods import (
     Mixture,
     mixture_rows,
     pieces_mixture,
+    replace_rows,
 )
-from langadapt.init.vectors import Space, surface, word_space
+from langadapt.init.tokens import surfaces
+from langadapt.init.vectors import Space, word_space
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,30 +63,40 @@ def _parallel(ctx: InitContext) -> tuple[list[str], list[str], dict[str, int]]:
 
 
 def procrustes(x: "np.ndarray", y: "np.ndarray") -> "np.ndarray":
-    """The orthogonal W minimising |xW - y| (Schönemann 1966)."""
+    """The orthogonal W minimising |xW - y| (Schönemann 1966), computed in float64."""
     import numpy as np
 
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     u, _, vt = np.linalg.svd(x.T @ y)
     return u @ vt
 
 
-def _normalise(v: "np.ndarray") -> "np.ndarray":
-    import numpy as np
+@dataclass
+class Aligned:
+    """The two languages' token vectors in the target space (float64)."""
 
-    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-8)
-    v = v - v.mean(0, keepdims=True)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-8)
+    old: "np.ndarray"  # (old vocab, d) each old token's surface vector, mapped by `map`; zeros where it has none
+    old_ok: "np.ndarray"  # (old vocab,) bool: the old token has a surface vector (a candidate neighbour)
+    new: dict[str, "np.ndarray"]  # new-vocabulary token -> its surface vector in the target space
+    map: "np.ndarray"  # (d, d) the orthogonal map from the source word space to the target one
+    report: dict[str, Any]
 
 
-def aligned_spaces(ctx: InitContext) -> dict[str, Any]:
-    """Old-token vectors mapped into the target space, new-token vectors, and the dictionary used."""
+def aligned_spaces(ctx: InitContext) -> Aligned:
+    """Old-token vectors mapped into the target space, new-token vectors, and the dictionary used.
+
+    As WECHSEL does: the orthogonal map is fitted on the raw word vectors of the dictionary
+    pairs (neither normalised nor centred), and the source-language token vectors are mapped
+    by it; cosine similarity between the mapped vectors then picks the neighbours. Float64
+    throughout, since the cross-covariance of a few hundred pairs can be ill-conditioned.
+    """
     import numpy as np
 
     c = ctx.config
     old_keys = [t for t, _ in sorted(ctx.old_tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
     new_keys = [t for t, _ in sorted(ctx.new_tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
-    old_surfaces = [surface(ctx.old_tokenizer, t) for t in old_keys]
-    new_surfaces = [surface(ctx.new_tokenizer, t) for t in new_keys]
+    old_surfaces = surfaces(ctx.old_tokenizer, old_keys)
+    new_surfaces = surfaces(ctx.new_tokenizer, new_keys)
     source_texts = list(ctx.source_texts())
     if c.parallel_source is not None and c.parallel_target is not None:
         source_texts = list(dict.fromkeys(source_texts + _parallel(ctx)[0]))  # the replay text may be the same
@@ -99,50 +115,46 @@ def aligned_spaces(ctx: InitContext) -> dict[str, Any]:
             "are needed to align the two languages",
             hint="use a larger dictionary or more parallel text, or check that it pairs the replay and target languages",
         )
-    src_all, tgt_all = _normalise(src.vectors), _normalise(tgt.vectors)
+    src_all = np.asarray(src.vectors, dtype=np.float64)
+    tgt_all = np.asarray(tgt.vectors, dtype=np.float64)
     w = procrustes(src_all[[a for a, _ in usable]], tgt_all[[b for _, b in usable]])
     mapped = src_all @ w
-    old_vecs = np.stack(
-        [mapped[si[s]] if s in si else np.zeros(mapped.shape[1], dtype=mapped.dtype) for s in old_surfaces]
-    )
+    old_vecs = np.stack([mapped[si[s]] if s in si else np.zeros(mapped.shape[1]) for s in old_surfaces])
     new_vecs = {k: tgt_all[ti[s]] for k, s in zip(new_keys, new_surfaces) if s in ti}
     old_ok = np.array([bool(s) and s in si for s in old_surfaces])
     log.info("wechsel: %d dictionary pairs (%s) aligned the spaces", len(usable), d.origin)
     report = {"dictionary": d.origin, "dictionary_pairs": len(d.pairs), "pairs_used": len(usable), **d.stats}
-    return {"old": old_vecs, "old_ok": old_ok, "new": new_vecs, "report": report}
+    return Aligned(old_vecs, old_ok, new_vecs, w, report)
 
 
-def wechsel_mixture(x: InitInputs) -> Mixture:
+def wechsel_mixture(x: InitInputs, spaces: Aligned) -> Mixture:
+    """Softmax with temperature over each new token's k most similar old tokens; FVT where it has no vector."""
     import numpy as np
     import torch
 
     ctx = x.need_context("wechsel")
-    spaces = ctx.once("wechsel-spaces", lambda: aligned_spaces(ctx))
-    ctx.memo["report:wechsel"] = spaces["report"]
-    candidates = torch.from_numpy(np.nonzero(spaces["old_ok"])[0]).long()
-    old = torch.from_numpy(spaces["old"][candidates.numpy()]).double()
-    have = [i for i, t in enumerate(x.tokens) if t in spaces["new"] and np.any(spaces["new"][t])]
-    mix = widen(pieces_mixture(x.pieces), ctx.config.neighbours)
+    candidates = torch.from_numpy(np.nonzero(spaces.old_ok)[0]).long()
+    old = torch.from_numpy(spaces.old[candidates.numpy()]).double()
+    have = [i for i, t in enumerate(x.tokens) if t in spaces.new and np.any(spaces.new[t])]
+    mix = pieces_mixture(x.pieces)
     if not have:
         return mix
-    queries = torch.from_numpy(np.stack([spaces["new"][x.tokens[i]] for i in have])).double()
+    queries = torch.from_numpy(np.stack([spaces.new[x.tokens[i]] for i in have])).double()
     sims, pos = nearest(queries, old, ctx.config.neighbours)
     weights = torch.softmax(sims / ctx.config.temperature, dim=1)
-    for row, i in enumerate(have):
-        mix.ids[i] = 0
-        mix.weights[i] = 0
-        mix.ids[i, : pos.shape[1]] = candidates[pos[row]]
-        mix.weights[i, : pos.shape[1]] = weights[row]
-        mix.how[i] = "wechsel"
-    return mix
+    return replace_rows(mix, have, [candidates[p] for p in pos], list(weights), "wechsel")
 
 
 @INIT_METHODS.register(
     "wechsel",
     help="softmax over the nearest old tokens across languages, fastText spaces aligned by a bilingual dictionary "
-    "(a file, or induced from parallel text) (Minixhofer et al. 2022); needs the init extra",
+    "(a file, or induced from parallel text) with an orthogonal map fitted on the raw word vectors, as the paper "
+    "does (Minixhofer et al. 2022); needs the init extra",
 )
 def init_wechsel(x: InitInputs) -> InitRows:
-    ctx = x.need_context("wechsel")
-    mix: Mixture = ctx.once("mixture:wechsel", lambda: wechsel_mixture(x))
-    return mixture_rows(x, mix)
+    if x.mixture is not None:
+        return mixture_rows(x, x.mixture)
+    spaces = aligned_spaces(x.need_context("wechsel"))
+    rows = mixture_rows(x, wechsel_mixture(x, spaces))
+    rows.report = spaces.report
+    return rows
