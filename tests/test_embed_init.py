@@ -424,6 +424,81 @@ def test_ofa_run_exports_as_a_plain_transformers_model(tiny_recipe, tmp_path):
         assert torch.allclose(model(ids).logits, trained(ids).logits, atol=1e-4)
 
 
+# --- the baselines say what they are ------------------------------------------------------------
+
+
+def test_hf_resize_gives_what_transformers_resize_gives():
+    """hf-resize is the library's own default resize: the same rows as model.resize_token_embeddings(n)."""
+    import copy
+
+    from langadapt.init.basic import init_hf_resize
+
+    model = build_model("llama", 120, tie=True)
+    old = model.get_input_embeddings().weight.detach().clone()
+    generator = torch.Generator().manual_seed(3)
+    rows = init_hf_resize(InitInputs(old, [[]] * 30, generator, 0.02)).rows
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(3)))
+    user = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    user.resize_token_embeddings(150)  # as a user would: transformers' defaults
+    assert torch.equal(rows, user.get_input_embeddings().weight[120:].detach())
+    # in effect the mean: transformers samples with 1e-9 of the old rows' covariance
+    assert (rows - old.mean(0)).abs().max() < 1e-3 * old.std()
+
+
+def test_hf_resize_untied_head_and_bias_stay_at_their_means():
+    from langadapt.init.basic import init_hf_resize
+
+    old = torch.randn(200, 16, dtype=torch.float32) + 3.0
+    for space, matrix in (("output", old), ("output-bias", old[:, :1])):
+        rows = init_hf_resize(InitInputs(matrix, [[]] * 5, torch.Generator().manual_seed(0), 0.02, space=space)).rows
+        assert rows.shape == (5, matrix.shape[1]) and (rows - matrix.mean(0)).abs().max() < 1e-3
+        if space == "output":  # sampled, not the mean itself (a bias's 1e-9 spread is below float32's resolution)
+            assert not torch.equal(rows[0], rows[1])
+
+
+def test_mvn_samples_with_the_old_rows_covariance():
+    """mvn is the old rows' normal at full scale, not the mean (which 1e-5 of the covariance amounts to)."""
+    from langadapt.init.basic import init_mvn
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    old = (torch.randn(3000, 6, generator=g, dtype=torch.float64) @ mix + 2.0).float()
+    rows = init_mvn(InitInputs(old, [[]] * 4000, torch.Generator().manual_seed(1), 0.02)).rows.double()
+    expected = torch.cov(old.double().T)
+    assert torch.allclose(rows.mean(0), old.double().mean(0), atol=0.15)
+    assert torch.allclose(torch.cov(rows.T), expected, atol=0.1 * float(expected.diagonal().max()))
+
+
+def test_random_is_the_models_own_initialiser():
+    from langadapt.init.basic import init_random
+
+    old = torch.randn(50, 32) + 5.0
+    rows = init_random(InitInputs(old, [[]] * 4000, torch.Generator().manual_seed(0), 0.02)).rows
+    assert abs(float(rows.mean())) < 1e-3 and abs(float(rows.std()) - 0.02) < 1e-3
+    bias = init_random(InitInputs(old[:, :1], [[]] * 7, torch.Generator(), 0.02, space="output-bias")).rows
+    assert torch.equal(bias, torch.zeros(7, 1))  # a fresh head's bias is zero
+
+
+def test_list_init_methods_says_what_each_baseline_is():
+    from typer.testing import CliRunner
+
+    from langadapt.cli import app
+
+    out = CliRunner().invoke(app, ["list", "init-methods"]).output
+    names = INIT_METHODS.names()
+    lines: dict[str, str] = {}
+    for line in out.splitlines():  # an entry may wrap onto further lines
+        if line.split() and line.split()[0] in names:
+            current = line.split()[0]
+            lines[current] = ""
+        lines[current] += " " + line.strip()
+    assert "resize_token_embeddings(n)" in lines["hf-resize"] and "1e-9" in lines["hf-resize"]
+    assert "mean_resizing=False" in lines["random"]
+    assert "full scale" in lines["mvn"]
+    assert "every overlapping token" in lines["focus"]
+
+
 # --- FOCUS as the paper does it ---------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ def test_every_problem_is_reported_at_once(corpus_files, tiny_model, tmp_path):
     assert len(found) == 4, found
     joined = "\n".join(found)
     assert "train.max_stesp: unknown key (did you mean 'max_steps'?)" in joined
-    assert "unknown init-methods 'foucs' (did you mean 'focus'?)" in joined and "fvt, mean, mvn" in joined
+    assert "unknown init-methods 'foucs' (did you mean 'focus'?)" in joined and "fvt, hf-resize, mean, mvn" in joined
     assert "train.lr: expected float, got str 'fast'" in joined
     assert "no file matches" in joined and "missing.txt" in joined
 
