@@ -1,18 +1,25 @@
 """Benchmark the init methods on the demo's model and corpus: how much training does a good init save?
 
-    python bench/init_quality.py                       # defaults below; about 30-60 min on 2 CPU cores
-    python bench/init_quality.py --budget 6 --methods random,fvt,focus   # a quicker look
+    python bench/init_quality.py                       # defaults below; hours on 2 CPU cores, minutes on a GPU
+    python bench/init_quality.py --methods fvt,focus --seeds 0 --budget 6   # a quicker look
 
 The demo recipe (SmolLM2-135M, Chichewa Bible with English replay, 2,000 new tokens) runs
-its corpus and tokenizer stages once; then every method runs the real init stage into its
-own run directory (sharing one fastText cache) and is scored on held-out Chichewa (whole
-books never trained on) in bits per byte, at zero steps and after the same small budget
-of the demo's training method (LoRA + new rows, English replay). The learning rate is
-constant after warm-up, so a longer run's first N steps are exactly an N-step run: the
-named baseline, `random` (what a plain resize does), then trains on until it reaches the
-best method's score at the end of the budget, or 8x the budget.
+its corpus and tokenizer stages once; then every method runs the real init stage into
+its own run directory per seed (sharing one fastText cache) and is scored on held-out
+Chichewa (whole books never trained on) in bits per byte, at zero steps and after the
+same small budget of the demo's training method (LoRA + new rows, English replay). Each
+figure is the mean over `--seeds` (the recipe's seed: initialisation, fastText vectors,
+data order and adapter weights), with its standard deviation.
 
-    ratio: R   where R = steps random needs / budget (">" when it did not get there in 8x)
+The baseline is `hf-resize`: what `model.resize_token_embeddings(n)` gives with
+transformers' defaults, the library's own default a user gets without langadapt. The
+learning rate is constant after warm-up, so a longer run's first N steps are exactly an
+N-step run: the baseline trains on from the budget, scored every `--resolution` steps,
+until the mean of its seeds reaches `fvt`'s mean figure at the end of the budget, or
+`--max-factor` times the budget.
+
+    ratio: R   where R = steps hf-resize needs to reach fvt's figure after the budget / budget
+               (">" when it did not get there within max-factor x budget)
 
 WECHSEL uses a dictionary induced with eflomal from the Chichewa and English Bibles'
 aligned verses in the chapters both corpora train on (held-out books excluded): no
@@ -30,7 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_METHODS = "random,fvt,wechsel,focus,omp,ofa,mean,mvn"
+BASELINE = "hf-resize"  # transformers' own default resize
+REFERENCE = "fvt"  # the figure the baseline must reach
+DEFAULT_METHODS = "hf-resize,fvt,wechsel,focus,omp,ofa,random,mean,mvn"
 
 
 def heldout_texts(rd: Any, lang: str, max_chars: int) -> list[str]:
@@ -129,6 +138,7 @@ class Trainer:
 
 def score_method(
     method: str,
+    seed: int,
     base: Any,
     args: Any,
     demo: Path,
@@ -136,15 +146,17 @@ def score_method(
     parallel: list[str],
     texts: list[str],
     train: bool = True,
-) -> dict[str, Any]:
-    """Init one method with the real stage, score it at zero steps, train the budget, score again."""
+) -> tuple[dict[str, Any], Trainer]:
+    """Init one method with the real stage under one seed, score it at zero steps, train the budget, score again."""
     from langadapt.init import flow as embed_init
     from langadapt.recipe import Recipe
     from langadapt.rundir import read_json
 
-    rd = method_run_dir(base, args.out, method)
+    rd = method_run_dir(base, args.out, f"{method}-s{seed}")
     extra = parallel if method == "wechsel" else []
-    rec = Recipe.from_yaml(demo, [*overrides[1:], f"run_dir={rd.root}", f"init.method={method}", *extra])
+    rec = Recipe.from_yaml(
+        demo, [*overrides[1:], f"run_dir={rd.root}", f"init.method={method}", f"seed={seed}", *extra]
+    )
     t = time.time()
     embed_init.run(rec, rd)
     init_s = read_json(rd.manifest_path)["stages"]["init"]["seconds"]
@@ -158,12 +170,12 @@ def score_method(
     t_train = time.time()
     after = trainer.bpb(texts) if train else None
     print(
-        f"{method}: bpb {zero:.4f} at 0 steps, {after} after {args.budget if train else 0} steps "
+        f"{method} seed {seed}: bpb {zero:.4f} at 0 steps, {after} after {args.budget if train else 0} steps "
         f"(init stage {init_s:.0f} s, load + score {t_zero - t_init:.0f} s, train {t_train - t_zero:.0f} s, "
         f"total {time.time() - t:.0f} s)",
         flush=True,
     )
-    return {
+    row = {
         "zero": zero,
         "budget": after,
         "init_seconds": init_s,
@@ -171,15 +183,41 @@ def score_method(
         "norms": report.get("norm_check", {}).get("input", {}),
         "dictionary": report.get("wechsel", {}),
     }
+    return row, trainer
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    import statistics
+
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(values: list[float]) -> str:
+    m, sd = mean_std(values)
+    return f"{m:.4f} ± {sd:.4f}"
+
+
+def first_reach(curve: dict[int, float], goal: float) -> int | None:
+    """The first scored step at which a curve is at or below the goal."""
+    return next((step for step in sorted(curve) if curve[step] <= goal), None)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-init"), help="where the run directories go")
-    ap.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated init methods (random is always run)")
+    ap.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help=f"comma-separated init methods ({BASELINE} and {REFERENCE} always run)",
+    )
     ap.add_argument("--zero-only", default="", help="comma-separated methods scored at zero steps only (no training)")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated recipe seeds; figures are their mean and spread")
     ap.add_argument("--budget", type=int, default=10, help="training steps every method gets")
-    ap.add_argument("--max-factor", type=int, default=8, help="random trains on to this many times the budget")
+    ap.add_argument(
+        "--resolution", type=int, default=1, help=f"{BASELINE} is scored every this many steps after the budget"
+    )
+    ap.add_argument("--max-factor", type=int, default=8, help=f"{BASELINE} trains on to this many times the budget")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -188,6 +226,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], help="further recipe overrides (key=value)")
     args = ap.parse_args()
+    if args.resolution < 1 or args.budget < 1:
+        ap.error("--budget and --resolution must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("langadapt.train.loop", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -201,6 +241,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     base_root = args.out / "base"
     overrides = [
         f"run_dir={base_root}",
@@ -229,102 +270,114 @@ def main() -> None:
     texts = heldout_texts(base, target, args.heldout_chars)
     print(f"corpus + tokenizer: {time.time() - t0:.0f} s; held-out {target}: {sum(map(len, texts))} characters")
 
-    zero_only = [m for m in args.zero_only.split(",") if m and m != "random"]
-    methods = ["random"] + [m for m in args.methods.split(",") if m and m != "random" and m not in zero_only]
-    # finished methods are kept in results.json, keyed by the settings, so a re-run only adds what is missing
+    zero_only = [m for m in args.zero_only.split(",") if m and m not in (BASELINE, REFERENCE)]
+    listed = [m for m in args.methods.split(",") if m and m not in (BASELINE, REFERENCE) and m not in zero_only]
+    methods = [BASELINE, REFERENCE, *listed]
+    # finished (method, seed) runs are kept in results.json, keyed by the settings, so a re-run only adds what is
+    # missing; the baseline's curve is kept too, but its trainers are not, so a re-run retrains the baseline
     settings = {
-        k: v for k, v in vars(args).items() if k not in ("methods", "zero_only", "out", "threads", "max_factor")
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("methods", "zero_only", "out", "threads", "max_factor", "seeds", "resolution")
     }
     results_path = args.out / "results.json"
     saved = json.loads(results_path.read_text()) if results_path.is_file() else {}
     same = saved.get("settings") == settings
-    rows: dict[str, dict[str, Any]] = saved.get("rows", {}) if same else {}
-    curve: list[tuple[int, float]] = [tuple(p) for p in saved.get("random_curve", [])] if same else []  # type: ignore[misc]
+    rows: dict[str, dict[str, dict[str, Any]]] = saved.get("rows", {}) if same else {}
     failed: dict[str, str] = {}
+    curves: dict[int, dict[int, float]] = {s: {} for s in seeds}  # baseline: seed -> step -> bpb
+    trainers: dict[int, Trainer] = {}
 
     def save() -> None:
-        results_path.write_text(json.dumps({"settings": settings, "rows": rows, "random_curve": curve}, indent=1))
+        results_path.write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
 
-    for method in methods:
-        if method in rows:
-            print(f"{method}: kept from {results_path}")
-            continue
-        try:
-            rows[method] = score_method(method, base, args, demo, overrides, parallel, texts)
-        except Exception as e:  # one method's failure is reported in the table, not the end of the run
-            logging.exception("%s failed", method)
-            failed[method] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            if method == "random":
-                raise
-        save()
-    for method in zero_only:
-        if method in rows:
-            continue
-        try:
-            rows[method] = score_method(method, base, args, demo, overrides, parallel, texts, train=False)
-        except Exception as e:
-            logging.exception("%s failed", method)
-            failed[method] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        save()
-    methods = [m for m in methods + zero_only if m in rows]
-    trained = [m for m in methods if rows[m]["budget"] is not None]
-    rd_random = RunDir(args.out / "random")
-    rec_random = Recipe.from_yaml(demo, [*overrides[1:], f"run_dir={rd_random.root}", "init.method=random"])
-    best = min((m for m in trained if m != "random"), key=lambda m: rows[m]["budget"], default="random")
-    goal = rows[best]["budget"]
-    # random trains on from its last checkpoint; earlier points of its curve are kept from previous runs
-    curve = sorted(set(curve) | {(args.budget, rows["random"]["budget"])})
-    reached = next((s for s, b in curve if b <= goal), None)
-    step = curve[-1][0]
-    increment = args.budget
-    if reached is None and step < args.max_factor * args.budget:
-        random_trainer = Trainer(rec_random, rd_random)
-        random_trainer.step = step
-        while reached is None and step < args.max_factor * args.budget:
-            step = min(step + increment, args.max_factor * args.budget)
-            random_trainer.train_to(step)
-            score = random_trainer.bpb(texts)
-            curve.append((step, score))
+    for method in methods + zero_only:
+        for seed in seeds:
+            key = str(seed)
+            if key in rows.get(method, {}) and method != BASELINE:
+                print(f"{method} seed {seed}: kept from {results_path}")
+                continue
+            try:
+                train = method not in zero_only
+                row, trainer = score_method(method, seed, base, args, demo, overrides, parallel, texts, train)
+                rows.setdefault(method, {})[key] = row
+                if method == BASELINE:
+                    trainers[seed] = trainer
+                    curves[seed][args.budget] = row["budget"]
+                else:
+                    del trainer
+            except Exception as e:  # one method's failure is reported in the table, not the end of the run
+                logging.exception("%s seed %d failed", method, seed)
+                failed[method] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                if method in (BASELINE, REFERENCE):
+                    raise
             save()
-            print(f"random: {score:.4f} after {step} steps (goal {goal:.4f}, {best})", flush=True)
-            if score <= goal:
-                reached = step
 
+    def values(method: str, key: str) -> list[float]:
+        return [rows[method][str(s)][key] for s in seeds if rows[method][str(s)][key] is not None]
+
+    # the baseline trains on, all seeds in step, until the mean of its seeds reaches the reference's mean after the
+    # budget and every seed has reached its own seed's reference figure (for the spread), or the cap
+    goal = mean_std(values(REFERENCE, "budget"))[0]
+    own_goal = {s: rows[REFERENCE][str(s)]["budget"] for s in seeds}
+    cap = args.max_factor * args.budget
+    step = args.budget
+
+    def mean_curve() -> dict[int, float]:
+        return {t: sum(curves[s][t] for s in seeds) / len(seeds) for t in curves[seeds[0]]}
+
+    while step < cap and not (
+        first_reach(mean_curve(), goal) is not None and all(first_reach(curves[s], own_goal[s]) for s in seeds)
+    ):
+        step = min(step + args.resolution, cap)
+        for s in seeds:
+            trainers[s].train_to(step)
+            curves[s][step] = trainers[s].bpb(texts)
+        print(f"{BASELINE}: {mean_curve()[step]:.4f} after {step} steps (goal {goal:.4f}, {REFERENCE})", flush=True)
+
+    ran = [m for m in methods + zero_only if m in rows]
     print()
     print(
-        f"held-out {target} bits per byte; budget {args.budget} steps of {args.batch_size} x {args.seq_len} tokens, "
-        f"{recipe.train.method}, lr {args.lr} constant; baseline: random"
+        f"held-out {target} bits per byte, mean ± standard deviation over seeds {args.seeds}; budget {args.budget} "
+        f"steps of {args.batch_size} x {args.seq_len} tokens, {recipe.train.method}, lr {args.lr} constant; "
+        f"baseline: {BASELINE}"
     )
-    print(f"| method | init s | bpb at 0 steps | vs random | bpb after {args.budget} | vs random | rows by |")
+    print(f"| method | init s | bpb at 0 steps | vs {BASELINE} | bpb after {args.budget} | vs {BASELINE} | rows by |")
     print("|---|---|---|---|---|---|---|")
-    r0, rb = rows["random"]["zero"], rows["random"]["budget"]
-    for m in methods:
-        r = rows[m]
-        after = "not trained" if r["budget"] is None else f"{r['budget']:.4f} | {100 * (r['budget'] / rb - 1):+.1f}%"
-        if r["budget"] is None:
-            after += " | -"
-        print(
-            f"| {m} | {r['init_seconds']:.1f} | {r['zero']:.4f} | {100 * (r['zero'] / r0 - 1):+.1f}% | {after} | {r['by_method']} |"
-        )
-    for m in methods:
-        if m in ("random", "mean", "mvn"):
+    b0 = mean_std(values(BASELINE, "zero"))[0]
+    bb = mean_std(values(BASELINE, "budget"))[0]
+    for m in ran:
+        zero, after = values(m, "zero"), values(m, "budget")
+        init_s = mean_std([rows[m][str(s)]["init_seconds"] for s in seeds])[0]
+        trained = f"{fmt(after)} | {100 * (mean_std(after)[0] / bb - 1):+.1f}%" if after else "not trained | -"
+        by = rows[m][str(seeds[0])]["by_method"]
+        print(f"| {m} | {init_s:.1f} | {fmt(zero)} | {100 * (mean_std(zero)[0] / b0 - 1):+.1f}% | {trained} | {by} |")
+    for m in ran:
+        if m in (BASELINE, "random", "mean", "mvn"):
             continue
         for when, key in (("at zero steps", "zero"), (f"after {args.budget} steps", "budget")):
-            lost = [b for b in ("random", "mean") if b in rows and None not in (rows[m][key], rows[b][key])]
-            lost = [b for b in lost if rows[m][key] >= rows[b][key]]
+            if not values(m, key):
+                continue
+            lost = [b for b in (BASELINE, "random", "mean") if b in rows and values(b, key)]
+            lost = [b for b in lost if mean_std(values(m, key))[0] >= mean_std(values(b, key))[0]]
             if lost:
                 print(f"NOTE: {m} does not beat {' and '.join(lost)} {when}")
     for m, why in failed.items():
         print(f"| {m} | failed: {why} |")
     if "wechsel" in rows:
-        print(f"wechsel dictionary: {rows['wechsel']['dictionary']}")
-    print("random's curve: " + ", ".join(f"{s} steps {b:.4f}" for s, b in curve))
-    print(f"best method after {args.budget} steps: {best} ({goal:.4f})")
+        print(f"wechsel dictionary: {rows['wechsel'][str(seeds[0])]['dictionary']}")
+    curve = mean_curve()
+    print(f"{BASELINE}'s curve (mean of seeds): " + ", ".join(f"{t} {curve[t]:.4f}" for t in sorted(curve)))
+    per_seed = {s: first_reach(curves[s], own_goal[s]) for s in seeds}
+    reach_text = ", ".join(f"seed {s}: {'>' + str(cap) if r is None else r}" for s, r in per_seed.items())
+    print(f"{REFERENCE} after {args.budget} steps: {fmt(values(REFERENCE, 'budget'))}")
+    print(f"steps {BASELINE} needs to reach {REFERENCE}'s figure of the same seed: {reach_text}")
+    reached = first_reach(curve, goal)
     if reached is None:
-        print(f"random did not reach it within {args.max_factor * args.budget} steps")
+        print(f"{BASELINE} (mean of seeds) did not reach it within {cap} steps")
         print(f"ratio: >{args.max_factor}")
     else:
-        print(f"random needs {reached} steps to reach it")
+        print(f"{BASELINE} (mean of seeds) needs {reached} steps to reach it (scored every {args.resolution})")
         print(f"ratio: {reached / args.budget:.2f}")
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from init_quality import method_run_dir, write_parallel  # noqa: E402  (bench scripts share their helpers)
 
-DEFAULT_METHODS = "fvt,random,mean,mvn,focus,wechsel,omp,ofa"
+DEFAULT_METHODS = "fvt,hf-resize,random,mean,mvn,focus,wechsel,omp,ofa"
 
 
 def main() -> None:
