@@ -44,6 +44,15 @@ def import_gguf(folder: Path, gguf_file: str, target: Path) -> Path:
     return _publish(model, tok, target)
 
 
+def gguf_tokenizer(folder: Path, gguf_file: str) -> "PreTrainedTokenizerBase":
+    """The tokenizer `import_gguf` saves for a GGUF file (bos/eos from the model's config), without dequantising."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    _fix_special_tokens(tok, AutoConfig.from_pretrained(folder, gguf_file=gguf_file))
+    return tok
+
+
 def _fix_special_tokens(tok: "PreTrainedTokenizerBase", config: Any) -> None:
     """GGUF tokenizer conversion can assign bos/eos wrongly; trust the model config's ids."""
     for attr in ("bos", "eos"):

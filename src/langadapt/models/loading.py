@@ -21,6 +21,7 @@ from langadapt.config import ModelConfig
 from langadapt.errors import MissingDependencyError, ModelLoadError
 from langadapt.models.encoder import ensure_mlm_head, position_offset
 from langadapt.models.importers import import_e5s1, import_gguf
+from langadapt.models.separator import document_separator
 from langadapt.registry import Registry
 from langadapt.rundir import fingerprint
 
@@ -339,11 +340,8 @@ def _load_hint(name: str) -> str:
 
 
 def doc_separator_id(tok: "PreTrainedTokenizerBase") -> int:
-    """Token that starts every document in training and evaluation (bos, else eos; cls, else sep for BERT-style)."""
-    for token_id in (tok.bos_token_id, tok.eos_token_id, tok.cls_token_id, tok.sep_token_id):
-        if token_id is not None:
-            return int(token_id)
-    raise ModelLoadError("the tokenizer has no bos, eos, cls or sep token; langadapt needs one to separate documents")
+    """Token that starts every document in training and evaluation: the end-of-text token (`separator.py`)."""
+    return document_separator(tok).id
 
 
 def max_sequence_length(config: "PretrainedConfig") -> int:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.documents import languages, read_texts
-from langadapt.models.loading import doc_separator_id, load_model, load_tokenizer
+from langadapt.models.loading import load_model, load_tokenizer
+from langadapt.models.separator import document_separator
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 from langadapt.train import factorised
@@ -68,7 +69,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     # OFA's factors train instead of the embedding matrices; folded back to full size before saving
     factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
 
-    sep = doc_separator_id(tok)
+    separator = document_separator(tok)  # the end-of-text token, never a chat-turn token
+    sep = separator.id
     streams = {}
     for lang in (target, replay):
         if lang:
@@ -89,6 +91,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     # the merged model is what evaluation and export read; adapters are also saved in their own formats
     save_final(model, tok, ctx.out / "final")
     summary.update(
+        document_separator=separator.record(),
         mlm_head_created=bool(getattr(model.config, "mlm_head_created", False)),
         streams={
             k: {"epochs_completed": s.epoch, "documents_started": s.documents_started, "documents": len(s.texts)}
@@ -131,6 +134,8 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     return {
         "init": rd.fingerprint_of("init"),
         "corpus": rd.fingerprint_of("corpus"),
+        # which token separates documents (recorded in the manifest; a new rule retrains)
+        "document_separator": document_separator(load_tokenizer(str(rd.path("init")))).record(),
         "config": cfg,
         "dtype": recipe.model.dtype,
         "seed": recipe.seed,
