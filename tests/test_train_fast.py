@@ -38,7 +38,7 @@ def _loss_and_grads(model, fn, ids):
 def test_chunked_loss_equals_plain_loss(request, method, tie, monkeypatch):
     model_dir = request.getfixturevalue("tiny_model" if tie else "tiny_untied_model")
     model, vocab = _wrapped(model_dir, method)
-    assert objectives.output_head(model) is not None  # the fused path is the one under test
+    assert objectives.prepare_loss("clm", model) == "fused"  # the fused path is the one under test
     monkeypatch.setattr(objectives, "CHUNK_TOKENS", 7)  # several chunks, the last one partial
     ids = torch.randint(0, vocab, (3, 17), generator=torch.Generator().manual_seed(1))
     ids[0, 3:6] = torch.arange(vocab - 10, vocab - 7)  # new tokens as inputs and as targets
@@ -344,3 +344,52 @@ def test_dropout_off_makes_training_mode_deterministic(tiny_encoder, tmp_path, a
             torch.testing.assert_close(noisy[0], model(input_ids=ids).logits)
             torch.testing.assert_close(noisy[1], noisy[0])
         assert {k: v for k, v in model.config.to_dict().items() if "dropout" in k} == rates
+
+
+def _tiny_granite(logits_scaling: float):
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    torch.manual_seed(0)
+    config = GraniteConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        logits_scaling=logits_scaling,
+        embedding_multiplier=12.0,  # as Granite's configs: logits large enough that the scaling matters
+    )
+    return GraniteForCausalLM(config)
+
+
+def test_the_loss_is_the_models_own_granite_logits_scaling_included():
+    """Granite divides its logits by config.logits_scaling after the head: the fused head alone would not."""
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(3))
+    # a model nobody prepared is checked on its first loss
+    fresh = _tiny_granite(logits_scaling=4.0)
+    torch.testing.assert_close(objectives.clm_loss(fresh, ids), objectives.plain_clm_loss(fresh, ids))
+    model = _tiny_granite(logits_scaling=4.0)
+    plain = objectives.plain_clm_loss(model, ids)
+    assert objectives.prepare_loss("clm", model).startswith("plain (on a probe batch the fused head's losses differ")
+    torch.testing.assert_close(objectives.clm_loss(model, ids), plain)
+    unscaled = objectives.fused_clm_loss(model, ids)  # what the head alone computes: a different loss
+    assert (unscaled - plain).abs().max() > 0.05
+    # without scaling the same architecture is eligible for the fused loss
+    assert objectives.prepare_loss("clm", _tiny_granite(logits_scaling=1.0)) == "fused"
+
+
+def test_a_plain_llama_trains_with_the_fused_loss_and_the_summary_says_which(tiny_recipe):
+    from test_train import _prepare
+
+    from langadapt.rundir import read_json
+
+    recipe = tiny_recipe(train={"max_steps": 1})
+    rd = _prepare(recipe)
+    train.run(recipe, rd)
+    assert read_json(rd.path("train") / "summary.json")["loss"] == "fused"
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(rd.path("train") / "final")
+    wrapped = train.TRAIN_METHODS.get("lora")(model, TrainConfig(lora_rank=4, lora_targets=("q_proj", "lm_head")), [])
+    assert objectives.prepare_loss("clm", wrapped).startswith("plain (the output head is a ")  # LoRA on the head

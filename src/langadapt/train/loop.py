@@ -17,7 +17,7 @@ from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.data import Prefetcher, TokenStream, batch_languages, document_positions, heldout_sample
 from langadapt.train.distributed import resolve_sharding, setup
-from langadapt.train.objectives import OBJECTIVES, Objective
+from langadapt.train.objectives import OBJECTIVES, Objective, prepare_loss
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
 from langadapt.train.processes import Processes, launched_world_size, training_copy
 from langadapt.train.tracking import MetricsLog
@@ -167,7 +167,8 @@ def train_loop(
         trained = model
         if not getattr(model, "is_loaded_in_4bit", False):  # a 4-bit base was placed on its device as it loaded
             model.to(device)
-    else:
+    loss_path = prepare_loss(cfg.objective, model, len(next(iter(streams.values())).tok))  # fused, or plain and why
+    if sharding != "none":
         # FSDP and ZeRO shard a model in place and cannot undo it; the caller (phase merges,
         # saving the final model) needs a plain one, so a copy is sharded (onto the device, block
         # by block) and its trained weights are written back at the end
@@ -202,7 +203,7 @@ def train_loop(
         metrics_path.unlink()
     procs.wait()
     log.info(
-        "train: %s, %s, %d sequences of %d tokens per step (micro-batch %d), %d process(es), sharding %s",
+        "train: %s, %s, %d sequences of %d tokens per step (micro-batch %d), %d process(es), sharding %s, loss %s",
         device,
         precision,
         rows,
@@ -210,6 +211,7 @@ def train_loop(
         micro,
         procs.world_size,
         procs.sharding,
+        loss_path,
     )
     loss_module.train()
 
@@ -288,6 +290,7 @@ def train_loop(
         "processes": procs.world_size,
         "sharding": procs.sharding,
         "micro_batch": micro,
+        "loss": loss_path,
         **({"stopped_early_at_step": stopped_at} if stopped_at else {}),
         **describe_device(device),
     }

@@ -8,6 +8,10 @@ inside each document (see `data.document_positions`).
 The causal loss never materialises the (tokens x vocabulary) logits: the output head and
 the cross-entropy run together over chunks of tokens (`linear_cross_entropy`), which is
 what keeps a 250k vocabulary affordable and removes the largest allocations of a step.
+It is used only where it computes what the model computes: `prepare_loss` checks it against
+the model's own logits on a probe batch before training (a head that scales or caps its
+logits, as Granite's `logits_scaling` does, or any head the fused path does not know, fails
+the check) and otherwise the plain loss runs; the choice and its reason go into the summary.
 """
 
 from __future__ import annotations
@@ -34,11 +38,21 @@ def clm_loss(
 ) -> "torch.Tensor":
     import torch
 
+    if not _fused_for(model):  # a model whose logits are more than the linear map the fused path computes
+        return plain_clm_loss(model, input_ids, position_ids)
+    return fused_clm_loss(model, input_ids, position_ids)
+
+
+def fused_clm_loss(
+    model: "PreTrainedModel", input_ids: "torch.Tensor", position_ids: "torch.Tensor | None" = None
+) -> "torch.Tensor":
+    """The causal loss through the chunked head (`output_head` must recognise the model's head)."""
+    import torch
+
     targets = torch.full_like(input_ids, -100)
     targets[:, :-1] = input_ids[:, 1:]
     head = output_head(model)
-    if head is None:  # a model whose logits are more than a linear map of the last hidden state
-        return plain_clm_loss(model, input_ids, position_ids)
+    assert head is not None, head_problem(model)
     body, weight, bias, rows, delta = head
     hidden = body(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
     flat = hidden.reshape(-1, hidden.shape[-1])
@@ -67,33 +81,110 @@ def output_head(model: Any) -> tuple[Any, "torch.Tensor", "torch.Tensor | None",
     """(decoder body, head weight, head bias, trainable row ids, trainable rows) of a causal LM, or None.
 
     Understands a plain linear head, peft's trainable-token rows on a (tied) head and OFA's
-    factorised head (`train/factorised.py`); a head
-    with LoRA on it, logit soft-capping or logit scaling returns None (the plain loss is used).
+    factorised head (`train/factorised.py`); any other head returns None (`head_problem` says
+    why). Whether the model's logits are that linear map of the body's output and nothing more
+    is for `prepare_loss` to check.
     """
+    return _read_head(model)[0]
+
+
+def head_problem(model: Any) -> str | None:
+    """Why `output_head` does not recognise the model's head (None: it does)."""
+    return _read_head(model)[1]
+
+
+def _read_head(model: Any) -> tuple[tuple[Any, "torch.Tensor", "torch.Tensor | None", Any, Any] | None, str | None]:
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
-    if config is None or getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
-        return None
+    if config is None:
+        return None, "the model has no config"
+    for key in ("final_logit_softcapping", "logit_scale"):
+        if getattr(config, key, None):
+            return None, f"config.{key} changes the logits after the head"
     if not hasattr(base, "get_decoder") or not hasattr(base, "get_output_embeddings"):
-        return None
+        return None, f"{type(base).__name__} does not expose its decoder body and output head"
     body, head = base.get_decoder(), base.get_output_embeddings()
     if body is None or head is None or body is base:
-        return None
+        return None, f"{type(base).__name__} does not expose its decoder body and output head"
     if isinstance(head, torch.nn.Linear):
-        return body, head.weight, head.bias, None, None
+        return (body, head.weight, head.bias, None, None), None
     factors = factorised.head_of(base)
     if factors is not None:  # OFA's (h P^T) A^T: the hidden states down-projected, then a linear head of rank k
-        return factorised.DownProjected(body, factors), factors.source.table(), factors.bias, None, None
+        return (factorised.DownProjected(body, factors), factors.source.table(), factors.bias, None, None), None
     layer = getattr(head, "token_adapter", head)  # peft: a TrainableTokensWrapper, or the layer itself
     if hasattr(layer, "trainable_tokens_delta") and isinstance(getattr(layer, "base_layer", None), torch.nn.Linear):
         active = [a for a in layer.active_adapters if a in layer.trainable_tokens_delta]
         if len(active) != 1 or layer.merged or layer.disable_adapters:
-            return None
+            return None, "the output head's trainable rows are merged, disabled or several"
         name = active[0]
         rows = torch.tensor(layer.token_indices[name], device=layer.base_layer.weight.device)
-        return body, layer.base_layer.weight, layer.base_layer.bias, rows, layer.trainable_tokens_delta[name]
+        return (body, layer.base_layer.weight, layer.base_layer.bias, rows, layer.trainable_tokens_delta[name]), None
+    return None, f"the output head is a {type(head).__name__}, not a linear layer (e.g. LoRA on the head)"
+
+
+# -- which causal loss a model trains with ------------------------------------------------------
+
+FUSED_ATTRIBUTE = "_langadapt_fused_loss"  # on the innermost model: True, or the reason the plain loss runs
+PROBE_SHAPE = (2, 16)  # rows x tokens of the probe batch
+
+
+def prepare_loss(objective: str, model: Any, vocab_size: int | None = None) -> str:
+    """Decide, once before training, how the objective computes its loss; returns what the summary records.
+
+    For clm: "fused" when the chunked head + loss gives the model's own per-token losses on a
+    probe batch, else "plain (reason)". The decision is stored on the model for `clm_loss`.
+    """
+    if objective != "clm":
+        return f"plain ({objective}: the head runs at the predicted positions only)"
+    reason = _check_fused(model, vocab_size)
+    _innermost(model).__dict__[FUSED_ATTRIBUTE] = True if reason is None else reason
+    return "fused" if reason is None else f"plain ({reason})"
+
+
+def _innermost(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _fused_for(model: Any) -> bool:
+    """The decision `prepare_loss` stored; a model nobody prepared is checked here, once."""
+    decided = _innermost(model).__dict__.get(FUSED_ATTRIBUTE)
+    if decided is None:
+        prepare_loss("clm", model)
+        decided = _innermost(model).__dict__[FUSED_ATTRIBUTE]
+    return decided is True
+
+
+def _check_fused(model: Any, vocab_size: int | None) -> str | None:
+    """None when the fused loss equals the plain loss on a probe batch; else why the plain loss must run.
+
+    The probe is random token ids from a private generator (the global RNG, which checkpoints
+    save, is not touched), run without dropout and without autocast, in the model's own dtype.
+    """
+    import torch
+
+    problem = head_problem(model)
+    if problem is not None:
+        return problem
+    weight = output_head(model)[1]  # type: ignore[index]
+    vocab = vocab_size or weight.shape[0]
+    ids = torch.randint(0, vocab, PROBE_SHAPE, generator=torch.Generator().manual_seed(0)).to(weight.device)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
+            fused = fused_clm_loss(model, ids).float()
+            plain = plain_clm_loss(model, ids).float()
+    finally:
+        model.train(training)
+    tol = 1e-3 if weight.dtype == torch.float32 else 3e-2  # float32 agrees to rounding; 16-bit logits to their precision
+    gap = (fused - plain).abs().max().item()
+    if not gap <= tol * (1 + plain.abs().max().item()):  # also catches NaN
+        return (
+            f"on a probe batch the fused head's losses differ from the model's own logits by up to {gap:.3g} nats "
+            "(its logits are more than a linear map of the last hidden state)"
+        )
     return None
 
 
