@@ -221,3 +221,105 @@ def test_qlora_trains_over_a_4bit_base_and_merges_into_full_precision(tiny_recip
     assert 0 < change < 0.05
     assert (rd.path("train") / "adapter" / "adapter_config.json").is_file()
     assert read_json(rd.path("train") / "summary.json")["steps"] == 2
+
+
+EARLY_STOP = {"eval_every": 1, "eval_tokens": 256, "early_stopping_patience": 1}
+
+
+def _metric_rows(folder):
+    import json
+
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_an_early_stop_reports_what_was_trained_and_is_complete_on_resume(tiny_recipe, tmp_path, monkeypatch):
+    """A learning rate far too high stops training early: the summary counts the steps and tokens trained,
+    and a run interrupted after its stop resumes to the same, stopped, result."""
+    diverging = {**EARLY_STOP, "max_steps": 6, "lr": 3.0}
+    straight = tiny_recipe(run_dir=str(tmp_path / "straight"), train=diverging)
+    rd_straight = _prepare(straight)
+    train.run(straight, rd_straight)
+    summary = read_json(rd_straight.path("train") / "summary.json")
+    stop = summary["stopped_early_at_step"]
+    assert 2 <= stop < 6 and summary["steps"] == stop and summary["scheduled_steps"] == 6
+    assert sum(summary["tokens"].values()) == stop * straight.train.batch_size * straight.train.seq_len
+    assert len(_metric_rows(rd_straight.path("train"))) == stop
+
+    # interrupted once the stop's checkpoint is written, before the stage completes
+    recipe = tiny_recipe(run_dir=str(tmp_path / "interrupted"), train=diverging)
+    rd = _prepare(recipe)
+    real_save = loop.save_checkpoint
+
+    def save_then_die(*args, stopped_early=False, **kwargs):
+        real_save(*args, stopped_early=stopped_early, **kwargs)
+        if stopped_early:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(recipe, rd)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    train.run(recipe, rd)
+    resumed = read_json(rd.path("train") / "summary.json")
+    assert resumed["steps"] == stop and resumed["stopped_early_at_step"] == stop and resumed["tokens_this_session"] == 0
+    assert [r["step"] for r in _metric_rows(rd.path("train"))] == list(range(1, stop + 1))
+    ref, got = _final_state(rd_straight), _final_state(rd)
+    for key in ref:
+        assert torch.equal(ref[key], got[key]), key
+
+
+def test_a_phase_that_stopped_early_is_finished_and_not_trained_past_its_stop(tiny_recipe, tmp_path):
+    """Phase 1 stops early; the run is interrupted in phase 2; the re-run restores phase 1 at its stop."""
+    import langadapt.train.phases as phases_module
+
+    phases = [{"name": "hot", "method": "lora", "max_steps": 6, "lr": 3.0}, {"method": "lora", "max_steps": 2}]
+    straight = tiny_recipe(run_dir=str(tmp_path / "straight"), train={**EARLY_STOP, "phases": phases})
+    rd_straight = _prepare(straight)
+    train.run(straight, rd_straight)
+
+    recipe = tiny_recipe(run_dir=str(tmp_path / "interrupted"), train={**EARLY_STOP, "phases": phases})
+    rd = _prepare(recipe)
+    real_loop, calls = phases_module.train_loop, []
+
+    def stop_in_phase_two(model, streams, target, replay, recipe, out, **kw):  # type: ignore[no-untyped-def]
+        calls.append(out.name)
+        if out.name.startswith("2-"):
+            raise KeyboardInterrupt
+        return real_loop(model, streams, target, replay, recipe, out, **kw)
+
+    phases_module.train_loop = stop_in_phase_two
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train.run(recipe, rd)
+    finally:
+        phases_module.train_loop = real_loop
+    hot = read_json(rd.partial("train") / "phases" / "1-hot" / "summary.json")
+    stop = hot["stopped_early_at_step"]
+    assert 2 <= stop < 6 and hot["steps"] == stop and hot["scheduled_steps"] == 6
+    calls.clear()
+
+    def record(model, streams, target, replay, recipe, out, **kw):  # type: ignore[no-untyped-def]
+        calls.append(out.name)
+        return real_loop(model, streams, target, replay, recipe, out, **kw)
+
+    phases_module.train_loop = record
+    try:
+        train.run(recipe, rd)
+    finally:
+        phases_module.train_loop = real_loop
+    assert calls == ["2-lora"]  # the stopped phase is finished: restored, not trained again
+
+    summary = read_json(rd.path("train") / "summary.json")
+    second = summary["phases"][1]["steps"]
+    assert [p["steps"] for p in summary["phases"]] == [stop, second] and summary["steps"] == stop + second
+    assert summary["scheduled_steps"] == 8
+    rows = _metric_rows(rd.path("train"))
+    assert [r["step"] for r in rows] == list(range(1, stop + second + 1))
+    assert [r["phase"] for r in rows] == ["hot"] * stop + ["lora"] * second
+    untimed = [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in rows]
+    assert untimed == [
+        {k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in _metric_rows(rd_straight.path("train"))
+    ]
+    ref, got = _final_state(rd_straight), _final_state(rd)
+    for key in ref:
+        assert torch.allclose(ref[key], got[key], atol=1e-6), key

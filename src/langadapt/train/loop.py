@@ -55,12 +55,14 @@ def save_checkpoint(
     stream_states: dict[str, dict[str, Any]],
     keep: int,
     procs: Processes | None = None,
+    stopped_early: bool = False,
 ) -> None:
     """Trainable weights (safetensors), optimizer and RNG (tensors only), data position (JSON), atomically.
 
     Everything is stored on the CPU as full tensors, so a run may resume on another device,
     with another number of processes, sharded or not. Every process calls it (sharded
     weights are gathered for rank 0, which alone writes) and returns once the files exist.
+    `stopped_early` marks the checkpoint of an early stop: training is complete there.
     """
     import torch
     from safetensors.torch import save_file
@@ -76,7 +78,8 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
         save_file(weights, tmp / "trainable.safetensors")
         torch.save({"optimizer": optimizer, **_rng_state()}, tmp / "optimizer.pt")
-        write_json(tmp / "state.json", {"step": step, "streams": stream_states})
+        state = {"step": step, "streams": stream_states, **({"stopped_early": True} if stopped_early else {})}
+        write_json(tmp / "state.json", state)
         tmp.rename(final)
         for old in sorted(ckdir.glob("step-*"))[:-keep]:
             shutil.rmtree(old)
@@ -86,6 +89,11 @@ def save_checkpoint(
 def latest_checkpoint(out: Path) -> Path | None:
     cks = sorted((out / "checkpoints").glob("step-*")) if (out / "checkpoints").is_dir() else []
     return cks[-1] if cks else None
+
+
+def stopped_early(ck: Path) -> bool:
+    """Whether a checkpoint is where training stopped early (the training it belongs to is complete)."""
+    return bool(read_json(ck / "state.json").get("stopped_early"))
 
 
 def load_checkpoint(
@@ -190,11 +198,13 @@ def train_loop(
         trained, objective, lambda m: _optimizer(m, cfg), device, rows, micro, sharding, cfg
     )
     procs.wait()  # rank 0 has prepared the stage's folder before anyone reads its checkpoints
-    start = 0
+    start, end, stopped_at = 0, cfg.max_steps, 0
     ck = latest_checkpoint(out)
     metrics_path = out / "metrics.jsonl"
     if ck is not None:
         start = load_checkpoint(ck, trained, opt, streams, procs)
+        if stopped_early(ck):  # stopped early before an interruption: complete, nothing more to train
+            end = stopped_at = start
         log.info("resuming from %s (step %d) on %s", ck.name, start, device)
         if procs.is_main:
             lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
@@ -222,13 +232,13 @@ def train_loop(
         batch = torch.tensor([streams[lang].next_block() for lang in langs], dtype=torch.long)  # type: ignore[index]
         return batch, langs, {k: s.state() for k, s in streams.items()}  # type: ignore[return-value]
 
-    data = Prefetcher(draw, start, cfg.max_steps)
+    data = Prefetcher(draw, start, end)
     tracker = MetricsLog(metrics_path, cfg.log_to, recipe.name, recipe.to_dict()["train"]) if procs.is_main else None
     samples = heldout_samples(streams, cfg) if cfg.eval_every else {}
-    best, evals_without_gain, stopped_at = math.inf, 0, 0
-    t0, tokens_done = time.time(), 0
+    best, evals_without_gain = math.inf, 0
+    t0, tokens_done, done = time.time(), 0, start
     try:
-        for step in range(start, cfg.max_steps):
+        for step in range(start, end):
             lr = lr_at(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr * g["lr_scale"]
@@ -264,7 +274,9 @@ def train_loop(
             if procs.is_main:
                 _report(row, tracker, tokens_done, time.time() - t0, done - start, cfg.max_steps)
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps or stopped_at:
-                save_checkpoint(out, done, trained, opt, stream_states, cfg.keep_checkpoints, procs)
+                save_checkpoint(
+                    out, done, trained, opt, stream_states, cfg.keep_checkpoints, procs, stopped_early=bool(stopped_at)
+                )
             if stopped_at:
                 log.info(
                     "early stop at step %d: held-out %s bits/byte did not improve in %d evaluations",
@@ -277,15 +289,19 @@ def train_loop(
         data.close()
         if tracker is not None:
             tracker.close()
+    if stopped_at and done > start:  # the prefetcher drew a step past the stop: back to where the stop's checkpoint is
+        for k, s in streams.items():
+            s.restore(stream_states[k])
     if trained is not model:
         procs.copy_weights(trained, model)
 
     return {
-        "steps": cfg.max_steps,
+        "steps": done,  # trained: fewer than scheduled after an early stop
+        "scheduled_steps": cfg.max_steps,
         "resumed_from_step": start,
         "tokens_this_session": tokens_done,
         "seconds_this_session": round(time.time() - t0, 1),
-        "tokens": tokens_per_language(cfg, recipe.seed, target, replay),
+        "tokens": tokens_per_language(cfg, recipe.seed, target, replay, done),
         "precision": precision,
         "processes": procs.world_size,
         "sharding": procs.sharding,
@@ -435,14 +451,17 @@ def set_dropout(model: Any, p: float) -> int:
     return n
 
 
-def tokens_per_language(cfg: TrainConfig, seed: int, target: str, replay: str | None) -> dict[str, int]:
-    """Tokens trained per language over the whole run (the mix is a function of the step)."""
+def tokens_per_language(
+    cfg: TrainConfig, seed: int, target: str, replay: str | None, steps: int | None = None
+) -> dict[str, int]:
+    """Tokens trained per language in the first `steps` steps (default: the whole schedule; the mix is a function of the step)."""
+    steps = cfg.max_steps if steps is None else steps
     n_replay = (
-        sum(sum(batch_languages(s, effective_batch_size(cfg), cfg.replay_ratio, seed)) for s in range(cfg.max_steps))
+        sum(sum(batch_languages(s, effective_batch_size(cfg), cfg.replay_ratio, seed)) for s in range(steps))
         if replay
         else 0
     )
-    out = {target: (cfg.max_steps * effective_batch_size(cfg) - n_replay) * cfg.seq_len}
+    out = {target: (steps * effective_batch_size(cfg) - n_replay) * cfg.seq_len}
     if replay:
         out[replay] = n_replay * cfg.seq_len
     return out

@@ -10,6 +10,8 @@ the next one wraps the model.
 On resume, a finished phase is not trained again: its method is applied, its final
 trainable weights are loaded from its last checkpoint and merged, and the streams and RNG
 are restored from that checkpoint, so the next phase continues exactly as it would have.
+A phase that stopped early (`train.early_stopping_patience`) is finished at its stop: its
+checkpoint there is its last, and the summary counts the steps it trained, not its schedule.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from langadapt.train import factorised
 from langadapt.train.adapters import finalize, merge
 from langadapt.train.config import PhaseConfig, TrainConfig
 from langadapt.train.data import TokenStream
-from langadapt.train.loop import train_loop
+from langadapt.train.loop import latest_checkpoint, stopped_early, train_loop
 from langadapt.train.methods import TRAIN_METHODS
+from langadapt.train.trainable import trained_embedding_rows
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -87,8 +90,8 @@ def run_phases(
         n_all = sum(p.numel() for p in model.parameters())
         embeddings = factorised.trainable_record(model)  # OFA's factors: what trains, against the same at full size
         label = phase.name or phase.method
-        finished = _final_checkpoint(folder, phase.max_steps)
-        if finished is not None and not single:
+        finished = _final_checkpoint(folder, phase.max_steps)  # its last step, or where it stopped early
+        if finished is not None and not single and (folder / "summary.json").is_file():
             log.info("phase %d/%d (%s): finished earlier, restored from %s", i + 1, len(phases), label, finished)
             _restore_finished(finished, model, streams)
             summary = read_json(folder / "summary.json")
@@ -105,7 +108,14 @@ def run_phases(
                 n_all / 1e6,
             )
             summary = train_loop(model, streams, target, replay, sub, folder, objective=objective)
-            summary.update(phase=label, method=phase.method, trainable_parameters=n_train, total_parameters=n_all)
+            summary.update(
+                phase=label,
+                method=phase.method,
+                lr=sub.train.lr,
+                trainable_parameters=n_train,
+                total_parameters=n_all,
+                embedding_rows_trained=trained_embedding_rows(model),
+            )
             if embeddings is not None:
                 summary["trainable_embedding_parameters"] = embeddings
             if not single:
@@ -115,13 +125,17 @@ def run_phases(
             model = merge(model)
     model = finalize(model, out)
     if not single:
-        _join_metrics(out, phases)
+        _join_metrics(out, phases, [s["steps"] for s in summaries])
     return model, _combine(summaries, single)
 
 
 def _final_checkpoint(folder: Path, steps: int) -> Path | None:
+    """The checkpoint a finished phase ended at: its scheduled last step, or the step it stopped early at."""
     ck = folder / "checkpoints" / f"step-{steps:06d}"
-    return ck if (ck / "state.json").is_file() else None
+    if (ck / "state.json").is_file():
+        return ck
+    last = latest_checkpoint(folder)
+    return last if last is not None and (last / "state.json").is_file() and stopped_early(last) else None
 
 
 def _restore_finished(ck: Path, model: Any, streams: dict[str, TokenStream]) -> None:
@@ -140,8 +154,8 @@ def _restore_finished(ck: Path, model: Any, streams: dict[str, TokenStream]) -> 
     torch.set_rng_state(blob["torch_rng"])
 
 
-def _join_metrics(out: Path, phases: list[PhaseConfig]) -> None:
-    """One metrics.jsonl for the whole run: steps counted across phases, each line naming its phase."""
+def _join_metrics(out: Path, phases: list[PhaseConfig], trained: list[int]) -> None:
+    """One metrics.jsonl for the whole run: steps counted across phases (as trained), each line naming its phase."""
     lines, offset = [], 0
     for i, phase in enumerate(phases):
         path = phase_dir(out, i, phase) / "metrics.jsonl"
@@ -150,7 +164,7 @@ def _join_metrics(out: Path, phases: list[PhaseConfig]) -> None:
             row["phase_step"], row["step"] = row["step"], row["step"] + offset
             row["phase"] = phase.name or phase.method
             lines.append(json.dumps(row))
-        offset += phase.max_steps
+        offset += trained[i]
     (out / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
 
 
@@ -162,8 +176,11 @@ def _combine(summaries: list[dict[str, Any]], single: bool) -> dict[str, Any]:
         for lang, n in s.get("tokens", {}).items():
             tokens[lang] = tokens.get(lang, 0) + n
     last = summaries[-1]
+    losses = {s.get("loss") for s in summaries}
     return {
         "steps": sum(s["steps"] for s in summaries),
+        "scheduled_steps": sum(s.get("scheduled_steps", s["steps"]) for s in summaries),
+        **({"loss": losses.pop()} if len(losses) == 1 else {"loss": "per phase"}),
         "tokens": tokens,
         "seconds_this_session": round(sum(s.get("seconds_this_session", 0.0) for s in summaries), 1),
         "trainable_parameters": last["trainable_parameters"],

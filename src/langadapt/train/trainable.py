@@ -40,3 +40,16 @@ def train_all_embeddings(model: "PreTrainedModel") -> int:
     for w in weights.values():
         w.requires_grad_(True)
     return sum(w.numel() for w in weights.values())
+
+
+def trained_embedding_rows(model: "PreTrainedModel") -> int:
+    """How many rows of the input embedding matrix train: all of them, peft's trainable new rows, or none."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    emb = inner.get_input_embeddings()
+    layer = getattr(emb, "token_adapter", emb)  # peft: a TrainableTokensWrapper, or the layer itself
+    base = getattr(layer, "base_layer", layer)
+    if getattr(base, "weight", None) is not None and base.weight.requires_grad:
+        return int(base.weight.shape[0])
+    rows = getattr(layer, "token_indices", None) or {}
+    deltas = getattr(layer, "trainable_tokens_delta", None) or {}
+    return sum(len(rows[name]) for name in rows if name in deltas and deltas[name].requires_grad)
