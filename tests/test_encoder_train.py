@@ -281,3 +281,43 @@ def test_head_with_all_embeddings_trains_the_matrix_and_the_head_alone(prepared,
     assert any(k.startswith("lm_head.") for k in moved)  # the head's own transform and bias
     body = {k for k in after if ".encoder.layer." in k}
     assert body and not body & moved  # the body stays as it was
+
+
+def test_heldout_figure_during_mlm_training_is_pseudo_bits_per_byte(prepared, corpus_files, tiny_encoder, tmp_path):
+    """With objective mlm, train.eval_every logs the eval stage's metric under its name, and stops on it."""
+    from langadapt.documents import read_texts
+    from langadapt.scoring.pppl import score
+    from langadapt.models.loading import load_model, load_tokenizer
+    from langadapt.rundir import RunDir, read_json
+
+    evals = {"eval_every": 1, "eval_tokens": 96}
+    recipe = _train_in_copy(prepared, corpus_files, tiny_encoder, tmp_path / "run", method="head", max_steps=3, **evals)
+    out = tmp_path / "run" / "train"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not any(k.startswith("bpb_") for r in rows for k in r)  # no figure under a name it does not have
+    assert all({"pseudo_bpb_nya", "pseudo_bpb_eng"} <= r.keys() for r in rows)
+    # the last figure is what the eval stage's scorer gives the trained model on the same documents
+    from langadapt.train.data import heldout_documents
+
+    final, tok = load_model(str(out / "final")), load_tokenizer(str(out / "final"))
+    heldout = heldout_documents(read_texts(RunDir(tmp_path / "run"), "nya", "heldout"), tok, 96)
+    expected = score(final, tok, heldout, recipe.eval)["bits_per_byte"]
+    assert rows[-1]["pseudo_bpb_nya"] == pytest.approx(expected, abs=2e-4)
+
+    # early stopping decides on that figure: a learning rate far too high stops at the first evaluation without gain
+    diverging = _train_in_copy(
+        prepared,
+        corpus_files,
+        tiny_encoder,
+        tmp_path / "diverging",
+        method="full",
+        max_steps=8,
+        lr=1.0,
+        early_stopping_patience=1,
+        **evals,
+    )
+    rows = [json.loads(line) for line in (tmp_path / "diverging" / "train" / "metrics.jsonl").read_text().splitlines()]
+    stop = read_json(tmp_path / "diverging" / "train" / "summary.json")["stopped_early_at_step"]
+    figures = [r["pseudo_bpb_nya"] for r in rows]
+    assert diverging.train.objective == "mlm" and len(rows) == stop < 8
+    assert figures[-1] >= min(figures[:-1]) and all(f < min(figures[:i]) for i, f in enumerate(figures[:-1]) if i)

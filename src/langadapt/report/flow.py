@@ -118,14 +118,15 @@ def loss_plot(steps: list[dict[str, Any]]) -> str:
 
 
 def eval_curve_plot(steps: list[dict[str, Any]]) -> str:
-    """Held-out bits per byte measured during training (train.eval_every), per language."""
+    """Held-out (pseudo) bits per byte measured during training (train.eval_every), per language."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.0))
-    for key in sorted({k for s in steps for k in s if k.startswith("bpb_")}):
+    prefix = "pseudo_bpb_" if any(k.startswith("pseudo_bpb_") for s in steps for k in s) else "bpb_"
+    for key in sorted({k for s in steps for k in s if k.startswith(prefix)}):
         pts = [(s["step"], s[key]) for s in steps if key in s]
-        ax.plot(*zip(*pts), "o-", ms=3, label=key[4:])
+        ax.plot(*zip(*pts), "o-", ms=3, label=key[len(prefix) :])
     ax.set_xlabel("step")
-    ax.set_ylabel("held-out bits per byte")
+    ax.set_ylabel(f"held-out {'pseudo ' if prefix.startswith('pseudo') else ''}bits per byte")
     ax.legend()
     return _png(fig)
 
@@ -354,7 +355,7 @@ init <code>{html.escape(recipe.init.method)}</code>, {training_phrase(recipe.tra
 <h2>Training</h2>
 <p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}; {trained_phrase(summary)}{factorised_phrase(summary)}.</p>
 {_img(loss_plot(steps), "training loss") if steps else ""}
-{_img(eval_curve_plot(steps), "held-out bits per byte during training") if any(k.startswith("bpb_") for s in steps for k in s) else ""}
+{_img(eval_curve_plot(steps), "held-out bits per byte during training") if any(k.startswith(("bpb_", "pseudo_bpb_")) for s in steps for k in s) else ""}
 {tokenizer_html(rd, tok)}
 {init_html(init)}
 {corpus_html(rd, corpus)}

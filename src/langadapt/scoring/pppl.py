@@ -99,8 +99,13 @@ def pseudo_bits_per_byte(
     within_word: bool = True,
     copies_per_batch: int = 128,
     desc: str = "",
+    logits_at: Any = None,
 ) -> dict[str, Any]:
-    """Pseudo bits per byte of `texts`, batched; keys mirror `bits_per_byte` plus `metric`."""
+    """Pseudo bits per byte of `texts`, batched; keys mirror `bits_per_byte` plus `metric`.
+
+    `logits_at(model, input_ids, attention_mask, select)` computes the head at the selected
+    positions (default `mlm_logits_at`); training passes one that runs through its engine's wrapper.
+    """
     import torch
 
     size = min(context_length, max_sequence_length(model.config))
@@ -126,7 +131,7 @@ def pseudo_bits_per_byte(
                 select[row, position] = True
                 gold.append(w.ids[position])
             mask = None if bool(attention.all()) else attention.to(device)  # no padding: the fused attention kernel
-            logits = mlm_logits_at(model, input_ids.to(device), mask, select.to(device)).float()
+            logits = (logits_at or mlm_logits_at)(model, input_ids.to(device), mask, select.to(device)).float()
             gold_ids = torch.tensor(gold, device=device)
             total_nats -= (
                 torch.log_softmax(logits, dim=-1)[torch.arange(len(batch), device=device), gold_ids].sum().item()
@@ -173,7 +178,12 @@ def _result(total_nats: float, n_tokens: int, texts: list[str]) -> dict[str, Any
 
 
 def score(
-    model: "PreTrainedModel", tok: "PreTrainedTokenizerBase", texts: list[str], cfg: Any, desc: str = ""
+    model: "PreTrainedModel",
+    tok: "PreTrainedTokenizerBase",
+    texts: list[str],
+    cfg: Any,
+    desc: str = "",
+    logits_at: Any = None,
 ) -> dict[str, Any]:
     """The eval stage's entry for encoders: windows from eval.context_length / eval.stride.
 
@@ -189,4 +199,5 @@ def score(
         within_word=getattr(cfg, "pppl_within_word", True),
         copies_per_batch=getattr(cfg, "pppl_copies_per_batch", 128),
         desc=desc,
+        logits_at=logits_at,
     )

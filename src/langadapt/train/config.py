@@ -118,11 +118,15 @@ class TrainConfig:
         "HYBRID_SHARD) or DeepSpeed config (its ZeRO stage) sets it too; one process: no effect",
     )
     eval_every: int = opt(
-        0, "every this many steps, bits per byte of a fixed held-out sample per trained language (0: off)"
+        0,
+        "every this many steps, bits per byte of a fixed held-out sample per trained language (mlm: pseudo bits per "
+        "byte, the eval stage's encoder metric, which costs one forward copy per token: keep eval_tokens small) (0: off)",
     )
     eval_tokens: int = opt(8192, "tokens of whole held-out documents in that sample, per language")
     early_stopping_patience: int = opt(
-        0, "stop when the target's held-out bits per byte has not improved in this many evaluations (0: never)"
+        0,
+        "stop when the target's held-out (mlm: pseudo) bits per byte has not improved in this many evaluations "
+        "(0: never); the stop's checkpoint ends the training (or its phase)",
     )
     log_to: tuple[str, ...] = opt(
         (), "also send each step's metrics to: tensorboard, wandb (offline unless logged in); metrics.jsonl always"

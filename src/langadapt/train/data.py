@@ -111,13 +111,24 @@ class Prefetcher:
         self._pool.shutdown(wait=True)
 
 
+def heldout_documents(texts: list[str], tok: Any, max_tokens: int) -> list[str]:
+    """A fixed sample of whole held-out documents: taken in order while they fit in max_tokens
+    (with a separator each; longer ones are passed over), from the first 1,000."""
+    out, used = [], 0
+    for text in texts[:1000]:
+        n = 1 + len(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
+        if used + n <= max_tokens:
+            out.append(text)
+            used += n
+    return out
+
+
 def heldout_sample(
     texts: list[str], tok: Any, sep_id: int, seq_len: int, max_tokens: int
 ) -> tuple["torch.Tensor", "torch.Tensor", int]:
-    """A fixed sample of whole held-out documents, packed: (rows, which predictions count, UTF-8 bytes).
+    """The held-out documents of `heldout_documents`, packed: (rows, which predictions count, UTF-8 bytes).
 
-    Whole documents are taken in order while they fit in max_tokens (longer ones are passed
-    over); the last row is filled with separators whose predictions do not count. A figure to
+    The last row is filled with separators whose predictions do not count. A figure to
     watch during training: the first token of each row is not predicted, so it reads about
     1/seq_len lower than the evaluation stage's sliding-window bits per byte.
     """
@@ -125,11 +136,9 @@ def heldout_sample(
 
     ids: list[int] = []
     n_bytes = 0
-    for text in texts[:1000]:
-        doc = [sep_id] + tok(text, add_special_tokens=False, verbose=False)["input_ids"]
-        if len(ids) + len(doc) <= max_tokens:
-            ids += doc
-            n_bytes += len(text.encode("utf-8"))
+    for text in heldout_documents(texts, tok, max_tokens):
+        ids += [sep_id] + tok(text, add_special_tokens=False, verbose=False)["input_ids"]
+        n_bytes += len(text.encode("utf-8"))
     rows = max(1, -(-len(ids) // seq_len))
     flat = torch.full((rows * seq_len,), sep_id, dtype=torch.long)
     flat[: len(ids)] = torch.tensor(ids, dtype=torch.long)

@@ -15,7 +15,16 @@ from langadapt.devices import describe_device, resolve_device
 from langadapt.errors import ConfigError
 from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
-from langadapt.train.data import Prefetcher, TokenStream, batch_languages, document_positions, heldout_sample
+from langadapt.models.encoder import mlm_logits_at
+from langadapt.scoring.pppl import score as pppl_score
+from langadapt.train.data import (
+    Prefetcher,
+    TokenStream,
+    batch_languages,
+    document_positions,
+    heldout_documents,
+    heldout_sample,
+)
 from langadapt.train.distributed import resolve_sharding, setup
 from langadapt.train.objectives import OBJECTIVES, Objective, prepare_loss
 from langadapt.train.precision import autocast, grad_scaler, resolve_precision
@@ -235,6 +244,7 @@ def train_loop(
     data = Prefetcher(draw, start, end)
     tracker = MetricsLog(metrics_path, cfg.log_to, recipe.name, recipe.to_dict()["train"]) if procs.is_main else None
     samples = heldout_samples(streams, cfg) if cfg.eval_every else {}
+    metric = heldout_metric(cfg.objective)  # bpb_<lang>, or pseudo_bpb_<lang> for masked LMs
     best, evals_without_gain = math.inf, 0
     t0, tokens_done, done = time.time(), 0, start
     try:
@@ -262,10 +272,13 @@ def train_loop(
                 idx = [i for i, l in enumerate(langs) if l == lang]
                 row[f"loss_{lang}"] = round(all_losses[idx].mean().item(), 4)
             if samples and (done % cfg.eval_every == 0 or done == cfg.max_steps):
-                row.update(heldout_bpb(loss_module, samples, micro, device, precision, positions))
+                if cfg.objective == "mlm":
+                    row.update(heldout_pseudo_bpb(loss_module, trained, samples, recipe, device, precision))
+                else:
+                    row.update(heldout_bpb(loss_module, samples, micro, device, precision, positions))
                 procs.release(loss_module)
-                if row[f"bpb_{target}"] < best:
-                    best, evals_without_gain = row[f"bpb_{target}"], 0
+                if row[f"{metric}_{target}"] < best:
+                    best, evals_without_gain = row[f"{metric}_{target}"], 0
                 else:
                     evals_without_gain += 1
                 stopped_at = (
@@ -279,9 +292,10 @@ def train_loop(
                 )
             if stopped_at:
                 log.info(
-                    "early stop at step %d: held-out %s bits/byte did not improve in %d evaluations",
+                    "early stop at step %d: held-out %s %s did not improve in %d evaluations",
                     done,
                     target,
+                    HELDOUT_METRICS[metric],
                     evals_without_gain,
                 )
                 break
@@ -362,13 +376,57 @@ def forward_backward(
     return torch.cat(per_token)
 
 
+# what train.eval_every measures, by its key in metrics.jsonl (followed by _<language>)
+HELDOUT_METRICS = {"bpb": "bits per byte", "pseudo_bpb": "pseudo bits per byte"}
+
+
+def heldout_metric(objective: str) -> str:
+    """Bits per byte for a causal LM; a masked LM has no next-token likelihood: pseudo bits per byte."""
+    return "pseudo_bpb" if objective == "mlm" else "bpb"
+
+
 def heldout_samples(streams: dict[str, TokenStream], cfg: TrainConfig) -> dict[str, Any]:
-    """Per language, a fixed packed sample of its held-out documents (see `data.heldout_sample`)."""
+    """Per language, a fixed sample of its held-out documents: packed rows (`data.heldout_sample`), or for
+    mlm the documents themselves, which pseudo-likelihood scores as the eval stage does."""
+    if cfg.objective == "mlm":
+        return {
+            lang: (s.tok, heldout_documents(s.heldout, s.tok, cfg.eval_tokens)) for lang, s in streams.items() if s.heldout
+        }
     return {
         lang: heldout_sample(s.heldout, s.tok, s.sep_id, s.seq_len, cfg.eval_tokens)
         for lang, s in streams.items()
         if s.heldout
     }
+
+
+def heldout_pseudo_bpb(
+    loss_module: Any,
+    model: Any,
+    samples: dict[str, tuple[Any, list[str]]],
+    recipe: "Recipe",
+    device: "torch.device",
+    precision: str,
+) -> dict[str, float]:
+    """Pseudo bits per byte of each language's held-out documents: the eval stage's encoder metric
+    (`scoring/pppl.py`, with eval.context_length and eval.stride), the head run through the
+    training engine's wrapper so that sharded weights are gathered."""
+    out = {}
+
+    def logits_at(_: Any, ids: "torch.Tensor", mask: "torch.Tensor | None", select: "torch.Tensor") -> "torch.Tensor":
+        with autocast(device, precision):
+            return loss_module(
+                ids.to(device),
+                call=mlm_logits_at,
+                attention_mask=None if mask is None else mask.to(device),
+                select=select.to(device),
+            )
+
+    loss_module.eval()
+    for lang, (tok, texts) in samples.items():
+        r = pppl_score(model, tok, texts, recipe.eval, desc=f"held-out {lang}", logits_at=logits_at)
+        out[f"pseudo_bpb_{lang}"] = round(r["bits_per_byte"], 4)
+    loss_module.train()
+    return out
 
 
 def heldout_bpb(

@@ -61,8 +61,9 @@ def loss_module(model: Any, objective: Callable[..., "torch.Tensor"]) -> "torch.
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: "torch.Tensor", **kwargs: Any) -> "torch.Tensor":
-            return objective(self.model, input_ids, **kwargs)
+        def forward(self, input_ids: "torch.Tensor", call: Any = None, **kwargs: Any) -> "torch.Tensor":
+            """The objective's loss, or `call(model, input_ids, **kwargs)` (held-out scoring) through the same wrapper."""
+            return (call or objective)(self.model, input_ids, **kwargs)
 
     return LossModule()
 
