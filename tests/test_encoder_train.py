@@ -172,6 +172,9 @@ def test_all_embeddings_train_beside_adapters_in_a_later_phase(prepared, corpus_
     summary = read_json(out / "summary.json")
     warmup, adapters = summary["phases"]
     assert warmup["trainable_parameters"] < after[key].numel() < adapters["trainable_parameters"]
+    rows = after[key].shape[0]
+    assert (warmup["embedding_rows_trained"], adapters["embedding_rows_trained"]) == (0, rows)
+    assert warmup["embedding_rows"] == adapters["embedding_rows"] == rows and warmup["lr"] == 1e-2
     moved = (before[key] != after[key]).any(dim=1)
     assert moved.float().mean() > 0.5  # rows of old tokens too, not only new ones
 
@@ -286,9 +289,9 @@ def test_head_with_all_embeddings_trains_the_matrix_and_the_head_alone(prepared,
 def test_heldout_figure_during_mlm_training_is_pseudo_bits_per_byte(prepared, corpus_files, tiny_encoder, tmp_path):
     """With objective mlm, train.eval_every logs the eval stage's metric under its name, and stops on it."""
     from langadapt.documents import read_texts
-    from langadapt.scoring.pppl import score
     from langadapt.models.loading import load_model, load_tokenizer
     from langadapt.rundir import RunDir, read_json
+    from langadapt.scoring.pppl import score
 
     evals = {"eval_every": 1, "eval_tokens": 96}
     recipe = _train_in_copy(prepared, corpus_files, tiny_encoder, tmp_path / "run", method="head", max_steps=3, **evals)
@@ -321,3 +324,13 @@ def test_heldout_figure_during_mlm_training_is_pseudo_bits_per_byte(prepared, co
     figures = [r["pseudo_bpb_nya"] for r in rows]
     assert diverging.train.objective == "mlm" and len(rows) == stop < 8
     assert figures[-1] >= min(figures[:-1]) and all(f < min(figures[:i]) for i, f in enumerate(figures[:-1]) if i)
+
+
+def test_init_comparison_of_an_encoder_is_headed_pseudo_bits_per_byte(corpus_files, tiny_encoder, tmp_path):
+    from langadapt.init.compare import compare
+    from langadapt.models.loading import load_model, load_tokenizer
+
+    recipe = encoder_recipe(corpus_files, tiny_encoder, tmp_path / "run")
+    model, tok = load_model(str(tiny_encoder)), load_tokenizer(str(tiny_encoder))
+    rows = compare(recipe, model, tok, ["the king said good words to the river"], lambda m: (model, {}), 0.0)
+    assert "nya held-out pseudo bits/byte" in rows[0] and not any(k.endswith(" held-out bits/byte") for k in rows[0])

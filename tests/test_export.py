@@ -239,3 +239,56 @@ def test_known_forgetting_says_when_a_fall_is_within_the_spread_over_seeds():
         "- topic accuracy eng in-language: 0.245 → 0.193 (within the spread over seeds: no measurable change)" in lines
     )
     assert "- topic accuracy eng from nya: 0.500 → 0.400" in lines
+
+
+def test_the_card_of_a_phased_run_describes_each_phase_as_the_report_does(tmp_path):
+    """The e5 demo trains a head warm-up, then LoRA with every embedding row: not 'lora, 40 steps, lr 0.001'."""
+    from test_report import E5_PHASES_SUMMARY
+
+    from langadapt.export import model_card
+    from langadapt.recipe import Recipe, shipped_recipes
+    from langadapt.report.training import phase_table
+    from langadapt.rundir import RunDir, write_json
+
+    recipe = Recipe.from_yaml(shipped_recipes()["demo-nya-e5"], [f"run_dir={tmp_path / 'run'}"])
+    rd = RunDir(tmp_path / "run")
+    (rd.path("train")).mkdir(parents=True)
+    write_json(rd.path("train") / "summary.json", E5_PHASES_SUMMARY)
+    card = model_card(recipe, rd, {}, "merged", "model = ...")
+    training = next(line for line in card.splitlines() if line.startswith("- training:"))
+    assert training.startswith(
+        "- training: 2 phases, 195 steps: head-warmup (head, 45 of 60 steps (stopped early), lr 0.002), "
+        "then lora (lora, 150 steps, lr 0.003); objective `mlm`"
+    )
+    assert "40 steps" not in card and "lr 0.001" not in card
+    header, rows = phase_table(recipe.train, E5_PHASES_SUMMARY)
+    assert "| " + " | ".join(header) + " |" in card
+    for row in rows:  # the report's rows, word for word
+        assert "| " + " | ".join(row) + " |" in card
+
+
+def test_an_encoders_card_and_cli_say_pseudo_bits_per_byte(tmp_path, capsys):
+    from test_report import E5_PHASES_SUMMARY, encoder_results
+
+    from langadapt.cli import _print_results
+    from langadapt.export import model_card
+    from langadapt.recipe import Recipe, shipped_recipes
+    from langadapt.rundir import RunDir, write_json
+
+    results = encoder_results()
+    results["bits_per_byte"]["eng-heldout"]["models"] = {"base": 1.0, "adapted": 1.005}
+    results["bits_per_byte"]["nya-heldout"]["models"] = {"base": 3.0, "adapted": 2.19}
+    recipe = Recipe.from_yaml(shipped_recipes()["demo-nya-e5"], [f"run_dir={tmp_path / 'run'}"])
+    rd = RunDir(tmp_path / "run")
+    rd.path("train").mkdir(parents=True)
+    write_json(rd.path("train") / "summary.json", E5_PHASES_SUMMARY)
+    rd.path("corpus").mkdir(parents=True)
+    write_json(rd.path("corpus") / "stats.json", {"target": "nya", "replay": "eng"})
+    card = model_card(recipe, rd, results, "merged", "model = ...")
+    assert "Pseudo bits per byte on held-out text (lower is better):" in card
+    assert "- eng-heldout: pseudo bits per byte +0.5%" in card  # known forgetting
+    assert "characters): pseudo bits per byte fell 27.0%" in card  # the summary sentence
+    assert "Bits per byte on held-out" not in card
+    _print_results({**results, "tasks": []})
+    printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "pseudo bits per byte on held-out text" in printed and "pseudo bits per byte fell 27.0%" in printed

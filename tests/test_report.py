@@ -106,6 +106,34 @@ def test_a_difference_within_the_spread_over_seeds_is_no_measurable_change():
     assert measurable(row("base", "x", "s", 0.5, 0.0, seeds=0), row("adapted", "x", "s", 0.51, 0.0, seeds=0))
 
 
+def encoder_results() -> dict:
+    """The results of an encoder run: its figures are pseudo bits per byte (eval/results.json says so per set)."""
+    results = results_fixture()
+    for r in results["bits_per_byte"].values():
+        r["metric"] = "pseudo_bits_per_byte"
+    return results
+
+
+def test_an_encoders_figures_are_called_pseudo_bits_per_byte_in_the_summary_and_on_the_page():
+    from langadapt.report.flow import bpb_section
+
+    s = summary_sentences(encoder_results(), "nya", "eng")
+    assert s[0] == (
+        "held-out nya text (nya-heldout; 12 documents, 11,980 characters): pseudo bits per byte fell 27.0% "
+        "(3.000 → 2.190)"
+    )
+    assert s[1] == (
+        "held-out eng text (eng-heldout; 9 documents, 12,004 characters): pseudo bits per byte rose 0.5% "
+        "(1.000 → 1.005)"
+    )
+    results = encoder_results()
+    for name, r in results["bits_per_byte"].items():
+        r["models"] = {"base": r["base"], "adapted": r["adapted"]}
+        results["sets"][name].update(documents=3, characters=300, skipped_documents=0)
+    page = bpb_section(results)
+    assert "<h2>Pseudo bits per byte</h2>" in page and 'alt="pseudo bits per byte per set and model"' in page
+
+
 def test_task_rows_put_models_side_by_side_with_the_change():
     results = results_fixture()
     header, body = task_rows([r for r in results["tasks"] if r["task"] == "topic"], ["base", "adapted"])
@@ -114,32 +142,80 @@ def test_task_rows_put_models_side_by_side_with_the_change():
     assert body[0][5] == ("better", "+0.150") and body[1][5] == ("worse", "-0.050")
 
 
-def test_a_phased_run_is_described_phase_by_phase():
+E5_PHASES_SUMMARY = {  # what train/summary.json holds after the e5 demo's two phases, the first stopped early
+    "steps": 195,
+    "scheduled_steps": 210,
+    "trainable_parameters": 11_320_000,
+    "total_parameters": 32_800_000,
+    "loss": "per phase",
+    "phases": [
+        {
+            "phase": "head-warmup",
+            "method": "head",
+            "steps": 45,
+            "scheduled_steps": 60,
+            "stopped_early_at_step": 45,
+            "lr": 0.002,
+            "trainable_parameters": 170_000,
+            "total_parameters": 32_800_000,
+            "embedding_rows_trained": 0,
+            "embedding_rows": 26_000,
+            "loss": "plain (mlm: the head runs at the predicted positions only)",
+        },
+        {
+            "phase": "lora",
+            "method": "lora",
+            "steps": 150,
+            "scheduled_steps": 150,
+            "lr": 0.003,
+            "trainable_parameters": 11_320_000,
+            "total_parameters": 32_800_000,
+            "embedding_rows_trained": 26_000,
+            "embedding_rows": 26_000,
+            "loss": "plain (mlm: the head runs at the predicted positions only)",
+        },
+    ],
+}
+
+
+def test_a_phased_run_is_described_phase_by_phase_as_trained():
     from langadapt.recipe import TrainConfig
-    from langadapt.report.flow import trained_phrase, training_phrase
+    from langadapt.report.training import phase_table, training_sentence
     from langadapt.train.config import PhaseConfig
 
     single = TrainConfig(method="lora", max_steps=40)
-    assert training_phrase(single, {"steps": 40}) == "training <code>lora</code> for 40 steps"
+    summary = {"steps": 40, "scheduled_steps": 40, "lr": 0.001, "loss": "fused"}
+    assert training_sentence(single, summary) == "lora for 40 steps at lr 0.001"
+    stopped = {**summary, "steps": 12, "stopped_early_at_step": 12}
+    assert training_sentence(single, stopped) == "lora for 12 of 40 steps (stopped early) at lr 0.001"
     phased = TrainConfig(
         phases=(
-            PhaseConfig(name="head-warmup", method="head", max_steps=60),
-            PhaseConfig(method="lora", max_steps=150, embeddings="all"),
+            PhaseConfig(name="head-warmup", method="head", max_steps=60, lr=2e-3),
+            PhaseConfig(method="lora", max_steps=150, lr=3e-3, embeddings="all"),
         )
     )
-    assert training_phrase(phased, {"steps": 210}) == (
-        "training in 2 phases, 210 steps: <code>head-warmup</code> (head, 60 steps), "
-        "then <code>lora</code> (lora, 150 steps; every embedding row)"
+    assert training_sentence(phased, E5_PHASES_SUMMARY) == (
+        "2 phases, 195 steps: head-warmup (head, 45 of 60 steps (stopped early), lr 0.002), "
+        "then lora (lora, 150 steps, lr 0.003)"
     )
-    summary = {
-        "trainable_parameters": 11_320_000,
-        "total_parameters": 32_800_000,
-        "phases": [
-            {"phase": "head-warmup", "trainable_parameters": 170_000},
-            {"phase": "lora", "trainable_parameters": 11_320_000},
-        ],
-    }
-    assert trained_phrase(summary) == "0.17M in head-warmup, 11.32M in lora (of 32.8M) parameters trained"
+    header, rows = phase_table(phased, E5_PHASES_SUMMARY)
+    assert header == [
+        "phase",
+        "method",
+        "steps",
+        "learning rate",
+        "embedding rows trained",
+        "trainable parameters",
+        "loss",
+    ]
+    mlm = "plain (mlm: the head runs at the predicted positions only)"
+    assert rows == [
+        ["head-warmup", "head", "45 of 60 (stopped early)", "0.002", "none", "0.17M of 32.8M", mlm],
+        ["lora", "lora", "150", "0.003", "every row (26,000)", "11.32M of 32.8M", mlm],
+    ]
+    # a summary written before rows and learning rates were recorded: the recipe's schedule says them
+    header, rows = phase_table(phased, {"steps": 210})
+    assert rows[1][2:5] == ["150", "0.003", "every row"]
 
 
 def _chromium() -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from langadapt.models import doc_separator_id
+from langadapt.models.loading import doc_separator_id
 from langadapt.models.separator import chat_tokens, document_separator
 
 CHATML = (
@@ -52,7 +52,12 @@ FAMILIES = {
         {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
         "<|end_of_text|>",
     ),
-    "qwen2-base": (["<|endoftext|>", "<|im_start|>", "<|im_end|>"], CHATML, {"eos_token": "<|endoftext|>"}, "<|endoftext|>"),
+    "qwen2-base": (
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        CHATML,
+        {"eos_token": "<|endoftext|>"},
+        "<|endoftext|>",
+    ),
     "qwen2-instruct": (
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         CHATML,
@@ -93,7 +98,13 @@ FAMILIES = {
     "bert": (
         ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
         None,
-        {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"},
+        {
+            "pad_token": "[PAD]",
+            "unk_token": "[UNK]",
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "mask_token": "[MASK]",
+        },
         "[SEP]",
     ),
     "xlm-r": (
@@ -140,8 +151,8 @@ def test_the_choice_follows_a_changed_tokenizer():
 @pytest.mark.slow
 def test_the_demo_tokenizer_separates_documents_with_endoftext():
     """SmolLM2-135M-Instruct as the demo loads it: bos <|im_start|>, eos <|im_end|>; documents end with <|endoftext|>."""
-    from langadapt.models import MODELS
     from langadapt.models.importers import gguf_tokenizer
+    from langadapt.models.loading import MODELS
     from langadapt.sources.bundled import find_package_dir
 
     entry = MODELS.get("smollm2-135m")
@@ -160,11 +171,11 @@ def test_training_bits_per_byte_and_embeddings_use_the_recorded_separator(tiny_r
     import torch
     from test_train import _prepare
 
-    from langadapt import train
-    from langadapt.evaluate.bpb import bits_per_byte
     from langadapt.evaluate.embed import Encoder
-    from langadapt.models import load_model, load_tokenizer
+    from langadapt.models.loading import load_model, load_tokenizer
     from langadapt.rundir import read_json
+    from langadapt.scoring.bpb import bits_per_byte
+    from langadapt.train import flow as train
     from langadapt.train.data import TokenStream
 
     recipe = tiny_recipe(train={"max_steps": 1})

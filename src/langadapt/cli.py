@@ -108,10 +108,10 @@ def _run(
 def _print_results(results: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from langadapt.report.summary import summary_sentences, task_rows
+    from langadapt.report.summary import metric_names, summary_sentences, task_rows
 
     models = list(results.get("models", {"base": "", "adapted": ""}))
-    table = Table(title="bits per byte on held-out text (lower is better)")
+    table = Table(title=f"{metric_names(results)} on held-out text (lower is better)")
     for col in ("set", *models, "change"):
         table.add_column(col, justify="left" if col == "set" else "right")
     for name, r in results["bits_per_byte"].items():
@@ -252,7 +252,7 @@ def eval_cmd(
     force: bool = ForceOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
-    """Stage 5: base vs adapted (and --model ...) on bits per byte and eval.tasks, per language (writes eval/)."""
+    """Stage 5: base vs adapted (and --model ...) on bits per byte (encoders: pseudo bits per byte) and eval.tasks, per language (writes eval/)."""
     import yaml
 
     sets = list(overrides or [])

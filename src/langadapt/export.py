@@ -210,8 +210,11 @@ def _hub_id(recipe: "Recipe") -> bool:
 
 
 def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, load: str) -> str:
-    from langadapt.report.summary import summary_sentences, task_rows
+    from langadapt.report.summary import metric_names, summary_sentences, task_rows
+    from langadapt.report.training import phase_table, training_sentence
 
+    summary_file = rd.path("train") / "summary.json"
+    train_summary = read_json(summary_file) if summary_file.is_file() else {}
     corpus_file = rd.path("corpus") / "stats.json"
     corpus = read_json(corpus_file) if corpus_file.is_file() else {}
     target, replay = corpus.get("target", recipe.corpus.target.language), corpus.get("replay")
@@ -246,9 +249,10 @@ def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, 
         f"- tokenizer: `{recipe.tokenizer.method}`" + _tok_facts(rd),
         f"- new-row initialisation: `{recipe.init.method}`",
         *_factorised_lines(rd),
-        f"- training: `{recipe.train.method}`, objective `{recipe.train.objective}`, {recipe.train.max_steps} steps "
-        f"of {recipe.train.batch_size} x {recipe.train.seq_len} tokens, lr {recipe.train.lr}, "
-        f"replay ratio {recipe.train.replay_ratio}",
+        f"- training: {training_sentence(recipe.train, train_summary)}; objective `{recipe.train.objective}`, "
+        f"steps of {recipe.train.batch_size} x {recipe.train.seq_len} tokens, replay ratio {recipe.train.replay_ratio}",
+        "",
+        *_markdown_table(*phase_table(recipe.train, train_summary)),
         "",
         "## Data and licences",
         "",
@@ -259,7 +263,7 @@ def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, 
         "",
     ]
     if results:
-        lines += _eval_lines(results, task_rows)
+        lines += _eval_lines(results, task_rows, metric_names(results))
         lines += _forgetting_lines(results, replay)
     lines += [
         "## Use",
@@ -297,6 +301,12 @@ def _factorised_lines(rd: RunDir) -> list[str]:
     ]
 
 
+def _markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + [
+        "| " + " | ".join(str(c) for c in r) + " |" for r in rows
+    ]
+
+
 def _base_name(recipe: "Recipe") -> str:
     if recipe.model.base == "builtin:smollm2-135m":
         return "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -326,12 +336,12 @@ def _data_line(src: Any) -> str:
     return f"`{Path(src.path).name}` ({src.language}): user-supplied text; state its licence here before publishing"
 
 
-def _eval_lines(results: dict[str, Any], task_rows: Any) -> list[str]:
+def _eval_lines(results: dict[str, Any], task_rows: Any, metric: str) -> list[str]:
     models = list(results.get("models", {"base": "", "adapted": ""}))
     lines = [
         "## Evaluation",
         "",
-        "Bits per byte on held-out text (lower is better):",
+        f"{metric[0].upper()}{metric[1:]} on held-out text (lower is better):",
         "",
         "| set | language | " + " | ".join(models) + " | change |",
         "|---" * (len(models) + 3) + "|",
@@ -369,7 +379,8 @@ def _forgetting_lines(results: dict[str, Any], replay: str | None) -> list[str]:
     worse = []
     for name, r in results.get("bits_per_byte", {}).items():
         if results["sets"][name]["language"] == replay and r["relative_change"] > 0:
-            worse.append(f"{name}: bits per byte {100 * r['relative_change']:+.1f}%")
+            metric = "pseudo bits per byte" if r.get("metric") == "pseudo_bits_per_byte" else "bits per byte"
+            worse.append(f"{name}: {metric} {100 * r['relative_change']:+.1f}%")
     index = {(r["task"], r["language"], r["setting"], r["metric"], r["model"]): r for r in results.get("tasks", [])}
     for (task, lang, setting, metric, model), r in index.items():
         base = index.get((task, lang, setting, metric, "base"))

@@ -95,9 +95,8 @@ def evaluate_model(
         # encoders have no next-token likelihood: pseudo bits per byte (scoring/pppl.py), under the same keys
         scorer = pseudo_bits_per_byte if is_encoder(model.config) else bits_per_byte
         out[s.name] = scorer(model, tok, s.texts, cfg, desc=f"{label}: {s.name}")
-        log.info(
-            "%s on %s: %.4f bits/byte (%d tokens)", label, s.name, out[s.name]["bits_per_byte"], out[s.name]["tokens"]
-        )
+        unit = "pseudo bits/byte" if out[s.name].get("metric") == "pseudo_bits_per_byte" else "bits/byte"
+        log.info("%s on %s: %.4f %s (%d tokens)", label, s.name, out[s.name]["bits_per_byte"], unit, out[s.name]["tokens"])
     return out
 
 
@@ -247,7 +246,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             results["base_head_created"] = True  # the base's scores come from an untrained head: said in the summary
         tok = load_tokenizer(path)
         scores[label] = evaluate_model(model, tok, sets, recipe.eval, label)
-        clock.lap(results, f"{label}: bits per byte")
+        clock.lap(results, f"{label}: {'pseudo ' if is_encoder(model.config) else ''}bits per byte")
         rows, truncated = run_tasks(label, path, model, tok, tasks, rd)
         results["tasks"].extend(rows)
         clock.lap(results, f"{label}: tasks")

@@ -38,25 +38,27 @@ def compare(
     chosen_seconds: float,
 ) -> list[dict[str, Any]]:
     """One row per method: its held-out score at zero steps and its own seconds; the chosen one first."""
-    language = recipe.corpus.target.language
-    rows = [_row(recipe.init.method, score(chosen, new_tok, texts, recipe), chosen_seconds, language, True)]
+    from langadapt.models.loading import is_encoder
+
+    column = f"{recipe.corpus.target.language} held-out {'pseudo ' if is_encoder(chosen.config) else ''}bits/byte"
+    rows = [_row(recipe.init.method, score(chosen, new_tok, texts, recipe), chosen_seconds, column, True)]
     for method in recipe.init.compare:
         if method == recipe.init.method:
             continue
         model, report = initialise_with(method)
-        rows.append(_row(method, score(model, new_tok, texts, recipe), report["seconds"], language, False))
+        rows.append(_row(method, score(model, new_tok, texts, recipe), report["seconds"], column, False))
         del model
-    best = min(r[f"{language} held-out bits/byte"] for r in rows)
+    best = min(r[column] for r in rows)
     for r in rows:
-        r["best"] = r[f"{language} held-out bits/byte"] == best
-    log.info("init comparison: %s", ", ".join(f"{r['method']} {r[f'{language} held-out bits/byte']:.4f}" for r in rows))
+        r["best"] = r[column] == best
+    log.info("init comparison (%s): %s", column, ", ".join(f"{r['method']} {r[column]:.4f}" for r in rows))
     return rows
 
 
-def _row(method: str, value: float, seconds: float, language: str, chosen: bool) -> dict[str, Any]:
+def _row(method: str, value: float, seconds: float, column: str, chosen: bool) -> dict[str, Any]:
     return {
         "method": method,
-        f"{language} held-out bits/byte": round(value, 4),
+        column: round(value, 4),
         "init seconds": round(float(seconds), 2),
         "chosen": chosen,
     }

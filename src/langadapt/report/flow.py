@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.report.blocks import png as _png
 from langadapt.report.blocks import table as _table
-from langadapt.report.summary import summary_sentences, task_rows
+from langadapt.report.summary import metric_names, summary_sentences, task_rows
+from langadapt.report.training import phase_table, training_sentence
 from langadapt.rundir import RunDir, StageContext, read_json
 from langadapt.stage import run_stage
 
 if TYPE_CHECKING:
-    from langadapt.recipe import Recipe, TrainConfig
+    from langadapt.recipe import Recipe
 
 log = logging.getLogger(__name__)
 NAME = "report"
@@ -53,6 +54,7 @@ def _models(results: dict[str, Any]) -> list[str]:
 
 
 def bpb_plot(results: dict[str, Any]) -> str:
+    """Each set's (pseudo) bits per byte, one bar per model."""
     plt = _plt()
     names, models = list(results["bits_per_byte"]), _models(results)
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
@@ -63,7 +65,7 @@ def bpb_plot(results: dict[str, Any]) -> str:
         ]
         ax.bar([i - 0.4 + w * (k + 0.5) for i in range(len(names))], vals, w, label=m)
     ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("bits per byte (lower is better)")
+    ax.set_ylabel(f"{metric_names(results)} (lower is better)")
     ax.legend()
     return _png(fig)
 
@@ -131,29 +133,6 @@ def eval_curve_plot(steps: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def training_phrase(train: "TrainConfig", summary: dict[str, Any]) -> str:
-    """'training <method> for N steps', or each phase of a schedule with its method and steps (HTML)."""
-    if not train.phases:
-        return f"training <code>{html.escape(train.method)}</code> for {summary['steps']} steps"
-    parts = []
-    for ph in train.phases:
-        rows = ph.embeddings or train.embeddings
-        extra = "; every embedding row" if rows == "all" else ""
-        label = html.escape(ph.name or ph.method)
-        parts.append(f"<code>{label}</code> ({html.escape(ph.method)}, {ph.max_steps} steps{extra})")
-    return f"training in {len(parts)} phases, {summary['steps']} steps: " + ", then ".join(parts)
-
-
-def trained_phrase(summary: dict[str, Any]) -> str:
-    """Trainable parameters of the run, per phase when there were several."""
-    total = f"{summary['total_parameters'] / 1e6:.1f}M"
-    phases = summary.get("phases") or []
-    if len(phases) < 2:
-        return f"{summary['trainable_parameters'] / 1e6:.2f}M of {total} parameters trained"
-    each = ", ".join(f"{p['trainable_parameters'] / 1e6:.2f}M in {html.escape(str(p['phase']))}" for p in phases)
-    return f"{each} (of {total}) parameters trained"
-
-
 def factorised_phrase(summary: dict[str, Any]) -> str:
     """OFA's factorised embeddings: the parameters they held in training against the full-size matrices."""
     record = summary.get("factorised_embeddings")
@@ -172,7 +151,13 @@ def _img(src: str, alt: str) -> str:
 
 
 def bpb_section(results: dict[str, Any]) -> str:
-    models = _models(results)
+    models, metric = _models(results), metric_names(results)
+    pseudo = (
+        "; an encoder's figure is its pseudo-log-likelihood per byte (every token scored with itself masked), "
+        "not comparable with a decoder's bits per byte"
+        if "pseudo" in metric
+        else ""
+    )
     rows = []
     for name, r in results["bits_per_byte"].items():
         s = results["sets"][name]
@@ -205,9 +190,10 @@ def bpb_section(results: dict[str, Any]) -> str:
         "documents not evaluated",
     ]
     return (
-        "<h2>Bits per byte</h2>\n<p class='note'>Held-out text: lower is better, and comparable across tokenizers.</p>\n"
+        f"<h2>{metric[0].upper()}{metric[1:]}</h2>\n<p class='note'>Held-out text: lower is better, and comparable "
+        f"across tokenizers{pseudo}.</p>\n"
         + _rich_table(header, rows)
-        + _img(bpb_plot(results), "bits per byte per set and model")
+        + _img(bpb_plot(results), f"{metric} per set and model")
     )
 
 
@@ -348,12 +334,13 @@ def render(recipe: "Recipe", rd: RunDir) -> str:
 <p>Base model <code>{html.escape(recipe.model.base)}</code> adapted to <b>{html.escape(corpus["target"])}</b>
 {("with replay of <b>" + html.escape(corpus["replay"]) + "</b>") if corpus.get("replay") else ""}:
 tokenizer <code>{html.escape(recipe.tokenizer.method)}</code> (+{tok.get("added_tokens", 0)} tokens),
-init <code>{html.escape(recipe.init.method)}</code>, {training_phrase(recipe.train, summary)}.</p>
+init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(training_sentence(recipe.train, summary))}.</p>
 <div class="summary"><b>In short.</b><ul>{"".join(f"<li>{html.escape(s)}</li>" for s in sentences)}</ul></div>
 {bpb_section(results)}
 {tasks_section(results)}
 <h2>Training</h2>
-<p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}; {trained_phrase(summary)}{factorised_phrase(summary)}.</p>
+<p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}{factorised_phrase(summary)}.</p>
+{_table(*phase_table(recipe.train, summary))}
 {_img(loss_plot(steps), "training loss") if steps else ""}
 {_img(eval_curve_plot(steps), "held-out bits per byte during training") if any(k.startswith(("bpb_", "pseudo_bpb_")) for s in steps for k in s) else ""}
 {tokenizer_html(rd, tok)}

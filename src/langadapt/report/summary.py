@@ -86,7 +86,7 @@ def summary_sentences(results: dict[str, Any], target: str | None, replay: str |
             s["kind"], ""
         )
         out.append(
-            f"{what} {s['language']} text ({name}{_extent(s)}): bits per byte {_pct(r['base'], r['adapted'])}".strip()
+            f"{what} {s['language']} text ({name}{_extent(s)}): {metric_name(r)} {_pct(r['base'], r['adapted'])}".strip()
         )
     if results.get("base_head_created") and sets:
         out.append(
@@ -136,3 +136,14 @@ def task_rows(rows: list[dict[str, Any]], models: list[str]) -> tuple[list[str],
         cells.append(next(index[(*key, m)]["n_test"] for m in models if (*key, m) in index))
         body.append(cells)
     return header, body
+
+
+def metric_name(row: dict[str, Any]) -> str:
+    """What a row of results["bits_per_byte"] measures: encoders' pseudo-likelihood is pseudo bits per byte."""
+    return "pseudo bits per byte" if row.get("metric") == "pseudo_bits_per_byte" else "bits per byte"
+
+
+def metric_names(results: dict[str, Any]) -> str:
+    """The name of results["bits_per_byte"] as a whole (a table's title)."""
+    names = {metric_name(r) for r in results.get("bits_per_byte", {}).values()}
+    return names.pop() if len(names) == 1 else "bits per byte (pseudo bits per byte for encoders)"

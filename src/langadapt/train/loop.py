@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.devices import describe_device, resolve_device
 from langadapt.errors import ConfigError
-from langadapt.rundir import read_json, write_json
-from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.models.encoder import mlm_logits_at
+from langadapt.rundir import read_json, write_json
 from langadapt.scoring.pppl import score as pppl_score
+from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.data import (
     Prefetcher,
     TokenStream,

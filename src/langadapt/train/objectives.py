@@ -36,7 +36,6 @@ CHUNK_TOKENS = 1024  # tokens per chunk of the fused head + loss: 1024 x 250k fp
 def clm_loss(
     model: "PreTrainedModel", input_ids: "torch.Tensor", position_ids: "torch.Tensor | None" = None
 ) -> "torch.Tensor":
-    import torch
 
     if not _fused_for(model):  # a model whose logits are more than the linear map the fused path computes
         return plain_clm_loss(model, input_ids, position_ids)

@@ -114,8 +114,8 @@ def run_phases(
                 lr=sub.train.lr,
                 trainable_parameters=n_train,
                 total_parameters=n_all,
-                embedding_rows_trained=trained_embedding_rows(model),
             )
+            summary["embedding_rows_trained"], summary["embedding_rows"] = trained_embedding_rows(model)
             if embeddings is not None:
                 summary["trainable_embedding_parameters"] = embeddings
             if not single:

@@ -42,14 +42,23 @@ def train_all_embeddings(model: "PreTrainedModel") -> int:
     return sum(w.numel() for w in weights.values())
 
 
-def trained_embedding_rows(model: "PreTrainedModel") -> int:
-    """How many rows of the input embedding matrix train: all of them, peft's trainable new rows, or none."""
+def trained_embedding_rows(model: "PreTrainedModel") -> tuple[int, int]:
+    """(rows of the input embedding matrix that train, rows in all): every row, peft's trainable new rows,
+    OFA's trained coordinates, or none."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     emb = inner.get_input_embeddings()
     layer = getattr(emb, "token_adapter", emb)  # peft: a TrainableTokensWrapper, or the layer itself
     base = getattr(layer, "base_layer", layer)
-    if getattr(base, "weight", None) is not None and base.weight.requires_grad:
-        return int(base.weight.shape[0])
+    factors = factorised.embedding_of(model)
+    if factors is not None:  # coordinates A (vocab x rank) times primitives P: a trained factor moves every row
+        total = factors.num_embeddings
+        if factors.coordinates.requires_grad or factors.primitives.requires_grad:
+            return total, total
+        new = factors.new_coordinates
+        return (len(factors.row_ids) if new is not None and new.requires_grad else 0), total
+    total = int(base.weight.shape[0])
+    if base.weight.requires_grad:
+        return total, total
     rows = getattr(layer, "token_indices", None) or {}
     deltas = getattr(layer, "trainable_tokens_delta", None) or {}
-    return sum(len(rows[name]) for name in rows if name in deltas and deltas[name].requires_grad)
+    return sum(len(rows[name]) for name in rows if name in deltas and deltas[name].requires_grad), total

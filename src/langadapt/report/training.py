@@ -1,0 +1,98 @@
+"""What training did, phase by phase: one description shared by the report page and the model card.
+
+It reads the recipe's train section (the schedule) and `train/summary.json` (what was
+trained: an early stop trains fewer steps than scheduled), so a two-phase run is described
+as two phases, each with its method, steps, learning rate, embedding rows and trainable
+parameters, never as the recipe's top-level `train.method` for every step. Plain text: the
+page escapes it, the card writes it as Markdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langadapt.train.config import TrainConfig
+
+HEADER = ["phase", "method", "steps", "learning rate", "embedding rows trained", "trainable parameters", "loss"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    method: str
+    steps: int  # trained
+    scheduled_steps: int
+    lr: float
+    rows: str  # the embedding rows that trained, in words
+    trainable_parameters: int | None
+    total_parameters: int | None
+    loss: str  # fused, or plain (reason); "" when the summary does not say
+
+
+def phases(train: "TrainConfig", summary: dict[str, Any]) -> list[Phase]:
+    """Each phase of the schedule with what the summary says it trained (one phase without train.phases)."""
+    done = summary.get("phases") or [summary]
+    out = []
+    if train.phases:
+        schedule = [(p.name or p.method, p.method, p.max_steps, p.lr or train.lr, p.embeddings or train.embeddings) for p in train.phases]
+    else:
+        schedule = [(train.method, train.method, train.max_steps, train.lr, train.embeddings)]
+    for i, (name, method, scheduled, lr, embeddings) in enumerate(schedule):
+        s = done[i] if i < len(done) else {}
+        out.append(
+            Phase(
+                name=name,
+                method=method,
+                steps=int(s.get("steps", scheduled)),
+                scheduled_steps=int(s.get("scheduled_steps", scheduled)),
+                lr=float(s.get("lr", lr)),
+                rows=_rows(s, embeddings),
+                trainable_parameters=s.get("trainable_parameters"),
+                total_parameters=s.get("total_parameters"),
+                loss=str(s.get("loss", "")),
+            )
+        )
+    return out
+
+
+def _rows(s: dict[str, Any], embeddings: str) -> str:
+    trained, total = s.get("embedding_rows_trained"), s.get("embedding_rows")
+    if trained is None or total is None:  # a summary from before rows were counted: the recipe's setting
+        return {"all": "every row", "new": "new rows", "none": "none"}.get(embeddings, embeddings)
+    if trained == total:
+        return f"every row ({total:,})"
+    return f"{trained:,} of {total:,}" if trained else "none"
+
+
+def _steps(p: Phase) -> str:
+    if p.steps < p.scheduled_steps:
+        return f"{p.steps} of {p.scheduled_steps} (stopped early)"
+    return str(p.steps)
+
+
+def _params(p: Phase) -> str:
+    if p.trainable_parameters is None or p.total_parameters is None:
+        return "-"
+    return f"{p.trainable_parameters / 1e6:.2f}M of {p.total_parameters / 1e6:.1f}M"
+
+
+def phase_table(train: "TrainConfig", summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, one row per phase): name, method, steps trained, learning rate, embedding rows, parameters, loss."""
+    rows = [
+        [p.name, p.method, _steps(p), f"{p.lr:g}", p.rows, _params(p), p.loss or "-"] for p in phases(train, summary)
+    ]
+    return HEADER, rows
+
+
+def training_sentence(train: "TrainConfig", summary: dict[str, Any]) -> str:
+    """'lora for 40 steps at lr 0.001', or each phase in turn: what was trained, in one sentence."""
+    parts = []
+    for p in phases(train, summary):
+        steps = f"{p.steps} steps" if p.steps == p.scheduled_steps else f"{p.steps} of {p.scheduled_steps} steps (stopped early)"
+        parts.append(f"{p.method} for {steps} at lr {p.lr:g}" if not train.phases else f"{p.name} ({p.method}, {steps}, lr {p.lr:g})")
+    if not train.phases:
+        return parts[0]
+    total = sum(p.steps for p in phases(train, summary))
+    return f"{len(parts)} phases, {total} steps: " + ", then ".join(parts)
