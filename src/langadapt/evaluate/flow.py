@@ -1,4 +1,4 @@
-"""Stage 5, eval: base model vs adapted model, per language, in bits per byte.
+"""Stage 5, eval: base model vs adapted model, per language, in bits per byte (encoders: pseudo bits per byte).
 
 Bits per byte (total negative log-likelihood in bits / UTF-8 bytes of the text) compares
 models with different tokenizers fairly, where per-token perplexity would not. Every
