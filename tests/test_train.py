@@ -318,7 +318,8 @@ def test_a_phase_that_stopped_early_is_finished_and_not_trained_past_its_stop(ti
     assert [r["phase"] for r in rows] == ["hot"] * stop + ["lora"] * second
     untimed = [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in rows]
     assert untimed == [
-        {k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in _metric_rows(rd_straight.path("train"))
+        {k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")}
+        for r in _metric_rows(rd_straight.path("train"))
     ]
     ref, got = _final_state(rd_straight), _final_state(rd)
     for key in ref:

@@ -96,7 +96,9 @@ def evaluate_model(
         scorer = pseudo_bits_per_byte if is_encoder(model.config) else bits_per_byte
         out[s.name] = scorer(model, tok, s.texts, cfg, desc=f"{label}: {s.name}")
         unit = "pseudo bits/byte" if out[s.name].get("metric") == "pseudo_bits_per_byte" else "bits/byte"
-        log.info("%s on %s: %.4f %s (%d tokens)", label, s.name, out[s.name]["bits_per_byte"], unit, out[s.name]["tokens"])
+        log.info(
+            "%s on %s: %.4f %s (%d tokens)", label, s.name, out[s.name]["bits_per_byte"], unit, out[s.name]["tokens"]
+        )
     return out
 
 

@@ -82,7 +82,9 @@ def document_separator(tok: "PreTrainedTokenizerBase") -> Separator:
         if token is None or token in chat:
             continue
         token_id = tok.convert_tokens_to_ids(token)
-        if token_id is None or (tok.unk_token_id is not None and token_id == tok.unk_token_id and token != tok.unk_token):
+        if token_id is None or (
+            tok.unk_token_id is not None and token_id == tok.unk_token_id and token != tok.unk_token
+        ):
             continue
         found = Separator(int(token_id), str(token), rule)
         setattr(tok, _CACHE, (key, found))

@@ -36,7 +36,10 @@ def phases(train: "TrainConfig", summary: dict[str, Any]) -> list[Phase]:
     done = summary.get("phases") or [summary]
     out = []
     if train.phases:
-        schedule = [(p.name or p.method, p.method, p.max_steps, p.lr or train.lr, p.embeddings or train.embeddings) for p in train.phases]
+        schedule = [
+            (p.name or p.method, p.method, p.max_steps, p.lr or train.lr, p.embeddings or train.embeddings)
+            for p in train.phases
+        ]
     else:
         schedule = [(train.method, train.method, train.max_steps, train.lr, train.embeddings)]
     for i, (name, method, scheduled, lr, embeddings) in enumerate(schedule):
@@ -90,8 +93,16 @@ def training_sentence(train: "TrainConfig", summary: dict[str, Any]) -> str:
     """'lora for 40 steps at lr 0.001', or each phase in turn: what was trained, in one sentence."""
     parts = []
     for p in phases(train, summary):
-        steps = f"{p.steps} steps" if p.steps == p.scheduled_steps else f"{p.steps} of {p.scheduled_steps} steps (stopped early)"
-        parts.append(f"{p.method} for {steps} at lr {p.lr:g}" if not train.phases else f"{p.name} ({p.method}, {steps}, lr {p.lr:g})")
+        steps = (
+            f"{p.steps} steps"
+            if p.steps == p.scheduled_steps
+            else f"{p.steps} of {p.scheduled_steps} steps (stopped early)"
+        )
+        parts.append(
+            f"{p.method} for {steps} at lr {p.lr:g}"
+            if not train.phases
+            else f"{p.name} ({p.method}, {steps}, lr {p.lr:g})"
+        )
     if not train.phases:
         return parts[0]
     total = sum(p.steps for p in phases(train, summary))

@@ -177,7 +177,9 @@ def _check_fused(model: Any, vocab_size: int | None) -> str | None:
             plain = plain_clm_loss(model, ids).float()
     finally:
         model.train(training)
-    tol = 1e-3 if weight.dtype == torch.float32 else 3e-2  # float32 agrees to rounding; 16-bit logits to their precision
+    tol = (
+        1e-3 if weight.dtype == torch.float32 else 3e-2
+    )  # float32 agrees to rounding; 16-bit logits to their precision
     gap = (fused - plain).abs().max().item()
     if not gap <= tol * (1 + plain.abs().max().item()):  # also catches NaN
         return (
