@@ -13,7 +13,12 @@ resident memory is the largest of the demo's processes. Besides bits per byte it
 evaluation's task table (base vs adapted, mean ± std over seeds) and the summary the report
 opens with. `--export-check` exports the run (merged) and scores held-out Chichewa with the
 exported folder in a fresh process, loaded with plain `AutoModelForCausalLM`: it must give
-the bits per byte the eval stage measured.
+the bits per byte the eval stage measured. It then asks the exported model to continue
+held-out Chichewa documents (each one whole, after the document separator, as in training)
+and generates greedily past their end: no chat-template token (`<|im_start|>`, `<|im_end|>`)
+may appear, where the document separator (`<|endoftext|>`) should.
+
+    python bench/demo.py --generation-check FOLDER --run-dir runs/demo   # that check alone, on any model folder
 """
 
 from __future__ import annotations
@@ -73,7 +78,16 @@ def main() -> None:
     ap.add_argument(
         "--export-check", action="store_true", help="export the run and score it in a fresh process (see above)"
     )
+    ap.add_argument(
+        "--generation-check",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="only continue --run-dir's held-out nya documents with the model in FOLDER (see above)",
+    )
     args = ap.parse_args()
+    if args.generation_check is not None:
+        sys.exit(0 if generation_check(args.generation_check, args.run_dir) else 1)
 
     wall = None
     if not args.report_only:
@@ -168,8 +182,66 @@ print(json.dumps(bits_per_byte(model, tok, kept, cfg)))
 """
 
 
+GENERATE = """
+import json, sys
+from pathlib import Path
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from langadapt.documents import read_docs
+from langadapt.models.separator import chat_tokens, document_separator
+folder, heldout, n_docs, n_new = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+model, tok = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+sep = document_separator(tok)
+chat = {tok.convert_tokens_to_ids(t): t for t in chat_tokens(tok)}
+watch = {**chat, sep.id: sep.token}
+docs = [d.text for d in read_docs(heldout)][:n_docs]
+first, anywhere, p_end = {}, {}, {t: 0.0 for t in watch.values()}
+with torch.no_grad():
+    for text in docs:
+        ids = torch.tensor([[sep.id] + tok(text, add_special_tokens=False)["input_ids"]])
+        out = model(input_ids=ids, use_cache=True)
+        past, logits, new = out.past_key_values, out.logits[0, -1], []
+        probs = torch.softmax(logits.float(), -1)
+        for i, t in watch.items():
+            p_end[t] += probs[i].item() / len(docs)
+        for _ in range(n_new):  # greedy, on past the document's end: a separator starts the next document
+            nxt = int(logits.argmax())
+            new.append(nxt)
+            out = model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
+            past, logits = out.past_key_values, out.logits[0, -1]
+        head = watch.get(new[0], "text")
+        first[head] = first.get(head, 0) + 1
+        for i in new:
+            if i in chat:
+                anywhere[chat[i]] = anywhere.get(chat[i], 0) + 1
+print(json.dumps({"separator": sep.token, "chat_tokens": sorted(chat.values()), "documents": len(docs),
+                  "first_token": first, "chat_tokens_generated": anywhere, "p_at_end": p_end}))
+"""
+
+
+def generation_check(folder: Path, run_dir: Path, n_docs: int = 16, n_new: int = 24) -> bool:
+    """Continue held-out Chichewa documents with the model in `folder`: no chat-template token may be generated."""
+    heldout = run_dir / "corpus" / "nya" / "heldout.parquet"
+    out = subprocess.run(
+        [sys.executable, "-c", GENERATE, str(folder), str(heldout), str(n_docs), str(n_new)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    ok = not r["chat_tokens_generated"]
+    print(
+        f"\ncontinuing {r['documents']} whole held-out nya documents ({n_new} greedy tokens each), separator "
+        f"{r['separator']}, chat tokens {', '.join(r['chat_tokens']) or 'none'}:"
+    )
+    print(f"  first token after the document: {r['first_token']}")
+    print("  mean probability at the document's end: " + ", ".join(f"{t} {p:.4f}" for t, p in r["p_at_end"].items()))
+    print(f"  chat tokens generated: {r['chat_tokens_generated'] or 'none'}: {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
 def export_check(run_dir: Path, results: dict) -> bool:
-    """Export (merged), then score held-out Chichewa with the folder alone in a fresh process."""
+    """Export (merged), then score held-out Chichewa and continue documents with the folder alone in fresh processes."""
     folder = Path(tempfile.mkdtemp(prefix="langadapt-export-")) / "model"
     subprocess.run([LANGADAPT, "export", str(run_dir), "--to", str(folder)], check=True)
     out = subprocess.run(
@@ -181,8 +253,9 @@ def export_check(run_dir: Path, results: dict) -> bool:
     print(
         f"\nexported model, fresh process: nya-heldout {got:.6f} bits/byte, eval stage {want:.6f}: {'SAME' if same else 'DIFFERENT'}"
     )
+    generates = generation_check(folder, run_dir)
     shutil.rmtree(folder.parent)
-    return same
+    return same and generates
 
 
 if __name__ == "__main__":
