@@ -134,7 +134,7 @@ def test_mean_pooling_is_the_mean_of_real_token_states(tiny):
     enc = Encoder(model, tok)
     text = "the king said good day"
     got = enc.sentences([text, "a river"], "mean")[0]
-    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    ids = [tok.eos_token_id] + tok(text, add_special_tokens=False)["input_ids"]  # the document separator
     with torch.no_grad():
         hs = model.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
     want = torch.stack([h[0, 1:].mean(0) for h in hs]).numpy()  # separator left out

@@ -35,7 +35,7 @@ def test_bits_per_byte_matches_a_direct_computation(tiny_model):
     nats = 0.0
     with torch.no_grad():
         for t in texts:
-            ids = torch.tensor([[tok.bos_token_id] + tok(t, add_special_tokens=False)["input_ids"]])
+            ids = torch.tensor([[tok.eos_token_id] + tok(t, add_special_tokens=False)["input_ids"]])  # the separator
             out = model(input_ids=ids, labels=ids)
             nats += out.loss.item() * (ids.shape[1] - 1)
     n_bytes = sum(len(t.encode()) for t in texts)

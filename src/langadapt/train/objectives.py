@@ -159,7 +159,8 @@ def _check_fused(model: Any, vocab_size: int | None) -> str | None:
     """None when the fused loss equals the plain loss on a probe batch; else why the plain loss must run.
 
     The probe is random token ids from a private generator (the global RNG, which checkpoints
-    save, is not touched), run without dropout and without autocast, in the model's own dtype.
+    save, is not touched), run without dropout and without autocast, in the model's own dtype,
+    with gradients on as in training (bitsandbytes' 4-bit layers on a CPU fail without them).
     """
     import torch
 
@@ -172,9 +173,9 @@ def _check_fused(model: Any, vocab_size: int | None) -> str | None:
     training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
-            fused = fused_clm_loss(model, ids).float()
-            plain = plain_clm_loss(model, ids).float()
+        with torch.enable_grad(), torch.autocast(weight.device.type, enabled=False):
+            fused = fused_clm_loss(model, ids).detach().float()
+            plain = plain_clm_loss(model, ids).detach().float()
     finally:
         model.train(training)
     tol = (
