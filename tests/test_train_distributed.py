@@ -145,6 +145,34 @@ def test_sharding_the_weights_matches_one_process_and_resumes_its_checkpoint(spe
     _same_losses(one, resumed)
 
 
+@pytest.mark.slow
+def test_mlm_heldout_pseudo_bits_per_byte_runs_through_the_sharded_engine(corpus_files, tiny_encoder, tmp_path):
+    """An encoder trained under FSDP full sharding over 2 processes: its held-out figure during training is the
+    eval stage's pseudo bits per byte of the weights it hands back (the head gathered through the engine)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from langadapt.models.loading import load_model, load_tokenizer
+    from langadapt.recipe import Recipe
+    from langadapt.scoring.pppl import score
+    from langadapt.train.data import heldout_documents
+
+    texts = [d["text"] for d in target_docs()]
+    train = {**TRAIN, "method": "full", "objective": "mlm", "max_steps": 2, "eval_every": 2, "eval_tokens": 96}
+    recipe = tiny_recipe_dict(
+        corpus_files, tiny_encoder, tmp_path / "run", tokenizer={"method": "keep"}, train={**train, "sharding": "full"}
+    )
+    spec = {"model": str(tiny_encoder), "texts": texts[8:], "heldout": texts[:8], "recipe": recipe}
+    rows = _train(tmp_path, {**spec, "out": str(tmp_path / "mlm")}, "mlm", 2)
+    assert _summary(tmp_path / "mlm")["sharding"] == "full" and "bpb_nya" not in rows[-1]
+    model, tok = load_model(str(tiny_encoder)), load_tokenizer(str(tiny_encoder))
+    model.load_state_dict(load_file(tmp_path / "mlm" / "final.safetensors"), strict=False)
+    model.tie_weights()
+    with torch.no_grad():
+        expected = score(model, tok, heldout_documents(texts[:8], tok, 96), Recipe.from_dict(recipe).eval)
+    assert rows[-1]["pseudo_bpb_nya"] == pytest.approx(expected["bits_per_byte"], abs=5e-4)
+
+
 def _same_checkpoint(a: Path, b: Path) -> None:
     """Two checkpoints of the same step hold the same tensors in the same layout."""
     import torch

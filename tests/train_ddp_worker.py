@@ -1,8 +1,9 @@
 """One training process for tests/test_train_distributed.py (run directly or under torchrun).
 
 python train_ddp_worker.py SPEC.json
-SPEC: model dir, texts, recipe dict, out dir; optional new_ids (rows of new tokens that train) and
-die_after (exit hard right after the checkpoint of that step, on every process). Rank 0 writes
+SPEC: model dir, texts, recipe dict, out dir; optional new_ids (rows of new tokens that train),
+heldout (texts evaluated every train.eval_every steps) and die_after (exit hard right after the
+checkpoint of that step, on every process). Rank 0 writes
 summary.json and final.safetensors (the trained weights of the model the loop hands back);
 every rank logs to log-rank<N>.txt.
 """
@@ -24,6 +25,8 @@ def main() -> None:
     from langadapt.train import loop
     from langadapt.train.data import TokenStream
     from langadapt.train.methods import TRAIN_METHODS
+    from langadapt.train.mlm import MaskingPlan, masked_lm
+    from langadapt.train.processes import launched_rank
 
     spec = json.loads(Path(sys.argv[1]).read_text())
     torch.manual_seed(0)
@@ -32,7 +35,11 @@ def main() -> None:
     tok = load_tokenizer(spec["model"])
     new_ids = spec.get("new_ids", [])
     model = TRAIN_METHODS.get(recipe.train.method)(load_model(spec["model"]), recipe.train, new_ids)
+    objective = None  # the registry's (clm); mlm binds its masking plan
+    if recipe.train.objective == "mlm":
+        objective = masked_lm(MaskingPlan.from_tokenizer(tok, recipe.train, launched_rank()))
     streams = {"nya": TokenStream(spec["texts"], tok, doc_separator_id(tok), recipe.train.seq_len, recipe.seed)}
+    streams["nya"].heldout = spec.get("heldout", [])
     die_after = spec.get("die_after", 0)
     if die_after:
         real_save = loop.save_checkpoint
@@ -46,7 +53,7 @@ def main() -> None:
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(filename=Path(spec["out"], f"log-rank{rank}.txt"), level=logging.INFO)
-    summary = loop.train_loop(model, streams, "nya", None, recipe, Path(spec["out"]))
+    summary = loop.train_loop(model, streams, "nya", None, recipe, Path(spec["out"]), objective=objective)
     if int(os.environ.get("RANK", "0")) == 0:
         from safetensors.torch import save_file
 
