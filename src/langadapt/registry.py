@@ -60,4 +60,3 @@ class Registry(Generic[T]):
 
 
 REGISTRIES: dict[str, Registry[Any]] = {}
-

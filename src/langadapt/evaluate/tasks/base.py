@@ -137,4 +137,3 @@ def data_problems(cfg: "TaskConfig", key: str) -> list[str]:
     if not task_files(cfg.data):
         return [f"{key}.data: no file matches '{cfg.data}'"]
     return []
-
