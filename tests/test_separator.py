@@ -197,3 +197,52 @@ def test_training_bits_per_byte_and_embeddings_use_the_recorded_separator(tiny_r
     bits_per_byte(model, tok, ["moni dziko", "hello world"], recipe.eval)
     hook.remove()
     assert torch.cat(seen).unique().tolist() == [expected["id"]]
+
+
+def _framed(tok, head: str, tail: str):  # type: ignore[no-untyped-def]
+    """The tokenizer with a post-processor that frames a single text as `head text tail`, as encoders do."""
+    from tokenizers import processors
+
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{head} $A {tail}",
+        special_tokens=[(head, tok.convert_tokens_to_ids(head)), (tail, tok.convert_tokens_to_ids(tail))],
+    )
+    return tok
+
+
+@pytest.mark.parametrize(
+    "specials, roles, frame, expected",
+    [
+        # XLM-R / e5: eos is </s>, but a text starts with <s>, where pretraining put it
+        (
+            ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+            {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>", "pad_token": "<pad>"},
+            ("<s>", "</s>"),
+            ("<s>", "text start"),
+        ),
+        # BERT: no bos or eos; a text is [CLS] ... [SEP]
+        (
+            ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+            {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]"},
+            ("[CLS]", "[SEP]"),
+            ("[CLS]", "text start"),
+        ),
+    ],
+)
+def test_a_masked_lm_starts_each_document_with_its_text_start_token(specials, roles, frame, expected):
+    tok = _framed(tokenizer(specials, None, **roles), *frame)
+    sep = document_separator(tok, masked=True)
+    assert (sep.token, sep.chosen_as) == expected
+    assert sep.id == specials.index(expected[0])
+    # the same tokenizer seen as a decoder's keeps the end-of-text rule, and the cache tells the two apart
+    assert document_separator(tok).token != expected[0]
+    assert document_separator(tok, masked=True).token == expected[0]
+
+
+def test_a_masked_lm_without_framing_falls_back_to_cls():
+    specials, _, roles, _ = FAMILIES["xlm-r"]
+    tok = tokenizer(specials, None, **roles)  # no post-processor: the text start cannot be read
+    assert (document_separator(tok, masked=True).token, document_separator(tok, masked=True).chosen_as) == (
+        "<s>",
+        "cls",
+    )

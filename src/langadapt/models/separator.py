@@ -15,6 +15,13 @@ end-of-document token untrained. The rule, first match wins:
 3. sep, which ends a text in encoder pretraining (BERT's `[SEP]`);
 4. bos or cls, a document start, for a tokenizer with no end token at all.
 
+A masked LM (train.objective: mlm) never predicts the separator: special tokens are never
+masked, and with `packed_attention: document` each packed document is seen alone. Its
+documents start instead with the token the tokenizer itself puts first in a single text
+(XLM-R `<s>`, BERT `[CLS]`), which is where the encoder's pretraining put it and how the
+evaluation's windows start; then cls, bos, sep, eos. An end token there (`</s>`) would
+train the encoder on a text format its pretraining never showed it.
+
 A chat-template token is a special token written out in the tokenizer's chat template, or a
 turn marker of the common chat formats (`<|im_start|>`, `<|im_end|>`, `<start_of_turn>`,
 `<|eot_id|>`, `[INST]`, ...), so a tokenizer that lost its template is still read right.
@@ -43,7 +50,7 @@ _CACHE = "_langadapt_separator"
 class Separator:
     id: int
     token: str
-    chosen_as: str  # which rule picked it: eos | end-of-text token | sep | bos | cls
+    chosen_as: str  # which rule picked it: eos | end-of-text token | text start | sep | bos | cls
 
     def record(self) -> dict[str, Any]:
         return {"id": self.id, "token": self.token, "chosen_as": self.chosen_as}
@@ -68,16 +75,30 @@ def _special_tokens(tok: "PreTrainedTokenizerBase") -> list[str]:
     return [t for _, t in sorted({**by_id, **ids}.items())]
 
 
-def document_separator(tok: "PreTrainedTokenizerBase") -> Separator:
-    """The tokenizer's end-of-text token by the rule above; raises when it has none outside its chat format."""
-    key = (len(tok), str(tok.special_tokens_map), str(getattr(tok, "chat_template", "")))
+def _text_start(tok: "PreTrainedTokenizerBase") -> str | None:
+    """The special token the tokenizer puts before a single text (`<s>`, `[CLS]`), or None."""
+    plain = tok("a", add_special_tokens=False, verbose=False)["input_ids"]
+    framed = tok("a", verbose=False)["input_ids"]
+    if len(framed) <= len(plain) or framed[: len(plain)] == plain:
+        return None
+    first = tok.convert_ids_to_tokens(framed[0])
+    return first if first in set(_special_tokens(tok)) else None
+
+
+def document_separator(tok: "PreTrainedTokenizerBase", masked: bool = False) -> Separator:
+    """The token that starts each document by the rules above (`masked`: for a masked LM); raises when there is none."""
+    key = (len(tok), str(tok.special_tokens_map), str(getattr(tok, "chat_template", "")), masked)
     cached = getattr(tok, _CACHE, None)
     if cached is not None and cached[0] == key:
         return cached[1]
     chat = chat_tokens(tok)
-    candidates = [(tok.eos_token, "eos")]
-    candidates += [(t, "end-of-text token") for t in _special_tokens(tok) if END_OF_TEXT.match(t)]
-    candidates += [(tok.sep_token, "sep"), (tok.bos_token, "bos"), (tok.cls_token, "cls")]
+    if masked:
+        candidates = [(_text_start(tok), "text start"), (tok.cls_token, "cls"), (tok.bos_token, "bos")]
+        candidates += [(tok.sep_token, "sep"), (tok.eos_token, "eos")]
+    else:
+        candidates = [(tok.eos_token, "eos")]
+        candidates += [(t, "end-of-text token") for t in _special_tokens(tok) if END_OF_TEXT.match(t)]
+        candidates += [(tok.sep_token, "sep"), (tok.bos_token, "bos"), (tok.cls_token, "cls")]
     for token, rule in candidates:
         if token is None or token in chat:
             continue

@@ -69,7 +69,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     # OFA's factors train instead of the embedding matrices; folded back to full size before saving
     factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
 
-    separator = document_separator(tok)  # the end-of-text token, never a chat-turn token
+    # a decoder's end-of-text token (never a chat-turn token); an encoder's text-start token
+    separator = document_separator(tok, masked=cfg.objective == "mlm")
     sep = separator.id
     streams = {}
     for lang in (target, replay):
@@ -135,7 +136,9 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         "init": rd.fingerprint_of("init"),
         "corpus": rd.fingerprint_of("corpus"),
         # which token separates documents (recorded in the manifest; a new rule retrains)
-        "document_separator": document_separator(load_tokenizer(str(rd.path("init")))).record(),
+        "document_separator": document_separator(
+            load_tokenizer(str(rd.path("init"))), masked=recipe.train.objective == "mlm"
+        ).record(),
         "config": cfg,
         "dtype": recipe.model.dtype,
         "seed": recipe.seed,
