@@ -141,6 +141,51 @@ def test_whole_word_masking_fills_its_budget_at_high_fertility(kind, tmp_path):
     assert abs(share - 0.15) <= 0.01, (share, fertility)
 
 
+def test_whole_word_fill_for_all_rows_at_once_is_the_one_word_at_a_time_fill():
+    """`fill_rounds` (the device's, every row at once) takes exactly the words `fill_in_order` takes,
+    long words, budgets smaller than every word and rows without words included."""
+    import random
+
+    import torch
+
+    from langadapt.train.mlm import fill_in_order, fill_rounds
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(300):
+        sizes = [rng.choice([1, 1, 1, 2, 2, 3, 4, rng.randint(5, 40)]) for _ in range(rng.randint(0, 30))]
+        rows.append((sizes, rng.randint(1, 40)))
+    width = max(len(sizes) for sizes, _ in rows)
+    size = torch.tensor([sizes + [0] * (width - len(sizes)) for sizes, _ in rows])
+    budget = torch.tensor([b for _, b in rows])
+    expected = torch.tensor([fill_in_order(sizes, b) + [False] * (width - len(sizes)) for sizes, b in rows])
+    rounds = min(int(size.max()), int(budget.max())) + 1
+    assert torch.equal(fill_rounds(size, budget, rounds), expected)
+    # the rounds are needed: taking only the first run that fits leaves budget unused in some rows
+    assert not torch.equal(fill_rounds(size, budget, 1), expected)
+
+
+def test_masks_drawn_for_a_seed_are_the_same_again_and_differ_across_seeds_and_ranks(tiny_encoder):
+    """In training each micro-batch's masking is seeded from the step (`loop.micro_batch_seed`): a resumed
+    run masks as an uninterrupted one without restoring any generator, and no two ranks share a mask."""
+    import dataclasses
+
+    import torch
+
+    from langadapt.train.loop import micro_batch_seed
+
+    tok, plan = _plan(tiny_encoder)
+    ids = torch.tensor([tok("the man went to the city and saw the river by the old house")["input_ids"]] * 4)
+    seed = micro_batch_seed(0, 3, 0)
+    assert len({seed, micro_batch_seed(0, 4, 0), micro_batch_seed(0, 3, 2), micro_batch_seed(1, 3, 0)}) == 4
+    chosen, corrupted = plan.draw(ids, seed)
+    torch.manual_seed(123)  # the global stream plays no part
+    again = plan.draw(ids, seed)
+    assert torch.equal(chosen, again[0]) and torch.equal(corrupted, again[1])
+    assert not torch.equal(chosen, plan.draw(ids, micro_batch_seed(0, 4, 0))[0])
+    assert not torch.equal(chosen, dataclasses.replace(plan, rank=1).draw(ids, seed)[0])
+
+
 def test_ranks_mask_differently_and_each_rank_the_same_again(tiny_encoder):
     """Every process draws its own masks (rank folded into the seed) from the checkpointed CPU stream."""
     import dataclasses

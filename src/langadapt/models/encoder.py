@@ -267,13 +267,12 @@ def document_inputs(model: Any, document_positions: "torch.Tensor") -> dict[str,
     `document_positions` (batch, seq) restart at 0 where each document starts (see
     `train.data.document_positions`). A token attends only to the tokens of its own
     document (a (batch, seq, seq) mask, block-diagonal), and its position id is its place
-    in that document plus the model's offset, exactly as if the document were alone. When
-    every row holds one document, nothing is needed (the model's own defaults are the same).
+    in that document plus the model's offset, exactly as if the document were alone. A row
+    that holds one document gets the mask too (the same as none): asking whether every row
+    does would stop the host until the device has computed the positions.
     """
     import torch
 
-    if bool((document_positions[:, 1:] != 0).all()):
-        return {}
     document = torch.cumsum((document_positions == 0).long(), dim=1)
     same = (document[:, :, None] == document[:, None, :]).long()
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -284,10 +283,13 @@ def mlm_logits_at(
     model: Any,
     input_ids: "torch.Tensor",
     attention_mask: "torch.Tensor | None",
-    select: "torch.Tensor",
+    select: "torch.Tensor | tuple[torch.Tensor, torch.Tensor]",
     position_ids: "torch.Tensor | None" = None,
 ) -> "torch.Tensor":
     """Masked-LM logits at the positions where `select` (batch, seq) is True only: (n_selected, vocab).
+
+    `select` may also be a pair (rows, columns) of index tensors, which selects without the host
+    reading how many positions there are (a boolean mask's count is read back from the device).
 
     The encoder runs on every position; the head (transform + vocabulary projection, the
     expensive part with a 250k vocabulary) only on the selected ones. A pre-hook on the

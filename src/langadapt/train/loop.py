@@ -190,8 +190,10 @@ def train_loop(
     prepare_model(trained, cfg)
     objective = objective or OBJECTIVES.get(cfg.objective)
     sep_id = next(iter(streams.values())).sep_id
-    takes_positions = "position_ids" in inspect.signature(objective).parameters
-    use_positions = takes_positions and cfg.packed_attention == "document"
+    takes = inspect.signature(objective).parameters
+    use_positions = "position_ids" in takes and cfg.packed_attention == "document"
+    # what the objective reads from the ids that only the host computes (mlm: the tokenizer's word boundaries)
+    host_inputs = getattr(objective, "host_inputs", None)
 
     def positions(ids: "torch.Tensor") -> dict[str, Any]:
         return {"position_ids": document_positions(ids, sep_id)} if use_positions else {}
@@ -238,7 +240,29 @@ def train_loop(
         batch = torch.tensor([streams[lang].next_block() for lang in langs], dtype=torch.long)  # type: ignore[index]
         return batch, langs, {k: s.state() for k, s in streams.items()}  # type: ignore[return-value]
 
-    data = Prefetcher(draw, start, end)
+    def prepared(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], dict[str, Any]]:
+        """`draw`, and this process's rows with every per-row input the objective takes, computed on the host
+        (in the data thread, while the previous step trains) and pinned for copies that do not wait."""
+        batch, langs, states = draw(step)
+        mine = batch[procs.share(rows)]
+        inputs: dict[str, Any] = {"input_ids": mine}
+        if use_positions:
+            inputs["position_ids"] = document_positions(mine, sep_id)
+        if host_inputs is not None:
+            inputs.update(host_inputs(mine))
+        if device.type == "cuda":
+            inputs = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        return batch, langs, states, inputs
+
+    def seeds(step: int) -> Callable[[int], int] | None:
+        """An objective's random draws (mlm: its masking) for a micro-batch starting at local row `s`, a
+        function of the run's seed, the step and the batch row: a resumed run draws as an uninterrupted one."""
+        if "seed" not in takes:
+            return None
+        first = procs.share(rows).start
+        return lambda s: micro_batch_seed(recipe.seed, step, first + s)
+
+    data = Prefetcher(prepared, start, end)
     tracker = MetricsLog(metrics_path, cfg.log_to, recipe.name, recipe.to_dict()["train"]) if procs.is_main else None
     samples = heldout_samples(streams, cfg) if cfg.eval_every else {}
     metric = heldout_metric(cfg.objective)  # bpb_<lang>, or pseudo_bpb_<lang> for masked LMs
@@ -249,25 +273,25 @@ def train_loop(
             lr = lr_at(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr * g["lr_scale"]
-            batch, langs, stream_states = data.get(step)
+            batch, langs, stream_states, inputs = data.get(step)
             ts = time.time()
-            per_token = forward_backward(
-                batch[procs.share(rows)], micro, loss_module, procs, device, precision, scaler, positions
-            )
+            row_losses = forward_backward(inputs, micro, loss_module, procs, device, precision, scaler, seeds(step))
             procs.step(opt, scaler, [p for p in trained.parameters() if p.requires_grad], cfg.grad_clip)
             done = step + 1
             tokens_done += batch.numel()
-            all_losses = procs.gather(per_token)  # every row of the global batch, in order
+            # the step's one read of the device: each row's mean loss, every row of the global batch in order
+            # (rows have equal lengths, so means of rows are means of tokens)
+            losses = procs.gather(row_losses).tolist()
             row: dict[str, Any] = {
                 "step": done,
-                "loss": round(all_losses.mean().item(), 4),
+                "loss": round(sum(losses) / len(losses), 4),
                 "lr": lr,
                 "tokens_per_s": round(batch.numel() / (time.time() - ts), 1),
                 "elapsed_s": round(time.time() - t0, 2),  # wall time of this session, data included
             }
             for lang in sorted(set(langs)):  # type: ignore[type-var]
-                idx = [i for i, l in enumerate(langs) if l == lang]
-                row[f"loss_{lang}"] = round(all_losses[idx].mean().item(), 4)
+                of_lang = [x for x, l in zip(losses, langs) if l == lang]
+                row[f"loss_{lang}"] = round(sum(of_lang) / len(of_lang), 4)
             if samples and (done % cfg.eval_every == 0 or done == cfg.max_steps):
                 if cfg.objective == "mlm":
                     row.update(heldout_pseudo_bpb(loss_module, trained, samples, recipe, device, precision))
@@ -344,33 +368,51 @@ def auto_micro_batch(rows: int, seq_len: int, device: "torch.device", precision:
     return max(d for d in range(1, min(rows, fit) + 1) if rows % d == 0)
 
 
+def micro_batch_seed(seed: int, step: int, row: int) -> int:
+    """A 64-bit seed for the random draws of the micro-batch starting at global row `row` of step `step`."""
+    return (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + row * 0x94D049BB133111EB) % 2**64
+
+
 def forward_backward(
-    mine: "torch.Tensor",
+    inputs: dict[str, Any],
     micro: int,
     loss_module: Any,
     procs: Any,
     device: "torch.device",
     precision: str,
     scaler: Any,
-    positions: Callable[["torch.Tensor"], dict[str, Any]],
+    seed: Callable[[int], int] | None = None,
 ) -> "torch.Tensor":
-    """This process's rows of a step, in micro-batches: gradients accumulate, per-token losses come back.
+    """This process's rows of a step, in micro-batches: gradients accumulate, each row's mean loss comes back.
 
-    The engine synchronises gradients only after the last micro-batch. Under autocast runs the
-    forward pass alone; the backward pass follows the types the forward pass chose.
+    `inputs` holds the rows' `input_ids` and whatever else the objective takes per row (position
+    ids, mlm's word boundaries), made on the host; a value that is not a tensor goes to every
+    micro-batch as it is. `seed(s)`, when given, seeds the objective's random draws for the
+    micro-batch starting at row s. Nothing is read back from the device: copies to it do not wait
+    (from pinned memory on a GPU) and the losses stay there, so the host queues the whole step
+    without stopping; the caller reads the row losses once. The engine synchronises gradients
+    only after the last micro-batch. Under autocast runs the forward pass alone; the backward
+    pass follows the types the forward pass chose.
     """
     import torch
 
-    per_token = []
-    for s in range(0, len(mine), micro):
-        ids = mine[s : s + micro].to(device)
-        with procs.no_sync(loss_module, last=s + micro >= len(mine)):
+    n = len(inputs["input_ids"])
+    row_losses = []
+    for s in range(0, n, micro):
+        part = {
+            k: v[s : s + micro].to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in inputs.items()
+        }
+        if seed is not None:
+            part["seed"] = seed(s)
+        ids = part.pop("input_ids")
+        with procs.no_sync(loss_module, last=s + micro >= n):
             with autocast(device, precision):
-                losses = loss_module(ids, **positions(ids))
-            loss = losses.float().mean() * (len(ids) / len(mine))  # rows have equal lengths: the batch mean
+                losses = loss_module(ids, **part)
+            loss = losses.float().mean() * (len(ids) / n)  # rows have equal lengths: the batch mean
             procs.backward(loss, scaler)
-        per_token.append(losses.detach().float().cpu())
-    return torch.cat(per_token)
+        row_losses.append(losses.detach().float().mean(dim=1))
+    return torch.cat(row_losses)
 
 
 def _report(row: dict[str, Any], tracker: Any, tokens: int, elapsed: float, steps: int, max_steps: int) -> None:

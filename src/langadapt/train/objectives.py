@@ -118,9 +118,22 @@ def _read_head(model: Any) -> tuple[tuple[Any, "torch.Tensor", "torch.Tensor | N
         if len(active) != 1 or layer.merged or layer.disable_adapters:
             return None, "the output head's trainable rows are merged, disabled or several"
         name = active[0]
-        rows = torch.tensor(layer.token_indices[name], device=layer.base_layer.weight.device)
+        rows = _row_ids(layer, name, layer.base_layer.weight.device)
         return (body, layer.base_layer.weight, layer.base_layer.bias, rows, layer.trainable_tokens_delta[name]), None
     return None, f"the output head is a {type(head).__name__}, not a linear layer (e.g. LoRA on the head)"
+
+
+def _row_ids(layer: Any, name: str, device: "torch.device") -> "torch.Tensor":
+    """peft's trainable row ids as a tensor on `device`, made once: a copy from a host list at every
+    forward pass would make the host wait for the device before it."""
+    import torch
+
+    cache = layer.__dict__.setdefault("_langadapt_row_ids", {})
+    key = (name, tuple(layer.token_indices[name]), device)
+    if key not in cache:
+        cache.clear()
+        cache[key] = torch.tensor(key[1], device=device)
+    return cache[key]
 
 
 # -- which causal loss a model trains with ------------------------------------------------------
@@ -225,29 +238,34 @@ def _chunk_logits(h: "torch.Tensor", w: "torch.Tensor", b: "torch.Tensor | None"
     return F.linear(h, w, None if b is None else b.to(w.dtype)).float()
 
 
-def _softmax_grad(logits: "torch.Tensor", t: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Loss per token and d(loss)/d(logits) (softmax minus one-hot, 0 for ignored tokens).
+def _softmax_grad(logits: "torch.Tensor", t: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """Loss per token, d(loss)/d(logits) of the counted tokens, and which tokens count (target not -100).
 
     One fused softmax, which works a row at a time while it sits in the cache, instead of a
     logsumexp and an exp each streaming the whole chunk through memory: half the time of the
     step's largest elementwise work on a CPU. The loss is -log p(target); rows whose target
-    probability is too small for float32 to hold precisely take it from the logits.
+    probability is too small for float32 to hold precisely take it from the logits instead,
+    as log-sum-exp minus the target's logit, the log-sum-exp read off the top logit (whose
+    probability is at least 1 / vocabulary): two max passes, a fraction of the softmax's cost.
+
+    Nothing here depends on the values in a way the host must see (no branch on which rows
+    are faint or ignored), so the device never waits for the host to read them. The gradient
+    is softmax minus one-hot; the rows of ignored tokens keep their softmax, and the callers
+    multiply their much smaller products by the mask instead of zeroing (tokens x vocabulary).
     """
     import torch
 
     valid = t != -100
     safe = torch.where(valid, t, 0)
     rows = torch.arange(len(t), device=t.device)
+    top = logits.amax(dim=-1)
     probs = torch.softmax(logits, dim=-1)
     p_target = probs[rows, safe]
-    loss = -torch.log(p_target)
     faint = p_target < 1e-30
-    if bool(faint.any()):
-        loss[faint] = torch.logsumexp(logits[faint], dim=-1) - logits[rows[faint], safe[faint]]
-    probs[rows, safe] -= 1.0
-    if not bool(valid.all()):
-        probs[~valid] = 0.0
-    return loss * valid, probs
+    from_logits = top - torch.log(probs.amax(dim=-1)) - logits[rows, safe]
+    loss = torch.where(faint, from_logits, -torch.log(p_target))
+    probs[rows, safe] -= valid.to(probs.dtype)
+    return torch.where(valid, loss, 0.0), probs, valid
 
 
 @functools.cache
@@ -275,12 +293,13 @@ def _fused_function() -> Any:
                 grad_rows = [] if training and rows is not None and delta.requires_grad else None
                 for s in range(0, hidden.shape[0], chunk):
                     h = hidden[s : s + chunk].detach().to(dtype)
-                    loss, probs = _softmax_grad(_chunk_logits(h, w, bias), targets[s : s + chunk])
+                    loss, probs, counted = _softmax_grad(_chunk_logits(h, w, bias), targets[s : s + chunk])
                     losses[s : s + chunk] = loss
+                    counted = counted.unsqueeze(1)  # ignored tokens: no gradient
                     if grad_h is not None:
-                        grad_h[s : s + chunk] = (probs.to(dtype) @ w).float()
+                        grad_h[s : s + chunk] = (probs.to(dtype) @ w).float() * counted
                     if grad_rows is not None:
-                        grad_rows.append(probs[:, rows])
+                        grad_rows.append(probs[:, rows] * counted)
             ctx.save_for_backward(hidden, weight, bias, delta, rows, targets, grad_h)
             ctx.grad_rows = torch.cat(grad_rows) if grad_rows else None
             ctx.chunk, ctx.dtype = chunk, dtype
@@ -317,8 +336,8 @@ def _head_grads(hidden, weight, bias, delta, rows, targets, g, chunk, dtype):  #
     d_bias = None if bias is None else torch.zeros_like(bias, dtype=torch.float32)
     for s in range(0, hidden.shape[0], chunk):
         h = hidden[s : s + chunk].detach().to(dtype)
-        _, probs = _softmax_grad(_chunk_logits(h, w, bias), targets[s : s + chunk])
-        probs.mul_(g[s : s + chunk])
+        _, probs, counted = _softmax_grad(_chunk_logits(h, w, bias), targets[s : s + chunk])
+        probs.mul_(g[s : s + chunk] * counted.unsqueeze(1))  # ignored tokens: no gradient
         d_weight += probs.T @ h.float()
         if d_bias is not None:
             d_bias += probs.sum(0)

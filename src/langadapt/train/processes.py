@@ -117,9 +117,10 @@ class Processes:
         opt.zero_grad(set_to_none=True)
 
     def gather(self, t: "torch.Tensor") -> "torch.Tensor":
-        """The tensor of every process, concatenated in rank order (rows of the global batch)."""
+        """The tensor of every process, concatenated in rank order (rows of the global batch), on the device:
+        the caller reads it once."""
         if self.accelerator is not None:
-            return self.accelerator.gather(t.to(self.accelerator.device)).cpu()
+            return self.accelerator.gather(t.to(self.accelerator.device))
         if self.world_size == 1:
             return t
         import torch
