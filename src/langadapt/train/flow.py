@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langadapt.devices import resolve_device, resolve_dtype
+from langadapt.devices import resolve_device
 from langadapt.documents import languages, read_texts
 from langadapt.models.loading import load_model, load_tokenizer
 from langadapt.models.separator import document_separator
@@ -31,7 +31,7 @@ from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, masked_lm
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.phases import run_phases
-from langadapt.train.precision import load_dtype
+from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
     tok = load_tokenizer(str(init_dir))
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(recipe.model.dtype, device, cfg.precision)  # frozen weights and the final model
+    dtype = weights_dtype(recipe, device)  # the frozen weights and the final model
     if cfg.method == "qlora":
         model = _quantized_base(recipe, init_dir)
     else:
@@ -150,7 +150,7 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         # this device (bf16 weights compute other numbers than float32 ones). model.attn_implementation is left
         # out, like the device: flash, sdpa and eager compute the same attention to rounding, and the summary
         # records which one ran
-        "dtype": resolve_dtype(recipe.model.dtype, resolve_device(recipe.train.device), recipe.train.precision),
+        "dtype": weights_dtype(recipe),
         "seed": recipe.seed,
     }
 

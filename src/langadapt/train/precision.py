@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from langadapt.devices import resolve_device, resolve_dtype
+
 if TYPE_CHECKING:
     import torch
 
@@ -55,6 +57,11 @@ def resolve_precision(name: str, device: "torch.device", weights: str = "float32
             return WEIGHT_PRECISIONS[weights]
         return "bf16" if supports(device, "bf16") else "fp32"
     return name
+
+
+def weights_dtype(recipe: "Recipe", device: "torch.device | None" = None) -> str:
+    """model.dtype as resolved for training on `device` (default: train.device's), with train.precision."""
+    return resolve_dtype(recipe.model.dtype, device or resolve_device(recipe.train.device), recipe.train.precision)
 
 
 def load_dtype(recipe: "Recipe", dtype: str) -> str:
