@@ -38,9 +38,9 @@ class ModelConfig:
         "the memory of float32 and no re-cast of every frozen weight on each autocast pass; float32 on a CPU and "
         "an Apple GPU (the CPU demo's figures and speed are float32's: a CPU without bf16 instructions computes "
         "bf16 several times slower). Only frozen weights take it: weights that train (LoRA, adapters, new rows, "
-        "embeddings: all, full, heads) are float32 master copies (see train.low_precision_master_weights). The "
-        "final model (train/final/) is saved in it; a method that trains every weight (full) loads float32 "
-        "and is saved in it",
+        "embeddings: all, full, OFA factors, heads) are float32 master copies (see train.low_precision_master_weights), "
+        "and a schedule of full phases only loads float32, as no weight stays frozen. The final model "
+        "(train/final/) is saved in it: bfloat16 on a GPU by default, as most hub checkpoints are",
     )
     attn_implementation: str = opt(
         "auto",

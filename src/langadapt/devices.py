@@ -78,7 +78,7 @@ def resolve_dtype(name: str, device: "torch.device", precision: str = "auto") ->
     autocast the frozen weights are no longer cast again on every pass. On a CPU, auto keeps
     float32: the CPU demo's figures were measured with it, and a CPU without bf16 instructions
     computes bf16 several times slower. On an Apple GPU too (its bf16 training is not verified).
-    Weights that train are float32 master copies whatever this says (`train.trainable`).
+    Weights that train are float32 master copies whatever this says (`train/trainable.py`: `hold_master_weights`).
     """
     import torch
 
