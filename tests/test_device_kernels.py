@@ -179,8 +179,8 @@ def test_out_of_memory_in_a_step_is_one_error_that_says_what_to_lower(tiny_recip
         f"train.method {method}"
     )
     hint = (
-        "lower train.micro_batch_size (now 2; the step accumulates gradients over micro-batches, so the batch and "
-        "the results stay the same); or train.seq_len (now 32); or set train.gradient_checkpointing: true "
+        "lower train.micro_batch_size (now 2; the step accumulates gradients over micro-batches, so the batch "
+        "stays the same); or train.seq_len (now 32); or set train.gradient_checkpointing: true "
         "(activations recomputed: less memory, more compute)"
     )
     assert e.value.hint == hint + (

@@ -420,7 +420,7 @@ def out_of_memory_advice(device: "torch.device", micro: int, cfg: TrainConfig, p
         if micro > 1:
             lower.append(
                 f"train.micro_batch_size (now {micro}; the step accumulates gradients over micro-batches, so "
-                "the batch and the results stay the same)"
+                "the batch stays the same)"
             )
         lower.append(f"train.seq_len (now {cfg.seq_len})")
         if not cfg.gradient_checkpointing:
