@@ -64,12 +64,14 @@ class Sampler:
 def worker(args: argparse.Namespace) -> None:
     import torch
 
+    import langadapt.train.methods  # noqa: F401  (registers the train methods apply_method names)
     from langadapt.config import SourceConfig
     from langadapt.models.loading import doc_separator_id, load_model, load_tokenizer, resolve_base
     from langadapt.sources.reading import read_source
     from langadapt.train import loop
     from langadapt.train.data import TokenStream
-    from langadapt.train.methods import TRAIN_METHODS
+    from langadapt.train.precision import weights_dtype
+    from langadapt.train.trainable import apply_method
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -77,7 +79,7 @@ def worker(args: argparse.Namespace) -> None:
     recipe = demo_recipe(args, args.precision)
     path = resolve_base(recipe.model)
     tok = load_tokenizer(path)
-    model = TRAIN_METHODS.get(args.method)(load_model(path, recipe.model.dtype), recipe.train, [])
+    model = apply_method(args.method, load_model(path, weights_dtype(recipe)), recipe.train, [])
     docs, _ = read_source(SourceConfig(path="builtin:bible-nya", language="nya"))
     texts = [d.text for _, d in zip(range(args.docs), docs)]
     streams = {"nya": TokenStream(texts, tok, doc_separator_id(tok), args.seq_len, recipe.seed)}

@@ -75,21 +75,23 @@ def model_and_data(recipe: Any, n_docs: int) -> tuple[Any, Any, list[str]]:
     """The demo's base model with NEW_TOKENS extra rows (mean-initialised), wrapped by the lora method."""
     import torch
 
+    import langadapt.train.methods  # noqa: F401  (registers the train methods apply_method names)
     from langadapt.config import SourceConfig
     from langadapt.models.loading import load_model, load_tokenizer, resolve_base
     from langadapt.sources.reading import read_source
-    from langadapt.train.methods import TRAIN_METHODS
+    from langadapt.train.precision import weights_dtype
+    from langadapt.train.trainable import apply_method
 
     torch.manual_seed(0)
     path = resolve_base(recipe.model)
     tok = load_tokenizer(path)
-    model = load_model(path, recipe.model.dtype)
+    model = load_model(path, weights_dtype(recipe))
     n = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(n + NEW_TOKENS, mean_resizing=False)
     with torch.no_grad():
         emb = model.get_input_embeddings().weight
         emb[n:] = emb[:n].mean(0)
-    model = TRAIN_METHODS.get("lora")(model, recipe.train, list(range(n, n + NEW_TOKENS)))
+    model = apply_method("lora", model, recipe.train, list(range(n, n + NEW_TOKENS)))
     docs, _ = read_source(SourceConfig(path="builtin:bible-nya", language="nya"))
     texts = [d.text for _, d in zip(range(n_docs), docs)]
     return model, tok, texts

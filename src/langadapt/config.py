@@ -31,7 +31,25 @@ class ModelConfig:
     )
     gguf_file: str = opt("", "GGUF file name inside `base` to import (dequantised to float32 once, then cached)")
     revision: str = opt("", "hub revision (branch, tag or commit) for hub ids")
-    dtype: str = opt("float32", "weights dtype for training and evaluation: float32, bfloat16 or float16")
+    dtype: str = opt(
+        "auto",
+        "what the model's weights are held in for training and evaluation: auto, float32, bfloat16 or float16. "
+        "auto: bfloat16 on a CUDA GPU (float16 on one without bf16; float32 when train.precision is fp32), half "
+        "the memory of float32 and no re-cast of every frozen weight on each autocast pass; float32 on a CPU and "
+        "an Apple GPU (the CPU demo's figures and speed are float32's: a CPU without bf16 instructions computes "
+        "bf16 several times slower). Only frozen weights take it: weights that train (LoRA, adapters, new rows, "
+        "embeddings: all, full, OFA factors, heads) are float32 master copies (see train.low_precision_master_weights), "
+        "and a schedule of full phases only loads float32, as no weight stays frozen. The final model "
+        "(train/final/) is saved in it: bfloat16 on a GPU by default, as most hub checkpoints are",
+    )
+    attn_implementation: str = opt(
+        "auto",
+        "attention kernel: auto, flash_attention_2, sdpa or eager. auto: flash_attention_2 on a CUDA GPU when the "
+        "flash_attn package is installed, the weights are bf16/fp16 and the model is a decoder whose transformers "
+        "class supports it (packed documents then reach it as variable-length sequences, no mask); else sdpa "
+        "(PyTorch's scaled-dot-product attention) where the class supports it; else eager. The choice is in "
+        "train/summary.json",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

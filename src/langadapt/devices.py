@@ -3,7 +3,8 @@
 `device_problems` runs at validation, so a recipe that asks for a GPU the machine lacks
 fails before any work; `resolve_device` turns the recipe's word into a torch device and
 `describe_device` records what ran the stage (its summary keeps it, and a resumed run may
-use another device: checkpoints are stored on the CPU).
+use another device: checkpoints are stored on the CPU). `resolve_dtype` decides what
+`model.dtype: auto` holds the weights in on a device.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _mps_available() -> bool:
@@ -42,7 +44,9 @@ def device_problems(name: str, key: str) -> list[str]:
 def resolve_device(name: str = "auto") -> "torch.device":
     """The torch device for a recipe's `device` word; auto picks CUDA, then Apple's MPS, then the CPU.
 
-    Under `accelerate launch` / `torchrun` each process takes the GPU of its LOCAL_RANK.
+    Under `accelerate launch` / `torchrun` each process takes the GPU of its LOCAL_RANK and
+    makes it the current one (`torch.cuda.set_device`): kernels, NCCL communicators and
+    allocations that name no index then go to that GPU rather than all to GPU 0.
     """
     import os
 
@@ -62,7 +66,30 @@ def resolve_device(name: str = "auto") -> "torch.device":
             name = "cpu"
     if name == "cuda" and "LOCAL_RANK" in os.environ:
         name = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+        torch.cuda.set_device(name)
     return torch.device(name)
+
+
+def resolve_dtype(name: str, device: "torch.device", precision: str = "auto") -> str:
+    """What `model.dtype` holds the (frozen) weights in on `device`: float32, bfloat16 or float16.
+
+    `auto`, on a CUDA GPU: bfloat16 (float16 on a GPU without bf16), or what an explicit
+    `train.precision` computes in (fp32: float32). Half the memory of float32, and under
+    autocast the frozen weights are no longer cast again on every pass. On a CPU, auto keeps
+    float32: the CPU demo's figures were measured with it, and a CPU without bf16 instructions
+    computes bf16 several times slower. On an Apple GPU too (its bf16 training is not verified).
+    Weights that train are float32 master copies whatever this says (`train/trainable.py`: `hold_master_weights`).
+    """
+    import torch
+
+    if name != "auto":
+        return name
+    if device.type != "cuda":
+        return "float32"
+    explicit = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    if precision in explicit:
+        return explicit[precision]
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def describe_device(device: "torch.device") -> dict[str, Any]:

@@ -47,5 +47,9 @@ class MissingDependencyError(LangAdaptError):
         )
 
 
+class OutOfDeviceMemoryError(LangAdaptError):
+    """A training step did not fit the device's memory (the message names the step's shape and what to lower)."""
+
+
 class StageError(LangAdaptError):
     """A stage cannot run because an upstream stage's output is missing or stale."""

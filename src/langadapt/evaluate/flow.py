@@ -223,7 +223,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    from langadapt.devices import describe_device, resolve_device
+    from langadapt.devices import describe_device, resolve_device, resolve_dtype
 
     final = rd.require("train", "final/config.json") / "final"
     device = resolve_device(recipe.eval.device)
@@ -243,7 +243,12 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     scores = {}
     for label, path in models.items():
         clock = _Clock()
-        model = load_model(path, recipe.model.dtype).to(device)
+        model = load_model(
+            path,
+            resolve_dtype(recipe.model.dtype, device, recipe.train.precision),
+            device=device,
+            attn_implementation=recipe.model.attn_implementation,
+        ).to(device)
         if label == "base" and getattr(model.config, "mlm_head_created", False):
             results["base_head_created"] = True  # the base's scores come from an untrained head: said in the summary
         tok = load_tokenizer(path)

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from langadapt.config import ModelConfig
+from langadapt.devices import resolve_device, resolve_dtype
 from langadapt.errors import MissingDependencyError, ModelLoadError
+from langadapt.models.attention import choose_attention, flatten_packed_rows, model_class
 from langadapt.models.encoder import ensure_mlm_head, position_offset
 from langadapt.models.importers import import_e5s1, import_gguf
 from langadapt.models.separator import document_separator
@@ -217,8 +219,22 @@ def load_tokenizer(name_or_path: str, revision: str = "") -> "PreTrainedTokenize
         ) from None
 
 
-def load_model(name_or_path: str, dtype: str = "float32", revision: str = "") -> "PreTrainedModel":
+def load_model(
+    name_or_path: str,
+    dtype: str = "float32",
+    revision: str = "",
+    *,
+    device: "torch.device | None" = None,
+    attn_implementation: str = "auto",
+) -> "PreTrainedModel":
     """The base or adapted model with its language-modelling head: masked-LM for encoders, causal-LM otherwise.
+
+    `dtype` and `attn_implementation` take the recipe's words (`model.dtype`,
+    `model.attn_implementation`); `auto` is decided for `device`, the device the model will
+    run on (default: `device: auto`'s), by `devices.resolve_dtype` and
+    `attention.choose_attention`. The model's `config._attn_implementation` says what it runs.
+    With FlashAttention-2 a decoder's packed rows are joined into one variable-length row
+    (`attention.flatten_packed_rows`).
 
     An encoder checkpoint without an MLM head (embedding models such as multilingual-e5)
     gets a fresh head whose decoder is tied to the input embeddings, and
@@ -228,32 +244,52 @@ def load_model(name_or_path: str, dtype: str = "float32", revision: str = "") ->
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-    encoder = is_encoder(name_or_path, revision)
+    device = device or resolve_device("auto")
+    dtype = resolve_dtype(dtype, device)
+    config = load_config(name_or_path, revision)
+    encoder = is_encoder(config)
+    attention = choose_attention(attn_implementation, model_class(config, encoder), device, dtype, encoder)
     auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
     try:
         model, info = auto.from_pretrained(
-            name_or_path, dtype=getattr(torch, dtype), revision=revision or None, output_loading_info=True
+            name_or_path,
+            dtype=getattr(torch, dtype),
+            revision=revision or None,
+            output_loading_info=True,
+            attn_implementation=attention,
         )
     except OSError as e:
         raise ModelLoadError(
             f"cannot load a model from '{name_or_path}': {_first_line(e)}", hint=_load_hint(name_or_path)
         ) from None
-    except ValueError as e:
+    except (ValueError, ImportError) as e:
+        if attention == "flash_attention_2" and "flash" in str(e).lower():
+            raise ModelLoadError(
+                f"cannot load '{name_or_path}' with FlashAttention-2: {_first_line(e)}",
+                hint="set model.attn_implementation: sdpa (or auto)",
+            ) from None
+        if isinstance(e, ImportError):
+            raise
         kind = "masked" if encoder else "causal"
         raise ModelLoadError(
             f"'{name_or_path}' is not a {kind} language model this version supports: {_first_line(e)}"
         ) from None
     if encoder:
         ensure_mlm_head(model, info.get("missing_keys", []))
+    elif attention == "flash_attention_2":
+        flatten_packed_rows(model)
     _attach_saved_adapters(model, Path(name_or_path))
     return model
 
 
-def load_quantized_model(name_or_path: str, compute_dtype: str, device: "torch.device") -> "PreTrainedModel":
+def load_quantized_model(
+    name_or_path: str, compute_dtype: str, device: "torch.device", attn_implementation: str = "auto"
+) -> "PreTrainedModel":
     """A causal LM whose linear layers are 4-bit NF4 (QLoRA's base), placed on one CUDA device.
 
     Quantisation happens while the weights load (transformers' BitsAndBytesConfig), so the
     full-precision model never sits on the GPU; the head and embeddings stay unquantised.
+    The attention kernel is chosen as `load_model` chooses it, for the compute dtype.
     """
     import importlib.util
 
@@ -270,12 +306,21 @@ def load_quantized_model(name_or_path: str, compute_dtype: str, device: "torch.d
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=dtype,
     )
+    config = load_config(name_or_path)
+    attention = choose_attention(attn_implementation, model_class(config, False), device, compute_dtype, False)
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            name_or_path, quantization_config=quant, dtype=dtype, device_map={"": str(device)}
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            quantization_config=quant,
+            dtype=dtype,
+            device_map={"": str(device)},
+            attn_implementation=attention,
         )
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
         raise ModelLoadError(f"cannot load '{name_or_path}' in 4 bits: {_first_line(e)}") from None
+    if attention == "flash_attention_2":
+        flatten_packed_rows(model)
+    return model
 
 
 def _attach_saved_adapters(model: "PreTrainedModel", folder: Path) -> None:

@@ -254,14 +254,43 @@ def has_adapter(model: Any) -> bool:
     return hasattr(model, "adapters_config") and ADAPTER_NAME in model.adapters_config
 
 
-def save_final(model: Any, tok: Any, folder: Path) -> None:
-    """The model as a plain HF folder; an adapter that cannot be merged goes beside it in `adapters/<name>/`."""
+def save_final(model: Any, tok: Any, folder: Path, dtype: str = "") -> None:
+    """The model as a plain HF folder; an adapter that cannot be merged goes beside it in `adapters/<name>/`.
+
+    `dtype` (model.dtype as resolved): the float32 weights that trained are cast to it first,
+    so the folder holds one dtype, the one the base was held in (bf16 on a GPU by default, as
+    most hub checkpoints; float32 on a CPU). Modules the model class keeps in float32
+    (`_keep_in_fp32_modules`) stay float32, as transformers loads them.
+    """
+    if dtype:
+        cast_weights(model, dtype)
     if has_adapter(model):
         (folder / "adapters" / ADAPTER_NAME).mkdir(parents=True, exist_ok=True)
         model.save_adapter(str(folder / "adapters" / ADAPTER_NAME), ADAPTER_NAME)
         model.delete_adapter(ADAPTER_NAME)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
+
+
+def cast_weights(model: Any, dtype: str) -> int:
+    """Every float32 weight of `model` to `dtype` (bfloat16, float16; float32: nothing), but those of the
+    modules its class keeps in float32; returns how many were cast."""
+    import torch
+
+    target = getattr(torch, dtype)
+    if target == torch.float32:
+        return 0
+    keep = {
+        *(getattr(model, "_keep_in_fp32_modules", None) or ()),
+        *(getattr(model, "_keep_in_fp32_modules_strict", None) or ()),
+    }
+    n = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dtype == torch.float32 and not any(k in name.split(".") for k in keep):
+                p.data = p.data.to(target)
+                n += 1
+    return n
 
 
 # -- validation -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING
 
-from langadapt.devices import device_problems, resolve_device
+from langadapt.devices import DTYPES, device_problems, resolve_device, resolve_dtype
 from langadapt.errors import ConfigError
 from langadapt.models.loading import base_config, is_encoder
 from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS, model_problems
@@ -18,12 +18,13 @@ from langadapt.train.config import NOT_FACTORISED, TrainConfig, effective_batch_
 from langadapt.train.distributed import ACCELERATE_SHARDINGS, SHARDINGS, accelerate_fsdp_strategy, requested_sharding
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.objectives import OBJECTIVES
-from langadapt.train.precision import precision_problems, resolve_precision
+from langadapt.train.precision import WEIGHT_PRECISIONS, load_dtype, precision_problems, resolve_precision, supports
 from langadapt.train.processes import env_flag, launched_world_size, node_size
 from langadapt.train.tracking import sink_problems
 from langadapt.train.zero import accelerate_deepspeed_config, accelerate_zero_sharding, zero_problems
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PretrainedConfig
 
     from langadapt.recipe import Recipe
@@ -192,8 +193,11 @@ def throughput_problems(recipe: "Recipe") -> list[str]:
     tr = recipe.train
     p, precision = device_problems(tr.device, "train.device"), "fp32"
     if not p:
-        p += precision_problems(tr.precision, resolve_device(tr.device))
-        precision = resolve_precision(tr.precision, resolve_device(tr.device)) if not p else precision
+        device = resolve_device(tr.device)
+        p += precision_problems(tr.precision, device)
+        p += dtype_problems(recipe, device)
+        weights = load_dtype(recipe, resolve_dtype(recipe.model.dtype, device, tr.precision))
+        precision = resolve_precision(tr.precision, device, weights) if not p else precision
     if tr.eval_every < 0 or tr.eval_tokens < tr.seq_len or tr.early_stopping_patience < 0:
         p.append("train.eval_every, train.early_stopping_patience: must be >= 0; train.eval_tokens: >= train.seq_len")
     if tr.early_stopping_patience and not tr.eval_every:
@@ -209,6 +213,36 @@ def throughput_problems(recipe: "Recipe") -> list[str]:
             "sequences per step (train.batch_size, or train.tokens_per_step / train.seq_len)"
         )
     return p + launch_problems(tr, precision)
+
+
+def dtype_problems(recipe: "Recipe", device: "torch.device") -> list[str]:
+    """model.dtype against train.precision and the device: the frozen weights' type is what the forward pass
+    computes in, and the float32 trained weights meet them under autocast in that type."""
+    tr, p = recipe.train, []
+    if recipe.model.dtype not in DTYPES or tr.precision not in ("auto", "fp32", "bf16", "fp16"):
+        return p  # reported by validation.py and precision_problems
+    dtype = resolve_dtype(recipe.model.dtype, device, tr.precision)
+    if tr.low_precision_master_weights and dtype == "float16":
+        p.append(
+            "train.low_precision_master_weights: float16 weights cannot be trained directly (the fp16 loss scaler "
+            "refuses fp16 gradients); use model.dtype: bfloat16, or turn the option off"
+        )
+    methods = {ph.method for ph in tr.phases} if tr.phases else {tr.method}
+    weights = WEIGHT_PRECISIONS.get(load_dtype(recipe, dtype))
+    if weights is None or methods == {"qlora"}:  # float32 weights, or a 4-bit base computing in train.precision
+        return p
+    if tr.precision not in ("auto", weights):
+        p.append(
+            f"train.precision: {tr.precision}, but model.dtype {recipe.model.dtype} holds the frozen weights in "
+            f"{dtype}, which the forward pass computes in; set train.precision: auto (it follows the weights) or "
+            f"{weights}, or model.dtype: auto or float32"
+        )
+    elif not supports(device, weights) and not (device.type == "cpu" and weights == "bf16"):
+        p.append(
+            f"model.dtype: {dtype} weights compute in {weights}, which {device.type} does not train in; "
+            "use model.dtype: auto or float32"
+        )
+    return p
 
 
 def launch_problems(tr: TrainConfig, precision: str = "fp32") -> list[str]:

@@ -86,8 +86,18 @@ class TrainConfig:
     )
     precision: str = opt(
         "auto",
-        "auto: bf16 autocast where the device computes bf16 natively, else fp32; fp32; bf16; fp16 (GPU, loss scaling). "
-        "Trained weights stay float32",
+        "what the forward pass computes in: auto: the frozen weights' type when model.dtype holds them in bf16 or "
+        "fp16 (a GPU's default), else bf16 autocast where the device computes bf16 natively, else fp32; fp32; bf16; "
+        "fp16 (GPU, loss scaling). Trained weights stay float32 (train.low_precision_master_weights)",
+    )
+    low_precision_master_weights: bool = opt(
+        False,
+        "let the optimizer step the trained weights in model.dtype (bfloat16) instead of float32 master copies: "
+        "saves 2 of the 4 bytes per trained weight and halves AdamW's state, for a full fine-tuning that does not "
+        "fit otherwise. It risks the training itself: an update smaller than half a bf16 step (1/512 to 1/256 of "
+        "the weight's size) rounds away, so with small learning rates or late in the schedule many weights stop moving. "
+        "Off: every trainable weight is float32 whatever model.dtype says; bfloat16 only (fp16 "
+        "gradients cannot be unscaled by the loss scaler)",
     )
     micro_batch_size: int = opt(
         0,

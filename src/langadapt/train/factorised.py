@@ -91,7 +91,8 @@ def _classes() -> tuple[type, type]:
             """A as the model uses it: the trained rows written over the frozen ones."""
             if self.new_coordinates is None:
                 return self.coordinates
-            return self.coordinates.index_copy(0, self.row_ids, self.new_coordinates)
+            # the trained rows are float32 master weights; frozen A may be held in bf16 (model.dtype)
+            return self.coordinates.index_copy(0, self.row_ids, self.new_coordinates.to(self.coordinates.dtype))
 
         def matrix(self) -> torch.Tensor:
             """E = A P, (vocab, hidden)."""
@@ -101,7 +102,7 @@ def _classes() -> tuple[type, type]:
             rows = F.embedding(input_ids, self.coordinates, self.padding_idx)
             if self.new_coordinates is not None:
                 slot = self.row_slot[input_ids]
-                trained = F.embedding(slot.clamp(min=0), self.new_coordinates)
+                trained = F.embedding(slot.clamp(min=0), self.new_coordinates).to(rows.dtype)
                 rows = torch.where((slot >= 0).unsqueeze(-1), trained, rows)
             return rows @ self.primitives
 

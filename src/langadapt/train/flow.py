@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.devices import resolve_device
 from langadapt.documents import languages, read_texts
 from langadapt.models.loading import load_model, load_tokenizer
 from langadapt.models.separator import document_separator
@@ -30,6 +31,7 @@ from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, masked_lm
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.phases import run_phases
+from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
 
 if TYPE_CHECKING:
@@ -54,9 +56,14 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     torch.manual_seed(recipe.seed)
 
     tok = load_tokenizer(str(init_dir))
-    model = (
-        _quantized_base(recipe, init_dir) if cfg.method == "qlora" else load_model(str(init_dir), recipe.model.dtype)
-    )
+    device = resolve_device(cfg.device)
+    dtype = weights_dtype(recipe, device)  # the frozen weights and the final model
+    if cfg.method == "qlora":
+        model = _quantized_base(recipe, init_dir)
+    else:
+        attention = recipe.model.attn_implementation
+        model = load_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
+    attention = model.config._attn_implementation  # what auto became: in the summary
     if cfg.dropout >= 0:  # before the method wraps the model: adapters keep their own dropout
         n = set_dropout(model, cfg.dropout)
         log.info("train.dropout: the base model's %d dropout layers and rates set to %g", n, cfg.dropout)
@@ -85,13 +92,16 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         return  # under accelerate launch / torchrun only rank 0 writes the run directory
 
     if cfg.method == "qlora":  # the adapter merges into the full-precision base, not into its 4-bit copy
-        model = _merge_into_full_precision(init_dir, ctx.out / "adapter", recipe.model.dtype)
+        model = _merge_into_full_precision(init_dir, ctx.out / "adapter", dtype)
     if factors is not None:
         model = factorised.fold(model, factors)  # adds the full-size counts measured on the folded model
         summary["factorised_embeddings"] = factors
-    # the merged model is what evaluation and export read; adapters are also saved in their own formats
-    save_final(model, tok, ctx.out / "final")
+    # the merged model is what evaluation and export read; adapters are also saved in their own formats.
+    # It is saved in model.dtype as resolved (float32 weights that trained are cast to it)
+    save_final(model, tok, ctx.out / "final", dtype)
     summary.update(
+        model_dtype=dtype,
+        attn_implementation=attention,
         document_separator=separator.record(),
         mlm_head_created=bool(getattr(model.config, "mlm_head_created", False)),
         streams={
@@ -104,7 +114,6 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
 def _quantized_base(recipe: "Recipe", init_dir: Path) -> Any:
     """QLoRA's base: the initialised model with 4-bit NF4 linear layers, computing in the run's precision."""
-    from langadapt.devices import resolve_device
     from langadapt.errors import ConfigError
     from langadapt.models.loading import load_quantized_model
     from langadapt.train.checks import qlora_problems
@@ -116,7 +125,7 @@ def _quantized_base(recipe: "Recipe", init_dir: Path) -> Any:
     device = resolve_device(recipe.train.device)
     precision = resolve_precision(recipe.train.precision, device)
     compute = {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
-    return load_quantized_model(str(init_dir), compute, device)
+    return load_quantized_model(str(init_dir), compute, device, recipe.model.attn_implementation)
 
 
 def _merge_into_full_precision(init_dir: Path, adapter_dir: Path, dtype: str) -> Any:
@@ -140,7 +149,11 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
             load_tokenizer(str(rd.path("init"))), masked=recipe.train.objective == "mlm"
         ).record(),
         "config": cfg,
-        "dtype": recipe.model.dtype,
+        # what the frozen weights are held in and the final model is saved in, as model.dtype: auto resolved on
+        # this device (bf16 weights compute other numbers than float32 ones). model.attn_implementation is left
+        # out, like the device: flash, sdpa and eager compute the same attention to rounding, and the summary
+        # records which one ran
+        "dtype": weights_dtype(recipe),
         "seed": recipe.seed,
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.devices import describe_device, resolve_device
-from langadapt.errors import ConfigError
+from langadapt.errors import ConfigError, OutOfDeviceMemoryError
 from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.data import (
@@ -24,9 +25,10 @@ from langadapt.train.data import (
 from langadapt.train.distributed import resolve_sharding, setup
 from langadapt.train.heldout import HELDOUT_METRICS, heldout_bpb, heldout_metric, heldout_pseudo_bpb, heldout_samples
 from langadapt.train.objectives import OBJECTIVES, Objective, prepare_loss
-from langadapt.train.precision import autocast, grad_scaler, resolve_precision
+from langadapt.train.precision import autocast, frozen_dtype, grad_scaler, resolve_precision
 from langadapt.train.processes import Processes, launched_world_size, training_copy
 from langadapt.train.tracking import MetricsLog
+from langadapt.train.trainable import low_precision_trainable
 
 if TYPE_CHECKING:
     import torch
@@ -137,8 +139,23 @@ def _fmt_time(seconds: float) -> str:
 
 
 def _optimizer(model: Any, cfg: TrainConfig) -> "torch.optim.Optimizer":
+    """AdamW over the trainable weights: decayed, and embedding rows (own learning rate, no decay).
+
+    It steps float32 weights only, unless the recipe asks for bf16 ones by name
+    (`train.low_precision_master_weights`); `trainable.apply_method` casts them after the
+    method wraps the model, so a bf16 weight here is a model that bypassed it.
+    """
     import torch
 
+    low = low_precision_trainable(model)
+    if low and not cfg.low_precision_master_weights:
+        raise ConfigError(
+            [
+                f"train: {len(low)} trainable weights are not float32 (e.g. {low[0]}); the optimizer steps float32 "
+                "master copies (train.trainable.apply_method casts them when a method wraps the model) unless "
+                "train.low_precision_master_weights is true"
+            ]
+        )
     emb, rest = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -149,7 +166,20 @@ def _optimizer(model: Any, cfg: TrainConfig) -> "torch.optim.Optimizer":
             {"params": emb, "weight_decay": 0.0, "lr_scale": (cfg.embedding_lr / cfg.lr) if cfg.embedding_lr else 1.0}
         )
     groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), **adamw_kernel(emb + rest))
+
+
+def adamw_kernel(params: list[Any]) -> dict[str, bool]:
+    """How AdamW runs its update: `fused` (one CUDA kernel for every tensor) when every weight is a
+    floating-point CUDA tensor, else `foreach` (one call per operation over the list of tensors).
+
+    The fused kernel reads and writes each weight and its two moments once per step instead of
+    once per operation; it needs every tensor on a CUDA device. On a CPU, foreach computes
+    exactly what the default per-tensor loop computes.
+    """
+    if params and all(p.device.type == "cuda" and p.is_floating_point() for p in params):
+        return {"fused": True}
+    return {"foreach": True}
 
 
 def train_loop(
@@ -175,7 +205,7 @@ def train_loop(
 
     cfg = recipe.train
     device = device or resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, frozen_dtype(model))  # auto follows bf16/fp16 frozen weights
     sharding = resolve_sharding(cfg.sharding)
     if sharding == "none":
         trained = model
@@ -275,8 +305,9 @@ def train_loop(
                 g["lr"] = lr * g["lr_scale"]
             batch, langs, stream_states, inputs = data.get(step)
             ts = time.time()
-            row_losses = forward_backward(inputs, micro, loss_module, procs, device, precision, scaler, seeds(step))
-            procs.step(opt, scaler, [p for p in trained.parameters() if p.requires_grad], cfg.grad_clip)
+            with out_of_memory_advice(device, micro, cfg, precision):
+                row_losses = forward_backward(inputs, micro, loss_module, procs, device, precision, scaler, seeds(step))
+                procs.step(opt, scaler, [p for p in trained.parameters() if p.requires_grad], cfg.grad_clip)
             done = step + 1
             tokens_done += batch.numel()
             # the step's one read of the device: each row's mean loss, every row of the global batch in order
@@ -413,6 +444,36 @@ def forward_backward(
             procs.backward(loss, scaler)
         row_losses.append(losses.detach().float().mean(dim=1))
     return torch.cat(row_losses)
+
+
+@contextlib.contextmanager
+def out_of_memory_advice(device: "torch.device", micro: int, cfg: TrainConfig, precision: str) -> Any:
+    """A device out-of-memory error in a training step, as one message: what the step held and what to lower."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        memory = ""
+        if device.type == "cuda":
+            total = torch.cuda.get_device_properties(device).total_memory
+            memory = f"; peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} of {total / 2**30:.1f} GiB"
+        lower = []
+        if micro > 1:
+            lower.append(
+                f"train.micro_batch_size (now {micro}; the step accumulates gradients over micro-batches, so "
+                "the batch stays the same)"
+            )
+        lower.append(f"train.seq_len (now {cfg.seq_len})")
+        if not cfg.gradient_checkpointing:
+            lower.append("set train.gradient_checkpointing: true (activations recomputed: less memory, more compute)")
+        if cfg.method == "full":  # weights, gradients and two AdamW moments of every weight, all float32
+            lower.append("train a LoRA method (train.method: lora) instead of full")
+        raise OutOfDeviceMemoryError(
+            f"out of memory on {device} in a training step: micro-batch of {micro} sequences x {cfg.seq_len} "
+            f"tokens, precision {precision}, train.method {cfg.method}{memory}",
+            hint="lower " + "; or ".join(lower),
+        ) from None
 
 
 def _report(row: dict[str, Any], tracker: Any, tokens: int, elapsed: float, steps: int, max_steps: int) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.registry import Registry
 from langadapt.train import factorised
+from langadapt.train.precision import frozen_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -174,6 +175,8 @@ def _check_fused(model: Any, vocab_size: int | None) -> str | None:
     The probe is random token ids from a private generator (the global RNG, which checkpoints
     save, is not touched), run without dropout and without autocast, in the model's own dtype,
     with gradients on as in training (bitsandbytes' 4-bit layers on a CPU fail without them).
+    A model whose frozen weights are bf16 or fp16 beside float32 trained ones (`model.dtype`)
+    runs under autocast in the frozen weights' type, as it trains: the two cannot meet otherwise.
     """
     import torch
 
@@ -183,17 +186,18 @@ def _check_fused(model: Any, vocab_size: int | None) -> str | None:
     weight = output_head(model)[1]  # type: ignore[index]
     vocab = vocab_size or weight.shape[0]
     ids = torch.randint(0, vocab, PROBE_SHAPE, generator=torch.Generator().manual_seed(0)).to(weight.device)
+    half = frozen_dtype(model)
+    cast = torch.autocast(weight.device.type, dtype=getattr(torch, half), enabled=half != "float32")
     training = model.training
     model.eval()
     try:
-        with torch.enable_grad(), torch.autocast(weight.device.type, enabled=False):
+        with torch.enable_grad(), cast:
             fused = fused_clm_loss(model, ids).detach().float()
             plain = plain_clm_loss(model, ids).detach().float()
     finally:
         model.train(training)
-    tol = (
-        1e-3 if weight.dtype == torch.float32 else 3e-2
-    )  # float32 agrees to rounding; 16-bit logits to their precision
+    # float32 agrees to rounding; 16-bit logits to their precision
+    tol = 1e-3 if weight.dtype == torch.float32 and half == "float32" else 3e-2
     gap = (fused - plain).abs().max().item()
     if not gap <= tol * (1 + plain.abs().max().item()):  # also catches NaN
         return (

@@ -22,14 +22,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import langadapt.train.methods  # noqa: F401  (registers every train method a phase may name)
 from langadapt.rundir import read_json
 from langadapt.train import factorised
 from langadapt.train.adapters import finalize, merge
 from langadapt.train.config import PhaseConfig, TrainConfig
 from langadapt.train.data import TokenStream
 from langadapt.train.loop import latest_checkpoint, stopped_early, train_loop
-from langadapt.train.methods import TRAIN_METHODS
-from langadapt.train.trainable import trained_embedding_rows
+from langadapt.train.trainable import apply_method, trained_embedding_rows, weight_dtypes
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -85,7 +85,7 @@ def run_phases(
     for i, phase in enumerate(phases):
         sub = recipe if single else phase_recipe(recipe, phase)
         folder = out if single else phase_dir(out, i, phase)
-        model = TRAIN_METHODS.get(phase.method)(model, sub.train, new_ids)
+        model = apply_method(phase.method, model, sub.train, new_ids)  # what trains is float32 from here
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
         embeddings = factorised.trainable_record(model)  # OFA's factors: what trains, against the same at full size
@@ -114,6 +114,7 @@ def run_phases(
                 lr=sub.train.lr,
                 trainable_parameters=n_train,
                 total_parameters=n_all,
+                weights_dtype=weight_dtypes(model),
             )
             summary["embedding_rows_trained"], summary["embedding_rows"] = trained_embedding_rows(model)
             if embeddings is not None:
@@ -184,6 +185,7 @@ def _combine(summaries: list[dict[str, Any]], single: bool) -> dict[str, Any]:
         "tokens": tokens,
         "seconds_this_session": round(sum(s.get("seconds_this_session", 0.0) for s in summaries), 1),
         "trainable_parameters": last["trainable_parameters"],
+        "weights_dtype": last["weights_dtype"],
         "total_parameters": last["total_parameters"],
         "method": last["method"],
         "phases": summaries,

@@ -1,10 +1,13 @@
 """Mixed precision: `train.precision: auto | fp32 | bf16 | fp16`.
 
 Weights that train stay in float32 (the optimizer updates full-precision master weights);
-matrix products run in the low-precision type under `torch.autocast`. `auto` takes bf16
-where the device computes it natively (CUDA GPUs from Ampere on; CPUs with AVX-512 BF16
-or AMX) and fp32 elsewhere: on a CPU without bf16 instructions autocast is several times
-slower than fp32, so it is never chosen silently. fp16 needs loss scaling (a GradScaler).
+matrix products run in the low-precision type under `torch.autocast`. `auto` follows the
+frozen weights when `model.dtype` holds them in bf16 or fp16 (a GPU's default: they compute
+in that type anyway, and autocast is what lets the float32 trained weights meet them), and
+otherwise takes bf16 where the device computes it natively (CUDA GPUs from Ampere on; CPUs
+with AVX-512 BF16 or AMX) and fp32 elsewhere: on a CPU without bf16 instructions autocast
+is several times slower than fp32, so it is never chosen silently. fp16 needs loss scaling
+(a GradScaler).
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from langadapt.devices import resolve_device, resolve_dtype
+
 if TYPE_CHECKING:
     import torch
+
+    from langadapt.recipe import Recipe
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -39,11 +46,49 @@ def supports(device: "torch.device", precision: str) -> bool:
     return device.type == "mps" and precision == "fp16"
 
 
-def resolve_precision(name: str, device: "torch.device") -> str:
-    """fp32, bf16 or fp16 for this device (auto: bf16 where it is native, else fp32)."""
+WEIGHT_PRECISIONS = {"bfloat16": "bf16", "float16": "fp16"}
+
+
+def resolve_precision(name: str, device: "torch.device", weights: str = "float32") -> str:
+    """fp32, bf16 or fp16 for this device (auto: the frozen weights' type when it is bf16 or fp16, else bf16
+    where it is native, else fp32). `weights`: what the frozen weights are held in (`frozen_dtype`)."""
     if name == "auto":
+        if weights in WEIGHT_PRECISIONS:
+            return WEIGHT_PRECISIONS[weights]
         return "bf16" if supports(device, "bf16") else "fp32"
     return name
+
+
+def weights_dtype(recipe: "Recipe", device: "torch.device | None" = None) -> str:
+    """model.dtype as resolved for training on `device` (default: train.device's), with train.precision."""
+    return resolve_dtype(recipe.model.dtype, device or resolve_device(recipe.train.device), recipe.train.precision)
+
+
+def load_dtype(recipe: "Recipe", dtype: str) -> str:
+    """What the base loads in for training: `dtype` (model.dtype resolved), or float32 when every phase is full.
+
+    A full fine-tuning keeps no frozen weight to hold in bf16: its float32 master copies are
+    made from the weights as loaded, and loading them in bf16 would round them first.
+    """
+    methods = {ph.method for ph in recipe.train.phases} if recipe.train.phases else {recipe.train.method}
+    if methods == {"full"} and not recipe.train.low_precision_master_weights:
+        return "float32"
+    return dtype
+
+
+def frozen_dtype(model: Any) -> str:
+    """The lowest-precision floating dtype among the model's frozen weights ("float32" when every weight trains).
+
+    A 4-bit base's packed weights are not floating point and do not count (QLoRA computes in
+    the run's precision).
+    """
+    import torch
+
+    found = {p.dtype for p in model.parameters() if not p.requires_grad and p.is_floating_point()}
+    for dtype in (torch.float16, torch.bfloat16):
+        if dtype in found:
+            return str(dtype).removeprefix("torch.")
+    return "float32"
 
 
 def precision_problems(name: str, device: "torch.device", key: str = "train.precision") -> list[str]:

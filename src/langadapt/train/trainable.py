@@ -3,12 +3,13 @@
 A method takes the initialised model, the train section and the ids of new tokens, and returns the
 model with exactly the weights it trains set to require gradients (wrapped by peft or the adapters
 library where it adds weights). The methods register in `methods.py` (peft) and `adapters.py`
-(AdapterHub); importing `methods.py` loads both.
+(AdapterHub); importing `methods.py` loads both. `apply_method` runs one and makes the weights it
+trains float32 master copies (`hold_master_weights`), whatever the frozen weights are held in.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.errors import ConfigError
 from langadapt.registry import Registry
@@ -21,6 +22,52 @@ if TYPE_CHECKING:
 
 TrainMethod = Callable[["PreTrainedModel", TrainConfig, list[int]], "PreTrainedModel"]
 TRAIN_METHODS: Registry[TrainMethod] = Registry("train-methods")
+
+
+def apply_method(name: str, model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
+    """The model as train method `name` trains it, its trainable weights float32 (see `hold_master_weights`)."""
+    model = TRAIN_METHODS.get(name)(model, cfg, new_ids)
+    hold_master_weights(model, cfg.low_precision_master_weights)
+    return model
+
+
+def hold_master_weights(model: Any, low_precision: bool = False) -> int:
+    """Every weight that trains in float32, whatever dtype the model was loaded in; returns how many were cast.
+
+    With frozen weights in bf16 (`model.dtype`), the weights a method adds or unfreezes (LoRA,
+    adapters, new-token rows, `embeddings: all`, full, OFA factors, heads) would be bf16 too,
+    and an optimizer stepping them loses every update below bf16's resolution. Cast in
+    place (`.data`), so tied weights stay one tensor and wrappers keep their parameters.
+    `low_precision` (train.low_precision_master_weights) leaves them as they are.
+    """
+    import torch
+
+    if low_precision:
+        return 0
+    cast = 0
+    for p in model.parameters():
+        if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
+            cast += 1
+    wrong = low_precision_trainable(model)
+    assert not wrong, f"trainable weights not float32 after the cast: {wrong[:3]}"
+    return cast
+
+
+def low_precision_trainable(model: Any) -> list[str]:
+    """Names of the trainable weights that are not float32 (what an optimizer must not step unasked)."""
+    import torch
+
+    return [n for n, p in model.named_parameters() if p.requires_grad and p.dtype != torch.float32]
+
+
+def weight_dtypes(model: Any) -> dict[str, str]:
+    """The dtypes of the weights that train and of those that stay frozen (the summary's record), e.g.
+    {"trained": "float32", "frozen": "bfloat16"}; several are joined with "+", none is "none"."""
+    found: dict[bool, set[str]] = {True: set(), False: set()}
+    for p in model.parameters():
+        found[p.requires_grad].add(str(p.dtype).removeprefix("torch."))
+    return {k: "+".join(sorted(found[t])) or "none" for k, t in (("trained", True), ("frozen", False))}
 
 
 def embedding_module_name(model: "PreTrainedModel") -> str:
