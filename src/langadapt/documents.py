@@ -57,9 +57,14 @@ def read_docs(path: Path) -> list[Doc]:
     return [Doc(i, t, g) for i, g, t in zip(table["id"], table["group"], table["text"])]
 
 
+def split_file(rd: "RunDir", language: str, split: str) -> Path:
+    """The parquet file of one language and split ('train' or 'heldout') of a finished corpus stage."""
+    return rd.require("corpus", "stats.json") / language / f"{split}.parquet"
+
+
 def read_texts(rd: "RunDir", language: str, split: str) -> list[str]:
     """Texts of one language and split ('train' or 'heldout') of a finished corpus stage."""
-    return [d.text for d in read_docs(rd.require("corpus", "stats.json") / language / f"{split}.parquet")]
+    return [d.text for d in read_docs(split_file(rd, language, split))]
 
 
 def leading_documents(texts: list[str], max_chars: int) -> list[str]:

@@ -16,6 +16,7 @@ from langadapt.models.loading import base_config, is_encoder
 from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS, model_problems
 from langadapt.train.config import NOT_FACTORISED, TrainConfig, effective_batch_size
 from langadapt.train.distributed import ACCELERATE_SHARDINGS, SHARDINGS, accelerate_fsdp_strategy, requested_sharding
+from langadapt.train.memory import memory_problems
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.precision import WEIGHT_PRECISIONS, load_dtype, precision_problems, resolve_precision, supports
@@ -67,6 +68,9 @@ def check(recipe: "Recipe") -> list[str]:
     p.extend(throughput_problems(recipe))
     p.extend(qlora_problems(recipe))
     p.extend(_encoder_problems(recipe))
+    if not p:  # the estimate reads a valid section: what the model, method and strategy need against what is here
+        device = resolve_device(tr.device)
+        p.extend(memory_problems(recipe, device, resolve_precision(tr.precision, device)))
     return p
 
 

@@ -6,61 +6,98 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from langadapt.train.tokenised import TokenisedDocuments, tokenise
+
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+
+# the held-out sample is taken from the first this many held-out documents
+HELDOUT_CANDIDATES = 1000
 
 
 @dataclass
 class TokenStream:
-    """Documents of one language, shuffled per epoch, tokenised lazily and packed.
+    """Documents of one language, shuffled per epoch and packed into blocks of seq_len tokens.
 
-    Every document starts with the separator token; blocks are cut at seq_len without
-    padding, so no token is dropped (the tail of the last epoch simply is not reached).
+    `documents` are the tokenised documents (`tokenised.TokenisedDocuments`, the run
+    directory's cache) or texts, which are then tokenised here, at once, in batches. Every
+    document starts with the separator token; blocks are cut at seq_len without padding, so
+    no token is dropped (the tail of the last epoch simply is not reached). Drawing a block
+    slices the token array; the unfinished rest of a document waits in `buffer`.
     """
 
-    texts: list[str]
+    documents: "TokenisedDocuments | list[str]" = field(repr=False)
     tok: Any
     sep_id: int
     seq_len: int
     seed: int
     epoch: int = 0
     next_doc: int = 0
-    buffer: list[int] = field(default_factory=list)
     documents_started: int = 0
     heldout: list[str] = field(default_factory=list)  # documents never trained on, for evaluation during training
+    heldout_ids: "TokenisedDocuments | None" = None  # the first of them tokenised (HELDOUT_CANDIDATES), when cached
+    buffer: "np.ndarray" = field(default=None, repr=False)  # type: ignore[assignment]
     _order: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
+        import numpy as np
+
+        if not isinstance(self.documents, TokenisedDocuments):
+            self.documents = tokenise(list(self.documents), self.tok)
+        if len(self.documents) == 0:
+            raise ValueError("TokenStream: no documents to train on")
+        self.buffer = np.zeros(0, dtype=np.int64)
         self._shuffle()
 
+    @property
+    def docs(self) -> TokenisedDocuments:
+        assert isinstance(self.documents, TokenisedDocuments)
+        return self.documents
+
     def _shuffle(self) -> None:
-        self._order = list(range(len(self.texts)))
+        self._order = list(range(len(self.docs)))
         random.Random(self.seed * 1_000_003 + self.epoch).shuffle(self._order)
 
-    def next_block(self) -> list[int]:
-        while len(self.buffer) < self.seq_len:
-            if self.next_doc >= len(self._order):
-                self.epoch += 1
-                self.next_doc = 0
-                self._shuffle()
-            text = self.texts[self._order[self.next_doc]]
-            self.next_doc += 1
-            self.documents_started += 1
-            self.buffer.extend([self.sep_id] + self.tok(text, add_special_tokens=False, verbose=False)["input_ids"])
-        block, self.buffer = self.buffer[: self.seq_len], self.buffer[self.seq_len :]
+    def _next_document(self) -> "np.ndarray":
+        if self.next_doc >= len(self._order):
+            self.epoch += 1
+            self.next_doc = 0
+            self._shuffle()
+        doc = self.docs[self._order[self.next_doc]]
+        self.next_doc += 1
+        self.documents_started += 1
+        return doc
+
+    def next_block(self) -> "np.ndarray":
+        """The next seq_len tokens (int64): the buffered rest of a document, then whole documents, each after a separator."""
+        import numpy as np
+
+        block = np.empty(self.seq_len, dtype=np.int64)
+        n = min(len(self.buffer), self.seq_len)
+        block[:n], rest = self.buffer[:n], self.buffer[n:]
+        while n < self.seq_len:
+            doc = self._next_document()
+            block[n] = self.sep_id
+            take = min(len(doc), self.seq_len - n - 1)
+            block[n + 1 : n + 1 + take] = doc[:take]
+            n, rest = n + 1 + take, doc[take:]
+        self.buffer = rest  # a view of the token array (or of a restored buffer): nothing is copied
         return block
 
     def state(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "next_doc": self.next_doc,
-            "buffer": list(self.buffer),
+            "buffer": self.buffer.tolist(),
             "documents_started": self.documents_started,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        import numpy as np
+
         self.epoch, self.next_doc = state["epoch"], state["next_doc"]
-        self.buffer, self.documents_started = list(state["buffer"]), state["documents_started"]
+        self.buffer, self.documents_started = np.asarray(state["buffer"], dtype=np.int64), state["documents_started"]
         self._shuffle()
 
 
@@ -85,7 +122,7 @@ def document_positions(ids: "torch.Tensor", sep_id: int) -> "torch.Tensor":
 
 
 class Prefetcher:
-    """Draws (and tokenises) the next step's batch in a background thread while the current step trains.
+    """Draws the next step's batch (slices of the tokenised corpus) in a background thread while the current step trains.
 
     `draw(step)` returns the step's batch plus a snapshot of the streams' positions taken right
     after drawing it, which is what a checkpoint after that step must store (the streams
@@ -111,20 +148,28 @@ class Prefetcher:
         self._pool.shutdown(wait=True)
 
 
-def heldout_documents(texts: list[str], tok: Any, max_tokens: int) -> list[str]:
-    """A fixed sample of whole held-out documents: taken in order while they fit in max_tokens
-    (with a separator each; longer ones are passed over), from the first 1,000."""
+def _heldout_choice(texts: list[str], tok: Any, max_tokens: int, ids: TokenisedDocuments | None) -> list[int]:
+    """Which held-out documents the sample takes: in order while they fit in max_tokens (with a separator
+    each; longer ones are passed over), from the first HELDOUT_CANDIDATES. `ids`: those tokenised (the cache)."""
+    ids = ids if ids is not None else tokenise(texts[:HELDOUT_CANDIDATES], tok)
     out, used = [], 0
-    for text in texts[:1000]:
-        n = 1 + len(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
+    for i in range(min(len(texts), HELDOUT_CANDIDATES)):
+        n = 1 + len(ids[i])
         if used + n <= max_tokens:
-            out.append(text)
+            out.append(i)
             used += n
     return out
 
 
+def heldout_documents(texts: list[str], tok: Any, max_tokens: int, ids: TokenisedDocuments | None = None) -> list[str]:
+    """A fixed sample of whole held-out documents: taken in order while they fit in max_tokens
+    (with a separator each; longer ones are passed over), from the first HELDOUT_CANDIDATES.
+    `ids`: those candidates already tokenised (the run directory's cache), else they are tokenised here."""
+    return [texts[i] for i in _heldout_choice(texts, tok, max_tokens, ids)]
+
+
 def heldout_sample(
-    texts: list[str], tok: Any, sep_id: int, seq_len: int, max_tokens: int
+    texts: list[str], tok: Any, sep_id: int, seq_len: int, max_tokens: int, ids: TokenisedDocuments | None = None
 ) -> tuple["torch.Tensor", "torch.Tensor", int]:
     """The held-out documents of `heldout_documents`, packed: (rows, which predictions count, UTF-8 bytes).
 
@@ -132,17 +177,18 @@ def heldout_sample(
     watch during training: the first token of each row is not predicted, so it reads about
     1/seq_len lower than the evaluation stage's sliding-window bits per byte.
     """
+    import numpy as np
     import torch
 
-    ids: list[int] = []
-    n_bytes = 0
-    for text in heldout_documents(texts, tok, max_tokens):
-        ids += [sep_id] + tok(text, add_special_tokens=False, verbose=False)["input_ids"]
-        n_bytes += len(text.encode("utf-8"))
-    rows = max(1, -(-len(ids) // seq_len))
+    ids = ids if ids is not None else tokenise(texts[:HELDOUT_CANDIDATES], tok)
+    chosen = _heldout_choice(texts, tok, max_tokens, ids)
+    pieces = [p for i in chosen for p in (np.array([sep_id], dtype=np.int64), ids[i].astype(np.int64))]
+    flat_ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    n_bytes = sum(len(texts[i].encode("utf-8")) for i in chosen)
+    rows = max(1, -(-len(flat_ids) // seq_len))
     flat = torch.full((rows * seq_len,), sep_id, dtype=torch.long)
-    flat[: len(ids)] = torch.tensor(ids, dtype=torch.long)
-    real = torch.arange(rows * seq_len) < len(ids)
+    flat[: len(flat_ids)] = torch.from_numpy(flat_ids)
+    real = torch.arange(rows * seq_len) < len(flat_ids)
     # per-token losses have shape (rows, seq_len - 1): position j of a row predicts its token j + 1
     counted = real.view(rows, seq_len)[:, 1:]
     return flat.view(rows, seq_len), counted, n_bytes

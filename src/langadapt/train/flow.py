@@ -2,8 +2,9 @@
 
 One explicit loop you can read top to bottom: build the trainable model (a registered
 method wraps peft or the adapters library), stream packed sequences of the target language
-with replay of the source language mixed in at `replay_ratio`, step the optimizer, log one
-line per step, checkpoint every `save_every` steps. `train.phases` runs several such
+(tokenised once into the run directory's cache, `tokenised.py`) with replay of the source
+language mixed in at `replay_ratio`, step the optimizer, log one line per step, checkpoint
+every `save_every` steps. `train.phases` runs several such
 trainings one after the other (e.g. new rows and head first, then adapters; `phases.py`).
 A re-run after an interruption restores the newest checkpoint (trainable weights,
 optimizer, data position, RNG) and continues, skipping finished phases; the finished model
@@ -14,18 +15,19 @@ cannot be merged travels in `final/adapters/`), and adapters are kept separately
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.devices import resolve_device
-from langadapt.documents import languages, read_texts
+from langadapt.documents import languages, read_texts, split_file
 from langadapt.models.loading import load_model, load_tokenizer
 from langadapt.models.separator import document_separator
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 from langadapt.train import factorised
 from langadapt.train.adapters import config_problems, save_final
-from langadapt.train.data import TokenStream
+from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
 from langadapt.train.loop import set_dropout
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, masked_lm
@@ -33,6 +35,7 @@ from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.phases import run_phases
 from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
+from langadapt.train.tokenised import TokenCache, tokenizer_fingerprint
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -79,13 +82,21 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     # a decoder's end-of-text token (never a chat-turn token); an encoder's text-start token
     separator = document_separator(tok, masked=cfg.objective == "mlm")
     sep = separator.id
+    # each language's documents tokenised once into the run directory (rank 0 writes, the others wait)
+    cache = TokenCache(
+        rd.root / "cache" / "train" / "tokens", tok, tokenizer_fingerprint(init_dir, tok), is_main_process()
+    )
     streams = {}
     for lang in (target, replay):
         if lang:
-            texts = read_texts(rd, lang, "train")
-            streams[lang] = TokenStream(texts, tok, sep, cfg.seq_len, recipe.seed + len(streams))
+            docs = cache.documents(lang, "train", split_file(rd, lang, "train"), partial(read_texts, rd, lang, "train"))
+            streams[lang] = TokenStream(docs, tok, sep, cfg.seq_len, recipe.seed + len(streams))
             if cfg.eval_every:  # a fixed held-out sample, evaluated every eval_every steps
-                streams[lang].heldout = read_texts(rd, lang, "heldout")
+                heldout = read_texts(rd, lang, "heldout")
+                streams[lang].heldout = heldout
+                streams[lang].heldout_ids = cache.documents(
+                    lang, "heldout", split_file(rd, lang, "heldout"), heldout.copy, limit=HELDOUT_CANDIDATES
+                )
     # one phase (train.method) or a schedule (train.phases), each through the same loop
     model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, objective)
     if not is_main_process():
@@ -105,7 +116,12 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         document_separator=separator.record(),
         mlm_head_created=bool(getattr(model.config, "mlm_head_created", False)),
         streams={
-            k: {"epochs_completed": s.epoch, "documents_started": s.documents_started, "documents": len(s.texts)}
+            k: {
+                "epochs_completed": s.epoch,
+                "documents_started": s.documents_started,
+                "documents": len(s.docs),
+                "tokens": s.docs.n_tokens,  # in the language's training documents, separators not counted
+            }
             for k, s in streams.items()
         },
     )

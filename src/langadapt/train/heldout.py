@@ -36,12 +36,12 @@ def heldout_samples(streams: dict[str, TokenStream], cfg: TrainConfig) -> dict[s
     mlm the documents themselves, which pseudo-likelihood scores as the eval stage does."""
     if cfg.objective == "mlm":
         return {
-            lang: (s.tok, heldout_documents(s.heldout, s.tok, cfg.eval_tokens))
+            lang: (s.tok, heldout_documents(s.heldout, s.tok, cfg.eval_tokens, s.heldout_ids))
             for lang, s in streams.items()
             if s.heldout
         }
     return {
-        lang: heldout_sample(s.heldout, s.tok, s.sep_id, s.seq_len, cfg.eval_tokens)
+        lang: heldout_sample(s.heldout, s.tok, s.sep_id, s.seq_len, cfg.eval_tokens, s.heldout_ids)
         for lang, s in streams.items()
         if s.heldout
     }

@@ -201,6 +201,7 @@ def train_loop(
     Each step draws its sequences (the replay mix is a function of the step), runs them in
     micro-batches under the precision's autocast, accumulates gradients, clips and steps.
     """
+    import numpy as np
     import torch
 
     cfg = recipe.train
@@ -267,7 +268,9 @@ def train_loop(
         """The step's sequences (the replay mix is a function of the step) and the streams' state after them."""
         is_replay = batch_languages(step, rows, cfg.replay_ratio if replay else 0.0, recipe.seed)
         langs = [replay if r else target for r in is_replay]
-        batch = torch.tensor([streams[lang].next_block() for lang in langs], dtype=torch.long)  # type: ignore[index]
+        batch = torch.from_numpy(np.stack([streams[lang].next_block() for lang in langs]))  # type: ignore[index]
+        if device.type == "cuda":  # page-locked: the copy to the GPU can run beside the host
+            batch = batch.pin_memory()
         return batch, langs, {k: s.state() for k, s in streams.items()}  # type: ignore[return-value]
 
     def prepared(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], dict[str, Any]]:
