@@ -95,20 +95,29 @@ def test_sharding_and_checkpointing_divide_what_they_divide(tiny_recipe):
 
 
 def test_the_tiny_test_model_passes_and_its_estimate_is_logged(tiny_recipe, caplog):
+    from langadapt.train.checks import memory_problems_here
+
+    recipe = tiny_recipe()
     with caplog.at_level(logging.INFO, logger="langadapt.train.memory"):
-        tiny_recipe()
+        assert memory_problems_here(recipe) == []
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train: the run needs about")]
     assert lines and "available on this machine" in lines[-1]
     assert float(re.search(r"about ([\d.]+) GiB", lines[-1]).group(1)) < 0.5
 
 
 def test_validation_refuses_what_this_machine_cannot_hold(tiny_recipe, monkeypatch):
-    """A 7B full fine-tune on this CPU with 32 GiB available: one ConfigError with the figures."""
+    """A 7B full fine-tune on this CPU with 32 GiB available: one ConfigError with the figures, before the first stage."""
     monkeypatch.setattr(memory, "readable_config", lambda recipe: LlamaConfig(**LLAMA_7B))
     monkeypatch.setattr(memory, "host_available", lambda: 32 * GIB)
+    from langadapt.pipeline import run
+    from langadapt.train.checks import memory_problems_here
+
+    recipe = tiny_recipe(train={"method": "full"})  # loading the recipe does not estimate: its corpus stage may run
     with pytest.raises(ConfigError, match=r"train: the run needs about [\d.]+ GiB .* of memory; 32.0 GiB available"):
-        tiny_recipe(train={"method": "full"})
-    tiny_recipe(train={"method": "new-rows"}, model={"dtype": "bfloat16"})  # 12.6 GiB of frozen rows fit
+        run(recipe, ("corpus", "tokenizer", "init", "train"))
+    assert not (recipe.resolved_run_dir / "corpus").exists()  # refused before any stage worked
+    fits = tiny_recipe(train={"method": "new-rows"}, model={"dtype": "bfloat16"})  # 12.6 GiB of frozen rows fit
+    assert memory_problems_here(fits) == []
 
 
 def _saved_bytes_per_token_per_layer(config, trainable, seq):

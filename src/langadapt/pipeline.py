@@ -17,7 +17,7 @@ from langadapt.report import flow as report
 from langadapt.rundir import STAGES, RunDir, read_json
 from langadapt.tokenizer import flow as tokenizer
 from langadapt.train import flow as train
-from langadapt.train.checks import resolve_objective
+from langadapt.train.checks import memory_problems_here, resolve_objective
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ def run(recipe: Recipe, stages: tuple[str, ...] = STAGES, force: bool = False) -
     rd = RunDir(recipe.resolved_run_dir)
     if any(s != "corpus" for s in stages):
         recipe = preflight(recipe)
+    if "train" in stages:  # before any stage works: a run this machine cannot hold is refused with the figures
+        problems = memory_problems_here(recipe)
+        if problems:
+            raise ConfigError(problems)
     rd.root.mkdir(parents=True, exist_ok=True)
     tmp = rd.root / "recipe.yaml.tmp"
     tmp.write_text(recipe.to_yaml(), encoding="utf-8")  # as resolved: train.objective auto is mlm or clm here

@@ -68,10 +68,17 @@ def check(recipe: "Recipe") -> list[str]:
     p.extend(throughput_problems(recipe))
     p.extend(qlora_problems(recipe))
     p.extend(_encoder_problems(recipe))
-    if not p:  # the estimate reads a valid section: what the model, method and strategy need against what is here
-        device = resolve_device(tr.device)
-        p.extend(memory_problems(recipe, device, resolve_precision(tr.precision, device)))
     return p
+
+
+def memory_problems_here(recipe: "Recipe") -> list[str]:
+    """What the model, method and strategy need against what this machine has (empty: it fits, or cannot be told).
+
+    Run before the train stage (`pipeline.run`), not at every recipe load: a recipe written for a
+    GPU cluster must still run its corpus and tokenizer stages on a laptop.
+    """
+    device = resolve_device(recipe.train.device)
+    return memory_problems(recipe, device, resolve_precision(recipe.train.precision, device))
 
 
 EMBEDDINGS = ("new", "all", "none")
