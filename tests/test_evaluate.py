@@ -163,3 +163,20 @@ def test_logits_changed_after_the_head_are_followed_or_left_to_the_model(tiny_mo
     assert bpb.scored_head_path(tempered).startswith("gathered")
     ref = bpb.bits_per_byte_reference(tempered, tok, texts, cfg)["bits_per_byte"]
     assert bpb.bits_per_byte(tempered, tok, texts, cfg)["bits_per_byte"] == pytest.approx(ref, rel=1e-5)
+
+
+def test_eval_precision_auto_is_bf16_on_a_bf16_gpu_and_fp32_on_any_cpu(monkeypatch):
+    from langadapt import devices
+
+    monkeypatch.setattr(devices, "computes_bf16", lambda device: True)
+    assert devices.resolve_eval_precision("auto", torch.device("cpu")) == "fp32"  # comparable CPU figures
+    assert devices.resolve_eval_precision("auto", torch.device("cuda")) == "bf16"
+    assert devices.resolve_eval_precision("bf16", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(devices, "computes_bf16", lambda device: False)
+    assert devices.resolve_eval_precision("auto", torch.device("cuda")) == "fp32"  # e.g. a V100
+    problems = devices.eval_precision_problems("bf16", "cpu", "eval.precision")
+    assert len(problems) == 1 and "does not compute in bf16" in problems[0] and "auto or fp32" in problems[0]
+    assert devices.eval_precision_problems("fp16", "cpu", "eval.precision") == [
+        "eval.precision: 'fp16' is not one of auto, fp32, bf16"
+    ]
+    assert devices.eval_precision_problems("auto", "cpu", "eval.precision") == []

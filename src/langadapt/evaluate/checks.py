@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from langadapt.config import ModelConfig
-from langadapt.devices import device_problems
+from langadapt.devices import device_problems, eval_precision_problems
 from langadapt.evaluate.config import PROTOCOLS, TRANSFERS
 from langadapt.evaluate.embed import POOLINGS
 from langadapt.evaluate.tasks.base import TASKS, data_problems
@@ -38,6 +38,7 @@ def check(recipe: "Recipe") -> list[str]:
         p.append("eval.extra_sets: names must be unique")
     p.extend(task_problems(recipe))
     p.extend(device_problems(e.device, "eval.device"))
+    p.extend(eval_precision_problems(e.precision, e.device, "eval.precision"))
 
     for i, m in enumerate(e.compare):
         p.extend(f"eval.compare[{i}]: {msg.split(': ', 1)[1]}" for msg in base_problems(ModelConfig(base=m)))

@@ -70,6 +70,13 @@ class EvalConfig:
     device: str = opt(
         "auto", "where evaluation runs: auto (a CUDA or Apple GPU when present, else the CPU), cpu, cuda, cuda:N, mps"
     )
+    precision: str = opt(
+        "auto",
+        "compute precision of scoring and tasks: auto (bf16 autocast on a GPU that computes bf16 natively; fp32 on a "
+        "CPU, even one with bf16 instructions, so CPU figures stay comparable with fp32 ones), fp32, or bf16 (autocast "
+        "over the weights as loaded; on a CPU only where it has AVX-512 BF16 or AMX); the log-likelihoods are summed in "
+        "fp32 whatever it says",
+    )
     compare: tuple[str, ...] = opt(
         (), "more models to evaluate beside base and adapted: HF folders or hub ids (`langadapt eval --model`)"
     )
