@@ -67,6 +67,8 @@ def task_problems(recipe: "Recipe") -> list[str]:
             p.append(f"{key}.seeds: must be >= 1")
         if t.protocol == "finetune" and (t.epochs < 1 or t.lr <= 0):
             p.append(f"{key}: finetune needs epochs >= 1 and lr > 0")
+        if t.full_finetune_max_parameters < 0:
+            p.append(f"{key}.full_finetune_max_parameters: must be >= 0 (0: always LoRA)")
         if min(t.max_train_per_label, t.max_test_per_label, t.max_pairs) < 0 or t.batch_size < 1:
             p.append(f"{key}: caps must be >= 0 and batch_size >= 1")
         for s in t.subsets:
