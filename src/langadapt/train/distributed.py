@@ -27,6 +27,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.errors import ConfigError
+from langadapt.train.precision import resolve_precision
 from langadapt.train.processes import (
     Processes,
     env_flag,
@@ -122,7 +123,8 @@ def setup(
     if sharding.startswith("zero"):
         return setup_zero(module, model, make_optimizer, device, sharding, cfg, rows, micro)
     if sharding != "none":
-        return _shard(module, model, make_optimizer, device, sharding)
+        precision = resolve_precision(cfg.precision, device) if cfg is not None else "fp32"
+        return _shard(module, model, make_optimizer, device, sharding, precision)
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
@@ -139,10 +141,33 @@ def setup(
     return Processes(acc.process_index, acc.num_processes, acc), module, optimizer
 
 
+def mixed_precision_policy(precision: str) -> Any:
+    """FSDP2's mixed precision for `train.precision` (None in fp32): bf16 (fp16) weights gathered for the passes,
+    gradients reduced in fp32.
+
+    The sharded weights, which the optimizer steps, keep their own dtype (fp32 for what trains); each
+    block's weights are cast once when gathered, not by autocast at every use, and the all-gather
+    moves half the bytes. Gradients are reduce-scattered in fp32, so the sum over processes loses nothing.
+    """
+    if precision not in ("bf16", "fp16"):
+        return None
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    half = torch.bfloat16 if precision == "bf16" else torch.float16
+    return MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32)
+
+
 def _shard(
-    module: "torch.nn.Module", model: Any, make_optimizer: Callable[[Any], Any], device: "torch.device", sharding: str
+    module: "torch.nn.Module",
+    model: Any,
+    make_optimizer: Callable[[Any], Any],
+    device: "torch.device",
+    sharding: str,
+    precision: str = "fp32",
 ) -> tuple[Processes, "torch.nn.Module", Any]:
-    """Shard each transformer block, then the loss module (the root) over a 1-D (full) or 2-D (hybrid) mesh.
+    """Shard each transformer block, then the loss module (the root) over a 1-D (full) or 2-D (hybrid) mesh,
+    with `mixed_precision_policy(precision)`.
 
     Every process starts from identical weights (the same files, the same seed), so each
     keeps its own slice of them: FSDP does not broadcast, unlike DDP.
@@ -167,8 +192,10 @@ def _shard(
         mesh = init_device_mesh(device.type, (world // node, node), mesh_dim_names=("replicate", "shard"))
     else:
         mesh = init_device_mesh(device.type, (world,), mesh_dim_names=("shard",))
+    policy = mixed_precision_policy(precision)
+    options = {"mp_policy": policy} if policy is not None else {}
     for block in transformer_blocks(model):
-        fully_shard(block, mesh=mesh)
-    fully_shard(module, mesh=mesh)  # the root: every parameter not in a block, gathered once per step
+        fully_shard(block, mesh=mesh, **options)
+    fully_shard(module, mesh=mesh, **options)  # the root: every parameter not in a block, gathered once per step
     procs = Processes(dist.get_rank(), world, mesh=mesh, sharding=sharding)
     return procs, module, make_optimizer(model)
