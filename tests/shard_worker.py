@@ -1,11 +1,13 @@
 """One process of tests/test_train_distributed.py's sharded-state checks (run under torchrun, 2 processes).
 
 python shard_worker.py SPEC.json
-SPEC: model (a tiny HF folder), sharding (full, zero2 or zero3), precision (fp32 or bf16), out (a folder).
-Each rank writes rank<N>.json with what it saw: the sharded parameters' dtypes, FSDP's mixed
-precision policy and the dtype the forward pass read, DeepSpeed's configuration, and what the
-checkpoint gathering left on this process (full tensors or none), checked against the full
-tensors DeepSpeed's own all-reduce API gives every process.
+SPEC: model (a tiny HF folder), sharding (full, zero2 or zero3), precision (fp32 or bf16), out (a folder),
+meta (optional: processes > 0 build the model on the meta device where `loads_on_meta` says so).
+Each rank writes rank<N>.json with what it saw: whether its model was built on the meta device
+and, then, whether the weights, buffers and losses it holds after sharding are the whole model's;
+the sharded parameters' dtypes, FSDP's mixed precision policy and the dtype the forward pass
+read, DeepSpeed's configuration, and what the checkpoint gathering left on this process (full
+tensors or none), checked against the full tensors DeepSpeed's own all-reduce API gives every process.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def main() -> None:
     from langadapt.train import distributed, processes
     from langadapt.train.config import TrainConfig
     from langadapt.train.methods import TRAIN_METHODS
-    from langadapt.train.objectives import OBJECTIVES
+    from langadapt.train.objectives import FUSED_ATTRIBUTE, OBJECTIVES, prepare_loss
     from langadapt.train.precision import autocast
 
     spec = json.loads(Path(sys.argv[1]).read_text())
@@ -34,18 +36,37 @@ def main() -> None:
     cfg = dataclasses.replace(
         TrainConfig(), method="full", precision=spec["precision"], sharding=spec["sharding"], batch_size=4
     )
-    model = TRAIN_METHODS.get("full")(load_model(spec["model"]), cfg, [])
-    initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    meta = spec.get("meta", False) and distributed.loads_on_meta(cfg.sharding)  # rank 1 under FSDP
+    base = distributed.meta_model(spec["model"], "float32") if meta else load_model(spec["model"])
+    model = TRAIN_METHODS.get("full")(base, cfg, [])
+    seen: dict = {"rank": rank, "meta": all(p.is_meta for p in model.parameters())}
+    seen["loss_choice"] = prepare_loss("clm", model, 300)  # as the loop does before sharding
+    reference = TRAIN_METHODS.get("full")(load_model(spec["model"]), cfg, [])  # the same model, loaded here
+    initial = {n: p.detach().clone() for n, p in reference.named_parameters() if p.requires_grad}
     trained = processes.training_copy(model)
     device = torch.device("cpu")
 
     def optimizer(m):  # type: ignore[no-untyped-def]
         return torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
 
-    procs, module, opt = distributed.setup(
-        trained, OBJECTIVES.get("clm"), optimizer, device, 4, 1, spec["sharding"], cfg
-    )
-    seen: dict = {"rank": rank}
+    clm = OBJECTIVES.get("clm")
+    procs, module, opt = distributed.setup(trained, clm, optimizer, device, 4, 1, spec["sharding"], cfg)
+    if spec.get("meta"):  # what every process holds now, against the model loaded whole
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        whole = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))  # on every process
+        mine = {k.removeprefix("model."): v for k, v in whole.items()}
+        ref = reference.state_dict()
+        seen["weights_match"] = mine.keys() == ref.keys() and all(torch.equal(mine[k], ref[k]) for k in ref)
+        pairs = zip(trained.buffers(), reference.buffers(), strict=True)
+        seen["buffers_match"] = all(torch.equal(a, b) for a, b in pairs)
+        ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            gap = (module(ids) - clm(reference, ids)).abs().max().item()  # bf16 policy: weights gathered in bf16
+            seen["loss_match"] = gap <= (1e-5 if spec["precision"] == "fp32" else 5e-2)
+        procs.release(module)
+        inner = trained.get_base_model() if hasattr(trained, "get_base_model") else trained
+        seen["fused"] = inner.__dict__.get(FUSED_ATTRIBUTE)
     if spec["sharding"] == "full":
         from torch.distributed.tensor import DTensor
 

@@ -192,30 +192,29 @@ def test_sharded_state_in_bf16_stays_fp32_and_is_gathered_on_rank_0_alone(tiny_m
     reduction) while the sharded weights stay fp32; DeepSpeed runs its bf16 mode with bf16 communication and
     fp32 masters equal to the fp32 weights. A checkpoint's full tensors reach rank 0 alone: rank 1's
     `full_state` holds none, and rank 0's equal the initial weights, and after a step DeepSpeed's own
-    all-reduced weights and moments."""
+    all-reduced weights and moments. Under FSDP rank 1 builds its model on the meta device (no weights) and
+    receives rank 0's: every weight and buffer, and the losses, are then those of the model loaded whole."""
     spec = tmp_path / "spec.json"
     spec.write_text(
-        json.dumps({"model": str(tiny_model), "sharding": sharding, "precision": "bf16", "out": str(tmp_path)})
+        json.dumps(
+            {"model": str(tiny_model), "sharding": sharding, "precision": "bf16", "out": str(tmp_path), "meta": True}
+        )
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(SHARD_WORKER),
-        str(spec),
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run([*cmd, str(SHARD_WORKER), str(spec)], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     main, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     if sharding == "full":
+        assert (main["meta"], other["meta"]) == (False, True)
         for seen in (main, other):
             assert seen["dtensors"] and seen["sharded"] == ["DTensor:torch.float32"]
             assert seen["policy"] == ["torch.bfloat16", "torch.float32"]
             assert seen["forward_read"] == ["torch.bfloat16"]  # the gathered weights a pass reads
+            assert seen["weights_match"] and seen["buffers_match"] and seen["loss_match"]
+            assert seen["fused"] is True and seen["loss_choice"] == "fused"
     else:
+        assert not main["meta"] and not other["meta"]  # DeepSpeed partitions a model it is given whole
         for seen in (main, other):
             assert seen["ds_config"] == {"bf16": {"enabled": True}, "communication_data_type": "bf16"}
         assert main["after"]["weights_equal"] and main["after"]["moments_equal"]
@@ -433,6 +432,25 @@ def test_an_accelerate_fsdp_config_is_followed_or_refused(corpus_files, tiny_mod
     problems = _problems(corpus_files, tiny_model, tmp_path)
     assert any("SHARD_GRAD_OP is not supported" in p and "FULL_SHARD" in p for p in problems)
     assert any("offloading to the CPU" in p for p in problems)
+
+
+def test_processes_after_rank_0_build_the_model_without_weights_under_fsdp(tiny_model, monkeypatch):
+    from langadapt.models.loading import load_model
+    from langadapt.train.distributed import loads_on_meta, meta_model
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert loads_on_meta("full") and loads_on_meta("hybrid")
+    assert not loads_on_meta("none") and not loads_on_meta("zero3") and not loads_on_meta("zero1")
+    monkeypatch.setenv("RANK", "0")
+    assert not loads_on_meta("full")  # rank 0 loads the whole model: it sends it, and writes the final one
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not loads_on_meta("full")
+    empty, loaded = meta_model(str(tiny_model), "float32"), load_model(str(tiny_model))
+    assert all(p.is_meta for p in empty.parameters()) and all(b.is_meta for b in empty.buffers())
+    shapes = {n: (p.shape, p.dtype) for n, p in loaded.named_parameters()}
+    assert {n: (p.shape, p.dtype) for n, p in empty.named_parameters()} == shapes
+    assert empty.get_input_embeddings().weight is empty.get_output_embeddings().weight  # tied as loaded
 
 
 def test_one_process_ignores_sharding():

@@ -25,6 +25,7 @@ from langadapt.stage import run_stage
 from langadapt.train import factorised
 from langadapt.train.adapters import config_problems, save_final
 from langadapt.train.data import TokenStream
+from langadapt.train.distributed import loads_on_meta, meta_model
 from langadapt.train.loop import set_dropout
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, masked_lm
@@ -54,9 +55,12 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     torch.manual_seed(recipe.seed)
 
     tok = load_tokenizer(str(init_dir))
-    model = (
-        _quantized_base(recipe, init_dir) if cfg.method == "qlora" else load_model(str(init_dir), recipe.model.dtype)
-    )
+    if cfg.method == "qlora":
+        model = _quantized_base(recipe, init_dir)
+    elif loads_on_meta(cfg.sharding):  # FSDP: rank 0 alone holds the whole model and sends each process its shards
+        model = meta_model(str(init_dir), recipe.model.dtype)
+    else:
+        model = load_model(str(init_dir), recipe.model.dtype)
     if cfg.dropout >= 0:  # before the method wraps the model: adapters keep their own dropout
         n = set_dropout(model, cfg.dropout)
         log.info("train.dropout: the base model's %d dropout layers and rates set to %g", n, cfg.dropout)
