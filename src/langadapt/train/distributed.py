@@ -255,7 +255,8 @@ def _from_rank0(module: "torch.nn.Module", model: Any, full: dict[str, Any], dev
         return
     if on_meta:
         module.to_empty(device=device)  # storage for this process's shards (and buffers), values to come
-    full = {k: v.detach() for k, v in full.items() if k in dict(module.named_parameters(remove_duplicate=False))}
+    names = dict(module.named_parameters())  # a weight shared by two modules (tied rows) under its first name only
+    full = {k: v.detach() for k, v in full.items() if k in names}
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
     set_model_state_dict(module, full, options=options)
     for buffer in module.buffers():  # unsharded; the rotary embedding's frequencies are not in a state dict
