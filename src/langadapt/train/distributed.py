@@ -16,9 +16,12 @@ and optimizer state are split over the processes (`hybrid`: over the processes o
 and replicated across nodes). FSDP2 keeps the root's parameters gathered from its
 forward pass until its backward pass, so the fused causal loss, which reads the output
 head's weight inside `LossModule.forward`, sees the whole weight and its gradient is
-reduce-scattered like any other. `zero1`, `zero2` and `zero3` run DeepSpeed ZeRO (see
-`zero.py`). Checkpoints hold full tensors whatever the strategy (gathered for rank 0), in
-the layout an unsharded run writes.
+reduce-scattered like any other. In bf16 (fp16) the blocks are gathered in that type and
+gradients reduced in fp32 (`mixed_precision_policy`); the shards stay fp32. Processes > 0
+build the model on the meta device and receive rank 0's weights as it is sharded
+(`loads_on_meta`, `_from_rank0`), so only rank 0 ever holds the whole model.
+`zero1`, `zero2` and `zero3` run DeepSpeed ZeRO (see `zero.py`). Checkpoints hold full
+tensors whatever the strategy (gathered for rank 0 alone), in the layout an unsharded run writes.
 """
 
 from __future__ import annotations
