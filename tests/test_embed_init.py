@@ -778,3 +778,20 @@ def test_init_device_is_checked_and_left_out_of_the_fingerprint(corpus_files, ti
         for d in ("auto", "cpu")
     )
     assert here == there and "device" not in here["config"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_similarity_searches_on_a_gpu_match_the_cpu():
+    from langadapt.init import focus
+    from langadapt.init.omp import omp
+
+    g = torch.Generator().manual_seed(0)
+    queries, anchors = torch.randn(300, 12, generator=g).double(), torch.randn(500, 12, generator=g).double()
+    gpu = torch.device("cuda")
+    (s_cpu, i_cpu), (s_gpu, i_gpu) = focus.nearest(queries, anchors, 5), focus.nearest(queries, anchors, 5, gpu)
+    assert torch.equal(i_cpu, i_gpu) and torch.allclose(s_cpu, s_gpu, atol=1e-12)
+    for a, b in zip(focus.sparsemax_rows(queries, anchors, 0), focus.sparsemax_rows(queries, anchors, 0, gpu)):
+        assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(a, b))
+    (p_cpu, c_cpu), (p_gpu, c_gpu) = omp(queries, anchors, 4), omp(queries, anchors, 4, gpu)
+    assert torch.equal(p_cpu, p_gpu) and torch.allclose(c_cpu, c_gpu, atol=1e-8)

@@ -180,3 +180,23 @@ def test_eval_precision_auto_is_bf16_on_a_bf16_gpu_and_fp32_on_any_cpu(monkeypat
         "eval.precision: 'fp16' is not one of auto, fp32, bf16"
     ]
     assert devices.eval_precision_problems("auto", "cpu", "eval.precision") == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bits_per_byte_on_a_gpu_in_bf16_autocast_is_the_cpus_fp32_figure_to_bf16_precision(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langadapt.devices import autocast, resolve_eval_precision
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    cfg, texts = EvalConfig(context_length=24, stride=8), _texts()
+    cpu = bpb.bits_per_byte(model, tok, texts, cfg)["bits_per_byte"]
+    gpu = torch.device("cuda")
+    precision = resolve_eval_precision("auto", gpu)
+    model.to(gpu)
+    with autocast(gpu, precision):
+        got = bpb.bits_per_byte(model, tok, texts, cfg)["bits_per_byte"]
+    assert precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert got == pytest.approx(cpu, rel=1e-2)
