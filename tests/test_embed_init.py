@@ -724,3 +724,74 @@ def test_wordpiece_surfaces_drop_only_the_continuation_mark():
     tk.decoder = decoders.WordPiece()
     tok = _fast(tk, unk_token="[UNK]", cls_token="[CLS]")
     assert surfaces(tok, list(vocab)) == ["", "ndi", "po", "##", "▁x", ""]
+
+
+def test_similarity_searches_on_an_explicit_cpu_device_give_what_they_gave(tmp_path, monkeypatch):
+    """init.device moves the similarity searches (focus, wechsel, clp, omp) to a device: named explicitly, the CPU
+    gives the very figures the default placement gives, and the stage context's device reaches the search."""
+    import numpy as np
+
+    from langadapt.init import focus
+    from langadapt.init.omp import omp
+
+    cpu = torch.device("cpu")
+    g = torch.Generator().manual_seed(0)
+    queries, anchors = torch.randn(30, 12, generator=g, dtype=torch.float64), torch.randn(50, 12, generator=g)
+    anchors = anchors.double()
+    for a, b in zip(focus.nearest(queries, anchors, 5), focus.nearest(queries, anchors, 5, cpu)):
+        assert torch.equal(a, b)
+    for top_k in (0, 7):
+        plain, placed = (
+            focus.sparsemax_rows(queries, anchors, top_k),
+            focus.sparsemax_rows(queries, anchors, top_k, cpu),
+        )
+        assert all(torch.equal(x, y) for x, y in zip(plain[0] + plain[1], placed[0] + placed[1]))
+    for a, b in zip(omp(queries, anchors, 4), omp(queries, anchors, 4, cpu)):
+        assert torch.equal(a, b)
+
+    rng = np.random.default_rng(0)
+    ctx, tokens = focus_context(tmp_path, rng.normal(size=(20, 8)), rng.normal(size=(3, 8)))
+    seen = []
+    real = focus.sparsemax_rows
+    monkeypatch.setattr(focus, "sparsemax_rows", lambda *a: seen.append(a[-1]) or real(*a))
+    old = torch.randn(20, 4, dtype=torch.float64)
+    rows = [
+        focus.init_focus(InitInputs(old, [[0], [1], [2]], torch.Generator(), 0.02, tokens, "input", c)).rows
+        for c in (ctx, dataclasses.replace(ctx, device=cpu, memo=dict(ctx.memo)))
+    ]
+    assert seen == [None, cpu] and torch.equal(rows[0], rows[1])
+
+
+def test_init_device_is_checked_and_left_out_of_the_fingerprint(corpus_files, tiny_model, tmp_path):
+    import types
+
+    from langadapt.errors import ConfigError
+
+    assert embed_init.init_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert embed_init.init_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError) as err:
+        _tiny_recipe(corpus_files, tiny_model, tmp_path / "run", device="mps")
+    assert any("init.device" in p and "float64" in p for p in err.value.problems)
+    rd = types.SimpleNamespace(fingerprint_of=lambda stage: f"{stage}-fingerprint")
+    here, there = (
+        embed_init.inputs(_tiny_recipe(corpus_files, tiny_model, tmp_path / "run", device=d), rd)
+        for d in ("auto", "cpu")
+    )
+    assert here == there and "device" not in here["config"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_similarity_searches_on_a_gpu_match_the_cpu():
+    from langadapt.init import focus
+    from langadapt.init.omp import omp
+
+    g = torch.Generator().manual_seed(0)
+    queries, anchors = torch.randn(300, 12, generator=g).double(), torch.randn(500, 12, generator=g).double()
+    gpu = torch.device("cuda")
+    (s_cpu, i_cpu), (s_gpu, i_gpu) = focus.nearest(queries, anchors, 5), focus.nearest(queries, anchors, 5, gpu)
+    assert torch.equal(i_cpu, i_gpu) and torch.allclose(s_cpu, s_gpu, atol=1e-12)
+    for a, b in zip(focus.sparsemax_rows(queries, anchors, 0), focus.sparsemax_rows(queries, anchors, 0, gpu)):
+        assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(a, b))
+    (p_cpu, c_cpu), (p_gpu, c_gpu) = omp(queries, anchors, 4), omp(queries, anchors, 4, gpu)
+    assert torch.equal(p_cpu, p_gpu) and torch.allclose(c_cpu, c_gpu, atol=1e-8)

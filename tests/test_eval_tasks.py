@@ -231,6 +231,47 @@ def test_tag_finds_entities_whose_words_decide_them(tiny, tmp_path):
     )
     rows = TASKS.get("tag").run(ctx_for(tiny, ("eng",)), ft, load_data(ft, ["eng"]))
     assert [(r.language, r.metric, r.mean) for r in rows] == [("eng", "entity F1", 1.0)]
+    assert rows[0].extra["finetune"] == "full"
+
+
+def test_finetune_trains_lora_on_a_model_above_the_threshold():
+    """The choice from the parameter count: a module holding 2 * 10^9 parameters on the meta device (no memory)."""
+    from langadapt.evaluate.tasks.classify import finetune_protocol
+
+    big = torch.nn.Module()
+    big.weight = torch.nn.Parameter(torch.empty(2_000_000_000, device="meta"))
+    cfg = TaskConfig(kind="classify", protocol="finetune")
+    assert cfg.full_finetune_max_parameters == 1_000_000_000
+    assert finetune_protocol(big, cfg) == "lora r=16"
+    small = TaskConfig(kind="classify", protocol="finetune", full_finetune_max_parameters=2_000_000_000)
+    assert finetune_protocol(big, small) == "full"
+
+
+def test_lora_finetune_learns_and_leaves_the_model_as_it_was(tiny, tmp_path):
+    """With the threshold at 0 the tiny model trains LoRA in place of a copy: the planted tags are learnt
+    (entity F1 = 1), the result says LoRA ran, and the model's weights, modules and flags are as before."""
+    model = tiny[0]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    modules = [type(m).__name__ for m in model.modules()]
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    folder = planted_tags(tmp_path / "planted")
+    ft = TaskConfig(
+        kind="tag",
+        data=str(folder),
+        protocol="finetune",
+        seeds=1,
+        epochs=30,
+        lr=1e-3,
+        batch_size=4,
+        transfer="in-language",
+        full_finetune_max_parameters=0,
+    )
+    rows = TASKS.get("tag").run(ctx_for(tiny, ("eng",)), ft, load_data(ft, ["eng"]))
+    assert [(r.language, r.mean, r.extra["finetune"]) for r in rows] == [("eng", 1.0, "lora r=16")]
+    assert [type(m).__name__ for m in model.modules()] == modules and not model.training
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
 
 
 def test_every_task_kind_has_help_and_a_documented_data_fit():

@@ -92,3 +92,111 @@ def test_cap_keeps_whole_documents_and_counts_the_rest():
     assert s.texts == ["a" * 50, "b" * 40] and (s.skipped_documents, s.skipped_characters) == (1, 30)
     s = evaluate._cap("x", "nya", "target-heldout", ["a" * 500], max_chars=100)
     assert len(s.texts) == 1  # always at least one document
+
+
+def _texts() -> list[str]:
+    from conftest import english_lines, target_docs
+
+    return [" ".join(english_lines(6, seed=4)), target_docs()[0]["text"], "a short one"]
+
+
+def _largest_head_output(model, score):  # type: ignore[no-untyped-def]
+    """(score's result, elements of the largest tensor the output head returned while it ran)."""
+    sizes = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, a, out: sizes.append(out.numel()))
+    try:
+        return score(), max(sizes)
+    finally:
+        handle.remove()
+
+
+def test_the_head_on_scored_positions_gives_the_full_logits_figure_with_smaller_logits(tiny_model, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    cfg = EvalConfig(context_length=24, stride=8)  # several windows per document, most positions context only
+    monkeypatch.setattr(bpb, "HEAD_CHUNK", 16)
+    texts = _texts()
+    ref, ref_peak = _largest_head_output(model, lambda: bpb.bits_per_byte_reference(model, tok, texts, cfg))
+    got, peak = _largest_head_output(model, lambda: bpb.bits_per_byte(model, tok, texts, cfg))
+    assert bpb.scored_head_path(model) == "chunked"
+    assert got["bits_per_byte"] == pytest.approx(ref["bits_per_byte"], rel=1e-5)
+    assert got["tokens"] == ref["tokens"] and got["bytes"] == ref["bytes"]
+    vocab = model.config.vocab_size
+    assert ref_peak == bpb.BATCH * 24 * vocab  # the plain computation: every position of a full batch
+    assert peak <= 16 * vocab < ref_peak
+
+
+def test_logits_changed_after_the_head_are_followed_or_left_to_the_model(tiny_model):
+    """Gemma 2's soft-capping is applied to the gathered head's output; a transform the probe does not
+    reproduce makes the model's own forward compute the scored positions' logits."""
+    from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    cfg, texts = EvalConfig(context_length=24, stride=8), _texts()
+    torch.manual_seed(0)
+    gemma = Gemma2ForCausalLM(
+        Gemma2Config(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            final_logit_softcapping=0.5,  # small enough that leaving it out would change every figure
+            initializer_range=0.5,
+        )
+    )
+    assert bpb.scored_head_path(gemma) == "chunked"
+    ref = bpb.bits_per_byte_reference(gemma, tok, texts, cfg)["bits_per_byte"]
+    assert bpb.bits_per_byte(gemma, tok, texts, cfg)["bits_per_byte"] == pytest.approx(ref, rel=1e-5)
+
+    class Tempered(LlamaForCausalLM):  # logits divided by 3 in the forward pass, which `after_head` does not know
+        def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits / 3
+            return out
+
+    tempered = Tempered.from_pretrained(tiny_model)
+    assert bpb.scored_head_path(tempered).startswith("gathered")
+    ref = bpb.bits_per_byte_reference(tempered, tok, texts, cfg)["bits_per_byte"]
+    assert bpb.bits_per_byte(tempered, tok, texts, cfg)["bits_per_byte"] == pytest.approx(ref, rel=1e-5)
+
+
+def test_eval_precision_auto_is_bf16_on_a_bf16_gpu_and_fp32_on_any_cpu(monkeypatch):
+    from langadapt import devices
+
+    monkeypatch.setattr(devices, "computes_bf16", lambda device: True)
+    assert devices.resolve_eval_precision("auto", torch.device("cpu")) == "fp32"  # comparable CPU figures
+    assert devices.resolve_eval_precision("auto", torch.device("cuda")) == "bf16"
+    assert devices.resolve_eval_precision("bf16", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(devices, "computes_bf16", lambda device: False)
+    assert devices.resolve_eval_precision("auto", torch.device("cuda")) == "fp32"  # e.g. a V100
+    problems = devices.eval_precision_problems("bf16", "cpu", "eval.precision")
+    assert len(problems) == 1 and "does not compute in bf16" in problems[0] and "auto or fp32" in problems[0]
+    assert devices.eval_precision_problems("fp16", "cpu", "eval.precision") == [
+        "eval.precision: 'fp16' is not one of auto, fp32, bf16"
+    ]
+    assert devices.eval_precision_problems("auto", "cpu", "eval.precision") == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bits_per_byte_on_a_gpu_in_bf16_autocast_is_the_cpus_fp32_figure_to_bf16_precision(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langadapt.devices import autocast, resolve_eval_precision
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    cfg, texts = EvalConfig(context_length=24, stride=8), _texts()
+    cpu = bpb.bits_per_byte(model, tok, texts, cfg)["bits_per_byte"]
+    gpu = torch.device("cuda")
+    precision = resolve_eval_precision("auto", gpu)
+    model.to(gpu)
+    with autocast(gpu, precision):
+        got = bpb.bits_per_byte(model, tok, texts, cfg)["bits_per_byte"]
+    assert precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert got == pytest.approx(cpu, rel=1e-2)

@@ -26,6 +26,20 @@ def test_batched_pseudo_likelihood_equals_the_reference(tiny_encoder, within_wor
     assert abs(batched["bits_per_byte"] - reference["bits_per_byte"]) <= 1e-4 * reference["bits_per_byte"]
 
 
+def test_the_head_runs_on_the_scored_position_of_each_copy_only(tiny_encoder):
+    """The largest output of the masked-LM head is one row per masked copy of a batch, never one per position."""
+    from langadapt.models.encoder import _head_entry
+    from langadapt.models.loading import load_model, load_tokenizer
+    from langadapt.scoring.pppl import pseudo_bits_per_byte
+
+    model, tok = load_model(str(tiny_encoder)), load_tokenizer(str(tiny_encoder))
+    shapes = []
+    _head_entry(model).register_forward_hook(lambda m, a, out: shapes.append(tuple(out.shape)))
+    pseudo_bits_per_byte(model, tok, [target_docs(seed=2)[0]["text"]], 24, 8, copies_per_batch=16)
+    vocab = model.config.vocab_size
+    assert shapes and all(len(s) == 2 and s[0] <= 16 and s[1] == vocab for s in shapes), shapes
+
+
 def test_windows_score_each_token_once_with_context_on_both_sides():
     from langadapt.scoring.pppl import windows
 

@@ -23,7 +23,16 @@ from conftest import target_docs, tiny_recipe_dict
 from langadapt.errors import ConfigError
 
 WORKER = Path(__file__).with_name("train_ddp_worker.py")
-TRAIN = {"max_steps": 6, "batch_size": 4, "micro_batch_size": 1, "save_every": 2, "replay_ratio": 0.0}
+# fp32: the runs compared here compute the same thing; in bf16 FSDP and DeepSpeed hold bf16 weights for the
+# passes, which a single process under autocast does not (test_sharded_state_in_bf16_... covers bf16)
+TRAIN = {
+    "max_steps": 6,
+    "batch_size": 4,
+    "micro_batch_size": 1,
+    "save_every": 2,
+    "replay_ratio": 0.0,
+    "precision": "fp32",
+}
 NEW_IDS = [300, 301, 302, 303]  # rows that train beside LoRA, through the fused loss's tied head
 TOLERANCE = 2e-3
 
@@ -173,6 +182,47 @@ def test_mlm_heldout_pseudo_bits_per_byte_runs_through_the_sharded_engine(corpus
     assert rows[-1]["pseudo_bpb_nya"] == pytest.approx(expected["bits_per_byte"], abs=5e-4)
 
 
+SHARD_WORKER = Path(__file__).with_name("shard_worker.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["full", pytest.param("zero3", marks=needs_deepspeed)])
+def test_sharded_state_in_bf16_stays_fp32_and_is_gathered_on_rank_0_alone(tiny_model, tmp_path, sharding):
+    """2 processes in bf16: FSDP2 gathers bf16 weights for the passes (its policy: bf16 parameters, fp32
+    reduction) while the sharded weights stay fp32; DeepSpeed runs its bf16 mode with bf16 communication and
+    fp32 masters equal to the fp32 weights. A checkpoint's full tensors reach rank 0 alone: rank 1's
+    `full_state` holds none, and rank 0's equal the initial weights, and after a step DeepSpeed's own
+    all-reduced weights and moments. Under FSDP rank 1 builds its model on the meta device (no weights) and
+    receives rank 0's: every weight and buffer, and the losses, are then those of the model loaded whole."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {"model": str(tiny_model), "sharding": sharding, "precision": "bf16", "out": str(tmp_path), "meta": True}
+        )
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([*cmd, str(SHARD_WORKER), str(spec)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    main, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    if sharding == "full":
+        assert (main["meta"], other["meta"]) == (False, True)
+        for seen in (main, other):
+            assert seen["dtensors"] and seen["sharded"] == ["DTensor:torch.float32"]
+            assert seen["policy"] == ["torch.bfloat16", "torch.float32"]
+            assert seen["forward_read"] == ["torch.bfloat16"]  # the gathered weights a pass reads
+            assert seen["weights_match"] and seen["buffers_match"] and seen["loss_match"]
+            assert seen["fused"] is True and seen["loss_choice"] == "fused"
+    else:
+        assert not main["meta"] and not other["meta"]  # DeepSpeed partitions a model it is given whole
+        for seen in (main, other):
+            assert seen["ds_config"] == {"bf16": {"enabled": True}, "communication_data_type": "bf16"}
+        assert main["after"]["weights_equal"] and main["after"]["moments_equal"]
+        assert main["after"]["tensors"] > main["before"]["tensors"]  # the moments, after a step
+    assert main["before"]["initial_equal"] and main["before"]["tensors"] > 0
+    assert other["before"] == other["after"] == {"tensors": 0, "elements": 0}
+
+
 def _same_checkpoint(a: Path, b: Path) -> None:
     """Two checkpoints of the same step hold the same tensors in the same layout."""
     import torch
@@ -314,13 +364,32 @@ def test_a_deepspeed_config_file_keeps_its_zero_settings_and_loses_what_the_reci
             }
         )
     )
-    problems = _problems(corpus_files, tiny_model, tmp_path)
+    problems = _problems(corpus_files, tiny_model, tmp_path, precision="fp32")
     assert any("'optimizer' section" in p and "remove the section" in p for p in problems)
-    assert any("enables bf16 weights" in p and "train.precision" in p for p in problems)
+    assert any("enables bf16 weights, but train.precision resolves to fp32" in p for p in problems)
     assert any("cannot fill are 'auto': zero_optimization.sub_group_size" in p for p in problems)
     file.write_text("{not json")
     problems = _problems(corpus_files, tiny_model, tmp_path)
     assert len(problems) == 1 and "cannot be read as JSON" in problems[0] and str(file) in problems[0]
+
+
+def test_zero_in_bf16_runs_deepspeeds_bf16_mode_with_bf16_communication(corpus_files, tiny_model, tmp_path):
+    from langadapt.recipe import Recipe
+    from langadapt.train import zero
+
+    recipe = Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run", train={"batch_size": 8}))
+    config = zero.ds_config(recipe.train, stage=2, rows=8, world=2, micro=2, hidden=64, precision="bf16")
+    assert config["bf16"] == {"enabled": True} and config["communication_data_type"] == "bf16"
+    assert "fp16" not in config
+    fp32 = zero.ds_config(recipe.train, stage=2, rows=8, world=2, micro=2, hidden=64, precision="fp32")
+    assert not {"bf16", "fp16", "communication_data_type"} & fp32.keys()
+    # a DeepSpeed config that enables bf16 agrees with train.precision bf16, and is refused under fp32
+    on = {"bf16": {"enabled": True}}
+    assert not [p for p in zero.zero_problems(recipe.train, "zero2", "bf16", on) if "bf16" in p]
+    assert any(
+        "enables bf16 weights, but train.precision resolves to fp32" in p
+        for p in zero.zero_problems(recipe.train, "zero2", "fp32", on)
+    )
 
 
 def test_zero_needs_deepspeed_and_cannot_scale_fp16(corpus_files, tiny_model, tmp_path, monkeypatch):
@@ -365,6 +434,25 @@ def test_an_accelerate_fsdp_config_is_followed_or_refused(corpus_files, tiny_mod
     assert any("offloading to the CPU" in p for p in problems)
 
 
+def test_processes_after_rank_0_build_the_model_without_weights_under_fsdp(tiny_model, monkeypatch):
+    from langadapt.models.loading import load_model
+    from langadapt.train.distributed import loads_on_meta, meta_model
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert loads_on_meta("full") and loads_on_meta("hybrid")
+    assert not loads_on_meta("none") and not loads_on_meta("zero3") and not loads_on_meta("zero1")
+    monkeypatch.setenv("RANK", "0")
+    assert not loads_on_meta("full")  # rank 0 loads the whole model: it sends it, and writes the final one
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not loads_on_meta("full")
+    empty, loaded = meta_model(str(tiny_model), "float32"), load_model(str(tiny_model))
+    assert all(p.is_meta for p in empty.parameters()) and all(b.is_meta for b in empty.buffers())
+    shapes = {n: (p.shape, p.dtype) for n, p in loaded.named_parameters()}
+    assert {n: (p.shape, p.dtype) for n, p in empty.named_parameters()} == shapes
+    assert empty.get_input_embeddings().weight is empty.get_output_embeddings().weight  # tied as loaded
+
+
 def test_one_process_ignores_sharding():
     from langadapt.train.distributed import resolve_sharding
 
@@ -401,3 +489,6 @@ def test_deepspeed_internals_are_those_checked():
     ):
         assert name in zero12, name
     assert "self.fp32_partitioned_groups_flat" in zero3
+    fragment = (Path(spec.submodule_search_locations[0]) / "utils" / "tensor_fragment.py").read_text()
+    for name in ("lp_fragment_address", "def get_hp_fragment", "def safe_get_local_optimizer_state"):
+        assert name in fragment, name  # what `zero._local_part` reads of a parameter's partition

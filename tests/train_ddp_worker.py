@@ -24,6 +24,7 @@ def main() -> None:
     from langadapt.recipe import Recipe
     from langadapt.train import loop
     from langadapt.train.data import TokenStream
+    from langadapt.train.distributed import loads_on_meta, meta_model
     from langadapt.train.methods import TRAIN_METHODS
     from langadapt.train.mlm import MaskingPlan, masked_lm
     from langadapt.train.processes import launched_rank
@@ -34,7 +35,11 @@ def main() -> None:
     recipe = Recipe.from_dict(spec["recipe"])
     tok = load_tokenizer(spec["model"])
     new_ids = spec.get("new_ids", [])
-    model = TRAIN_METHODS.get(recipe.train.method)(load_model(spec["model"]), recipe.train, new_ids)
+    # as the train stage loads it: under FSDP, processes > 0 build the model on the meta device (rank 0's weights
+    # reach them when it is sharded), so the comparisons with one process below also check that
+    on_meta = loads_on_meta(recipe.train.sharding)
+    base = meta_model(spec["model"], "float32") if on_meta else load_model(spec["model"])
+    model = TRAIN_METHODS.get(recipe.train.method)(base, recipe.train, new_ids)
     objective = None  # the registry's (clm); mlm binds its masking plan
     if recipe.train.objective == "mlm":
         objective = masked_lm(MaskingPlan.from_tokenizer(tok, recipe.train, launched_rank()))

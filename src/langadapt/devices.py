@@ -103,3 +103,51 @@ def describe_device(device: "torch.device") -> dict[str, Any]:
     elif device.type == "cpu":
         info.update(threads=torch.get_num_threads(), cpu_capability=torch.backends.cpu.get_cpu_capability())
     return info
+
+
+EVAL_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def computes_bf16(device: "torch.device") -> bool:
+    """Whether `device` has bf16 arithmetic units: CUDA GPUs from Ampere on, CPUs with AVX-512 BF16 or AMX."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+    return False
+
+
+def resolve_eval_precision(name: str, device: "torch.device") -> str:
+    """fp32 or bf16 for scoring on `device` (`eval.precision`; auto: bf16 on a GPU that computes it natively).
+
+    auto keeps fp32 on a CPU even where it has bf16 instructions: CPU figures stay comparable
+    with those measured before, and a CPU evaluation is short next to training; ask for bf16
+    by name to have it there.
+    """
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and computes_bf16(device) else "fp32"
+    return name
+
+
+def eval_precision_problems(name: str, device_name: str, key: str) -> list[str]:
+    """What is wrong with scoring in precision `name` on the device a recipe names (empty: nothing)."""
+    if name not in EVAL_PRECISIONS:
+        return [f"{key}: '{name}' is not one of {', '.join(EVAL_PRECISIONS)}"]
+    if name == "bf16" and not device_problems(device_name, key) and not computes_bf16(resolve_device(device_name)):
+        return [f"{key}: bf16 asked for, but {device_name} does not compute in bf16 natively; use auto or fp32"]
+    return []
+
+
+def autocast(device: "torch.device", precision: str) -> Any:
+    """The context a forward pass runs in for `precision` (fp32: none; bf16: torch.autocast to bfloat16)."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from langadapt.config import ModelConfig
-from langadapt.devices import device_problems
+from langadapt.devices import device_problems, eval_precision_problems
 from langadapt.evaluate.config import PROTOCOLS, TRANSFERS
 from langadapt.evaluate.embed import POOLINGS
 from langadapt.evaluate.tasks.base import TASKS, data_problems
@@ -38,6 +38,7 @@ def check(recipe: "Recipe") -> list[str]:
         p.append("eval.extra_sets: names must be unique")
     p.extend(task_problems(recipe))
     p.extend(device_problems(e.device, "eval.device"))
+    p.extend(eval_precision_problems(e.precision, e.device, "eval.precision"))
 
     for i, m in enumerate(e.compare):
         p.extend(f"eval.compare[{i}]: {msg.split(': ', 1)[1]}" for msg in base_problems(ModelConfig(base=m)))
@@ -66,6 +67,8 @@ def task_problems(recipe: "Recipe") -> list[str]:
             p.append(f"{key}.seeds: must be >= 1")
         if t.protocol == "finetune" and (t.epochs < 1 or t.lr <= 0):
             p.append(f"{key}: finetune needs epochs >= 1 and lr > 0")
+        if t.full_finetune_max_parameters < 0:
+            p.append(f"{key}.full_finetune_max_parameters: must be >= 0 (0: always LoRA)")
         if min(t.max_train_per_label, t.max_test_per_label, t.max_pairs) < 0 or t.batch_size < 1:
             p.append(f"{key}: caps must be >= 0 and batch_size >= 1")
         for s in t.subsets:

@@ -39,7 +39,13 @@ class TaskConfig:
     max_test_per_label: int = opt(0, "cap on test examples per label and language (0: all); the rest is counted")
     max_pairs: int = opt(0, "retrieval/alignment: at most this many aligned pairs per language (0: all)")
     epochs: int = opt(3, "finetune: passes over the training set")
-    lr: float = opt(2e-5, "finetune: AdamW learning rate (the head uses 10x)")
+    lr: float = opt(2e-5, "finetune: AdamW learning rate (the head, and LoRA weights on a large model, use 10x)")
+    full_finetune_max_parameters: int = opt(
+        1_000_000_000,
+        "finetune: a model with more parameters than this trains LoRA (rank 16 on every linear layer, peft) with the "
+        "head instead of a full copy of the model with full AdamW (which needs four times the model's fp32 size "
+        "beside it); the result's extra.finetune says which ran; 0: always LoRA",
+    )
     batch_size: int = opt(16, "finetune: examples per step; also the encoding batch size")
     text_field: str = opt("text", "csv/jsonl/hf: field holding the text (classify, retrieval)")
     label_field: str = opt("label", "csv/jsonl/hf: field holding the label (classify) or the tags (tag, hf)")
@@ -69,6 +75,13 @@ class EvalConfig:
     )
     device: str = opt(
         "auto", "where evaluation runs: auto (a CUDA or Apple GPU when present, else the CPU), cpu, cuda, cuda:N, mps"
+    )
+    precision: str = opt(
+        "auto",
+        "compute precision of scoring and tasks: auto (bf16 autocast on a GPU that computes bf16 natively; fp32 on a "
+        "CPU, even one with bf16 instructions, so CPU figures stay comparable with fp32 ones), fp32, or bf16 (autocast "
+        "over the weights as loaded; on a CPU only where it has AVX-512 BF16 or AMX); the log-likelihoods are summed in "
+        "fp32 whatever it says",
     )
     compare: tuple[str, ...] = opt(
         (), "more models to evaluate beside base and adapted: HF folders or hub ids (`langadapt eval --model`)"

@@ -11,6 +11,10 @@ and any `eval.extra_sets` (e.g. out-of-domain source-language text, to catch for
 Then `eval.tasks` (topic classification, NER, bitext retrieval, alignment, harness tasks;
 see `evaluate/tasks/`) run on every model and language, the source language included.
 Models: base, adapted, and any `eval.compare` folders or hub ids (`langadapt eval --model`).
+
+Every forward pass runs in `eval.precision` (auto: bf16 autocast on a GPU that computes it
+natively, fp32 on a CPU), recorded in `results.json`; the output head runs only at the
+positions scored (`scoring/bpb.py`, `scoring/pppl.py`).
 """
 
 from __future__ import annotations
@@ -223,10 +227,11 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    from langadapt.devices import describe_device, resolve_device, resolve_dtype
+    from langadapt.devices import autocast, describe_device, resolve_device, resolve_dtype, resolve_eval_precision
 
     final = rd.require("train", "final/config.json") / "final"
     device = resolve_device(recipe.eval.device)
+    precision = resolve_eval_precision(recipe.eval.precision, device)
     sets = eval_sets(recipe, rd)
     tasks, about = _task_data(recipe, rd)  # bad task data fails here, before any model is loaded
     models = model_labels(recipe, final)
@@ -239,6 +244,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         "task_data": about,
         "seconds": {},
         "device": describe_device(device),
+        "precision": precision,
     }
     scores = {}
     for label, path in models.items():
@@ -252,9 +258,11 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         if label == "base" and getattr(model.config, "mlm_head_created", False):
             results["base_head_created"] = True  # the base's scores come from an untrained head: said in the summary
         tok = load_tokenizer(path)
-        scores[label] = evaluate_model(model, tok, sets, recipe.eval, label)
+        with autocast(device, precision):  # the forward passes; log-likelihoods are summed in fp32
+            scores[label] = evaluate_model(model, tok, sets, recipe.eval, label)
         clock.lap(results, f"{label}: {'pseudo ' if is_encoder(model.config) else ''}bits per byte")
-        rows, truncated = run_tasks(label, path, model, tok, tasks, rd)
+        with autocast(device, precision):
+            rows, truncated = run_tasks(label, path, model, tok, tasks, rd)
         results["tasks"].extend(rows)
         clock.lap(results, f"{label}: tasks")
         if truncated:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from langadapt.config import ModelConfig
+from langadapt.devices import device_problems
 from langadapt.init.config import TRANSLIT_MODES, VECTOR_METHODS
 from langadapt.init.methods import INIT_METHODS
 from langadapt.models.loading import base_problems, cache_dir, looks_like_local_path
@@ -41,6 +42,10 @@ def check(recipe: "Recipe") -> list[str]:
             p.append(f"init.{name}: must be >= {low}")
     if c.temperature <= 0:
         p.append("init.temperature: must be > 0")
+    if c.device.partition(":")[0] == "mps":
+        p.append("init.device: the init methods compute in float64, which Apple GPUs lack; use auto, cpu or cuda")
+    else:
+        p.extend(device_problems(c.device, "init.device"))
     if c.translit_mode not in TRANSLIT_MODES:
         p.append("init.translit_mode: one of min, mean, max (or empty for the tokenizer's hint)")
     if c.helper_model:

@@ -97,7 +97,7 @@ def clp_mixture(x: InitInputs) -> Mixture:
     ctx = x.need_context("clp")
     anchors = helper_anchors(ctx)
     queries, usable = helper_queries(ctx, x.tokens)
-    sims, pos = nearest(queries, anchors.vectors, ctx.config.neighbours)
+    sims, pos = nearest(queries, anchors.vectors, ctx.config.neighbours, ctx.device)
     weights = sims.clamp(min=0)
     totals = weights.sum(1)
     rows = [i for i in usable.nonzero().flatten().tolist() if float(totals[i]) > 0]  # else FVT

@@ -53,6 +53,12 @@ class InitConfig:
         "only init.method's model is kept",
     )
     compare_chars: int = opt(4000, "init.compare: characters of held-out target text each method is scored on")
+    device: str = opt(
+        "auto",
+        "where the heavy tensor work runs: the similarity searches of focus, wechsel, clp and omp, and init.compare's "
+        "scoring (in eval.precision): auto (a CUDA GPU when present, else the CPU), cpu, cuda, cuda:N; the rows "
+        "match the CPU's to float64 rounding (a tie between neighbours may break the other way)",
+    )
     translit_mode: str = opt(
         "",
         "tokens listed in tokenizer/token_sources.json (transliteration merge): combine their source rows by "

@@ -50,6 +50,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     new_tok = load_tokenizer(str(tok_dir))
     model = load_model(base_path, "float32", recipe.model.revision)
     target, replay = languages(rd)
+    device = init_device(recipe.init.device)
     context = InitContext(
         config=recipe.init,
         seed=recipe.seed,
@@ -60,6 +61,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         source_texts=lambda: read_texts(rd, replay, "train") if replay else [],
         source_language=replay or "",
         target_language=target,
+        device=device,
     )
     sources_file = tok_dir / TOKEN_SOURCES
     token_sources = read_json(sources_file) if sources_file.is_file() else None
@@ -100,7 +102,19 @@ def _compare(
         # shared work (fastText vectors) is cached on disk; a fresh memo keeps each method's run its own
         return model, initialise(model, dataclasses.replace(context, memo={}), method, token_sources).report
 
-    return compare(recipe, chosen, new_tok, texts, initialise_with, chosen_seconds)
+    return compare(recipe, chosen, new_tok, texts, initialise_with, chosen_seconds, context.device)
+
+
+def init_device(name: str) -> "torch.device":
+    """The device of `init.device` (auto: a CUDA GPU when present, else the CPU; never an Apple GPU, which has no
+    float64). The model is initialised on the CPU either way: resizing and copying rows is light."""
+    import torch
+
+    from langadapt.devices import resolve_device
+
+    if name == "auto":
+        return resolve_device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return resolve_device(name)
 
 
 @dataclass
@@ -350,7 +364,8 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         "tokenizer": rd.fingerprint_of("tokenizer"),
         "corpus": rd.fingerprint_of("corpus"),
         "model": recipe.to_dict()["model"],
-        "config": recipe.to_dict()["init"],
+        # where it ran does not change what it computes (beyond float64 rounding)
+        "config": {k: v for k, v in recipe.to_dict()["init"].items() if k != "device"},
         "files": files,
         "seed": recipe.seed,
     }

@@ -92,18 +92,21 @@ def query_vectors(space: "Space", tokens: list[str]) -> tuple["torch.Tensor", "t
     return vecs, usable
 
 
-def nearest(queries: "torch.Tensor", anchors: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """(cosine similarities, anchor positions) of the k most similar anchors, in chunks."""
+def nearest(
+    queries: "torch.Tensor", anchors: "torch.Tensor", k: int, device: "torch.device | None" = None
+) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """(cosine similarities, anchor positions) of the k most similar anchors, in chunks, computed on `device`
+    (default: where the tensors are) and returned on the CPU."""
     import torch
 
-    a = torch.nn.functional.normalize(anchors, dim=1)
+    a = torch.nn.functional.normalize(anchors.to(device or anchors.device), dim=1)
     k = min(k, a.shape[0])
     sims, idx = [], []
     for start in range(0, queries.shape[0], 1024):
-        q = torch.nn.functional.normalize(queries[start : start + 1024], dim=1)
+        q = torch.nn.functional.normalize(queries[start : start + 1024].to(a.device), dim=1)
         s, i = (q @ a.T).topk(k, dim=1)
-        sims.append(s)
-        idx.append(i)
+        sims.append(s.cpu())
+        idx.append(i.cpu())
     if not sims:
         return torch.zeros(0, k, dtype=anchors.dtype), torch.zeros(0, k, dtype=torch.long)
     return torch.cat(sims), torch.cat(idx)
@@ -115,7 +118,7 @@ def sparsemax(z: "torch.Tensor") -> "torch.Tensor":
     import torch
 
     zs, _ = z.sort(dim=-1, descending=True)
-    ks = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    ks = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=z.device)
     cumsum = zs.cumsum(-1) - 1
     support = (zs - cumsum / ks) > 0
     k_z = support.sum(-1, keepdim=True).clamp(min=1)
@@ -131,35 +134,37 @@ def similarity_mixture(x: InitInputs, name: str, weigh: Callable[["torch.Tensor"
     anchors = token_anchors(ctx, space)
     queries, usable = query_vectors(space, x.tokens)
     rows = usable.nonzero().flatten()
-    sims, pos = nearest(queries[rows], anchors.vectors, k)
+    sims, pos = nearest(queries[rows], anchors.vectors, k, ctx.device)
     weights = weigh(sims)
     ids = [anchors.old_ids[p] for p in pos]
     return replace_rows(pieces_mixture(x.pieces), rows.tolist(), ids, list(weights), name)
 
 
 def sparsemax_rows(
-    queries: "torch.Tensor", anchors: "torch.Tensor", top_k: int = 0
+    queries: "torch.Tensor", anchors: "torch.Tensor", top_k: int = 0, device: "torch.device | None" = None
 ) -> tuple[list["torch.Tensor"], list["torch.Tensor"]]:
     """Per query, (anchor positions, weights) of sparsemax over its cosine similarities to every
     anchor (top_k > 0: to its top_k most similar anchors only), keeping the non-zero weights.
 
     Similarities are computed for a block of queries at a time, so memory stays at one block
-    times the anchors whatever the number of queries.
+    times the anchors whatever the number of queries; on `device` (default: where the tensors
+    are), the results on the CPU.
     """
     import torch
 
-    a = torch.nn.functional.normalize(anchors, dim=1)
+    a = torch.nn.functional.normalize(anchors.to(device or anchors.device), dim=1)
     block = max(1, SIMILARITY_BLOCK // max(a.shape[0], 1))
     positions: list[torch.Tensor] = []
     weights: list[torch.Tensor] = []
     for start in range(0, queries.shape[0], block):
-        q = torch.nn.functional.normalize(queries[start : start + block], dim=1)
+        q = torch.nn.functional.normalize(queries[start : start + block].to(a.device), dim=1)
         sims = q @ a.T
         if top_k:
             sims, idx = sims.topk(min(top_k, a.shape[0]), dim=1)
+            idx = idx.cpu()
         else:
-            idx = torch.arange(a.shape[0]).expand_as(sims)
-        p = sparsemax(sims)
+            idx = torch.arange(a.shape[0]).expand(sims.shape[0], -1)
+        p = sparsemax(sims).cpu()
         for r in range(p.shape[0]):
             keep = p[r] > 0
             positions.append(idx[r][keep])
@@ -174,7 +179,7 @@ def focus_mixture(x: InitInputs) -> Mixture:
     anchors = token_anchors(ctx, space)
     queries, usable = query_vectors(space, x.tokens)
     rows = usable.nonzero().flatten()
-    positions, weights = sparsemax_rows(queries[rows], anchors.vectors, ctx.config.focus_top_k)
+    positions, weights = sparsemax_rows(queries[rows], anchors.vectors, ctx.config.focus_top_k, ctx.device)
     ids = [anchors.old_ids[p] for p in positions]
     return replace_rows(pieces_mixture(x.pieces), rows.tolist(), ids, weights, "focus")
 

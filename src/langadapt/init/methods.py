@@ -45,6 +45,7 @@ class InitContext:
     source_language: str = ""
     target_language: str = ""
     memo: dict[str, Any] = field(default_factory=dict)
+    device: Any = None  # a torch device for the similarity searches (init.device); None: the CPU
 
     def once(self, key: str, compute: Callable[[], Any]) -> Any:
         """Shared work (vectors, a helper model, parallel text): `compute` runs on the first call for `key` only."""

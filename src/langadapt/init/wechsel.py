@@ -140,7 +140,7 @@ def wechsel_mixture(x: InitInputs, spaces: Aligned) -> Mixture:
     if not have:
         return mix
     queries = torch.from_numpy(np.stack([spaces.new[x.tokens[i]] for i in have])).double()
-    sims, pos = nearest(queries, old, ctx.config.neighbours)
+    sims, pos = nearest(queries, old, ctx.config.neighbours, ctx.device)
     weights = torch.softmax(sims / ctx.config.temperature, dim=1)
     return replace_rows(mix, have, [candidates[p] for p in pos], list(weights), "wechsel")
 

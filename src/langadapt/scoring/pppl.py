@@ -9,8 +9,10 @@ into many pieces is not scored as if its own pieces gave it away. Words are the 
 own (`models.encoder.WordBoundaries`, the same as whole-word masking in training).
 
 Batched: one forward pass holds many masked copies of a window (one copy per scored
-token), and the head runs only at the one scored position of each copy: the same numbers
-as one forward per masked copy (`pseudo_log_likelihood_reference`), many times faster.
+token), and the head runs only at the one scored position of each copy (never over the
+full vocabulary at every position): the same numbers as one forward per masked copy
+(`pseudo_log_likelihood_reference`), many times faster. The log-likelihood stays on the
+device until the end, and a forward pass runs in the caller's autocast context, if any.
 Special tokens frame every window and are never scored. Everything a forward pass is
 given goes to the model's device, as in `bpb.py`. Documents longer than a window
 are scored in chunks of `stride` tokens, each with context on both sides, every token
@@ -112,7 +114,7 @@ def pseudo_bits_per_byte(
     items = [(w, i) for w in _document_windows(tok, texts, size, stride, within_word) for i in range(len(w.scored))]
     items.sort(key=lambda item: len(item[0].ids))  # similar lengths share a batch: little padding
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    total_nats = 0.0
+    parts = []  # per batch, on the device: one transfer at the end
     device = model.device
     model.eval()
     batches = [items[i : i + copies_per_batch] for i in range(0, len(items), copies_per_batch)]
@@ -133,9 +135,8 @@ def pseudo_bits_per_byte(
             mask = None if bool(attention.all()) else attention.to(device)  # no padding: the fused attention kernel
             logits = (logits_at or mlm_logits_at)(model, input_ids.to(device), mask, select.to(device)).float()
             gold_ids = torch.tensor(gold, device=device)
-            total_nats -= (
-                torch.log_softmax(logits, dim=-1)[torch.arange(len(batch), device=device), gold_ids].sum().item()
-            )
+            parts.append(torch.nn.functional.cross_entropy(logits, gold_ids, reduction="sum"))
+    total_nats = float(torch.stack(parts).cpu().double().sum()) if parts else 0.0
     return _result(total_nats, len(items), texts)
 
 

@@ -26,6 +26,7 @@ from langadapt.models.encoder import PACKED_ENCODERS
 from langadapt.models.loading import ADAPTER_NAME, adapter_activation, is_encoder
 from langadapt.train import factorised
 from langadapt.train.config import TrainConfig
+from langadapt.train.processes import is_main_process
 from langadapt.train.trainable import TRAIN_METHODS, embedding_module_name, train_all_embeddings
 
 if TYPE_CHECKING:
@@ -211,11 +212,13 @@ def finalize(model: Any, out: Path) -> Any:
     it is LoRA, is merged into the weights too.
     """
     if hasattr(model, "merge_and_unload"):
-        model.save_pretrained(out / "adapter")
+        if is_main_process():  # one writer; under FSDP the other processes' models hold no weights
+            model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
     if has_adapter(model):
-        (out / "adapters" / ADAPTER_NAME).mkdir(parents=True, exist_ok=True)
-        model.save_adapter(str(out / "adapters" / ADAPTER_NAME), ADAPTER_NAME)
+        if is_main_process():
+            (out / "adapters" / ADAPTER_NAME).mkdir(parents=True, exist_ok=True)
+            model.save_adapter(str(out / "adapters" / ADAPTER_NAME), ADAPTER_NAME)
         if getattr(model.adapters_config.get(ADAPTER_NAME), "architecture", None) == "lora":
             _merge_lora(model)
     return model

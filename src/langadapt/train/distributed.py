@@ -16,9 +16,12 @@ and optimizer state are split over the processes (`hybrid`: over the processes o
 and replicated across nodes). FSDP2 keeps the root's parameters gathered from its
 forward pass until its backward pass, so the fused causal loss, which reads the output
 head's weight inside `LossModule.forward`, sees the whole weight and its gradient is
-reduce-scattered like any other. `zero1`, `zero2` and `zero3` run DeepSpeed ZeRO (see
-`zero.py`). Checkpoints hold full tensors whatever the strategy (gathered for rank 0), in
-the layout an unsharded run writes.
+reduce-scattered like any other. In bf16 (fp16) the blocks are gathered in that type and
+gradients reduced in fp32 (`mixed_precision_policy`); the shards stay fp32. Processes > 0
+build the model on the meta device and receive rank 0's weights as it is sharded
+(`loads_on_meta`, `_from_rank0`), so only rank 0 ever holds the whole model.
+`zero1`, `zero2` and `zero3` run DeepSpeed ZeRO (see `zero.py`). Checkpoints hold full
+tensors whatever the strategy (gathered for rank 0 alone), in the layout an unsharded run writes.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.errors import ConfigError
+from langadapt.train.precision import resolve_precision
 from langadapt.train.processes import (
     Processes,
     env_flag,
+    launched_rank,
     launched_world_size,
     loss_module,
     node_size,
@@ -67,6 +72,43 @@ def requested_sharding(sharding: str) -> str:
 def resolve_sharding(sharding: str) -> str:
     """The strategy this launch runs: as requested, but `none` for a single process (nothing to shard over)."""
     return requested_sharding(sharding) if launched_world_size() > 1 else "none"
+
+
+# FSDP shards whose processes > 0 build the model on the meta device and receive its weights from rank 0
+RANK0_LOADS = ("full", "hybrid")
+
+
+def loads_on_meta(sharding: str) -> bool:
+    """Whether this process builds its model without weights (on the meta device) and receives them from rank 0.
+
+    Under FSDP (`full`, `hybrid`) every process but rank 0: it then never holds the whole
+    model in host memory, only its shards (`_shard` sends rank 0's weights, one tensor at a
+    time). Rank 0 loads the model whole, since it writes the final one. DDP needs every
+    weight on every process, and DeepSpeed ZeRO partitions a model it is given whole (its own
+    `zero.Init` is not used), so both load everywhere.
+    """
+    return launched_rank() > 0 and resolve_sharding(sharding) in RANK0_LOADS
+
+
+def meta_model(path: str, dtype: str, device: "torch.device | None" = None, attn_implementation: str = "auto") -> Any:
+    """The model at `path` as `load_model` builds it (masked LM for encoders, causal LM otherwise; the same
+    dtype and attention kernel for `device`), on the meta device: every parameter and buffer has its shape
+    and dtype and no storage."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from langadapt.devices import resolve_device, resolve_dtype
+    from langadapt.models.attention import choose_attention, model_class
+    from langadapt.models.loading import is_encoder, load_config
+
+    device = device or resolve_device("auto")
+    dtype = resolve_dtype(dtype, device)
+    config = load_config(path)
+    encoder = is_encoder(config)
+    attention = choose_attention(attn_implementation, model_class(config, encoder), device, dtype, encoder)
+    auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
+    with torch.device("meta"):
+        return auto.from_config(config, dtype=getattr(torch, dtype), attn_implementation=attention)
 
 
 def transformer_blocks(model: Any) -> list["torch.nn.Module"]:
@@ -122,7 +164,8 @@ def setup(
     if sharding.startswith("zero"):
         return setup_zero(module, model, make_optimizer, device, sharding, cfg, rows, micro)
     if sharding != "none":
-        return _shard(module, model, make_optimizer, device, sharding)
+        precision = resolve_precision(cfg.precision, device) if cfg is not None else "fp32"
+        return _shard(module, model, make_optimizer, device, sharding, precision)
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
@@ -139,13 +182,38 @@ def setup(
     return Processes(acc.process_index, acc.num_processes, acc), module, optimizer
 
 
-def _shard(
-    module: "torch.nn.Module", model: Any, make_optimizer: Callable[[Any], Any], device: "torch.device", sharding: str
-) -> tuple[Processes, "torch.nn.Module", Any]:
-    """Shard each transformer block, then the loss module (the root) over a 1-D (full) or 2-D (hybrid) mesh.
+def mixed_precision_policy(precision: str) -> Any:
+    """FSDP2's mixed precision for `train.precision` (None in fp32): bf16 (fp16) weights gathered for the passes,
+    gradients reduced in fp32.
 
-    Every process starts from identical weights (the same files, the same seed), so each
-    keeps its own slice of them: FSDP does not broadcast, unlike DDP.
+    The sharded weights, which the optimizer steps, keep their own dtype (fp32 for what trains); each
+    block's weights are cast once when gathered, not by autocast at every use, and the all-gather
+    moves half the bytes. Gradients are reduce-scattered in fp32, so the sum over processes loses nothing.
+    """
+    if precision not in ("bf16", "fp16"):
+        return None
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    half = torch.bfloat16 if precision == "bf16" else torch.float16
+    return MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32)
+
+
+def _shard(
+    module: "torch.nn.Module",
+    model: Any,
+    make_optimizer: Callable[[Any], Any],
+    device: "torch.device",
+    sharding: str,
+    precision: str = "fp32",
+) -> tuple[Processes, "torch.nn.Module", Any]:
+    """Shard each transformer block, then the loss module (the root) over a 1-D (full) or 2-D (hybrid) mesh,
+    with `mixed_precision_policy(precision)`, then give every process rank 0's weights.
+
+    Processes > 0 built the model on the meta device (`loads_on_meta`): after sharding they
+    allocate their shards and receive rank 0's tensors one at a time, each keeping its slice
+    (`set_model_state_dict` with `broadcast_from_rank0`); buffers (rotary frequencies) come
+    whole, and so does rank 0's choice of causal loss, which a model without weights could not test.
     """
     import warnings
 
@@ -167,8 +235,44 @@ def _shard(
         mesh = init_device_mesh(device.type, (world // node, node), mesh_dim_names=("replicate", "shard"))
     else:
         mesh = init_device_mesh(device.type, (world,), mesh_dim_names=("shard",))
+    policy = mixed_precision_policy(precision)
+    options = {"mp_policy": policy} if policy is not None else {}
+    rank = dist.get_rank()
+    full = dict(module.state_dict(keep_vars=True)) if rank == 0 else {}  # references: nothing is copied
     for block in transformer_blocks(model):
-        fully_shard(block, mesh=mesh)
-    fully_shard(module, mesh=mesh)  # the root: every parameter not in a block, gathered once per step
-    procs = Processes(dist.get_rank(), world, mesh=mesh, sharding=sharding)
+        fully_shard(block, mesh=mesh, **options)
+    fully_shard(module, mesh=mesh, **options)  # the root: every parameter not in a block, gathered once per step
+    _from_rank0(module, model, full, device)
+    procs = Processes(rank, world, mesh=mesh, sharding=sharding)
     return procs, module, make_optimizer(model)
+
+
+def _from_rank0(module: "torch.nn.Module", model: Any, full: dict[str, Any], device: "torch.device") -> None:
+    """Rank 0's weights, buffers and loss choice on every process whose model was built on the meta device.
+
+    Collective: every process calls it; it does nothing when no process has a meta tensor.
+    """
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    from langadapt.train.objectives import FUSED_ATTRIBUTE
+
+    on_meta = any(t.is_meta for t in [*module.parameters(), *module.buffers()])
+    flag = torch.tensor([int(on_meta)], device=device)
+    dist.all_reduce(flag)
+    if not int(flag.item()):
+        return
+    if on_meta:
+        module.to_empty(device=device)  # storage for this process's shards (and buffers), values to come
+    names = dict(module.named_parameters())  # a weight shared by two modules (tied rows) under its first name only
+    full = {k: v.detach() for k, v in full.items() if k in names}
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+    set_model_state_dict(module, full, options=options)
+    for buffer in module.buffers():  # unsharded; the rotary embedding's frequencies are not in a state dict
+        dist.broadcast(buffer.data, src=0)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    choice = [inner.__dict__.get(FUSED_ATTRIBUTE)]
+    dist.broadcast_object_list(choice, src=0)
+    if choice[0] is not None:
+        inner.__dict__[FUSED_ATTRIBUTE] = choice[0]

@@ -28,6 +28,7 @@ from langadapt.stage import run_stage
 from langadapt.train import factorised
 from langadapt.train.adapters import config_problems, save_final
 from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
+from langadapt.train.distributed import loads_on_meta, meta_model
 from langadapt.train.loop import set_dropout
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, masked_lm
@@ -61,10 +62,12 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     tok = load_tokenizer(str(init_dir))
     device = resolve_device(cfg.device)
     dtype = weights_dtype(recipe, device)  # the frozen weights and the final model
+    attention = recipe.model.attn_implementation
     if cfg.method == "qlora":
         model = _quantized_base(recipe, init_dir)
+    elif loads_on_meta(cfg.sharding):  # FSDP: rank 0 alone holds the whole model and sends each process its shards
+        model = meta_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
     else:
-        attention = recipe.model.attn_implementation
         model = load_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
     attention = model.config._attn_implementation  # what auto became: in the summary
     if cfg.dropout >= 0:  # before the method wraps the model: adapters keep their own dropout

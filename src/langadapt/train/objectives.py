@@ -184,6 +184,8 @@ def _check_fused(model: Any, vocab_size: int | None) -> str | None:
     if problem is not None:
         return problem
     weight = output_head(model)[1]  # type: ignore[index]
+    if weight.is_meta:  # no weights yet: they come from rank 0 (train/distributed.py), and so does its choice
+        return None
     vocab = vocab_size or weight.shape[0]
     ids = torch.randint(0, vocab, PROBE_SHAPE, generator=torch.Generator().manual_seed(0)).to(weight.device)
     half = frozen_dtype(model)

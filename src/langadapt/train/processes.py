@@ -13,7 +13,8 @@ same methods whatever the engine:
 | `release` | nothing           | nothing                           | `reshard()` the root after a pass without gradients | nothing (ZeRO-3 releases its own)          |
 
 Checkpoints hold full tensors whatever the engine (`full_state` / `load_full_state`), in the
-layout an unsharded run writes, so a run resumes with any process count or engine.
+layout an unsharded run writes, so a run resumes with any process count or engine; the full
+tensors exist on rank 0 alone, which writes them.
 """
 
 from __future__ import annotations
@@ -165,9 +166,10 @@ class Processes:
     def full_state(self, model: Any, opt: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
         """Trainable weights and optimizer state as full CPU tensors for rank 0 ({} elsewhere).
 
-        Under sharding every process must call it (the shards are gathered); the optimizer state
-        comes back in the layout of an unsharded `optimizer.state_dict()` (parameters by index),
-        so checkpoints do not depend on how they were written.
+        Under sharding every process must call it (the shards are gathered, one tensor at a time,
+        into rank 0's CPU memory alone: torch's full state dict with `cpu_offload` keeps nothing on
+        the other processes); the optimizer state comes back in the layout of an unsharded
+        `optimizer.state_dict()` (parameters by index), so checkpoints do not depend on how they were written.
         """
         if self.mesh is None:
             return (_trainable_state(model), _to_cpu(opt.state_dict())) if self.is_main else ({}, {})

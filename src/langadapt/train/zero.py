@@ -7,8 +7,11 @@ or a DeepSpeed JSON file through `--deepspeed_config_file`), read by accelerate'
 `DeepSpeedPlugin`; otherwise from the recipe's stage alone. What the recipe owns is then
 written over it: the batch geometry (sequences per pass and accumulation), gradient clipping,
 the optimizer (AdamW with its learning-rate schedule, from `train.*`) and the precision
-(`train.precision`, as the forward pass's autocast; DeepSpeed's own fp16/bf16 weights are
-not used, so trained weights stay float32 as in every other strategy).
+(`train.precision`). In bf16 DeepSpeed's own bf16 mode is on (`bf16.enabled`, with
+`communication_data_type: bf16`): the engine holds the model in bf16 (the frozen weights at
+half the memory), reduces gradients in bf16 (half the traffic), and its optimizer keeps
+float32 master weights and moments, which checkpoints store; the forward pass also runs
+under the loop's autocast, as with every engine. In fp32 both stay off.
 
 The engine is DeepSpeed's own (`deepspeed.initialize`), driven the way accelerate's
 DeepSpeed wrapper drives it: the accumulation boundary is set before each backward pass,
@@ -17,9 +20,11 @@ DeepSpeed wrapper drives it: the accumulation boundary is set before each backwa
 used on a CPU (it drops its DeepSpeed configuration when asked for the CPU), and the loop
 here is the same on every device.
 
-Checkpoints hold full tensors, in the layout an unsharded run writes, through DeepSpeed's
-`safe_get_full_*` / `safe_set_full_*` API: a run written by N ZeRO processes resumes with M,
-with DDP, FSDP or one process, and the other way round.
+Checkpoints hold full tensors, in the layout an unsharded run writes: each process's
+partition of the fp32 weights and moments is gathered on rank 0 alone (`_gather_on_main`),
+one parameter at a time, so no other process ever holds a full tensor of the state, and
+restored through DeepSpeed's `safe_set_full_*` API. A run written by N ZeRO processes resumes
+with M, with DDP, FSDP or one process, and the other way round.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -130,10 +136,11 @@ def zero_problems(tr: "TrainConfig", sharding: str, precision: str, config: dict
                 f"learning-rate schedule ({instead}): remove the section"
             )
     for half in ("fp16", "bf16"):
-        if str(config.get(half, {}).get("enabled", False)).lower() == "true":
+        if str(config.get(half, {}).get("enabled", False)).lower() == "true" and half != precision:
             p.append(
-                f"train: the DeepSpeed config enables {half} weights; langadapt keeps trained weights in float32 and "
-                f"sets the compute precision with train.precision: set it there and remove '{half}' from the config"
+                f"train: the DeepSpeed config enables {half} weights, but train.precision resolves to {precision}; "
+                f"langadapt sets DeepSpeed's precision from train.precision (bf16 turns DeepSpeed's bf16 mode on): "
+                f"set it there and remove '{half}' from the config"
             )
     filled = set(OWNED) | {f"zero_optimization.{k}" for k in HIDDEN_SIZE_AUTO}
     unknown = [k for k in _auto_values(config) if k not in filled and not k.startswith(("fp16.", "bf16."))]
@@ -142,10 +149,24 @@ def zero_problems(tr: "TrainConfig", sharding: str, precision: str, config: dict
     return p
 
 
-def ds_config(tr: "TrainConfig", stage: int, rows: int, world: int, micro: int, hidden: int | None) -> dict[str, Any]:
-    """The configuration handed to `deepspeed.initialize`: accelerate's (or a bare one), with the recipe's values."""
+def ds_config(
+    tr: "TrainConfig",
+    stage: int,
+    rows: int,
+    world: int,
+    micro: int,
+    hidden: int | None,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """The configuration handed to `deepspeed.initialize`: accelerate's (or a bare one), with the recipe's values.
+
+    `precision` (train.precision, resolved): bf16 turns DeepSpeed's bf16 mode on, with gradients
+    communicated in bf16; fp32 leaves both off (fp16 is refused before any work).
+    """
     config = json.loads(json.dumps(accelerate_deepspeed_config() or {}, default=str))
-    config.pop("fp16", None), config.pop("bf16", None)
+    config.pop("fp16", None), config.pop("bf16", None), config.pop("communication_data_type", None)
+    if precision == "bf16":
+        config.update(bf16={"enabled": True}, communication_data_type="bf16")
     owned = {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": rows // world // micro,
@@ -198,13 +219,14 @@ def setup_zero(
     import torch.distributed as dist
 
     from langadapt.train.objectives import output_head
+    from langadapt.train.precision import resolve_precision
 
     if device.type == "cuda":
         torch.cuda.set_device(device)
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")  # env:// as launched
     world, stage = dist.get_world_size(), ZERO_STAGES[sharding]
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
-    config = ds_config(cfg, stage, rows, world, micro, hidden)
+    config = ds_config(cfg, stage, rows, world, micro, hidden, resolve_precision(cfg.precision, device))
     optimizer = make_optimizer(model)
     name_of = {id(p): n for n, p in model.named_parameters()}
     groups = [[name_of[id(p)] for p in g["params"]] for g in optimizer.param_groups]
@@ -215,7 +237,17 @@ def setup_zero(
         for t in head[1:3] + head[4:] if head is not None else ():
             if isinstance(t, torch.nn.Parameter):
                 deepspeed.zero.register_external_parameter(module, t)
+    # in bf16 mode the engine casts the model to bf16 and makes its fp32 master weights from that;
+    # they are set from the fp32 weights themselves (held here by reference, not copied)
+    exact = {n: p.data for n, p in model.named_parameters() if p.requires_grad} if config.get("bf16") else {}
     engine, ds_optimizer, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, config=config)
+    if exact:
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        params = dict(model.named_parameters())
+        for name, value in exact.items():
+            safe_set_full_fp32_param(params[name], value.to(engine.device))
+        exact.clear()
     procs = ZeroProcesses(dist.get_rank(), world, sharding=sharding, engine=engine, groups=groups)
     return procs, engine, ds_optimizer
 
@@ -252,9 +284,12 @@ class ZeroProcesses(Processes):
         return [n for group in self.groups for n in group]
 
     def full_state(self, model: Any, opt: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
-        """Full fp32 weights and optimizer state of the trainable parameters (collective; rank 0 keeps them)."""
+        """Full fp32 weights and optimizer state of the trainable parameters for rank 0 ({} elsewhere).
+
+        Collective: every process sends its partition of each tensor to rank 0, which alone
+        assembles the full tensor (`_gather_on_main`); the others never hold one.
+        """
         import torch
-        from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
         params, base = self._params(model), opt.optimizer
         keys, step = _state_keys(base)
@@ -262,10 +297,10 @@ class ZeroProcesses(Processes):
         weights, state = {}, {}
         for i, name in enumerate(self._order()):
             p = params[name]
-            full = safe_get_full_fp32_param(p).detach().cpu()
-            moments = {k: safe_get_full_optimizer_state(p, k).detach().cpu() for k in keys}
+            full = _gather_on_main(p, None, self.is_main)
+            moments = {k: _gather_on_main(p, k, self.is_main) for k in keys}
             if self.is_main:
-                weights[name] = full.contiguous()
+                weights[name] = full
                 if step is not None:
                     state[i] = {"step": torch.tensor(step), **moments}
         if not self.is_main:
@@ -316,6 +351,64 @@ class ZeroProcesses(Processes):
 
 
 DEEPSPEED_CHECKED = "0.19.8"  # the DeepSpeed whose optimizer internals `_optimizer_internals` was checked against
+
+
+def _local_part(p: Any, key: str | None) -> tuple["torch.Tensor | None", int]:
+    """This process's part of the fp32 weight (key None) or of one optimizer moment of `p`, flat, and its offset
+    in the flattened full tensor; (None, 0) when this process holds none of it.
+
+    ZeRO-3: the process's partition (`safe_get_local_*`, DeepSpeed's API), every partition the
+    same length, in rank order, the last one padded. ZeRO-1/2: the fragment of the parameter that
+    falls in this process's flat partition, at `_hp_mapping.lp_fragment_address`, as DeepSpeed's
+    own `get_full_hp_param` reads it (before it all-reduces a full-size buffer on every process).
+    """
+    if hasattr(p, "ds_id"):
+        from deepspeed.utils import safe_get_local_fp32_param, safe_get_local_optimizer_state
+
+        part = safe_get_local_fp32_param(p) if key is None else safe_get_local_optimizer_state(p, key)
+        return part.flatten(), part.numel() * _rank()  # as DeepSpeed's `_fp32_state_allgather` places it
+    mapping = p._hp_mapping
+    if mapping is None:
+        return None, 0
+    return mapping.get_hp_fragment(key).flatten(), mapping.lp_fragment_address.start
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank()
+
+
+def _gather_on_main(p: Any, key: str | None, is_main: bool) -> "torch.Tensor | None":
+    """The full fp32 tensor of `p` (its weight, or moment `key`) on rank 0's CPU, None elsewhere (collective).
+
+    Each process sends (offset, length) and its part padded to the longest part; only rank 0
+    receives and assembles. No process but rank 0 allocates anything of the full tensor's size.
+    """
+    import torch
+    import torch.distributed as dist
+
+    part, offset = _local_part(p, key)
+    device = p.device if p.device.type != "meta" else torch.device("cpu")
+    if part is None:
+        part = torch.zeros(0, dtype=torch.float32, device=device)
+    where = torch.tensor([offset, part.numel()], dtype=torch.long, device=part.device)
+    spans = [torch.zeros_like(where) for _ in range(dist.get_world_size())]
+    dist.all_gather(spans, where)  # two numbers per process: every process needs the longest length
+    longest = max(int(s[1]) for s in spans)
+    padded = torch.zeros(longest, dtype=torch.float32, device=part.device)
+    padded[: part.numel()] = part.detach().float()
+    received = [torch.empty_like(padded) for _ in spans] if is_main else None
+    dist.gather(padded, received, dst=0)
+    if not is_main:
+        return None
+    shape = tuple(p.ds_shape) if hasattr(p, "ds_id") else tuple(p.shape)
+    full = torch.zeros(math.prod(shape), dtype=torch.float32)
+    for (start, length), values in zip((s.tolist() for s in spans), received):  # type: ignore[arg-type]
+        end = min(start + length, full.numel())  # ZeRO-3's last partition is padded
+        if end > start:
+            full[start:end] = values[: end - start].cpu()
+    return full.view(shape)
 
 
 def _optimizer_internals(opt: Any, create_state: Callable[["torch.Tensor"], dict[str, Any]] | None = None) -> None:

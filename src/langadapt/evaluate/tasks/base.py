@@ -13,7 +13,9 @@ Fixed protocols, so numbers are comparable across runs:
   the training set (the seed picks the sample), and scored on the whole test set.
 - finetune: the whole model plus a linear head on the pooled states of `layer` trains
   with AdamW (`lr`, the head 10x), `epochs` passes of batch `batch_size`; the seed sets
-  the head's init and the data order. Costly: meant for real runs, not the demo.
+  the head's init and the data order. Costly: meant for real runs, not the demo. A model
+  above `full_finetune_max_parameters` (default 1B) trains LoRA (rank 16, every linear
+  layer, at 10x `lr`) and the head instead of a full copy; `extra.finetune` records which.
 
 Scores are mean and standard deviation over `seeds` runs (population std, ddof=0).
 """

@@ -7,9 +7,10 @@ Metrics: accuracy (headline) and macro-F1, from scikit-learn.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from langadapt.evaluate.embed import layer_index, pool
 from langadapt.evaluate.tasks.base import TASKS, Kind, Score, TaskContext, summarise
@@ -70,6 +71,45 @@ def probe_fit_predict(x_train: Any, y_train: list[str], x_test: Any, seed: int) 
     return list(clf.predict(x_test))
 
 
+LORA_RANK = 16  # finetune on a large model: LoRA of this rank (alpha twice it) on every linear layer
+LORA_LR_SCALE = 10  # its weights train at this multiple of the task's lr, as the head does (LoRA wants larger steps)
+
+
+def finetune_protocol(model: Any, cfg: "TaskConfig") -> str:
+    """ "full" (a copy of the whole model trains) or "lora r=16" (adapters on the model itself) for `protocol: finetune`.
+
+    Full AdamW keeps the copy, its gradients and two moments: four times the model's fp32
+    size beside it, which stops fitting one GPU past 2-3B parameters.
+    """
+    n = sum(p.numel() for p in model.parameters())
+    return "full" if n <= cfg.full_finetune_max_parameters else f"lora r={LORA_RANK}"
+
+
+@contextlib.contextmanager
+def _trainable(ctx: TaskContext, how: str) -> Iterator[tuple[Any, list[Any]]]:
+    """(model to train, its trainable parameters): a deep copy, or LoRA put into the model itself and removed after.
+
+    LoRA leaves the model's own weights untouched (peft's `unload` takes the layers out
+    without merging them), so the other seeds, tasks and models see it as it was.
+    """
+    if how == "full":
+        model = copy.deepcopy(ctx.model)
+        yield model, list(model.parameters())
+        return
+    from peft import LoraConfig, get_peft_model
+
+    flags = {n: p.requires_grad for n, p in ctx.model.named_parameters()}
+    lora = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0, target_modules="all-linear")
+    wrapped = get_peft_model(ctx.model, lora)  # injects the layers into ctx.model's own modules
+    try:
+        yield ctx.model, [p for p in ctx.model.parameters() if p.requires_grad]
+    finally:
+        wrapped.unload()
+        for n, p in ctx.model.named_parameters():
+            p.requires_grad_(flags[n])
+        ctx.model.eval()
+
+
 def finetune(
     ctx: TaskContext,
     cfg: "TaskConfig",
@@ -81,37 +121,39 @@ def finetune(
     targets: Callable[[list[Example]], list[int]],
 ) -> list[int]:
     """The fixed fine-tuning protocol: a copy of the whole model and a linear head, AdamW at `lr`
-    (head at 10x), `epochs` over the shuffled training set. `features(encoder, batch, grad)`
-    gives one row per scored unit (a sentence, a word) and `targets(batch)` their label ids;
-    returns the predicted label id of every test unit, in order."""
+    (head at 10x), `epochs` over the shuffled training set; above `full_finetune_max_parameters`
+    LoRA on the model itself instead of the copy (`finetune_protocol`), its weights at 10x `lr`
+    like the head's. `features(encoder, batch, grad)` gives one row per scored unit (a sentence,
+    a word) and `targets(batch)` their label ids; returns the predicted label id of every test
+    unit, in order."""
     import random
 
     import torch
 
     torch.manual_seed(seed)
-    model = copy.deepcopy(ctx.model)
-    enc = copy.copy(ctx.encoder)
-    enc.model, enc._cache = model, {}
-    head = torch.nn.Linear(model.config.hidden_size, n_labels).to(model.device)
-    opt = torch.optim.AdamW(
-        [{"params": model.parameters(), "lr": cfg.lr}, {"params": head.parameters(), "lr": 10 * cfg.lr}]
-    )
-    order = list(range(len(train)))
-    model.train()
-    for _ in range(cfg.epochs):
-        random.Random(seed).shuffle(order)
-        for i in range(0, len(order), cfg.batch_size):
-            batch = [train[j] for j in order[i : i + cfg.batch_size]]
-            gold = torch.tensor(targets(batch), device=model.device)
-            loss = torch.nn.functional.cross_entropy(head(features(enc, batch, True).float()), gold)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    preds: list[int] = []
-    with torch.no_grad():
-        for i in range(0, len(test), cfg.batch_size):
-            preds.extend(head(features(enc, test[i : i + cfg.batch_size], False).float()).argmax(-1).tolist())
+    how = finetune_protocol(ctx.model, cfg)
+    with _trainable(ctx, how) as (model, params):
+        enc = copy.copy(ctx.encoder)
+        enc.model, enc._cache = model, {}
+        head = torch.nn.Linear(model.config.hidden_size, n_labels).to(model.device)
+        lr = cfg.lr if how == "full" else LORA_LR_SCALE * cfg.lr
+        opt = torch.optim.AdamW([{"params": params, "lr": lr}, {"params": head.parameters(), "lr": 10 * cfg.lr}])
+        order = list(range(len(train)))
+        model.train()
+        for _ in range(cfg.epochs):
+            random.Random(seed).shuffle(order)
+            for i in range(0, len(order), cfg.batch_size):
+                batch = [train[j] for j in order[i : i + cfg.batch_size]]
+                gold = torch.tensor(targets(batch), device=model.device)
+                loss = torch.nn.functional.cross_entropy(head(features(enc, batch, True).float()), gold)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        model.eval()
+        preds: list[int] = []
+        with torch.no_grad():
+            for i in range(0, len(test), cfg.batch_size):
+                preds.extend(head(features(enc, test[i : i + cfg.batch_size], False).float()).argmax(-1).tolist())
     return preds
 
 
@@ -173,6 +215,7 @@ def run_classify(ctx: TaskContext, cfg: "TaskConfig", data: TaskData) -> list[Sc
                     "macro_f1_std": f1_std,
                     "labels": len(labels),
                     "chance": max(gold.count(lab) for lab in set(gold)) / len(gold),
+                    **({"finetune": finetune_protocol(ctx.model, cfg)} if cfg.protocol == "finetune" else {}),
                 },
             )
         )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.evaluate.embed import layer_index
 from langadapt.evaluate.tasks.base import TASKS, Kind, Score, TaskContext, summarise
-from langadapt.evaluate.tasks.classify import settings, subsample
+from langadapt.evaluate.tasks.classify import finetune_protocol, settings, subsample
 from langadapt.evaluate.tasks.data import Example, TaskData, check_labels
 
 if TYPE_CHECKING:
@@ -120,7 +120,10 @@ def run_tag(ctx: TaskContext, cfg: "TaskConfig", data: TaskData) -> list[Score]:
                 values,
                 len(train),
                 len(test),
-                extra={"labels": len(labels)},
+                extra={
+                    "labels": len(labels),
+                    **({"finetune": finetune_protocol(ctx.model, cfg)} if cfg.protocol == "finetune" else {}),
+                },
             )
         )
     return rows
