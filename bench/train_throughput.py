@@ -130,13 +130,7 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
 
     recipe = demo_recipe(args, "fp32")  # the model and data only: the Trainer keeps its own precision
     model, tok, texts = model_and_data(recipe, args.docs)
-    # run_clm: tokenize_function, then group_texts into block_size chunks, labels = input_ids
-    ids = [t for ids in tok(texts)["input_ids"] for t in ids]
-    block = args.seq_len
-    data = [
-        {"input_ids": ids[i : i + block], "labels": ids[i : i + block]}
-        for i in range(0, (len(ids) // block) * block, block)
-    ]
+    data = group_texts(tok(texts)["input_ids"], args.seq_len)  # run_clm: tokenize_function, then group_texts
     times: list[float] = []
     losses: list[float] = []
 
@@ -182,6 +176,19 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
         "losses": losses,
         "rss_before_train_mb": before,
     }
+
+
+def group_texts(token_lists: list[list[int]], block: int) -> list[dict[str, list[int]]]:
+    """run_clm's group_texts: the documents' tokens concatenated and cut into blocks, labels = input_ids.
+
+    The tail shorter than a block is dropped; documents are separated only by the special tokens
+    the tokenizer itself adds (the demo model's puts `<|im_start|>` before each), as in run_clm.
+    """
+    ids = [t for ids in token_lists for t in ids]
+    return [
+        {"input_ids": ids[i : i + block], "labels": ids[i : i + block]}
+        for i in range(0, (len(ids) // block) * block, block)
+    ]
 
 
 def trainer_default_precision() -> str:
