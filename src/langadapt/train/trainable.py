@@ -5,6 +5,8 @@ model with exactly the weights it trains set to require gradients (wrapped by pe
 library where it adds weights). The methods register in `methods.py` (peft) and `adapters.py`
 (AdapterHub); importing `methods.py` loads both. `apply_method` runs one and makes the weights it
 trains float32 master copies (`hold_master_weights`), whatever the frozen weights are held in.
+New-token rows train through peft's trainable tokens (`new_token_rows`), and a head tied to the
+embeddings keeps the bias that peft's layer leaves out of its logits (`keep_head_bias`).
 """
 
 from __future__ import annotations
