@@ -27,7 +27,7 @@ from langadapt.models.loading import ADAPTER_NAME, adapter_activation, is_encode
 from langadapt.train import factorised
 from langadapt.train.config import TrainConfig
 from langadapt.train.processes import is_main_process
-from langadapt.train.trainable import TRAIN_METHODS, embedding_module_name, train_all_embeddings
+from langadapt.train.trainable import TRAIN_METHODS, new_token_rows, train_all_embeddings
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -122,10 +122,7 @@ def with_rows_and_head(model: Any, cfg: TrainConfig, new_ids: list[int]) -> Any:
     elif cfg.embeddings == "new" and new_ids and factorised.embedding_of(model) is not None:
         factorised.train_new_rows(model, new_ids)  # the new tokens' coordinates
     elif cfg.embeddings == "new" and new_ids:
-        from peft import TrainableTokensConfig, get_peft_model
-
-        emb_name = embedding_module_name(model)
-        model = get_peft_model(model, TrainableTokensConfig(target_modules=[emb_name], token_indices=new_ids))
+        model = new_token_rows(model, new_ids)
         for n, p in model.named_parameters():  # peft froze everything else; restore what was trainable
             if _strip_peft(n) in keep:
                 p.requires_grad_(True)

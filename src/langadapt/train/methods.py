@@ -13,7 +13,13 @@ from langadapt.models.loading import is_encoder
 from langadapt.train import factorised
 from langadapt.train.adapters import add_adapter
 from langadapt.train.config import TrainConfig
-from langadapt.train.trainable import TRAIN_METHODS, embedding_module_name, train_all_embeddings
+from langadapt.train.trainable import (
+    TRAIN_METHODS,
+    embedding_module_name,
+    keep_head_bias,
+    new_token_rows,
+    train_all_embeddings,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -52,6 +58,7 @@ def lora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, config)
+    keep_head_bias(model)  # a head tied to the embeddings carries the new rows too, and must keep its bias
     if cfg.embeddings == "all":  # trained in place: merge_and_unload keeps them, the checkpoint saves them
         train_all_embeddings(model)
     elif rows and factors:
@@ -78,11 +85,11 @@ def qlora(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pr
 
 
 @TRAIN_METHODS.register(
-    "new-rows", help="only the embedding rows of new tokens train (peft trainable tokens); the rest is frozen"
+    "new-rows",
+    help="only the embedding rows of new tokens train (peft trainable tokens; in a head tied to the embeddings "
+    "too); the rest is frozen, an encoder's MLM head (its transform and bias) included",
 )
 def new_rows(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
-    from peft import TrainableTokensConfig, get_peft_model
-
     if not new_ids:
         raise ConfigError(["train.method new-rows: the tokenizer added no tokens; use tokenizer.method: extend"])
     if factorised.embedding_of(model) is not None:  # the new tokens' coordinates; A's other rows and P frozen
@@ -90,9 +97,7 @@ def new_rows(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> 
             p.requires_grad_(False)
         factorised.train_new_rows(model, new_ids)
         return model
-    return get_peft_model(
-        model, TrainableTokensConfig(target_modules=[embedding_module_name(model)], token_indices=new_ids)
-    )
+    return new_token_rows(model, new_ids)
 
 
 @TRAIN_METHODS.register("full", help="every weight trains (needs memory for optimizer state of the whole model)")

@@ -5,6 +5,8 @@ model with exactly the weights it trains set to require gradients (wrapped by pe
 library where it adds weights). The methods register in `methods.py` (peft) and `adapters.py`
 (AdapterHub); importing `methods.py` loads both. `apply_method` runs one and makes the weights it
 trains float32 master copies (`hold_master_weights`), whatever the frozen weights are held in.
+New-token rows train through peft's trainable tokens (`new_token_rows`), and a head tied to the
+embeddings keeps the bias that peft's layer leaves out of its logits (`keep_head_bias`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from langadapt.train import factorised
 from langadapt.train.config import TrainConfig
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
 
 
@@ -87,6 +90,64 @@ def train_all_embeddings(model: "PreTrainedModel") -> int:
     for w in weights.values():
         w.requires_grad_(True)
     return sum(w.numel() for w in weights.values())
+
+
+def new_token_rows(model: "PreTrainedModel", new_ids: list[int]) -> Any:
+    """The model wrapped by peft's trainable tokens: the rows of `new_ids` train in the input embeddings and in
+    an output head tied to them, everything else frozen; a tied head keeps its bias (`keep_head_bias`)."""
+    from peft import TrainableTokensConfig, get_peft_model
+
+    config = TrainableTokensConfig(target_modules=[embedding_module_name(model)], token_indices=new_ids)
+    model = get_peft_model(model, config)
+    keep_head_bias(model)
+    return model
+
+
+def keep_head_bias(model: Any) -> int:
+    """Give back the output head's bias where peft's trainable-token layer leaves it out; returns how many heads.
+
+    An output head tied to the input embeddings (a masked-LM decoder: XLM-R's `lm_head`, BERT's
+    `cls.predictions`; a tied decoder head with a bias) is wrapped by peft as its embeddings are,
+    and peft's layer (0.21) computes `F.linear(x, W)` with the new rows written into W, but
+    without the head's bias: training would see logits the model does not compute, and a bias
+    that trains would get no gradient, while the merged model adds it again. A forward hook adds
+    the bias on the passes that take that path (rows active, not merged; otherwise peft runs the
+    head itself, bias included). Each head is asked first whether it drops the bias (its bias
+    set to ones, a zero input), so a peft that adds it, or a head already given it, is left alone.
+    An untied head is not wrapped at all and computes its own bias.
+    """
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    fixed = 0
+    for layer in model.modules():
+        if isinstance(layer, TrainableTokensLayer) and _drops_bias(layer):
+            layer.register_forward_hook(_add_head_bias)
+            fixed += 1
+    return fixed
+
+
+def _on_rows_path(layer: Any) -> bool:
+    """Whether peft's layer computes the head itself (its rows over the weight) rather than running the wrapped one."""
+    return bool(layer.active_adapters) and not layer.merged and not layer.disable_adapters
+
+
+def _drops_bias(layer: Any) -> bool:
+    import torch
+
+    base = layer.get_base_layer()
+    if not isinstance(base, torch.nn.Linear) or base.bias is None or not _on_rows_path(layer):
+        return False
+    name = next(n for n, p in layer.named_parameters(remove_duplicate=False) if p is base.bias)
+    probe = torch.zeros(1, base.in_features, dtype=base.weight.dtype, device=base.weight.device)
+    with torch.no_grad():  # x = 0: the logits are the bias alone, or zero where it is dropped
+        out = torch.func.functional_call(layer, {name: torch.ones_like(base.bias)}, (probe,), strict=False)
+    return bool(out.eq(0).all())
+
+
+def _add_head_bias(layer: Any, args: tuple[Any, ...], out: "torch.Tensor") -> "torch.Tensor":
+    if not _on_rows_path(layer):
+        return out
+    return out + layer.get_base_layer().bias.to(out.dtype)
 
 
 def trained_embedding_rows(model: "PreTrainedModel") -> tuple[int, int]:
