@@ -22,12 +22,12 @@ from pathlib import Path
 def main() -> None:
     import torch
 
+    from langadapt.devices import autocast
     from langadapt.models.loading import load_model
     from langadapt.train import distributed, processes
     from langadapt.train.config import TrainConfig
     from langadapt.train.methods import TRAIN_METHODS
     from langadapt.train.objectives import FUSED_ATTRIBUTE, OBJECTIVES, prepare_loss
-    from langadapt.train.precision import autocast
 
     spec = json.loads(Path(sys.argv[1]).read_text())
     torch.manual_seed(0)

@@ -146,7 +146,7 @@ def test_bf16_autocast_trains_close_to_fp32(tiny_model):
     """The bf16 path computes the same loss as fp32 to bf16 accuracy (runs on any CPU, fast or not)."""
     from transformers import AutoModelForCausalLM
 
-    from langadapt.train.precision import autocast
+    from langadapt.devices import autocast
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
+from langadapt.devices import autocast
 from langadapt.models.encoder import mlm_logits_at
 from langadapt.scoring.pppl import score as pppl_score
 from langadapt.train.config import TrainConfig
 from langadapt.train.data import TokenStream, heldout_documents, heldout_sample
-from langadapt.train.precision import autocast
 
 if TYPE_CHECKING:
     import torch

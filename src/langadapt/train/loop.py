@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from langadapt.devices import describe_device, resolve_device
+from langadapt.devices import autocast, describe_device, resolve_device
 from langadapt.errors import ConfigError, OutOfDeviceMemoryError
 from langadapt.rundir import read_json, write_json
 from langadapt.train.config import TrainConfig, effective_batch_size
@@ -25,7 +25,7 @@ from langadapt.train.data import (
 from langadapt.train.distributed import resolve_sharding, setup
 from langadapt.train.heldout import HELDOUT_METRICS, heldout_bpb, heldout_metric, heldout_pseudo_bpb, heldout_samples
 from langadapt.train.objectives import OBJECTIVES, Objective, prepare_loss
-from langadapt.train.precision import autocast, frozen_dtype, grad_scaler, resolve_precision
+from langadapt.train.precision import frozen_dtype, grad_scaler, resolve_precision
 from langadapt.train.processes import Processes, launched_world_size, training_copy
 from langadapt.train.tracking import MetricsLog
 from langadapt.train.trainable import low_precision_trainable

@@ -12,10 +12,9 @@ is several times slower than fp32, so it is never chosen silently. fp16 needs lo
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
-from langadapt.devices import resolve_device, resolve_dtype
+from langadapt.devices import computes_bf16, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -29,9 +28,7 @@ def cpu_has_bf16() -> bool:
     """True where this CPU has bf16 matrix instructions (AVX-512 BF16 or AMX)."""
     import torch
 
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+    return computes_bf16(torch.device("cpu"))
 
 
 def supports(device: "torch.device", precision: str) -> bool:
@@ -101,16 +98,6 @@ def precision_problems(name: str, device: "torch.device", key: str = "train.prec
         }.get(device.type, "this GPU does not compute in bf16 (use fp16)")
         return [f"{key}: {name} is not supported on {device}: {why}; use {key}: auto or fp32"]
     return []
-
-
-def autocast(device: "torch.device", precision: str) -> Any:
-    """The context a forward pass runs in (a no-op in fp32)."""
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def grad_scaler(device: "torch.device", precision: str) -> Any:
