@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from langadapt.report.blocks import png as _png
 from langadapt.report.blocks import table as _table
 from langadapt.report.summary import metric_names, summary_sentences, task_rows
-from langadapt.report.training import phase_table, training_sentence
+from langadapt.report.training import phase_table, throughput_sentence, training_sentence
 from langadapt.rundir import RunDir, StageContext, read_json
 from langadapt.stage import run_stage
 
@@ -341,6 +341,7 @@ init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(train
 <h2>Training</h2>
 <p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}{factorised_phrase(summary)}.</p>
 {_table(*phase_table(recipe.train, summary))}
+<p class="note">{html.escape(throughput_sentence(recipe.train, summary))}</p>
 {_img(loss_plot(steps), "training loss") if steps else ""}
 {_img(eval_curve_plot(steps), "held-out bits per byte during training") if any(k.startswith(("bpb_", "pseudo_bpb_")) for s in steps for k in s) else ""}
 {tokenizer_html(rd, tok)}

@@ -107,3 +107,46 @@ def training_sentence(train: "TrainConfig", summary: dict[str, Any]) -> str:
         return parts[0]
     total = sum(p.steps for p in phases(train, summary))
     return f"{len(parts)} phases, {total} steps: " + ", then ".join(parts)
+
+
+def _speed(s: dict[str, Any]) -> str | None:
+    """'1,234 tokens/s (0.255 GFLOP each), 0.000315 model TFLOP/s per device, MFU 23.1%' for one phase, or None."""
+    seconds = s.get("train_step_seconds")
+    if not seconds or "model_tflops" not in s:
+        return None
+    parts = []
+    if s.get("tokens_this_session"):
+        parts.append(f"{s['tokens_this_session'] / seconds:,.0f} tokens/s")
+    if s.get("model_flops_per_token"):
+        parts[-1:] = [f"{parts[-1]} ({s['model_flops_per_token'] / 1e9:.3g} GFLOP each)" if parts else ""]
+    parts.append(f"{s['model_tflops']:.3g} model TFLOP/s per device")
+    if "mfu" in s:
+        parts.append(f"MFU {100 * s['mfu']:.1f}%")
+    return ", ".join(p for p in parts if p)
+
+
+def throughput_sentence(train: "TrainConfig", summary: dict[str, Any]) -> str:
+    """How fast the training steps ran: tokens/s, model TFLOP/s and MFU, each phase in turn ('' without figures).
+
+    Over the optimizer steps of the session that finished each phase (data waits, held-out
+    evaluation and checkpoints excluded); MFU is named with the peak it is against (on a CPU,
+    its measured matmul peak), or said to be missing where the device's peak is not known.
+    """
+    done = summary.get("phases") or [summary]
+    names = [p.name for p in phases(train, summary)]
+    speeds = [(names[i] if i < len(names) else str(i + 1), _speed(s)) for i, s in enumerate(done)]
+    if not any(speed for _, speed in speeds):
+        return ""
+    if len(done) == 1:
+        text = f"Training steps ran at {speeds[0][1]}"
+    else:
+        text = "Training steps ran at " + "; ".join(f"{n}: {speed or 'not measured'}" for n, speed in speeds)
+    against = {s.get("mfu_against") for s in done if _speed(s)}
+    if against == {None}:
+        text += " (MFU not reported: no peak FLOP/s is known for this device; set train.peak_tflops)"
+    elif len(against) == 1:
+        label = against.pop()
+        text += f" {label}" if len(done) == 1 else f" (each MFU {label})"
+    else:
+        text += " (each phase's MFU against the peak of the device that trained it)"
+    return text + "."

@@ -65,6 +65,10 @@ def check(recipe: "Recipe") -> list[str]:
     need(tr.save_every >= 0, "train.save_every: must be >= 0")
     need(tr.keep_checkpoints >= 1, "train.keep_checkpoints: must be >= 1")
     need(tr.threads >= 0, "train.threads: must be >= 0")
+    need(
+        tr.peak_tflops >= 0,
+        "train.peak_tflops: must be >= 0 (a GPU's dense TFLOP/s; 0: looked up for known GPUs, measured on a CPU)",
+    )
     p.extend(throughput_problems(recipe))
     p.extend(qlora_problems(recipe))
     p.extend(_encoder_problems(recipe))

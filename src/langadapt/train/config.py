@@ -118,6 +118,13 @@ class TrainConfig:
         False, "recompute activations in the backward pass: less memory, ~30% more compute"
     )
     compile: bool = opt(False, "torch.compile the model (slow first steps; pays off on long runs)")
+    peak_tflops: float = opt(
+        0.0,
+        "the device's peak TFLOP/s that MFU (model FLOPs utilisation, in the step log, metrics.jsonl and the "
+        "summary) is measured against: its dense (no sparsity) figure at the run's precision. 0: looked up for "
+        "known GPUs (train/flops.py's GPU_PEAKS; an unknown GPU gets no MFU), measured on a CPU (a short matmul "
+        "benchmark at the run's precision and thread count, and the MFU says so)",
+    )
     sharding: str = opt(
         "none",
         "with several processes (accelerate launch / torchrun): none: data parallel (DDP), each process holds the "

@@ -158,8 +158,8 @@ def _merge_into_full_precision(init_dir: Path, adapter_dir: Path, dtype: str) ->
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.to_dict()["train"]
     cfg.pop("threads")  # how many cores ran it does not change what it computes
-    for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile", "sharding"):
-        cfg.pop(key, None)  # nor where it ran or in how many pieces: a run may resume elsewhere
+    for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile", "sharding", "peak_tflops"):
+        cfg.pop(key, None)  # nor where it ran, in how many pieces or against which peak: a run may resume elsewhere
     return {
         "init": rd.fingerprint_of("init"),
         "corpus": rd.fingerprint_of("corpus"),

@@ -23,6 +23,7 @@ from langadapt.train.data import (
     document_positions,
 )
 from langadapt.train.distributed import resolve_sharding, setup
+from langadapt.train.flops import Utilisation, device_peak, flops_per_token
 from langadapt.train.heldout import HELDOUT_METRICS, heldout_bpb, heldout_metric, heldout_pseudo_bpb, heldout_samples
 from langadapt.train.objectives import OBJECTIVES, Objective, prepare_loss
 from langadapt.train.precision import frozen_dtype, grad_scaler, resolve_precision
@@ -236,6 +237,10 @@ def train_loop(
     procs, loss_module, opt = setup(
         trained, objective, lambda m: _optimizer(m, cfg), device, rows, micro, sharding, cfg
     )
+    # model FLOPs per token (from the unsharded model: what trains is set on it) and the device's peak
+    flops = flops_per_token(model, cfg.seq_len, cfg.mlm_probability if cfg.objective == "mlm" else 1.0)
+    peak, peak_line = device_peak(device, precision, cfg.peak_tflops) if procs.is_main else (None, "")
+    utilisation = Utilisation(flops, peak, procs.world_size)
     procs.wait()  # rank 0 has prepared the stage's folder before anyone reads its checkpoints
     start, end, stopped_at = 0, cfg.max_steps, 0
     ck = latest_checkpoint(out)
@@ -262,6 +267,14 @@ def train_loop(
         procs.sharding,
         loss_path,
     )
+    if procs.is_main:
+        log.info(
+            "%s; model FLOPs per token %.3g (forward %.3g, backward %.3g)",
+            peak_line,
+            flops.total,
+            flops.forward,
+            flops.backward,
+        )
     loss_module.train()
 
     def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]]]:
@@ -316,11 +329,13 @@ def train_loop(
             # the step's one read of the device: each row's mean loss, every row of the global batch in order
             # (rows have equal lengths, so means of rows are means of tokens)
             losses = procs.gather(row_losses).tolist()
+            step_s = time.time() - ts  # the step's forward, backward and update (the loss read waits for them)
             row: dict[str, Any] = {
                 "step": done,
                 "loss": round(sum(losses) / len(losses), 4),
                 "lr": lr,
-                "tokens_per_s": round(batch.numel() / (time.time() - ts), 1),
+                "tokens_per_s": round(batch.numel() / step_s, 1),
+                **utilisation.step(batch.numel(), step_s),  # model_tflops, mfu, mfu_against
                 "elapsed_s": round(time.time() - t0, 2),  # wall time of this session, data included
             }
             for lang in sorted(set(langs)):  # type: ignore[type-var]
@@ -340,7 +355,7 @@ def train_loop(
                     done if cfg.early_stopping_patience and evals_without_gain >= cfg.early_stopping_patience else 0
                 )
             if procs.is_main:
-                _report(row, tracker, tokens_done, time.time() - t0, done - start, cfg.max_steps)
+                _report(row, tracker, tokens_done, time.time() - t0, done - start, cfg.max_steps, utilisation)
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps or stopped_at:
                 save_checkpoint(
                     out, done, trained, opt, stream_states, cfg.keep_checkpoints, procs, stopped_early=bool(stopped_at)
@@ -376,6 +391,7 @@ def train_loop(
         "sharding": procs.sharding,
         "micro_batch": micro,
         "loss": loss_path,
+        **utilisation.summary(),  # model FLOPs per token, model TFLOP/s and MFU over this session's steps
         **({"stopped_early_at_step": stopped_at} if stopped_at else {}),
         **describe_device(device),
     }
@@ -479,17 +495,30 @@ def out_of_memory_advice(device: "torch.device", micro: int, cfg: TrainConfig, p
         ) from None
 
 
-def _report(row: dict[str, Any], tracker: Any, tokens: int, elapsed: float, steps: int, max_steps: int) -> None:
-    """One JSON line in metrics.jsonl (and the trackers asked for) and one log line per step."""
+def _report(
+    row: dict[str, Any],
+    tracker: Any,
+    tokens: int,
+    elapsed: float,
+    steps: int,
+    max_steps: int,
+    utilisation: Utilisation,
+) -> None:
+    """One JSON line in metrics.jsonl (and the trackers asked for) and one log line per step.
+
+    The line's tokens/s, model TFLOP/s and MFU are over the session so far (wall time, data and
+    evaluation included); metrics.jsonl has each step's own (its optimizer step alone).
+    """
     tracker.write(row)
     eta = elapsed / steps * (max_steps - row["step"])
     log.info(
-        "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s | eta %s",
+        "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | %s | elapsed %s | eta %s",
         row["step"],
         max_steps,
         row["loss"],
         row["lr"],
         tokens / elapsed,
+        utilisation.phrase(tokens, elapsed),
         _fmt_time(elapsed),
         _fmt_time(eta),
     )

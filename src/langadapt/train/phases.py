@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import langadapt.train.methods  # noqa: F401  (registers every train method a phase may name)
 from langadapt.rundir import read_json
-from langadapt.train import factorised
+from langadapt.train import factorised, flops
 from langadapt.train.adapters import finalize, merge
 from langadapt.train.config import PhaseConfig, TrainConfig
 from langadapt.train.data import TokenStream
@@ -184,6 +184,7 @@ def _combine(summaries: list[dict[str, Any]], single: bool) -> dict[str, Any]:
         **({"loss": losses.pop()} if len(losses) == 1 else {"loss": "per phase"}),
         "tokens": tokens,
         "seconds_this_session": round(sum(s.get("seconds_this_session", 0.0) for s in summaries), 1),
+        **flops.combine(summaries),  # model TFLOP/s and MFU over every phase's steps
         "trainable_parameters": last["trainable_parameters"],
         "weights_dtype": last["weights_dtype"],
         "total_parameters": last["total_parameters"],
