@@ -22,9 +22,12 @@ Every row runs the demo recipe through the Python API (`langadapt.pipeline.run`,
 the CLI runs) with `--set`-style overrides: corpus, tokenizer and init once per base model,
 then the train stage again for each method. Tokens/s and MFU come from the run's own
 `train/metrics.jsonl` (the loop's per-step accounting, `train/flops.py`), over the steps
-after the first `--warmup` ones (CUDA kernels and allocator warm up there); each step's time
-is its optimizer step's. The script exits 1 when any row fails and names the failed rows;
-a row that cannot run here (QLoRA without bitsandbytes or a GPU) is skipped with the reason.
+after the first three (one at toy sizes: CUDA kernels and the allocator warm up there); each
+step's time is its optimizer step's. Peak memory is `torch.cuda.max_memory_allocated` from
+the start of the train stage (the encoder row: of all its stages); at toy sizes on a CPU,
+the worker process's peak resident memory. The script exits 1 when any row fails and names
+the failed rows; a row that cannot run here (QLoRA without bitsandbytes or a GPU) is
+skipped with the reason.
 """
 
 from __future__ import annotations
@@ -237,6 +240,7 @@ def work_export(args: argparse.Namespace) -> dict[str, Any]:
         demo.generation_check = functools.partial(demo.generation_check, n_docs=4, n_new=8)
 
     from langadapt.pipeline import run
+    from langadapt.rundir import read_json
 
     sizes = TINY if args.tiny else GPU
     sets = _decoder_sets(args, SMOLLM2, "lora") + [
@@ -245,9 +249,8 @@ def work_export(args: argparse.Namespace) -> dict[str, Any]:
         f"eval.max_chars={sizes.eval_chars}",
     ]
     recipe = _recipe("demo-nya-smollm2", sets)
-    t0 = time.time()
     result = run(recipe, stages=("corpus", "tokenizer", "init", "train", "eval"))
-    eval_s = time.time() - t0
+    eval_s = read_json(recipe.resolved_run_dir / "manifest.json")["stages"]["eval"]["seconds"]
     t0 = time.time()
     same = demo.export_check(recipe.resolved_run_dir, result.results)
     return {"ok": bool(same), "eval_s": eval_s, "check_s": time.time() - t0}
