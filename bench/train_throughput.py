@@ -23,7 +23,10 @@ batch in one pass); that Trainer run is skipped with `--matched-only`, or when i
 the matched run itself.
 
 Each side runs in its own process (peak resident memory is that process's). Tokens/s count
-real tokens (neither side pads) over the steps after the first `--warmup` ones.
+real tokens (neither side pads) over the steps after the first `--warmup` ones. MFU beside
+them: those tokens/s times the model FLOPs per token (`train/flops.py`, the same model and
+method on both sides) over the device's peak at that side's precision (on a CPU, its
+measured matmul peak, and the output says so).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from langadapt.train.flops import device_peak, flops_per_token
 
 NEW_TOKENS = 2000  # rows the demo's tokenizer stage adds
 
@@ -120,6 +125,10 @@ def run_langadapt(args: argparse.Namespace) -> dict[str, Any]:
         "times": times,
         "losses": [r["loss"] for r in rows],
         "rss_before_train_mb": before,
+        # the loop's own accounting: model FLOPs per token and the peak its MFU is against
+        "flops_per_token": summary["model_flops_per_token"],
+        "peak_tflops": summary.get("peak_tflops"),
+        "mfu_against": summary.get("mfu_against"),
     }
 
 
@@ -146,6 +155,9 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
                 losses.append(round(logs["loss"], 4))
 
     precision = trainer_default_precision() if args.precision == "auto" else args.precision
+    # the same model and method as langadapt's side: the same FLOPs per token; the peak at this side's precision
+    flops = flops_per_token(model, args.seq_len)
+    peak, _ = device_peak(torch.device("cuda" if torch.cuda.is_available() else "cpu"), precision)
     with tempfile.TemporaryDirectory() as out:
         micro = args.trainer_micro or args.batch  # run_clm's default: the whole batch in one pass
         targs = TrainingArguments(
@@ -175,6 +187,9 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
         "times": times,
         "losses": losses,
         "rss_before_train_mb": before,
+        "flops_per_token": round(flops.total),
+        "peak_tflops": peak.flops / 1e12 if peak else None,
+        "mfu_against": peak.label if peak else None,
     }
 
 
@@ -189,6 +204,13 @@ def group_texts(token_lists: list[list[int]], block: int) -> list[dict[str, list
         {"input_ids": ids[i : i + block], "labels": ids[i : i + block]}
         for i in range(0, (len(ids) // block) * block, block)
     ]
+
+
+def _mfu(r: dict[str, Any]) -> str:
+    """'MFU 23.1% against ...' (on a CPU: against its measured matmul peak), or why there is none."""
+    if "mfu" not in r:
+        return "MFU not reported (no peak known for this device)"
+    return f"MFU {100 * r['mfu']:.1f}% {r['mfu_against']}"
 
 
 def trainer_default_precision() -> str:
@@ -225,6 +247,8 @@ def measure(side: str, args: argparse.Namespace, precision: str = "auto", traine
     t = result["times"]
     tokens = (len(t) - args.warmup) * args.batch * args.seq_len
     result["tokens_per_s"] = tokens / (t[-1] - t[args.warmup - 1])
+    if result.get("peak_tflops"):  # MFU at the same tokens/s: model FLOPs per token over the peak
+        result["mfu"] = result["tokens_per_s"] * result["flops_per_token"] / (result["peak_tflops"] * 1e12)
     print(f"{side} ({result['precision']}): {json.dumps(result)}", flush=True)
     return result
 
@@ -269,7 +293,8 @@ def main() -> None:
     ours = results["langadapt (defaults)"]
     if args.langadapt_only:
         print(
-            f"langadapt {ours['precision']}: {ours['tokens_per_s']:.1f} tokens/s, peak RSS {ours['peak_rss_mb']:.0f} MB"
+            f"langadapt {ours['precision']}: {ours['tokens_per_s']:.1f} tokens/s, {_mfu(ours)}, "
+            f"peak RSS {ours['peak_rss_mb']:.0f} MB"
         )
         return
     precision, micro = ours["precision"], ours["micro_batch"]
@@ -284,15 +309,19 @@ def main() -> None:
         f"{args.steps} steps x {args.batch} x {args.seq_len} tokens = {tokens} tokens per side; timing skips {args.warmup}"
     )
     print(
-        f"{'run':44s} {'precision':9s} {'passes':>7s} {'tokens/s':>9s} {'peak RSS MB':>12s} {'RSS at start MB':>16s}"
-        "  loss first->last"
+        f"{'run':44s} {'precision':9s} {'passes':>7s} {'tokens/s':>9s} {'MFU':>6s} {'peak RSS MB':>12s} "
+        f"{'RSS at start MB':>16s}  loss first->last"
     )
     for name, r in results.items():
         passes = f"{args.batch // r['micro_batch']} x {r['micro_batch']}"
+        mfu = f"{100 * r['mfu']:5.1f}%" if "mfu" in r else "     -"
         print(
-            f"{name:44s} {r['precision']:9s} {passes:>7s} {r['tokens_per_s']:9.1f} {r['peak_rss_mb']:12.0f} "
+            f"{name:44s} {r['precision']:9s} {passes:>7s} {r['tokens_per_s']:9.1f} {mfu:>6s} {r['peak_rss_mb']:12.0f} "
             f"{r['rss_before_train_mb']:16.0f}  {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}"
         )
+    print(f"model FLOPs per token {ours['flops_per_token'] / 1e9:.3g} G (both sides); MFU of each run:")
+    for name, r in results.items():
+        print(f"  {name}: {_mfu(r)}")
     # like with like: the Trainer at the best configuration a user could set (same precision, same passes)
     print(f"ratio: {ours['tokens_per_s'] / results[matched]['tokens_per_s']:.2f}  ({precision}, {split}, both sides)")
     if defaults not in results and (trainer_default_precision(), args.batch) == (precision, micro):

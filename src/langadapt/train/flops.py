@@ -48,6 +48,8 @@ unknown GPU gets no MFU (one line says so), never a guessed figure; `train.peak_
 overrides. On a CPU there is no meaningful data-sheet figure: the peak is measured, the
 best rate of a few matrix products at the run's precision on the run's threads, once per
 process, and every MFU printed on a CPU says it is against this CPU's measured matmul peak.
+Other work on the same cores at that moment lowers the measured peak (the figure is the
+share this process had then), so on a busy machine the MFU moves with the load.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def attention_shape(config: Any) -> tuple[int, int]:
 
 
 def _layer_list(model: Any, layers: int) -> str | None:
-    """The qualified name of the module list holding the transformer layers (the longest of `layers` entries)."""
+    """The qualified name of the module list holding the transformer layers (the first with `layers` entries)."""
     import torch
 
     for name, module in model.named_modules():
@@ -208,7 +210,7 @@ def products(model: Any, head_tokens: float = 1.0) -> list[Product]:
     return out
 
 
-def _lowest_trained_layer(model: Any, layers: int) -> float:
+def _lowest_trained_layer(model: Any, layers: int) -> int:
     """The index of the lowest layer at or above which gradients flow: -1 when something below the layers
     trains (the embeddings), `layers` when nothing up to the end of the layers does."""
     prefix = _layer_list(model, layers)
