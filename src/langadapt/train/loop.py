@@ -1,4 +1,4 @@
-"""The training loop, its learning-rate schedule and its resumable checkpoints."""
+"""The training loop and its learning-rate schedule (its checkpoints: `checkpoints.py`)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import inspect
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.devices import autocast, describe_device, resolve_device
 from langadapt.errors import ConfigError, OutOfDeviceMemoryError
-from langadapt.rundir import read_json, write_json
+from langadapt.train.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, stopped_early
 from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.data import (
     Prefetcher,
@@ -27,7 +26,7 @@ from langadapt.train.flops import Utilisation, device_peak, flops_per_token
 from langadapt.train.heldout import HELDOUT_METRICS, heldout_bpb, heldout_metric, heldout_pseudo_bpb, heldout_samples
 from langadapt.train.objectives import OBJECTIVES, Objective, prepare_loss
 from langadapt.train.precision import frozen_dtype, grad_scaler, resolve_precision
-from langadapt.train.processes import Processes, launched_world_size, training_copy
+from langadapt.train.processes import launched_world_size, training_copy
 from langadapt.train.tracking import MetricsLog
 from langadapt.train.trainable import low_precision_trainable
 
@@ -45,89 +44,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _rng_state() -> dict[str, Any]:
-    import torch
-
-    state = {"torch_rng": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda_rng"] = torch.cuda.get_rng_state()
-    return state
-
-
-def save_checkpoint(
-    out: Path,
-    step: int,
-    model: Any,
-    opt: Any,
-    stream_states: dict[str, dict[str, Any]],
-    keep: int,
-    procs: Processes | None = None,
-    stopped_early: bool = False,
-) -> None:
-    """Trainable weights (safetensors), optimizer and RNG (tensors only), data position (JSON), atomically.
-
-    Everything is stored on the CPU as full tensors, so a run may resume on another device,
-    with another number of processes, sharded or not. Every process calls it (sharded
-    weights are gathered for rank 0, which alone writes) and returns once the files exist.
-    `stopped_early` marks the checkpoint of an early stop: training is complete there.
-    """
-    import torch
-    from safetensors.torch import save_file
-
-    procs = procs or Processes()
-    weights, optimizer = procs.full_state(model, opt)
-    if procs.is_main:
-        ckdir = out / "checkpoints"
-        final = ckdir / f"step-{step:06d}"
-        tmp = ckdir / f".step-{step:06d}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        save_file(weights, tmp / "trainable.safetensors")
-        torch.save({"optimizer": optimizer, **_rng_state()}, tmp / "optimizer.pt")
-        state = {"step": step, "streams": stream_states, **({"stopped_early": True} if stopped_early else {})}
-        write_json(tmp / "state.json", state)
-        tmp.rename(final)
-        for old in sorted(ckdir.glob("step-*"))[:-keep]:
-            shutil.rmtree(old)
-    procs.wait()
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    cks = sorted((out / "checkpoints").glob("step-*")) if (out / "checkpoints").is_dir() else []
-    return cks[-1] if cks else None
-
-
-def stopped_early(ck: Path) -> bool:
-    """Whether a checkpoint is where training stopped early (the training it belongs to is complete)."""
-    return bool(read_json(ck / "state.json").get("stopped_early"))
-
-
-def load_checkpoint(
-    ck: Path, model: Any, opt: Any, streams: dict[str, TokenStream], procs: Processes | None = None
-) -> int:
-    """Restore a checkpoint onto the model's current device (which may differ from the one that wrote it).
-
-    Every process calls it. Under sharding rank 0 reads the full tensors and the engine sends
-    each process its shards; the others map the optimizer file only for its RNG state.
-    """
-    import torch
-    from safetensors.torch import load_file
-
-    procs = procs or Processes()
-    reads = procs.is_main or procs.mesh is None
-    weights = load_file(ck / "trainable.safetensors") if reads else {}
-    blob = torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True, mmap=not reads)
-    procs.load_full_state(model, opt, weights, blob["optimizer"] if reads else {})
-    torch.set_rng_state(blob["torch_rng"])
-    if "cuda_rng" in blob and torch.cuda.is_available():
-        torch.cuda.set_rng_state(blob["cuda_rng"])
-    meta = read_json(ck / "state.json")
-    for k, s in streams.items():
-        s.restore(meta["streams"][k])
-    return int(meta["step"])
 
 
 def _fmt_time(seconds: float) -> str:

@@ -26,9 +26,10 @@ import langadapt.train.methods  # noqa: F401  (registers every train method a ph
 from langadapt.rundir import read_json
 from langadapt.train import factorised, flops
 from langadapt.train.adapters import finalize, merge
+from langadapt.train.checkpoints import latest_checkpoint, stopped_early
 from langadapt.train.config import PhaseConfig, TrainConfig
 from langadapt.train.data import TokenStream
-from langadapt.train.loop import latest_checkpoint, stopped_early, train_loop
+from langadapt.train.loop import train_loop
 from langadapt.train.trainable import apply_method, trained_embedding_rows, weight_dtypes
 
 if TYPE_CHECKING:
