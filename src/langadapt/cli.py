@@ -33,6 +33,10 @@ SET_HELP = "override a recipe value, e.g. --set train.max_steps=200 (repeatable;
 RUN_DIR_HELP = "run directory (default: the recipe's run_dir, else runs/<name>)"
 FORCE_HELP = "recompute the stage(s) and everything after, even if up to date"
 DEMO_RECIPE = "demo-nya-smollm2"
+ALLOW_DOUBLE_HELP = (
+    "graft even when the run started from an instruct model (measured from the weights), which adds the "
+    "instruction residual a second time"
+)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -274,16 +278,63 @@ def export_cmd(
     push: Optional[str] = typer.Option(None, "--push-to-hub", help="also upload the folder to this hub repository"),
     private: bool = typer.Option(False, "--private", help="with --push-to-hub: create the repository as private"),
     force: bool = typer.Option(False, "--force", help="replace the --to folder if it exists"),
+    graft_instruct: Optional[str] = typer.Option(
+        None,
+        "--graft-instruct",
+        help="add the instruction residual of this instruct model first (see `langadapt graft`)",
+    ),
+    graft_base: Optional[str] = typer.Option(
+        None, "--graft-base", help="with --graft-instruct: the base model it was tuned from"
+    ),
+    allow_double: bool = typer.Option(False, "--allow-double-residual", help=ALLOW_DOUBLE_HELP),
     verbose: bool = VerboseOpt,
 ) -> None:
     """Write the adapted model as a folder that loads with from_pretrained, with a model card (README.md)."""
+    from langadapt.errors import InputError
     from langadapt.export import export, push_to_hub
+    from langadapt.graft import GraftSpec
 
     _setup_logging(verbose)
-    folder = export(run_dir, to, fmt, force=force)
+    if (graft_instruct is None) != (graft_base is None):
+        raise InputError("--graft-instruct and --graft-base go together", hint="give both, or neither")
+    spec = GraftSpec(graft_instruct, graft_base, allow_double) if graft_instruct and graft_base else None
+    folder = export(run_dir, to, fmt, force=force, graft=spec)
     out.print(escape(f"exported: {folder} ({fmt}); model card: {folder / 'README.md'}"))
     if push:
         out.print(escape(f"pushed: {push_to_hub(folder, push, private)}"))
+
+
+@app.command()
+@handled
+def graft(
+    run_dir: Path = typer.Argument(..., help="a finished run directory (runs/<name>) of a causal language model"),
+    instruct: str = typer.Option(
+        ..., "--instruct", help="the instruct model: a local folder, a hub id (online) or builtin:NAME"
+    ),
+    base: str = typer.Option(
+        ...,
+        "--base",
+        help="the base model the instruct model was tuned from; it must be the run's base (same vocabulary)",
+    ),
+    to: Optional[Path] = typer.Option(None, "--to", help="folder to write the model into (default: <RUN>-instruct)"),
+    allow_double: bool = typer.Option(False, "--allow-double-residual", help=ALLOW_DOUBLE_HELP),
+    force: bool = typer.Option(False, "--force", help="replace the --to folder if it exists"),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Add the instruction residual (instruct - base) to the adapted model, aware of its vocabulary.
+
+    Shared weights and old tokens' rows get the residual; new tokens' rows keep their trained
+    values; chat-template tokens' rows, the chat template and the generation config come from
+    the instruct model; LoRA is merged first. Writes a merged model folder with a model card.
+    Holds the three models in float32 memory at once.
+    """
+    from langadapt.export import export
+    from langadapt.graft import GraftSpec
+
+    _setup_logging(verbose)
+    folder = to if to is not None else run_dir.resolve().parent / (run_dir.resolve().name + "-instruct")
+    folder = export(run_dir, folder, "merged", force=force, graft=GraftSpec(instruct, base, allow_double))
+    out.print(escape(f"grafted: {folder}; what the graft did: {folder / 'README.md'} (Instruction graft)"))
 
 
 _recipe_command("report", ("report",), "Stage 6: the HTML report (needs eval/; writes report/index.html).")

@@ -27,6 +27,7 @@ from langadapt.errors import InputError, LangAdaptError, StageError
 from langadapt.rundir import RunDir, read_json, write_json
 
 if TYPE_CHECKING:
+    from langadapt.graft import GraftSpec
     from langadapt.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,14 @@ DATA_LICENCES = {
 MODEL_LICENCES = {"builtin:smollm2-135m": "apache-2.0", "builtin:multilingual-e5-small": "mit"}
 
 
-def export(run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool = False) -> Path:
-    """Write the run's model in `fmt` to `to`, with a model card; returns the folder."""
+def export(
+    run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool = False, graft: "GraftSpec | None" = None
+) -> Path:
+    """Write the run's model in `fmt` to `to`, with a model card; returns the folder.
+
+    With `graft`, the merged model gets the instruction residual first (`langadapt.graft`).
+    """
+    from langadapt import graft as grafting
     from langadapt.recipe import Recipe
 
     rd, to = RunDir(run_dir), Path(to)
@@ -53,12 +60,22 @@ def export(run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool
     recipe = Recipe.from_yaml(rd.root / "recipe.yaml")
     if to.exists() and any(to.iterdir()) and not force:
         raise InputError(f"{to} exists and is not empty", hint="choose another --to, or pass --force to replace it")
+    if graft is not None and fmt != "merged":
+        raise InputError(f"the instruction graft writes a merged model, not --format {fmt}", hint="--format merged")
+    plan = grafting.prepare(rd, recipe, final, graft) if graft is not None else None  # every check before any work
     tmp = to.with_name(to.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    extra: list[str] = []
     try:
-        how = _write_model(rd, recipe, final, tmp, fmt)
+        if plan is not None:
+            done = grafting.apply(plan)
+            grafting.save(plan, tmp)
+            (tmp / "langadapt_graft.json").write_text(grafting.report_json(done), encoding="utf-8")
+            how, extra = _load_merged(False), grafting.card_section(done, recipe.name)
+        else:
+            how = _write_model(rd, recipe, final, tmp, fmt)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
         raise
@@ -67,7 +84,7 @@ def export(run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool
     results = read_json(results_file) if rd.is_complete("eval") and results_file.is_file() else {}
     if results:
         write_json(tmp / "langadapt_results.json", results)
-    (tmp / "README.md").write_text(model_card(recipe, rd, results, fmt, how), encoding="utf-8")
+    (tmp / "README.md").write_text(model_card(recipe, rd, results, fmt, how, extra), encoding="utf-8")
     if to.exists():
         shutil.rmtree(to)
     os.replace(tmp, to)
@@ -209,7 +226,9 @@ def _hub_id(recipe: "Recipe") -> bool:
 # -- the model card -------------------------------------------------------------------------
 
 
-def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, load: str) -> str:
+def model_card(
+    recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, load: str, extra: list[str] | None = None
+) -> str:
     from langadapt.report.summary import metric_names, summary_sentences, task_rows
     from langadapt.report.training import phase_table, training_sentence
 
@@ -265,6 +284,7 @@ def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, 
     if results:
         lines += _eval_lines(results, task_rows, metric_names(results))
         lines += _forgetting_lines(results, replay)
+    lines += list(extra or [])
     lines += [
         "## Use",
         "",
