@@ -314,7 +314,7 @@ def graft(
     base: str = typer.Option(
         ...,
         "--base",
-        help="the base model the instruct model was tuned from; it must be the run's base (same vocabulary)",
+        help="the base model the instruct model was tuned from (ideally the run's base); it must have the run's base vocabulary",
     ),
     to: Optional[Path] = typer.Option(None, "--to", help="folder to write the model into (default: <RUN>-instruct)"),
     allow_double: bool = typer.Option(False, "--allow-double-residual", help=ALLOW_DOUBLE_HELP),

@@ -142,9 +142,11 @@ def prepare(rd: RunDir, recipe: "Recipe", final: Path, spec: GraftSpec) -> Graft
     if is_encoder(adapted_cfg):
         raise InputError(f"{rd.root} adapted an encoder; the instruction graft is for causal language models")
     paths = {"--base": _resolve(spec.base, "--base"), "--instruct": _resolve(spec.instruct, "--instruct")}
-    configs = {flag: _config(path, flag, spec) for flag, path in paths.items()}
+    configs = {flag: _config(path, flag) for flag, path in paths.items()}
     problems = [p for flag, cfg in configs.items() for p in _config_mismatches(adapted_cfg, cfg, flag, spec)]
-    if problems:
+    base_tok, instruct_tok = load_tokenizer(paths["--base"]), load_tokenizer(paths["--instruct"])
+    problems += _vocab_mismatches(rd, base_tok, instruct_tok, spec)
+    if problems:  # configs and tokenizers: found before any weight is read
         raise ConfigError(problems, source="graft")
     cpu = torch.device("cpu")
     adapted = load_model(str(final), "float32", device=cpu, attn_implementation="eager")
@@ -154,8 +156,6 @@ def prepare(rd: RunDir, recipe: "Recipe", final: Path, spec: GraftSpec) -> Graft
     base_sd, instruct_sd = _params(base), _params(instruct)
     problems = _shape_mismatches(adapted, base_sd, "--base", spec.base, vocab_names)
     problems += _shape_mismatches(adapted, instruct_sd, "--instruct", spec.instruct, vocab_names)
-    base_tok, instruct_tok = load_tokenizer(paths["--base"]), load_tokenizer(paths["--instruct"])
-    problems += _vocab_mismatches(rd, base_tok, instruct_tok, spec)
     if problems:
         raise ConfigError(problems, source="graft")
     residual_norm = _distance(base_sd, instruct_sd, vocab_names)
@@ -197,7 +197,7 @@ def _resolve(name: str, flag: str) -> str:
         raise ModelLoadError(f"{flag} {name}: {e.message}", hint=_load_hint(flag)) from None
 
 
-def _config(path: str, flag: str, spec: GraftSpec) -> Any:
+def _config(path: str, flag: str) -> Any:
     try:
         return load_config(path)
     except ModelLoadError as e:
@@ -252,7 +252,7 @@ def _shape_mismatches(
         a, b = tuple(t.shape), tuple(other[n].shape)
         if n in vocab:
             if a[1:] != b[1:]:
-                out.append(f"{flag} {name}: {n} has rows of width {b[1:]}, the run's model {a[1:]}")
+                out.append(f"{flag} {name}: {n} has shape {b}, the run's model {a} (rows may differ, widths may not)")
         elif a != b:
             out.append(f"{flag} {name}: {n} has shape {b}, the run's model {a}")
     return out
