@@ -158,7 +158,8 @@ def test_graft_is_adapted_plus_residual_on_shared_tensors_and_old_rows_new_rows_
     run = make_run(corpus_files, base, tmp_path / "run")
     out = export(run, tmp_path / "out", graft=GraftSpec(str(instruct), str(base)))
     A, B, I, G = (_params(f) for f in (run / "train" / "final", base, instruct, out))
-    model, tok = _load(out)
+    assert (out / "model.safetensors").is_file() and not (out / "pytorch_model.bin").exists()
+    model, tok = _load(out)  # AutoModelForCausalLM, from the safetensors file
     _, a_tok = _load(run / "train" / "final")
     _, b_tok = _load(base)
     _, i_tok = _load(instruct)
@@ -285,6 +286,9 @@ def test_mismatched_or_missing_models_get_one_clear_error_and_no_output(tied_pai
         export(run, to, graft=GraftSpec(str(biased), str(base)))
     code, out = invoke("graft", str(run), "--instruct", str(tmp_path / "nowhere"), "--base", str(base), "--to", str(to))
     assert code == 1 and f"--instruct {tmp_path / 'nowhere'}: model folder not found" in out
+    code, out = invoke("graft", str(run), "--instruct", "someone/not-cached", "--base", str(base), "--to", str(to))
+    assert code == 1 and "--instruct: cannot read the model config of 'someone/not-cached'" in out  # offline
+    assert "be online for a hub id" in out and "Traceback" not in out
     same = tmp_path / "same"  # the base's weights with the instruct tokenizer: nothing to add
     shutil.copytree(base, same)
     _load(instruct)[1].save_pretrained(same)
