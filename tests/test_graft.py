@@ -30,7 +30,7 @@ TEMPLATE = (
 NEW = ["zqxa", "zqxb", "zqxc"]  # strings the base vocabulary lacks
 
 
-def build_base(folder: Path, tie: bool) -> Path:
+def build_base(folder: Path, tie: bool, chat_tokens: bool = False) -> Path:
     """A 2-layer Llama with a byte-level BPE of the 256 byte symbols and a few merges (built, not trained)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -44,6 +44,8 @@ def build_base(folder: Path, tie: bool) -> Path:
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="<|endoftext|>")
+    if chat_tokens:  # as SmolLM2's and Qwen2's base tokenizers: the chat tokens exist before instruction tuning
+        tok.add_special_tokens({"additional_special_tokens": CHAT})
     return save_tiny_llama(folder, tok, tie)
 
 
@@ -317,3 +319,21 @@ def test_a_run_that_started_from_the_instruct_model_is_refused_unless_allowed(ti
     card = (tmp_path / "run-instruct" / "README.md").read_text()
     assert "this model carries it twice" in card and "1.000 from --base and 0.000 from --instruct" in card
     assert f"--base {base} --allow-double-residual" in card  # the command that reproduces it says so
+
+
+def test_chat_tokens_the_base_already_has_take_the_instruct_rows_not_the_residual(corpus_files, tmp_path):
+    base = build_base(tmp_path / "base", tie=True, chat_tokens=True)
+    instruct = make_instruct(base, tmp_path / "instruct")
+    run = make_run(corpus_files, base, tmp_path / "run")
+    out = export(run, tmp_path / "out", graft=GraftSpec(str(instruct), str(base)))
+    A, B, I, G = (_params(f) for f in (run / "train" / "final", base, instruct, out))
+    name = "model.embed_tokens.weight"
+    g_tok, a_tok = _load(out)[1], _load(run / "train" / "final")[1]
+    assert g_tok.get_vocab() == a_tok.get_vocab()  # nothing added: the adapted vocabulary has them
+    for t in CHAT:
+        i = a_tok.convert_tokens_to_ids(t)
+        assert torch.equal(G[name][i], I[name][i])
+        assert not torch.equal(G[name][i], A[name][i] + (I[name][i] - B[name][i]))
+    report = json.loads((out / "langadapt_graft.json").read_text())
+    assert report["added_tokens"] == [] and report["matrices"][0]["chat_from_instruct"] == len(CHAT)
+    assert report["matrices"][0]["residual"] == len(B[name]) - len(CHAT)

@@ -332,9 +332,10 @@ def _origin(
     """Started from the instruct model when `model-init/`'s weights are nearer to it than to the base.
 
     Measured on every shared tensor, relative to the residual's size: a run from the base
-    gives about 0 against the base and 1 against the instruct model (a quantised import,
-    such as a GGUF base, a little more than 0). Without `model-init/`, the base model's name
-    decides (instruct, chat, -it).
+    gives 0 against the base and 1 against the instruct model. A quantised import (a GGUF
+    base) adds an error q to both, unrelated to the residual, so the distances become q and
+    about sqrt(1 + q^2): the nearer one is still the one the run started from. Without
+    `model-init/`, the base model's name decides (instruct, chat, -it).
     """
     n, to_base, to_instruct = _init_distances(rd, base, instruct, vocab) if rd.path("init").is_dir() else (0, 0, 0)
     if n:
