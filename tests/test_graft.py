@@ -15,6 +15,7 @@ import torch
 from conftest import save_tiny_llama, tiny_recipe_dict, write_recipe
 from typer.testing import CliRunner
 
+import langadapt.graft as graft_module
 from langadapt.cli import app
 from langadapt.errors import ConfigError, InputError
 from langadapt.export import export
@@ -272,7 +273,7 @@ def invoke(*args: str):  # type: ignore[no-untyped-def]
     return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
 
 
-def test_mismatched_or_missing_models_get_one_clear_error_and_no_output(tied_pair, corpus_files, tmp_path):
+def test_mismatched_or_missing_models_get_one_clear_error_and_no_output(tied_pair, corpus_files, tmp_path, monkeypatch):
     base, instruct = tied_pair
     run = make_run(corpus_files, base, tmp_path / "run")
     narrow = make_instruct(base, tmp_path / "narrow", intermediate_size=48)
@@ -297,6 +298,15 @@ def test_mismatched_or_missing_models_get_one_clear_error_and_no_output(tied_pai
     with pytest.raises(ConfigError, match="have the same weights: the residual is zero"):
         export(run, to, graft=GraftSpec(str(same), str(base)))
     assert not to.exists() and not to.with_name("out.partial").exists()
+
+    def half_written(graft, out):  # type: ignore[no-untyped-def]
+        (out / "config.json").write_text("{}")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(graft_module, "save", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        export(run, to, graft=GraftSpec(str(instruct), str(base)))
+    assert not to.exists() and not to.with_name("out.partial").exists()  # nothing half-written stays
 
 
 def test_a_run_that_started_from_the_instruct_model_is_refused_unless_allowed(tied_pair, corpus_files, tmp_path):
