@@ -347,3 +347,23 @@ def test_chat_tokens_the_base_already_has_take_the_instruct_rows_not_the_residua
     report = json.loads((out / "langadapt_graft.json").read_text())
     assert report["added_tokens"] == [] and report["matrices"][0]["chat_from_instruct"] == len(CHAT)
     assert report["matrices"][0]["residual"] == len(B[name]) - len(CHAT)
+
+
+@pytest.mark.parametrize(
+    "base, instruct",
+    [
+        ("builtin:smollm2-135m", True),  # its file is SmolLM2-135M-Instruct.Q4_1.gguf
+        ("Qwen/Qwen2.5-0.5B-Instruct", True),
+        ("google/gemma-2-2b-it", True),
+        ("meta-llama/Llama-3.2-1B", False),
+        ("HuggingFaceTB/SmolLM2-135M", False),
+    ],
+)
+def test_without_model_init_the_base_models_name_decides_where_the_run_started(tmp_path, base, instruct):
+    from types import SimpleNamespace
+
+    from langadapt.rundir import RunDir
+
+    recipe = SimpleNamespace(model=SimpleNamespace(base=base, gguf_file=""))
+    origin = graft_module._origin(RunDir(tmp_path), recipe, {}, {}, (), 1.0)
+    assert origin.from_instruct is instruct and "model-init/ is gone" in origin.evidence
