@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.config import ROLES, primary, source_name, sources_of
 from langadapt.errors import InputError, LangAdaptError, StageError
 from langadapt.rundir import RunDir, read_json, write_json
 
@@ -217,7 +218,7 @@ def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, 
     train_summary = read_json(summary_file) if summary_file.is_file() else {}
     corpus_file = rd.path("corpus") / "stats.json"
     corpus = read_json(corpus_file) if corpus_file.is_file() else {}
-    target, replay = corpus.get("target", recipe.corpus.target.language), corpus.get("replay")
+    target, replay = corpus.get("target", primary(recipe.corpus, "target").language)  # type: ignore[union-attr], corpus.get("replay")
     langs = [x for x in (target, replay) if x]
     licence = MODEL_LICENCES.get(recipe.model.base, "other")
     lines = [
@@ -320,9 +321,10 @@ def _tok_facts(rd: RunDir) -> str:
 
 
 def _sources(recipe: "Recipe") -> list[tuple[str, Any]]:
-    out = [("target text", recipe.corpus.target)]
-    if recipe.corpus.replay is not None:
-        out.append(("replay text", recipe.corpus.replay))
+    out: list[tuple[str, Any]] = []
+    for role in ROLES:
+        found = sources_of(recipe.corpus, role)
+        out += [(f"{role} text" + (f" {source_name(s)}" if len(found) > 1 else ""), s) for s in found]
     out += [(f"evaluation set {s.name}", s) for s in recipe.eval.extra_sets]
     return out
 

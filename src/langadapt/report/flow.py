@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from langadapt.report.blocks import png as _png
 from langadapt.report.blocks import table as _table
 from langadapt.report.summary import metric_names, summary_sentences, task_rows
-from langadapt.report.training import phase_table, throughput_sentence, training_sentence
+from langadapt.report.training import mix_sentence, mix_table, phase_table, throughput_sentence, training_sentence
 from langadapt.rundir import RunDir, StageContext, read_json
 from langadapt.stage import run_stage
 
@@ -36,7 +36,7 @@ table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; font-variant-numeric: tabular-nums; }
 th { background: #f3f3f3; } img { max-width: 100%; } .note { color: #555; font-size: 0.9rem; }
 .summary { background: #f6f8fa; border-left: 4px solid #2a7ae2; padding: 0.6rem 1rem; }
-.better { color: #1a7f37; } .worse { color: #b42318; }
+.better { color: #1a7f37; } .worse { color: #b42318; } .warn { color: #b42318; }
 """
 
 
@@ -301,6 +301,16 @@ def corpus_html(rd: RunDir, corpus: dict[str, Any]) -> str:
     return "<h2>Corpus</h2>" + _table(header, rows)
 
 
+def mix_html(summary: dict[str, Any]) -> str:
+    """The training mix: each source's share and epochs, and a warning for each source repeated too often."""
+    table = mix_table(summary)
+    if table is None:
+        return ""
+    warnings = summary["mix"].get("warnings", [])
+    warned = "".join(f"<p class='warn'><b>Warning:</b> {html.escape(w)}</p>" for w in warnings)
+    return f"<h3>Data mix</h3><p class='note'>{html.escape(mix_sentence(summary))}</p>{_table(*table)}{warned}"
+
+
 def init_html(init: dict[str, Any]) -> str:
     parts = [
         f"<h2>Initialisation</h2><p class='note'>{init.get('copied_rows', '?')} rows copied from the base model, "
@@ -342,6 +352,7 @@ init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(train
 <p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}{factorised_phrase(summary)}.</p>
 {_table(*phase_table(recipe.train, summary))}
 <p class="note">{html.escape(throughput_sentence(recipe.train, summary))}</p>
+{mix_html(summary)}
 {_img(loss_plot(steps), "training loss") if steps else ""}
 {_img(eval_curve_plot(steps), "held-out bits per byte during training") if any(k.startswith(("bpb_", "pseudo_bpb_")) for s in steps for k in s) else ""}
 {tokenizer_html(rd, tok)}

@@ -14,7 +14,7 @@ from langadapt.devices import DTYPES, device_problems, resolve_device, resolve_d
 from langadapt.errors import ConfigError
 from langadapt.models.loading import base_config, is_encoder
 from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS, model_problems
-from langadapt.train.config import NOT_FACTORISED, TrainConfig, effective_batch_size
+from langadapt.train.config import MIXING_METHODS, NOT_FACTORISED, TrainConfig, effective_batch_size
 from langadapt.train.distributed import ACCELERATE_SHARDINGS, SHARDINGS, accelerate_fsdp_strategy, requested_sharding
 from langadapt.train.memory import memory_problems
 from langadapt.train.methods import TRAIN_METHODS
@@ -52,6 +52,14 @@ def check(recipe: "Recipe") -> list[str]:
             recipe.corpus.replay is not None,
             "train.replay_ratio: > 0 needs a valid corpus.replay (or set train.replay_ratio: 0)",
         )
+    mx = tr.mixing
+    need(
+        mx.method in MIXING_METHODS,
+        f"train.mixing.method: '{mx.method}' is not one of {', '.join(MIXING_METHODS)}",
+    )
+    need(mx.alpha >= 0, f"train.mixing.alpha: must be >= 0 (got {mx.alpha}); 0 samples sources uniformly, 1 by size")
+    need(mx.unimax_epochs > 0, f"train.mixing.unimax_epochs: must be > 0 (got {mx.unimax_epochs})")
+    need(mx.warn_epochs > 0, f"train.mixing.warn_epochs: must be > 0 (got {mx.warn_epochs})")
     need(tr.seq_len >= 8, "train.seq_len: must be >= 8")
     need(tr.batch_size >= 1, "train.batch_size: must be >= 1")
     need(tr.max_steps >= 1, "train.max_steps: must be >= 1")

@@ -27,6 +27,44 @@ class PhaseConfig:
     embeddings: str = opt("", "which embedding rows train in this phase: new, all, none ('': train.embeddings)")
 
 
+MIXING_METHODS = ("temperature", "unimax", "weights")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixingConfig:
+    """How training draws among several sources of one role (a corpus.target or corpus.replay list).
+
+    train.replay_ratio splits each batch between target and replay first; the mixing divides each
+    side among its sources. A role with one source draws only from it.
+    """
+
+    method: str = opt(
+        "temperature",
+        "temperature: XLM-R's sampling, p_i proportional to (tokens_i / total)^alpha (times the source's weight); "
+        "unimax: UniMax (Chung et al. 2023), the side's token budget for the whole schedule shared uniformly "
+        "(weighted by the sources' weights) with each source capped at unimax_epochs epochs and what a capped "
+        "source leaves redistributed over the others; weights: p_i = weight_i / sum of weights, the sizes ignored",
+    )
+    alpha: float = opt(
+        0.3,
+        "temperature: the exponent on each source's share of tokens; 1 samples by size, 0 uniformly; 0.3 is "
+        "XLM-R's (Conneau et al. 2020), mBERT's smoothing used 0.7",
+    )
+    unimax_epochs: float = opt(
+        4.0,
+        "unimax: at most this many epochs of any source over the schedule (UniMax's N); 4: Muennighoff et al. "
+        "2023 found up to about 4 epochs of repeated data worth nearly as much as new data. When every source is "
+        "capped and the budget is still not used up, the rest is shared by size (the caps are then exceeded, "
+        "which the summary's epochs and warning show)",
+    )
+    warn_epochs: float = opt(
+        16.0,
+        "warn (in the log, train/summary.json and the report) when a source is planned or seen for more than this "
+        "many epochs; 16: about where repeated tokens stop adding value in Muennighoff et al. 2023 (their fitted "
+        "decay constant R*_D is 15.4 repetitions)",
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     method: str = opt(
@@ -68,6 +106,11 @@ class TrainConfig:
         "(new-rows likewise); one process or data parallel (train.sharding: none)",
     )
     replay_ratio: float = opt(0.25, "fraction of training sequences drawn from the replay language")
+    mixing: MixingConfig = opt(
+        MixingConfig(),
+        "how sequences are drawn among several target or replay sources (corpus.target / corpus.replay given as "
+        "lists); the epochs seen of every source are recorded either way",
+    )
     seq_len: int = opt(256, "tokens per training sequence (documents are packed)")
     batch_size: int = opt(8, "sequences per optimizer step")
     max_steps: int = opt(40, "optimizer steps")
