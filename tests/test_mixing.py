@@ -153,3 +153,19 @@ def test_one_source_keeps_the_fingerprints_and_weights_stay_out_of_the_corpus(co
     )
     assert all("weight" not in s for s in corpus_section(listed)["target"])
     assert listed.corpus.target[0].weight == 2.0 and listed.train.mixing.method == "temperature"
+
+
+def test_the_report_lists_each_sources_epochs_and_warns():
+    from langadapt.report.flow import mix_html
+
+    plan = _plan()
+    record = plan.record()
+    for row in record["sources"]:
+        row["epochs_seen"] = {"a": 30.0, "b": 1.5, "eng": 0.4}[row["name"]]
+    record["warnings"] = repeat_warnings({"a": 30.0}, 20.0, "seen")
+    page = mix_html({"mix": record})
+    assert (
+        "<td>a</td><td>target</td><td>nya</td><td>3</td><td>75.0%</td><td>1,000</td><td>4.50</td><td>30.00</td>" in page
+    )
+    assert "Warning:</b> source &#x27;a&#x27; is seen for 30.0 epochs" in page
+    assert mix_html({}) == ""

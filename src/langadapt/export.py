@@ -251,7 +251,7 @@ def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, 
         f"- new-row initialisation: `{recipe.init.method}`",
         *_factorised_lines(rd),
         f"- training: {training_sentence(recipe.train, train_summary)}; objective `{recipe.train.objective}`, "
-        f"steps of {recipe.train.batch_size} x {recipe.train.seq_len} tokens, replay ratio {recipe.train.replay_ratio}",
+        f"steps of {recipe.train.batch_size} x {recipe.train.seq_len} tokens, replay ratio {_replay_ratio(recipe, train_summary)}",
         "",
         *_markdown_table(*phase_table(recipe.train, train_summary)),
         "",
@@ -318,6 +318,13 @@ def _tok_facts(rd: RunDir) -> str:
     f = rd.path("tokenizer") / "metrics.json"
     m = read_json(f) if f.is_file() else {}
     return f" (+{m['added_tokens']} tokens)" if m.get("added_tokens") else ""
+
+
+def _replay_ratio(recipe: "Recipe", summary: dict[str, Any]) -> str:
+    """The replay ratio trained at; with replay_ratio auto, the one the pilots chose, said so."""
+    if recipe.train.replay_ratio == "auto" and "replay_ratio" in summary:
+        return f"{summary['replay_ratio']} (chosen by replay_ratio auto from {len(summary.get('pilots', {}).get('pilots', []))} pilot runs)"
+    return str(recipe.train.replay_ratio)
 
 
 def _sources(recipe: "Recipe") -> list[tuple[str, Any]]:

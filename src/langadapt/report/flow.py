@@ -301,6 +301,76 @@ def corpus_html(rd: RunDir, corpus: dict[str, Any]) -> str:
     return "<h2>Corpus</h2>" + _table(header, rows)
 
 
+def pilots_plot(choice: dict[str, Any]) -> str:
+    """replay_ratio auto: each pilot's measured replay-language curve with the fit, and the fit's predictions
+    at the full schedule against the replay ratio, with the tolerance and the choice."""
+    import numpy as np
+
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    drift = choice["fit"]["replay_drift"]
+
+    def law(f: dict[str, Any], tokens: Any, rho: float) -> Any:
+        change = f["scale"] * rho ** f["rho_exponent"] * (tokens / f["tokens_scale"]) ** f["tokens_exponent"]
+        return f["start"] + f["sign"] * change
+
+    points = choice["points"]["replay"]
+    for p in choice["pilots"]:
+        rho = 1.0 - p["replay_ratio"]
+        pts = [(t, v) for t, r, v in points if abs(r - rho) < 1e-9]
+        if not pts:
+            continue
+        (line,) = left.plot(*zip(*pts), "o", ms=4, label=f"replay {p['replay_ratio']:g}")
+        ts = np.linspace(min(t for t, _ in pts) * 0.5, max(t for t, _ in pts), 50)
+        left.plot(ts, law(drift, ts, rho), "-", color=line.get_color(), lw=1)
+    left.set_xlabel("tokens trained (pilot)")
+    left.set_ylabel(f"{choice['replay']} held-out {choice['metric'].replace('_', ' ')}")
+    left.legend(fontsize=8)
+    rows = choice["predictions"]
+    ratios = [r["replay_ratio"] for r in rows]
+    right.plot(ratios, [r["predicted_drift"] for r in rows], "-", label=f"{choice['replay']} drift (predicted)")
+    right.plot(ratios, [r["predicted_target_gain"] for r in rows], "--", label=f"{choice['target']} gain (predicted)")
+    right.axhline(choice["forgetting_tolerance"], color="0.5", lw=1, ls=":", label="forgetting tolerance")
+    right.axvline(
+        choice["chosen_replay_ratio"], color="#b42318", lw=1, label=f"chosen {choice['chosen_replay_ratio']:g}"
+    )
+    right.set_xlabel("replay ratio")
+    right.set_ylabel(f"bits per byte at {choice['schedule_tokens']:,.0f} tokens")
+    right.legend(fontsize=8)
+    return _png(fig)
+
+
+def pilots_html(summary: dict[str, Any]) -> str:
+    """The compute the run took (pilots included) and, for replay_ratio auto, the pilots, the fit and the choice."""
+    parts = []
+    if "training_flops" in summary:
+        text = f"Model FLOPs: {summary['training_flops']:.3g} in the training steps"
+        if "pilot_flops" in summary:
+            text += f", {summary['pilot_flops']:.3g} in the replay-ratio pilots, {summary['total_flops']:.3g} in all"
+        parts.append(f"<p class='note'>{html.escape(text)} (held-out evaluations not counted).</p>")
+    choice = summary.get("pilots")
+    if choice:
+        drift = choice["fit"]["replay_drift"]
+        chosen = next(r for r in choice["predictions"] if r["replay_ratio"] == choice["chosen_replay_ratio"])
+        ratios = ", ".join(f"{p['replay_ratio']:g}" for p in choice["pilots"])
+        parts.append(
+            "<h3>Replay ratio chosen from pilots</h3><p class='note'>"
+            + html.escape(
+                f"{len(choice['pilots'])} pilot runs of {choice['pilot_steps']} steps from the same initialised model "
+                f"at replay ratios {ratios}; their held-out "
+                f"curves fitted as bpb = start + sign x scale x (1 - ratio)^b x (tokens / schedule)^c "
+                f"(replay drift: b = {drift['rho_exponent']:.2f}, c = {drift['tokens_exponent']:.2f}, "
+                f"rmse {drift['rmse']:.4f}). Chosen: replay ratio {choice['chosen_replay_ratio']:g}, the smallest "
+                f"whose predicted {choice['replay']} drift over the whole schedule ({chosen['predicted_drift']:.4f}) "
+                f"is within the tolerance ({choice['forgetting_tolerance']:g}); predicted {choice['target']} gain "
+                f"{chosen['predicted_target_gain']:.4f}. Details: train/pilots/choice.json."
+            )
+            + "</p>"
+            + _img(pilots_plot(choice), "replay-ratio pilots, fit and choice")
+        )
+    return "\n".join(parts)
+
+
 def mix_html(summary: dict[str, Any]) -> str:
     """The training mix: each source's share and epochs, and a warning for each source repeated too often."""
     table = mix_table(summary)
@@ -353,6 +423,7 @@ init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(train
 {_table(*phase_table(recipe.train, summary))}
 <p class="note">{html.escape(throughput_sentence(recipe.train, summary))}</p>
 {mix_html(summary)}
+{pilots_html(summary)}
 {_img(loss_plot(steps), "training loss") if steps else ""}
 {_img(eval_curve_plot(steps), "held-out bits per byte during training") if any(k.startswith(("bpb_", "pseudo_bpb_")) for s in steps for k in s) else ""}
 {tokenizer_html(rd, tok)}

@@ -58,10 +58,25 @@ class MixingConfig:
         "which the summary's epochs and warning show)",
     )
     warn_epochs: float = opt(
-        16.0,
+        20.0,
         "warn (in the log, train/summary.json and the report) when a source is planned or seen for more than this "
-        "many epochs; 16: about where repeated tokens stop adding value in Muennighoff et al. 2023 (their fitted "
-        "decay constant R*_D is 15.4 repetitions)",
+        "many epochs; 20: the top of the 15-20 repetitions of a scarce target corpus that mixture training was "
+        "found to tolerate in 'Scaling Laws for Mixture Pretraining Under Data Constraints' (arXiv 2605.12715)",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PilotConfig:
+    """The pilot runs of `train.replay_ratio: auto`: each from the same initialised model, one replay ratio each."""
+
+    ratios: tuple[float, ...] = opt(
+        (0.0, 0.1, 0.25, 0.5),
+        "the replay ratios the pilots train at (at least 2, each in [0, 1)); the choice stays within their range",
+    )
+    steps: int = opt(
+        0,
+        "optimizer steps of each pilot (0: a tenth of the schedule's steps, at least 8); its held-out curves are "
+        "measured 4 times (every steps / 4 steps)",
     )
 
 
@@ -105,7 +120,20 @@ class TrainConfig:
         "train method but qlora; train.embeddings all trains both factors, new the new tokens' coordinates "
         "(new-rows likewise); one process or data parallel (train.sharding: none)",
     )
-    replay_ratio: float = opt(0.25, "fraction of training sequences drawn from the replay language")
+    replay_ratio: float | str = opt(
+        0.25,
+        "fraction of training sequences drawn from the replay side (the source language); auto: chosen from short "
+        "pilot runs (train.pilots): the smallest replay ratio whose fitted source-language drift at the full "
+        "schedule stays within train.forgetting_tolerance",
+    )
+    forgetting_tolerance: float = opt(
+        0.05,
+        "replay_ratio auto: how far the replay language's held-out bits per byte (mlm: pseudo bits per byte) may "
+        "rise over the whole schedule, as predicted by the fit of the pilots' curves (absolute, in bits per byte)",
+    )
+    pilots: PilotConfig = opt(
+        PilotConfig(), "replay_ratio auto: the short runs whose held-out curves the replay ratio is chosen from"
+    )
     mixing: MixingConfig = opt(
         MixingConfig(),
         "how sequences are drawn among several target or replay sources (corpus.target / corpus.replay given as "
@@ -216,6 +244,17 @@ class TrainConfig:
         "a schedule of phases run one after the other, each with its own method, steps and learning rate "
         "(e.g. new rows and head first, then adapters); empty: one phase from train.method / max_steps / lr",
     )
+
+
+AUTO_RATIO = "auto"
+
+
+def pilot_steps(tr: TrainConfig) -> int:
+    """Steps of each pilot: train.pilots.steps, or a tenth of the schedule (at least 8)."""
+    if tr.pilots.steps:
+        return tr.pilots.steps
+    total = sum(p.max_steps for p in tr.phases) if tr.phases else tr.max_steps
+    return max(8, total // 10)
 
 
 def effective_batch_size(tr: TrainConfig) -> int:

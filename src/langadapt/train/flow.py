@@ -14,6 +14,7 @@ cannot be merged travels in `final/adapters/`), and adapters are kept separately
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,7 @@ from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 from langadapt.train import factorised
 from langadapt.train.adapters import config_problems, save_final
-from langadapt.train.config import effective_batch_size
+from langadapt.train.config import AUTO_RATIO, effective_batch_size
 from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
 from langadapt.train.distributed import loads_on_meta, meta_model
 from langadapt.train.loop import set_dropout
@@ -38,9 +39,11 @@ from langadapt.train.mixing import MixPlan, Source, plan_mix, repeat_warnings
 from langadapt.train.mlm import MaskingPlan, masked_lm
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.phases import run_phases, schedule
+from langadapt.train.pilots import choose_from_pilots, run_pilots
 from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
 from langadapt.train.tokenised import TokenCache, tokenizer_fingerprint
+from langadapt.train.trainable import apply_method
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -57,8 +60,6 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     init_dir = rd.require("init", "config.json", "init_report.json")
     tok_metrics = read_json(rd.require("tokenizer", "metrics.json") / "metrics.json")
     target, replay = languages(rd)
-    if cfg.replay_ratio == 0:
-        replay = None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(recipe.seed)
@@ -66,55 +67,37 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     tok = load_tokenizer(str(init_dir))
     device = resolve_device(cfg.device)
     dtype = weights_dtype(recipe, device)  # the frozen weights and the final model
-    attention = recipe.model.attn_implementation
-    if cfg.method == "qlora":
-        model = _quantized_base(recipe, init_dir)
-    elif loads_on_meta(cfg.sharding):  # FSDP: rank 0 alone holds the whole model and sends each process its shards
-        model = meta_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
-    else:
-        model = load_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
-    attention = model.config._attn_implementation  # what auto became: in the summary
-    if cfg.dropout >= 0:  # before the method wraps the model: adapters keep their own dropout
-        n = set_dropout(model, cfg.dropout)
-        log.info("train.dropout: the base model's %d dropout layers and rates set to %g", n, cfg.dropout)
     new_ids = list(tok_metrics.get("new_token_ids", []))
     # the objective the loop calls; masking needs the tokenizer (and this process's rank)
     if cfg.objective == "mlm":
         objective = masked_lm(MaskingPlan.from_tokenizer(tok, cfg, launched_rank()))
     else:
         objective = OBJECTIVES.get(cfg.objective)
-    # OFA's factors train instead of the embedding matrices; folded back to full size before saving
-    factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
-
     # a decoder's end-of-text token (never a chat-turn token); an encoder's text-start token
     separator = document_separator(tok, masked=cfg.objective == "mlm")
-    sep = separator.id
     # each language's documents tokenised once into the run directory (rank 0 writes, the others wait)
     cache = TokenCache(
         rd.root / "cache" / "train" / "tokens", tok, tokenizer_fingerprint(init_dir, tok), is_main_process()
     )
-    # one token stream per source (a single source's key is its language, as before lists existed)
-    streams: dict[str, TokenStream] = {}
-    weights: dict[str, float] = {}
-    for _role, src, listed in training_sources(recipe, with_replay=replay is not None):
-        name, lang = source_name(src), src.language
-        # a source of a list: its own documents of its language's file, cached under its own entry
-        entry = f"{lang}.{_safe(name)}" if listed else lang
-        texts = partial(read_texts, rd, lang, "train", name if listed else "")
-        docs = cache.documents(entry, "train", split_file(rd, lang, "train"), texts)
-        if len(docs) == 0:
-            raise InputError(
-                f"train: source '{name}' has no training documents left after the corpus stage (all held out?)",
-                hint="hold out fewer groups of it, or leave it out of the list",
-            )
-        streams[name] = TokenStream(docs, tok, sep, cfg.seq_len, recipe.seed + len(streams), language=lang)
-        weights[name] = source_weight(src)
-        if cfg.eval_every and all(s.language != lang or s is streams[name] for s in streams.values()):
-            heldout = read_texts(rd, lang, "heldout")  # a fixed held-out sample per language, every eval_every steps
-            streams[name].heldout = heldout
-            streams[name].heldout_ids = cache.documents(
-                lang, "heldout", split_file(rd, lang, "heldout"), heldout.copy, limit=HELDOUT_CANDIDATES
-            )
+    data = partial(_streams, recipe, rd, cache, tok, separator.id)
+
+    pilots = None
+    if cfg.replay_ratio == AUTO_RATIO:  # short runs from the same initialised model choose the ratio
+        assert replay is not None  # validation: auto needs corpus.replay
+        make_model = lambda: apply_method(cfg.method, _initialised(recipe, init_dir, device, dtype), cfg, new_ids)  # noqa: E731
+        runs = run_pilots(recipe, ctx.out, make_model, lambda: data(True)[0], target, replay, objective)
+        chosen, pilots = choose_from_pilots(recipe, ctx.out, runs, target, replay)
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(cfg, replay_ratio=chosen))
+        cfg = recipe.train
+        torch.manual_seed(recipe.seed)  # the training that follows is the one a fixed ratio would have run
+    if cfg.replay_ratio == 0:
+        replay = None
+
+    model = _initialised(recipe, init_dir, device, dtype)
+    attention = model.config._attn_implementation  # what auto became: in the summary
+    # OFA's factors train instead of the embedding matrices; folded back to full size before saving
+    factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
+    streams, weights = data(replay is not None)
     mix = _mix_plan(recipe, streams, weights, replay is not None)
     # one phase (train.method) or a schedule (train.phases), each through the same loop
     model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, objective, mix=mix)
@@ -145,8 +128,71 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             for k, s in streams.items()
         },
         mix=_mix_record(mix, streams),
+        replay_ratio=cfg.replay_ratio,  # the ratio trained at (replay_ratio auto: the one the pilots chose)
+        **compute_record(summary, pilots),
     )
     write_json(ctx.out / "summary.json", summary)
+
+
+def compute_record(summary: dict[str, Any], pilots: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's model FLOPs: its training steps', and the pilots' of replay_ratio auto, counted in the total.
+
+    Each phase's tokens trained times its model FLOPs per token (`flops.py`); held-out evaluations are
+    not counted, in the pilots as in the run.
+    """
+    phases = summary.get("phases") or [summary]
+    training = sum(float(s.get("model_flops_per_token", 0)) * sum(s.get("tokens", {}).values()) for s in phases)
+    out: dict[str, Any] = {"training_flops": training, "total_flops": training}
+    if pilots is not None:
+        out.update(pilots=pilots, pilot_flops=pilots["pilot_flops"], total_flops=training + pilots["pilot_flops"])
+    return out
+
+
+def _initialised(recipe: "Recipe", init_dir: Path, device: Any, dtype: str) -> Any:
+    """The initialised model as training loads it (4-bit for qlora, on the meta device under FSDP), dropout set."""
+    cfg, attention = recipe.train, recipe.model.attn_implementation
+    if cfg.method == "qlora":
+        model = _quantized_base(recipe, init_dir)
+    elif loads_on_meta(cfg.sharding):  # FSDP: rank 0 alone holds the whole model and sends each process its shards
+        model = meta_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
+    else:
+        model = load_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
+    if cfg.dropout >= 0:  # before the method wraps the model: adapters keep their own dropout
+        n = set_dropout(model, cfg.dropout)
+        log.info("train.dropout: the base model's %d dropout layers and rates set to %g", n, cfg.dropout)
+    return model
+
+
+def _streams(
+    recipe: "Recipe", rd: RunDir, cache: TokenCache, tok: Any, sep: int, with_replay: bool
+) -> tuple[dict[str, TokenStream], dict[str, float]]:
+    """One token stream per source, each at its start (a single source's key is its language, as before lists
+    existed), the first stream of each language with its held-out sample (when train.eval_every or the pilots
+    of replay_ratio auto measure it); and each source's weight."""
+    cfg = recipe.train
+    streams: dict[str, TokenStream] = {}
+    weights: dict[str, float] = {}
+    for _role, src, listed in training_sources(recipe, with_replay):
+        name, lang = source_name(src), src.language
+        # a source of a list: its own documents of its language's file, cached under its own entry
+        entry = f"{lang}.{_safe(name)}" if listed else lang
+        texts = partial(read_texts, rd, lang, "train", name if listed else "")
+        docs = cache.documents(entry, "train", split_file(rd, lang, "train"), texts)
+        if len(docs) == 0:
+            raise InputError(
+                f"train: source '{name}' has no training documents left after the corpus stage (all held out?)",
+                hint="hold out fewer groups of it, or leave it out of the list",
+            )
+        streams[name] = TokenStream(docs, tok, sep, cfg.seq_len, recipe.seed + len(streams), language=lang)
+        weights[name] = source_weight(src)
+        first_of_language = all(s.language != lang or s is streams[name] for s in streams.values())
+        if (cfg.eval_every or cfg.replay_ratio == AUTO_RATIO) and first_of_language:
+            heldout = read_texts(rd, lang, "heldout")  # a fixed held-out sample per language, every eval_every steps
+            streams[name].heldout = heldout
+            streams[name].heldout_ids = cache.documents(
+                lang, "heldout", split_file(rd, lang, "heldout"), heldout.copy, limit=HELDOUT_CANDIDATES
+            )
+    return streams, weights
 
 
 def training_sources(recipe: "Recipe", with_replay: bool) -> list[tuple[str, Any, bool]]:
@@ -220,6 +266,9 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     mixed = is_mixed(recipe.corpus)
     if not mixed:  # one source per side: the mixing has nothing to divide (and a run from before it existed resumes)
         cfg.pop("mixing")
+    if recipe.train.replay_ratio != AUTO_RATIO:  # the pilots' settings only matter when they run
+        cfg.pop("forgetting_tolerance")
+        cfg.pop("pilots")
     for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile", "sharding", "peak_tflops"):
         cfg.pop(key, None)  # nor where it ran, in how many pieces or against which peak: a run may resume elsewhere
     return {

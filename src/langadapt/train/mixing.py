@@ -93,7 +93,7 @@ class MixPlan:
     shares: dict[str, float]  # a source's probability within its side
     replay_ratio: float
     method: str
-    warn_epochs: float = 16.0
+    warn_epochs: float = 20.0
     planned_tokens: dict[str, float] = field(default_factory=dict)  # expected over the whole schedule
 
     def side(self, role: str) -> list[Source]:
