@@ -169,3 +169,32 @@ def test_the_report_lists_each_sources_epochs_and_warns():
     )
     assert "Warning:</b> source &#x27;a&#x27; is seen for 30.0 epochs" in page
     assert mix_html({}) == ""
+
+
+@pytest.mark.slow
+def test_a_corpus_of_listed_sources_trains_each_by_its_share(corpus_files, tiny_model, tmp_path):
+    import json
+
+    from conftest import target_docs, tiny_recipe_dict
+
+    from langadapt.pipeline import run
+    from langadapt.recipe import Recipe
+
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps(d) + "\n" for d in target_docs(n_groups=4, seed=5)), encoding="utf-8")
+    data = tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run")
+    nya = {"language": "nya", "group_field": "book"}
+    data["corpus"]["target"] = [
+        {**nya, "path": str(corpus_files["target"]), "name": "big"},
+        {**nya, "path": str(small), "name": "small", "weight": 3},
+    ]
+    data["train"].update(max_steps=6, mixing={"method": "weights", "warn_epochs": 0.1})
+    run(Recipe.from_dict(data), stages=("corpus", "tokenizer", "init", "train"))
+    summary = json.loads((tmp_path / "run" / "train" / "summary.json").read_text())
+    rows = {s["name"]: s for s in summary["mix"]["sources"]}
+    assert rows["big"]["share_of_side"] == pytest.approx(0.25) and rows["small"]["share_of_side"] == pytest.approx(0.75)
+    assert rows["small"]["tokens"] < rows["big"]["tokens"] and rows["small"]["epochs_seen"] > rows["big"]["epochs_seen"]
+    assert set(summary["streams"]) == {"big", "small", "eng"}
+    # every training token is some source's: the tokens handed out add up to the steps' rows
+    assert sum(summary["tokens"].values()) == 6 * 4 * 32
+    assert any("'small' is seen for" in w for w in summary["mix"]["warnings"])

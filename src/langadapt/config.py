@@ -86,7 +86,7 @@ class WeightedSource(SourceConfig):
 
     weight: float = opt(
         1.0,
-        "this source's weight in the training mix (> 0): it multiplies the source's share under "
+        "a source of a list: its weight in the training mix (> 0; a single source takes none): it multiplies the source's share under "
         "train.mixing.method (temperature: weight x tokens^alpha; unimax: weighted shares of the uniform budget; "
         "weights: the share is the weight over the sum of weights)",
     )

@@ -112,7 +112,7 @@ def _write_language(
         train_docs = rehydrate(train, cfg.near_dedup.rehydrate_cap)
     # a source of a list: each training document names it, so the training mix draws per source
     listed = any(":" in r["source"] for r in train)
-    extra = {"source": [r["source"].split(":", 1)[-1] if ":" in r["source"] else "" for r in train]} if listed else None
+    extra = {"source": [_source_of(r, cfg) for r in train]} if listed else None
     if cfg.near_dedup.rehydrate and extra is not None:
         extra = {"source": [s for r, s in zip(train, extra["source"]) for _ in range(_copies(r, cfg))]}
     write_docs(out / lang / "train.parquet", train_docs, extra=extra)
@@ -184,6 +184,16 @@ def _sum_json(items: Any) -> dict[str, int]:
         if item:
             total.update(json.loads(item))
     return dict(total)
+
+
+def _source_of(row: dict[str, Any], cfg: CorpusConfig) -> str:
+    """The name of the listed source a training document trains under: its own, or for a sentence made from
+    knowledge triples, the first target source's (knowledge is target-language text)."""
+    if ":" in row["source"]:
+        return row["source"].split(":", 1)[1]
+    if row["source"] == "knowledge" and is_listed(cfg, "target"):
+        return source_name(primary(cfg, "target"))  # type: ignore[arg-type]
+    return ""
 
 
 def _copies(row: dict[str, Any], cfg: CorpusConfig) -> int:
