@@ -102,6 +102,7 @@ def test_a_tiny_auto_run_resumes_its_pilots_and_counts_their_compute(tiny_recipe
     summary = json.loads((train_dir / "summary.json").read_text())
     assert choice["chosen_replay_ratio"] == 0.1 == summary["replay_ratio"]
     assert len(choice["points"]["replay"]) == 8  # 4 measurements in each of 2 pilots
+    assert not list((train_dir / "pilots").glob("ratio-*/checkpoints"))  # a finished pilot keeps only its curves
     assert summary["pilot_flops"] == pytest.approx(sum(p["flops"] for p in choice["pilots"]))
     assert summary["pilot_flops"] > 0 and summary["total_flops"] == pytest.approx(
         summary["training_flops"] + summary["pilot_flops"]

@@ -218,7 +218,8 @@ def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, 
     train_summary = read_json(summary_file) if summary_file.is_file() else {}
     corpus_file = rd.path("corpus") / "stats.json"
     corpus = read_json(corpus_file) if corpus_file.is_file() else {}
-    target, replay = corpus.get("target", primary(recipe.corpus, "target").language)  # type: ignore[union-attr], corpus.get("replay")
+    first = primary(recipe.corpus, "target")
+    target, replay = corpus.get("target", first.language if first else ""), corpus.get("replay")
     langs = [x for x in (target, replay) if x]
     licence = MODEL_LICENCES.get(recipe.model.base, "other")
     lines = [

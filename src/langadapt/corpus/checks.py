@@ -70,7 +70,7 @@ def check(recipe: "Recipe") -> list[str]:
         p.append("corpus.near_dedup: shingle_size, bands, rows and rehydrate_cap must be >= 1")
     if c.line_dedup.min_documents < 2:
         p.append("corpus.line_dedup.min_documents: must be >= 2")
-    if c.knowledge is not None:
+    if c.knowledge is not None and primary(c, "target") is not None:
         p.extend(kg2text.problems(c.knowledge, primary(c, "target").language, "corpus.knowledge"))  # type: ignore[union-attr]
     if not 0.0 < c.heldout_fraction < 0.5:
         p.append("corpus.heldout_fraction: must be between 0 and 0.5")

@@ -19,7 +19,8 @@ at T_full is within `train.forgetting_tolerance`; none within the range is an er
 
 Each pilot is an ordinary training (`loop.train_loop`) in `train/pilots/ratio-<r>/`, with
 checkpoints: an interrupted pilot resumes, a finished one (its `summary.json`) is skipped, and the
-fit and choice are written to `train/pilots/choice.json`.
+fit and choice are written to `train/pilots/choice.json`. A finished pilot's checkpoints are removed (its
+metrics and summary stay).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -179,6 +181,7 @@ def run_pilots(
         summary = train_loop(make_model(), make_streams(), target, replay, sub, folder, objective=objective)
         summary.update(replay_ratio=ratio, flops=pilot_flops(summary, sub))
         write_json(folder / "summary.json", summary)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: its curves are all the choice needs
         done.append(summary)
     return done
 
