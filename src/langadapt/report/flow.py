@@ -302,7 +302,7 @@ def corpus_html(rd: RunDir, corpus: dict[str, Any]) -> str:
 
 
 def pilots_plot(choice: dict[str, Any]) -> str:
-    """replay_ratio auto: each pilot's measured replay-language curve with the fit, and the fit's predictions
+    """replay_ratio auto: each pilot's measured replay-language drift with the fit, and the fit's predictions
     at the full schedule against the replay ratio, with the tolerance and the choice."""
     import numpy as np
 
@@ -311,8 +311,7 @@ def pilots_plot(choice: dict[str, Any]) -> str:
     drift = choice["fit"]["replay_drift"]
 
     def law(f: dict[str, Any], tokens: Any, rho: float) -> Any:
-        change = f["scale"] * rho ** f["rho_exponent"] * (tokens / f["tokens_scale"]) ** f["tokens_exponent"]
-        return f["start"] + f["sign"] * change
+        return (f["base"] + f["per_share"] * rho) * (tokens / f["tokens_scale"]) ** f["exponent"]
 
     points = choice["points"]["replay"]
     for p in choice["pilots"]:
@@ -321,21 +320,23 @@ def pilots_plot(choice: dict[str, Any]) -> str:
         if not pts:
             continue
         (line,) = left.plot(*zip(*pts), "o", ms=4, label=f"replay {p['replay_ratio']:g}")
-        ts = np.linspace(min(t for t, _ in pts) * 0.5, max(t for t, _ in pts), 50)
+        ts = np.linspace(0, max(t for t, _ in pts), 50)
         left.plot(ts, law(drift, ts, rho), "-", color=line.get_color(), lw=1)
+    left.axhline(0, color="0.7", lw=0.8)
     left.set_xlabel("tokens trained (pilot)")
-    left.set_ylabel(f"{choice['replay']} held-out {choice['metric'].replace('_', ' ')}")
+    left.set_ylabel(f"{choice['replay']} held-out {choice['metric'].replace('_', ' ')} change")
     left.legend(fontsize=8)
     rows = choice["predictions"]
     ratios = [r["replay_ratio"] for r in rows]
     right.plot(ratios, [r["predicted_drift"] for r in rows], "-", label=f"{choice['replay']} drift (predicted)")
     right.plot(ratios, [r["predicted_target_gain"] for r in rows], "--", label=f"{choice['target']} gain (predicted)")
     right.axhline(choice["forgetting_tolerance"], color="0.5", lw=1, ls=":", label="forgetting tolerance")
-    right.axvline(
-        choice["chosen_replay_ratio"], color="#b42318", lw=1, label=f"chosen {choice['chosen_replay_ratio']:g}"
-    )
+    if choice.get("chosen_replay_ratio") is not None:
+        right.axvline(
+            choice["chosen_replay_ratio"], color="#b42318", lw=1, label=f"chosen {choice['chosen_replay_ratio']:g}"
+        )
     right.set_xlabel("replay ratio")
-    right.set_ylabel(f"bits per byte at {choice['schedule_tokens']:,.0f} tokens")
+    right.set_ylabel(f"bits per byte after {choice['schedule_tokens']:,.0f} tokens")
     right.legend(fontsize=8)
     return _png(fig)
 
@@ -358,9 +359,10 @@ def pilots_html(summary: dict[str, Any]) -> str:
             + html.escape(
                 f"{len(choice['pilots'])} pilot runs of {choice['pilot_steps']} steps from the same initialised model "
                 f"at replay ratios {ratios}; their held-out "
-                f"curves fitted as bpb = start + sign x scale x (1 - ratio)^b x (tokens / schedule)^c "
-                f"(replay drift: b = {drift['rho_exponent']:.2f}, c = {drift['tokens_exponent']:.2f}, "
-                f"rmse {drift['rmse']:.4f}). Chosen: replay ratio {choice['chosen_replay_ratio']:g}, the smallest "
+                f"curves fitted as change = (u + v x target share) x (tokens / schedule's tokens)^c "
+                f"({choice['replay']} drift: u = {drift['base']:.4f}, v = {drift['per_share']:.4f}, "
+                f"c = {drift['exponent']:.2f}, rmse {drift['rmse']:.4f}). Chosen: replay ratio "
+                f"{choice['chosen_replay_ratio']:g}, the smallest "
                 f"whose predicted {choice['replay']} drift over the whole schedule ({chosen['predicted_drift']:.4f}) "
                 f"is within the tolerance ({choice['forgetting_tolerance']:g}); predicted {choice['target']} gain "
                 f"{chosen['predicted_target_gain']:.4f}. Details: train/pilots/choice.json."

@@ -111,8 +111,12 @@ def train_loop(
     device: "torch.device | None" = None,
     objective: "Objective | None" = None,
     mix: "MixPlan | None" = None,
+    evaluate_first: bool = False,
 ) -> dict[str, Any]:
     """Train `model` for recipe.train.max_steps optimizer steps (resuming from the newest checkpoint).
+
+    `evaluate_first`: with train.eval_every, also measure the held-out figures before the first step
+    (a row of step 0 in metrics.jsonl).
 
     `mix`: the sources of each side and their shares (`mixing.py`); without one (or with one source
     per side) the streams are keyed by language and a row is the target's or the replay's.
@@ -235,6 +239,20 @@ def train_loop(
     data = Prefetcher(prepared, start, end)
     tracker = MetricsLog(metrics_path, cfg.log_to, recipe.name, recipe.to_dict()["train"]) if procs.is_main else None
     samples = heldout_samples(streams, cfg) if cfg.eval_every else {}
+
+    def evaluate() -> dict[str, float]:
+        """The held-out figures of every language under the current weights (every process takes part)."""
+        if cfg.objective == "mlm":
+            out = heldout_pseudo_bpb(loss_module, trained, samples, recipe, device, precision)
+        else:
+            out = heldout_bpb(loss_module, samples, micro, device, precision, positions)
+        procs.release(loss_module)
+        return out
+
+    if evaluate_first and samples and start == 0:  # the starting point of the curves (replay_ratio auto's pilots)
+        first = {"step": 0, **evaluate()}
+        if tracker is not None:
+            tracker.write(first)
     metric = heldout_metric(cfg.objective)  # bpb_<lang>, or pseudo_bpb_<lang> for masked LMs
     best, evals_without_gain = math.inf, 0
     t0, tokens_done, done = time.time(), 0, start
@@ -266,11 +284,7 @@ def train_loop(
                 of_lang = [x for x, l in zip(losses, langs) if l == lang]
                 row[f"loss_{lang}"] = round(sum(of_lang) / len(of_lang), 4)
             if samples and (done % cfg.eval_every == 0 or done == cfg.max_steps):
-                if cfg.objective == "mlm":
-                    row.update(heldout_pseudo_bpb(loss_module, trained, samples, recipe, device, precision))
-                else:
-                    row.update(heldout_bpb(loss_module, samples, micro, device, precision, positions))
-                procs.release(loss_module)
+                row.update(evaluate())
                 if row[f"{metric}_{target}"] < best:
                     best, evals_without_gain = row[f"{metric}_{target}"], 0
                 else:

@@ -7,13 +7,18 @@ Like the paper, the choice comes from short runs and a power law in the mixture 
 training tokens; the law fitted here is a simpler one of our own, not the paper's
 parametrisation:
 
-    source held-out bpb(T, rho) = L0 + A * rho^b * (T / T_full)^c        (drift: the second term)
-    target held-out bpb(T, rho) = L0' - B * rho^d * (T / T_full)^e       (gain: the second term)
+    source drift(T, rho) = bpb(T) - bpb(0) = (u + v * rho) * (T / T_full)^c
+    target gain(T, rho)  = bpb(0) - bpb(T) = (u' + v' * rho) * (T / T_full)^c'
 
-with rho the target share (1 - replay ratio), T the tokens trained, T_full the full schedule's
-tokens, and L0 the shared starting point (every pilot starts from the same initialised model,
-so it is fitted, not measured). Each pilot trains `train.pilots.steps` steps at one replay ratio
-and measures the held-out curves (`heldout.py`) 4 times. The chosen replay ratio is the smallest
+with rho the target share (1 - replay ratio), T the tokens trained and T_full the full schedule's:
+the rate at which a mixture's tokens move a language's loss is the mixture of the rates of its
+target and replay tokens (linear in rho), and the change grows as a power of the tokens. bpb(0)
+is measured: each pilot evaluates the held-out text before its first step. A fitted starting
+point and a product rho^b * T^c were tried first and fail on real curves, which move most in the
+first steps: the starting point absorbs the early change, and a source language that replay
+improves (a negative drift) cannot be written as a positive power. Each pilot trains
+`train.pilots.steps` steps at one replay ratio and measures the held-out curves (`heldout.py`)
+before its first step and 4 times after. The chosen replay ratio is the smallest
 (so the target share the largest), on a 0.01 grid within the pilots' range, whose predicted drift
 at T_full is within `train.forgetting_tolerance`; none within the range is an error, not a guess.
 
@@ -55,75 +60,74 @@ GRID = 0.01  # the replay ratios the choice considers
 
 @dataclass(frozen=True)
 class PowerLaw:
-    """bpb(T, rho) = start + sign * scale * rho^rho_exponent * (T / tokens_scale)^tokens_exponent."""
+    """change(T, rho) = (base + per_share * rho) * (T / tokens_scale)^exponent, in bits per byte.
 
-    start: float
-    scale: float
-    rho_exponent: float
-    tokens_exponent: float
-    sign: int  # +1: the loss rises with training (source drift); -1: it falls (target gain)
+    The change is a language's held-out figure after T tokens minus (source: drift) or from (target:
+    gain) its value before training; rho is the target share. A pilot's tokens each move the loss as
+    its mixture does: the rate is linear in the share (`base` alone when rho = 0, all replay; `base +
+    per_share` when rho = 1, all target), and the change grows as a power of the tokens.
+    """
+
+    base: float
+    per_share: float
+    exponent: float
     tokens_scale: float
     rmse: float = 0.0
 
     def change(self, tokens: float, rho: float) -> float:
-        """The drift (sign +1) or gain (sign -1) after `tokens` at target share `rho`, in bits per byte."""
-        return self.scale * rho**self.rho_exponent * (tokens / self.tokens_scale) ** self.tokens_exponent
-
-    def __call__(self, tokens: float, rho: float) -> float:
-        return self.start + self.sign * self.change(tokens, rho)
+        return (self.base + self.per_share * rho) * (tokens / self.tokens_scale) ** self.exponent
 
     def record(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def fit_power_law(points: list[tuple[float, float, float]], sign: int, tokens_scale: float) -> PowerLaw:
-    """Least squares of the law above to (tokens, rho, bpb) points, from several starts (the best kept).
-
-    The exponents are bounded (rho: 0-6, tokens: 0-3) so that a flat or noisy curve fits a small
-    change rather than a wild one.
-    """
+def fit_power_law(points: list[tuple[float, float, float]], tokens_scale: float) -> PowerLaw:
+    """Least squares of the law above to (tokens, rho, change) points: for each exponent the two rates are a
+    linear least-squares solution, and the exponent is the best of a 0.01 grid over 0.02-2, refined."""
     import numpy as np
-    from scipy.optimize import least_squares
+    from scipy.optimize import minimize_scalar
 
     t = np.array([p[0] for p in points], dtype=float) / tokens_scale
     rho = np.array([p[1] for p in points], dtype=float)
     y = np.array([p[2] for p in points], dtype=float)
 
-    def residuals(x: Any) -> Any:
-        start, log_scale, b, c = x
-        return start + sign * np.exp(log_scale) * rho**b * t**c - y
+    def solve(c: float) -> tuple[float, Any]:
+        design = np.stack([t**c, rho * t**c], axis=1)
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        return float(np.sum((design @ coef - y) ** 2)), coef
 
-    spread = max(float(y.max() - y.min()), 1e-6)
-    best = None
-    for b0 in (0.5, 1.5, 3.0):
-        for c0 in (0.3, 0.7, 1.2):
-            x0 = [float(y.max() if sign < 0 else y.min()), math.log(spread), b0, c0]
-            r = least_squares(
-                residuals, x0, bounds=([-np.inf, -30.0, 0.0, 0.0], [np.inf, 10.0, 6.0, 3.0]), method="trf"
-            )
-            if best is None or r.cost < best.cost:
-                best = r
-    assert best is not None
-    start, log_scale, b, c = (float(v) for v in best.x)
-    rmse = float(np.sqrt(np.mean(best.fun**2)))
-    return PowerLaw(start, math.exp(log_scale), b, c, sign, tokens_scale, rmse)
+    grid = [round(0.02 + 0.01 * i, 4) for i in range(199)]
+    c0 = min(grid, key=lambda c: solve(c)[0])
+    refined = minimize_scalar(
+        lambda c: solve(c)[0], bounds=(max(0.02, c0 - 0.01), min(2.0, c0 + 0.01)), method="bounded"
+    )
+    c = float(refined.x) if solve(float(refined.x))[0] <= solve(c0)[0] else c0
+    sse, (u, v) = solve(c)
+    return PowerLaw(float(u), float(v), c, tokens_scale, math.sqrt(sse / len(y)))
 
 
-def choose_ratio(drift: PowerLaw, tokens: float, tolerance: float, ratios: list[float]) -> tuple[float, list[dict]]:
-    """The smallest replay ratio (on a 0.01 grid within the range of `ratios`) whose predicted drift after
-    `tokens` is within `tolerance`, and the predictions it chose among; ConfigError when none is."""
+def predictions(drift: PowerLaw, tokens: float, ratios: list[float]) -> list[dict[str, Any]]:
+    """The predicted drift after `tokens` at each replay ratio of a 0.01 grid over the range of `ratios`."""
     lo, hi = min(ratios), max(ratios)
     grid = sorted({round(lo + i * GRID, 4) for i in range(int(round((hi - lo) / GRID)) + 1)} | {lo, hi})
-    table = [{"replay_ratio": r, "predicted_drift": round(drift.change(tokens, 1.0 - r), 5)} for r in grid]
+    return [{"replay_ratio": r, "predicted_drift": round(drift.change(tokens, 1.0 - r), 5)} for r in grid]
+
+
+def choose_ratio(
+    drift: PowerLaw, tokens: float, tolerance: float, ratios: list[float], where: str = "train/pilots/choice.json"
+) -> tuple[float, list[dict[str, Any]]]:
+    """The smallest replay ratio (on a 0.01 grid within the range of `ratios`) whose predicted drift after
+    `tokens` is within `tolerance`, and the predictions it chose among; ConfigError when none is."""
+    table = predictions(drift, tokens, ratios)
     within = [row["replay_ratio"] for row in table if row["predicted_drift"] <= tolerance]
     if not within:
-        worst = min(table, key=lambda row: row["predicted_drift"])
+        least = min(table, key=lambda row: row["predicted_drift"])
         raise ConfigError(
             [
                 f"train.forgetting_tolerance: {tolerance} bits per byte is met by no replay ratio the pilots cover "
-                f"({lo}-{hi}): the fit predicts a drift of {worst['predicted_drift']:.4f} even at replay ratio "
-                f"{worst['replay_ratio']} (see train/pilots/choice.json); raise the tolerance, add larger ratios to "
-                "train.pilots.ratios, or train fewer steps"
+                f"({min(ratios)}-{max(ratios)}): the fit predicts a drift of {least['predicted_drift']:.4f} even at "
+                f"replay ratio {least['replay_ratio']} (the pilots, the fit and the predictions: {where}); raise the "
+                "tolerance, add larger ratios to train.pilots.ratios, or train fewer steps"
             ]
         )
     return min(within), table
@@ -178,7 +182,9 @@ def run_pilots(
         folder.mkdir(parents=True, exist_ok=True)
         sub = pilot_recipe(recipe, ratio)
         log.info("pilot at replay ratio %g: %d steps", ratio, sub.train.max_steps)
-        summary = train_loop(make_model(), make_streams(), target, replay, sub, folder, objective=objective)
+        summary = train_loop(
+            make_model(), make_streams(), target, replay, sub, folder, objective=objective, evaluate_first=True
+        )
         summary.update(replay_ratio=ratio, flops=pilot_flops(summary, sub))
         write_json(folder / "summary.json", summary)
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: its curves are all the choice needs
@@ -192,10 +198,14 @@ def pilot_flops(summary: dict[str, Any], recipe: "Recipe") -> float:
     return float(summary.get("model_flops_per_token", 0)) * summary["steps"] * effective_batch_size(cfg) * cfg.seq_len
 
 
-def curve_points(folder: Path, key: str, tokens_per_step: int, rho: float) -> list[tuple[float, float, float]]:
-    """(tokens, rho, value) of every held-out measurement `key` in a pilot's metrics.jsonl."""
+def curve_points(
+    folder: Path, key: str, tokens_per_step: int, rho: float, sign: int
+) -> list[tuple[float, float, float]]:
+    """(tokens, rho, change since step 0) of every held-out measurement `key` in a pilot's metrics.jsonl after
+    its first step; `sign` +1: the rise (drift), -1: the fall (gain)."""
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [(r["step"] * tokens_per_step, rho, r[key]) for r in rows if key in r]
+    start = next(r[key] for r in rows if r["step"] == 0 and key in r)
+    return [(r["step"] * tokens_per_step, rho, sign * (r[key] - start)) for r in rows if key in r and r["step"] > 0]
 
 
 def choose_from_pilots(
@@ -211,15 +221,15 @@ def choose_from_pilots(
     src, tgt = [], []
     for p in pilots:
         folder, rho = pilot_dir(out, p["replay_ratio"]), 1.0 - p["replay_ratio"]
-        src += curve_points(folder, f"{metric}_{replay}", per_step, rho)
-        tgt += curve_points(folder, f"{metric}_{target}", per_step, rho)
-    drift = fit_power_law(src, +1, full)
-    gain = fit_power_law(tgt, -1, full)
-    ratio, table = choose_ratio(drift, full, cfg.forgetting_tolerance, list(cfg.pilots.ratios))
+        src += curve_points(folder, f"{metric}_{replay}", per_step, rho, +1)
+        tgt += curve_points(folder, f"{metric}_{target}", per_step, rho, -1)
+    drift = fit_power_law(src, full)
+    gain = fit_power_law(tgt, full)
+    table = predictions(drift, full, list(cfg.pilots.ratios))
     for row in table:
         row["predicted_target_gain"] = round(gain.change(full, 1.0 - row["replay_ratio"]), 5)
     record = {
-        "chosen_replay_ratio": ratio,
+        "chosen_replay_ratio": None,
         "forgetting_tolerance": cfg.forgetting_tolerance,
         "metric": metric,
         "target": target,
@@ -232,10 +242,15 @@ def choose_from_pilots(
         ],
         "points": {"replay": src, "target": tgt},
         "fit": {"replay_drift": drift.record(), "target_gain": gain.record()},
-        "law": "bpb = start + sign * scale * (1 - replay_ratio)^rho_exponent * (tokens / tokens_scale)^tokens_exponent",
+        "law": "change = (base + per_share * (1 - replay_ratio)) * (tokens / tokens_scale)^exponent; drift: bpb(T) - "
+        "bpb(0) of the replay language, gain: bpb(0) - bpb(T) of the target",
         "predictions": table,
     }
-    write_json(out / "pilots" / "choice.json", record)
+    path = out / "pilots" / "choice.json"
+    write_json(path, record)  # before choosing: when no ratio is within the tolerance, the error points here
+    ratio, _ = choose_ratio(drift, full, cfg.forgetting_tolerance, list(cfg.pilots.ratios), str(path))
+    record["chosen_replay_ratio"] = ratio
+    write_json(path, record)
     log.info(
         "replay_ratio auto: %g (predicted %s drift %.4f, target gain %.4f bits per byte at %d tokens; tolerance %g)",
         ratio,
