@@ -102,6 +102,11 @@ def replay_ratio_problems(recipe: "Recipe") -> list[str]:
             )
         if tr.factorised_embeddings:
             p.append("train.replay_ratio: auto cannot yet run pilots with train.factorised_embeddings; set a ratio")
+        if launched_world_size() > 1:
+            p.append(
+                "train.replay_ratio: auto runs its pilots in one process only; set a number under a launcher "
+                "(a one-process run with auto writes its choice to train/pilots/choice.json)"
+            )
         return p
     if not 0.0 <= tr.replay_ratio < 1.0:
         return ["train.replay_ratio: must be in [0, 1) or auto"]
