@@ -169,6 +169,10 @@ def test_the_report_lists_each_sources_epochs_and_warns():
     )
     assert "Warning:</b> source &#x27;a&#x27; is seen for 30.0 epochs" in page
     assert mix_html({}) == ""
+    from langadapt.report.flow import _languages
+
+    assert _languages("nya", {"mix": record}, "target") == "nya (training also on swh)"
+    assert _languages("eng", {"mix": record}, "replay") == "eng" and _languages("eng", {}, "replay") == "eng"
 
 
 @pytest.mark.slow

@@ -301,6 +301,13 @@ def corpus_html(rd: RunDir, corpus: dict[str, Any]) -> str:
     return "<h2>Corpus</h2>" + _table(header, rows)
 
 
+def _languages(primary: str, summary: dict[str, Any], role: str) -> str:
+    """The primary language of a side, and the other languages its sources trained (a corpus list)."""
+    others = [s["language"] for s in summary.get("mix", {}).get("sources", []) if s["role"] == role]
+    others = [lang for lang in dict.fromkeys(others) if lang != primary]
+    return primary + (f" (training also on {', '.join(others)})" if others else "")
+
+
 def pilots_plot(choice: dict[str, Any]) -> str:
     """replay_ratio auto: each pilot's measured replay-language drift with the fit, and the fit's predictions
     at the full schedule against the replay ratio, with the tolerance and the choice."""
@@ -413,8 +420,8 @@ def render(recipe: "Recipe", rd: RunDir) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} - langadapt report</title>
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Base model <code>{html.escape(recipe.model.base)}</code> adapted to <b>{html.escape(corpus["target"])}</b>
-{("with replay of <b>" + html.escape(corpus["replay"]) + "</b>") if corpus.get("replay") else ""}:
+<p>Base model <code>{html.escape(recipe.model.base)}</code> adapted to <b>{html.escape(_languages(corpus["target"], summary, "target"))}</b>
+{("with replay of <b>" + html.escape(_languages(corpus["replay"], summary, "replay")) + "</b>") if corpus.get("replay") else ""}:
 tokenizer <code>{html.escape(recipe.tokenizer.method)}</code> (+{tok.get("added_tokens", 0)} tokens),
 init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(training_sentence(recipe.train, summary))}.</p>
 <div class="summary"><b>In short.</b><ul>{"".join(f"<li>{html.escape(s)}</li>" for s in sentences)}</ul></div>
