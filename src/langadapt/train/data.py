@@ -18,7 +18,7 @@ HELDOUT_CANDIDATES = 1000
 
 @dataclass
 class TokenStream:
-    """Documents of one language, shuffled per epoch and packed into blocks of seq_len tokens.
+    """Documents of one source (one language), shuffled per epoch and packed into blocks of seq_len tokens.
 
     `documents` are the tokenised documents (`tokenised.TokenisedDocuments`, the run
     directory's cache) or texts, which are then tokenised here, at once, in batches. Every

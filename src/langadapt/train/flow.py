@@ -3,8 +3,9 @@
 One explicit loop you can read top to bottom: build the trainable model (a registered
 method wraps peft or the adapters library), stream packed sequences of the target language
 (tokenised once into the run directory's cache, `tokenised.py`) with replay of the source
-language mixed in at `replay_ratio`, step the optimizer, log one line per step, checkpoint
-every `save_every` steps. `train.phases` runs several such
+language mixed in at `replay_ratio` (several sources of a side mixed by `train.mixing`, `mixing.py`;
+`replay_ratio: auto` chooses the ratio from short pilot runs first, `pilots.py`), step the optimizer,
+log one line per step, checkpoint every `save_every` steps. `train.phases` runs several such
 trainings one after the other (e.g. new rows and head first, then adapters; `phases.py`).
 A re-run after an interruption restores the newest checkpoint (trainable weights,
 optimizer, data position, RNG) and continues, skipping finished phases; the finished model
