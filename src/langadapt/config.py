@@ -60,7 +60,10 @@ class SourceConfig:
     )
     language: str = req("ISO 639-3 code of the text, e.g. nya, eng, mlt")
     name: str = opt(
-        "", "eval.extra_sets: the set's label in reports (required there); corpus sets are labelled <language>-heldout"
+        "",
+        "eval.extra_sets: the set's label in reports (required there); corpus sets are labelled <language>-heldout. "
+        "A source of a corpus.target / corpus.replay list: its label in the training mix and its summary "
+        "(default: its language; names must be unique, so two sources of one language need names)",
     )
     format: str = opt("auto", "auto (from the file extension), txt, jsonl, csv or parquet")
     text_field: str = opt("text", "column or JSON key that holds the text (jsonl, csv, parquet, hf)")
@@ -75,3 +78,53 @@ class SourceConfig:
     split: str = opt("train", "hf: data set split to read")
     subset: str = opt("", "hf: data set configuration, e.g. nya_Latn for HuggingFaceFW/fineweb-2")
     max_documents: int = opt(0, "read at most this many documents (0: all); the rest are counted as not read")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightedSource(SourceConfig):
+    """One source of several: `corpus.target` or `corpus.replay` given as a list."""
+
+    weight: float = opt(
+        1.0,
+        "a source of a list: its weight in the training mix (> 0; a single source takes none): it multiplies the source's share under "
+        "train.mixing.method (temperature: weight x tokens^alpha; unimax: weighted shares of the uniform budget; "
+        "weights: the share is the weight over the sum of weights)",
+    )
+
+
+# -- the sources of a corpus section (`corpus.target`, `corpus.replay`): one, or a list ------------------
+
+ROLES = ("target", "replay")
+
+
+def sources_of(cfg: Any, role: str) -> tuple[SourceConfig, ...]:
+    """The sources of `corpus.target` or `corpus.replay`, as a tuple (one source: a tuple of one; none: empty)."""
+    value = cfg.target if role == "target" else cfg.replay
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, tuple) else (value,)
+
+
+def primary(cfg: Any, role: str) -> SourceConfig | None:
+    """The first source of a role: the one whose language stages that take one language use."""
+    found = sources_of(cfg, role)
+    return found[0] if found else None
+
+
+def source_name(src: SourceConfig) -> str:
+    """A source's label in the mix: its name, else its language."""
+    return src.name or src.language
+
+
+def source_weight(src: SourceConfig) -> float:
+    return src.weight if isinstance(src, WeightedSource) else 1.0
+
+
+def is_listed(cfg: Any, role: str) -> bool:
+    """Whether `corpus.<role>` is given as a list (its sources are then labelled role:name in the corpus)."""
+    return isinstance(cfg.target if role == "target" else cfg.replay, tuple)
+
+
+def is_mixed(cfg: Any) -> bool:
+    """Whether either role has several sources (a list of one counts as one)."""
+    return any(len(sources_of(cfg, role)) > 1 for role in ROLES)

@@ -62,9 +62,18 @@ def split_file(rd: "RunDir", language: str, split: str) -> Path:
     return rd.require("corpus", "stats.json") / language / f"{split}.parquet"
 
 
-def read_texts(rd: "RunDir", language: str, split: str) -> list[str]:
-    """Texts of one language and split ('train' or 'heldout') of a finished corpus stage."""
-    return [d.text for d in read_docs(split_file(rd, language, split))]
+def read_texts(rd: "RunDir", language: str, split: str, source: str = "") -> list[str]:
+    """Texts of one language and split ('train' or 'heldout') of a finished corpus stage.
+
+    `source`: only the documents of that source of a corpus.target / corpus.replay list (the
+    training split names each document's source when its language came from a list).
+    """
+    if not source:
+        return [d.text for d in read_docs(split_file(rd, language, split))]
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(split_file(rd, language, split), columns=["text", "source"]).to_pydict()
+    return [t for t, s in zip(table["text"], table["source"]) if s == source]
 
 
 def leading_documents(texts: list[str], max_chars: int) -> list[str]:

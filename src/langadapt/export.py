@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.config import ROLES, primary, source_name, sources_of
 from langadapt.errors import InputError, LangAdaptError, StageError
 from langadapt.rundir import RunDir, read_json, write_json
 
@@ -236,7 +237,8 @@ def model_card(
     train_summary = read_json(summary_file) if summary_file.is_file() else {}
     corpus_file = rd.path("corpus") / "stats.json"
     corpus = read_json(corpus_file) if corpus_file.is_file() else {}
-    target, replay = corpus.get("target", recipe.corpus.target.language), corpus.get("replay")
+    first = primary(recipe.corpus, "target")
+    target, replay = corpus.get("target", first.language if first else ""), corpus.get("replay")
     langs = [x for x in (target, replay) if x]
     licence = MODEL_LICENCES.get(recipe.model.base, "other")
     lines = [
@@ -269,7 +271,7 @@ def model_card(
         f"- new-row initialisation: `{recipe.init.method}`",
         *_factorised_lines(rd),
         f"- training: {training_sentence(recipe.train, train_summary)}; objective `{recipe.train.objective}`, "
-        f"steps of {recipe.train.batch_size} x {recipe.train.seq_len} tokens, replay ratio {recipe.train.replay_ratio}",
+        f"steps of {recipe.train.batch_size} x {recipe.train.seq_len} tokens, replay ratio {_replay_ratio(recipe, train_summary)}",
         "",
         *_markdown_table(*phase_table(recipe.train, train_summary)),
         "",
@@ -339,10 +341,18 @@ def _tok_facts(rd: RunDir) -> str:
     return f" (+{m['added_tokens']} tokens)" if m.get("added_tokens") else ""
 
 
+def _replay_ratio(recipe: "Recipe", summary: dict[str, Any]) -> str:
+    """The replay ratio trained at; with replay_ratio auto, the one the pilots chose, said so."""
+    if recipe.train.replay_ratio == "auto" and "replay_ratio" in summary:
+        return f"{summary['replay_ratio']} (chosen by replay_ratio auto from {len(summary.get('pilots', {}).get('pilots', []))} pilot runs)"
+    return str(recipe.train.replay_ratio)
+
+
 def _sources(recipe: "Recipe") -> list[tuple[str, Any]]:
-    out = [("target text", recipe.corpus.target)]
-    if recipe.corpus.replay is not None:
-        out.append(("replay text", recipe.corpus.replay))
+    out: list[tuple[str, Any]] = []
+    for role in ROLES:
+        found = sources_of(recipe.corpus, role)
+        out += [(f"{role} text" + (f" {source_name(s)}" if len(found) > 1 else ""), s) for s in found]
     out += [(f"evaluation set {s.name}", s) for s in recipe.eval.extra_sets]
     return out
 

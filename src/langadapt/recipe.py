@@ -188,7 +188,10 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(args[0], value, path, problems)
+        # a field that takes one thing or a list of them (corpus.target) or a number or a word
+        # (train.replay_ratio: auto): the alternative the value's own YAML type fits
+        fits = [a for a in args if _fits(a, value)]
+        return _convert(fits[0] if fits else args[0], value, path, problems)
     if dataclasses.is_dataclass(tp):
         built = _build(tp, value, path, problems)
         return _INVALID if built is None else built
@@ -220,6 +223,17 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     return _INVALID
 
 
+def _fits(tp: Any, value: Any) -> bool:
+    """Whether a plain YAML value has the shape of type `tp` (its contents are checked when converted)."""
+    if typing.get_origin(tp) is tuple:
+        return isinstance(value, (list, tuple))
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, dict)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp) if isinstance(tp, type) else False
+
+
 def _join(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
 
@@ -227,7 +241,9 @@ def _join(where: str, key: Any) -> str:
 def _resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
     """Make relative file paths in sources relative to the recipe file, if they exist there."""
 
-    def fix(src: SourceConfig | None) -> SourceConfig | None:
+    def fix(src: Any) -> Any:
+        if isinstance(src, tuple):  # a list of sources
+            return tuple(fix(s) for s in src)
         if src is None or ":" in src.path.split("/")[0] or Path(src.path).is_absolute():
             return src
         candidate = base_dir / src.path
@@ -250,9 +266,26 @@ def field_help(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
             rows.append((key, "", f.metadata.get("help", "")))
             rows.extend(field_help(tp, key))
             continue
+        listed = _one_or_list(tp)
+        if listed is not None:  # one source or a list of them: the list item's fields, which include the one's
+            default = "required" if f.default is dataclasses.MISSING else repr(f.default)
+            rows.append((key, default, f.metadata.get("help", "")))
+            rows.extend(field_help(listed, key))
+            continue
         default = "required" if f.default is dataclasses.MISSING else repr(f.default)
         rows.append((key, default, f.metadata.get("help", "")))
     return rows
+
+
+def _one_or_list(tp: Any) -> Any:
+    """The item dataclass of a field typed `X | tuple[Y, ...]` (Y a dataclass), else None."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return None
+    args = typing.get_args(tp)
+    if not any(dataclasses.is_dataclass(a) for a in args):
+        return None
+    items = [typing.get_args(a)[0] for a in args if typing.get_origin(a) is tuple]
+    return items[0] if items and dataclasses.is_dataclass(items[0]) else None
 
 
 # -- shipped recipes ----------------------------------------------------------------------

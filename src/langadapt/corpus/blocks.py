@@ -79,7 +79,7 @@ class SourceReader(PipelineStep):
                 continue
             for n, rec in enumerate(unit_records(unit, self.docs_per_group, self.invalid_utf8)):
                 self.stat_update("records")
-                meta = {"source": unit["role"], "language": unit["language"]}
+                meta = {"source": unit.get("label", unit["role"]), "language": unit["language"]}
                 if rec.doc is None:
                     meta.update(group="", doc_id="", drop_step="read", drop_reason=rec.skip)
                     yield Document(text=rec.raw, id=f"{u}:{n}", metadata=meta)

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from langadapt.config import ROLES, primary, source_name, source_weight, sources_of
 from langadapt.corpus import kg2text, lid
 from langadapt.corpus.config import (
     DERIVE,
@@ -34,11 +35,7 @@ def check(recipe: "Recipe") -> list[str]:
     """Problems with the corpus section (all of them, for `langadapt validate`)."""
 
     c, p = recipe.corpus, []
-    p.extend(source_problems(c.target, "corpus.target"))
-    if c.replay is not None:
-        p.extend(source_problems(c.replay, "corpus.replay"))
-        if c.replay.language == c.target.language:
-            p.append("corpus.replay.language: must differ from corpus.target.language")
+    p.extend(source_list_problems(c))
     if c.normalization not in NORMALIZATIONS:
         p.append(f"corpus.normalization: '{c.normalization}' is not one of {', '.join(NORMALIZATIONS)}")
     if c.invalid_utf8 not in INVALID_UTF8:
@@ -73,8 +70,8 @@ def check(recipe: "Recipe") -> list[str]:
         p.append("corpus.near_dedup: shingle_size, bands, rows and rehydrate_cap must be >= 1")
     if c.line_dedup.min_documents < 2:
         p.append("corpus.line_dedup.min_documents: must be >= 2")
-    if c.knowledge is not None:
-        p.extend(kg2text.problems(c.knowledge, c.target.language, "corpus.knowledge"))
+    if c.knowledge is not None and primary(c, "target") is not None:
+        p.extend(kg2text.problems(c.knowledge, primary(c, "target").language, "corpus.knowledge"))  # type: ignore[union-attr]
     if not 0.0 < c.heldout_fraction < 0.5:
         p.append("corpus.heldout_fraction: must be between 0 and 0.5")
     if c.docs_per_group < 1:
@@ -82,6 +79,33 @@ def check(recipe: "Recipe") -> list[str]:
     p.extend(_executor_problems(c))
     for note in lid.support_notes(c):
         log.warning(note)
+    return p
+
+
+def source_list_problems(c: CorpusConfig) -> list[str]:
+    """Each source's own problems, and a list's: empty, a weight not above 0, a name used twice, a replay
+    language that is also a target language."""
+    p: list[str] = []
+    names: dict[str, str] = {}
+    target_languages = {s.language for s in sources_of(c, "target")}
+    for role in ROLES:
+        value = c.target if role == "target" else c.replay
+        if value == ():
+            p.append(f"corpus.{role}: an empty list; give one source or a list of at least one")
+        for i, src in enumerate(sources_of(c, role)):
+            key = f"corpus.{role}[{i}]" if isinstance(value, tuple) else f"corpus.{role}"
+            p.extend(source_problems(src, key))
+            if not source_weight(src) > 0:
+                p.append(f"{key}.weight: must be > 0 (got {source_weight(src)}); leave a source out to give it none")
+            name = source_name(src)
+            if name in names:
+                p.append(
+                    f"{key}.name: '{name}' already names {names[name]}; give each source a distinct name "
+                    "(a source's name defaults to its language)"
+                )
+            names.setdefault(name, key)
+            if role == "replay" and src.language in target_languages:
+                p.append(f"{key}.language: '{src.language}' is a target language; replay text must be in another")
     return p
 
 

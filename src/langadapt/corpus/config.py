@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
-from langadapt.config import SourceConfig, opt, req
+from langadapt.config import SourceConfig, WeightedSource, opt, req
 
 if TYPE_CHECKING:
     pass
@@ -128,8 +128,16 @@ class KnowledgeConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class CorpusConfig:
-    target: SourceConfig = req("the target-language text to adapt to")
-    replay: SourceConfig | None = opt(None, "source-language text replayed during training against forgetting")
+    target: SourceConfig | tuple[WeightedSource, ...] = req(
+        "the target-language text to adapt to: one source, or a list of sources (each with a weight; see "
+        "train.mixing). With a list the first source's language is the primary target: the tokenizer, the "
+        "initialisation and the evaluation stage take it; training mixes every source"
+    )
+    replay: SourceConfig | tuple[WeightedSource, ...] | None = opt(
+        None,
+        "source-language text replayed during training against forgetting: one source, or a list of sources "
+        "(each with a weight; see train.mixing); train.replay_ratio sets the replay share, the mixing divides it",
+    )
     knowledge: KnowledgeConfig | None = opt(
         None, "knowledge-graph triples turned into target-language sentences, added to the target text"
     )

@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.config import ROLES, is_listed, source_name, sources_of
 from langadapt.corpus.config import CorpusConfig
 from langadapt.corpus.filters import FILTERS  # noqa: F401  (registers the steps for `langadapt list filters`)
 from langadapt.corpus.outputs import heldout_groups, is_heldout
@@ -192,7 +193,7 @@ def _measure_key(recipe: "Recipe", rd: RunDir, tasks: int) -> str:
 
     from langadapt.rundir import fingerprint
 
-    section = {k: v for k, v in recipe.to_dict()["corpus"].items() if k not in DECISION_FIELDS}
+    section = {k: v for k, v in corpus_section(recipe).items() if k not in DECISION_FIELDS}
     section["lid"] = {k: v for k, v in section["lid"].items() if k not in DECISION_LID_FIELDS}
     section["line_dedup"] = {"min_chars": section["line_dedup"]["min_chars"]}
     measured_steps = sorted(MEASURED_STEPS & set(recipe.corpus.disable))
@@ -256,7 +257,7 @@ def _stop_words(cfg: CorpusConfig, languages: list[str], work: Path) -> dict[str
     if cache.exists():
         return json.loads(cache.read_text(encoding="utf-8"))
     out: dict[str, list[str]] = {}
-    sources = {s.language: s for s in (cfg.target, cfg.replay) if s is not None}
+    sources = {s.language: s for role in ROLES for s in reversed(sources_of(cfg, role))}  # a language's first source
     for lang in languages:
         shipped = resources.files("langadapt").joinpath(f"data/corpus/stopwords/{lang}.txt")
         if shipped.is_file():
@@ -352,14 +353,28 @@ def _decide_plan(
     return plan
 
 
+def corpus_section(recipe: "Recipe") -> dict[str, Any]:
+    """The recipe's corpus section as the stage depends on it: a list's weights only decide the training mix
+    (train stage), so changing them reuses the cleaned corpus."""
+    section = recipe.to_dict()["corpus"]
+    for role in ROLES:
+        if isinstance(section.get(role), list):
+            section[role] = [{k: v for k, v in s.items() if k != "weight"} for s in section[role]]
+    return section
+
+
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.corpus
-    found = {s.language: source_identity(s) for s in (cfg.target, cfg.replay) if s is not None}
+    found = {}
+    for role in ROLES:
+        listed = is_listed(cfg, role)
+        for s in sources_of(cfg, role):  # a single source by its language, as before lists existed
+            found[f"{role}:{source_name(s)}" if listed else s.language] = source_identity(s)
     if cfg.knowledge is not None:
         from langadapt.rundir import sha256_file
 
         found["knowledge"] = {cfg.knowledge.triples: sha256_file(Path(cfg.knowledge.triples).expanduser())}
-    return {"config": recipe.to_dict()["corpus"], "sources": found}
+    return {"config": corpus_section(recipe), "sources": found}
 
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from langadapt.config import ROLES, sources_of
 from langadapt.errors import InputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -159,8 +160,8 @@ def support_notes(cfg: "CorpusConfig") -> list[str]:
         return []
     known = set(cld2_languages().values())
     notes = []
-    for src in (cfg.target, cfg.replay):
-        if src is not None and not any(same_language(src.language, k) for k in known):
+    for src in {s.language: s for role in ROLES for s in sources_of(cfg, role)}.values():
+        if not any(same_language(src.language, k) for k in known):
             notes.append(
                 f"corpus: the language identifier (pycld2) does not know '{src.language}'; its documents are "
                 "kept by script (corpus.lid.script) and the quality filters instead. "

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from langadapt.config import ROLES, is_listed, primary, source_name, sources_of
 from langadapt.corpus.config import CorpusConfig
 from langadapt.corpus.filters import FILTERS
 from langadapt.documents import write_docs
@@ -61,8 +62,8 @@ def assemble(cfg: CorpusConfig, work: Path, out: Path, plan: dict[str, Any]) -> 
     dropped.sort(key=_order)
     languages = sorted({r["language"] for r in kept + dropped})
     stats: dict[str, Any] = {
-        "target": cfg.target.language,
-        "replay": cfg.replay.language if cfg.replay else None,
+        "target": primary(cfg, "target").language,  # type: ignore[union-attr]
+        "replay": replay.language if (replay := primary(cfg, "replay")) else None,
         "languages": {},
         "sources": _per_source(kept, dropped),
     }
@@ -109,7 +110,12 @@ def _write_language(
     train_docs = [Doc(r["doc_id"], r["text"], r["group"]) for r in train]
     if cfg.near_dedup.rehydrate:
         train_docs = rehydrate(train, cfg.near_dedup.rehydrate_cap)
-    write_docs(out / lang / "train.parquet", train_docs)
+    # a source of a list: each training document names it, so the training mix draws per source
+    listed = any(":" in r["source"] for r in train)
+    extra = {"source": [_source_of(r, cfg) for r in train]} if listed else None
+    if cfg.near_dedup.rehydrate and extra is not None:
+        extra = {"source": [s for r, s in zip(train, extra["source"]) for _ in range(_copies(r, cfg))]}
+    write_docs(out / lang / "train.parquet", train_docs, extra=extra)
     write_docs(out / lang / "heldout.parquet", [Doc(r["doc_id"], r["text"], r["group"]) for r in heldout])
     write_docs(
         out / "dropped" / f"{lang}.parquet",
@@ -180,6 +186,20 @@ def _sum_json(items: Any) -> dict[str, int]:
     return dict(total)
 
 
+def _source_of(row: dict[str, Any], cfg: CorpusConfig) -> str:
+    """The name of the listed source a training document trains under: its own, or for a sentence made from
+    knowledge triples, the first target source's (knowledge is target-language text)."""
+    if ":" in row["source"]:
+        return row["source"].split(":", 1)[1]
+    if row["source"] == "knowledge" and is_listed(cfg, "target"):
+        return source_name(primary(cfg, "target"))  # type: ignore[arg-type]
+    return ""
+
+
+def _copies(row: dict[str, Any], cfg: CorpusConfig) -> int:
+    return min(max(row["minhash_cluster_size"] or 1, 1), cfg.near_dedup.rehydrate_cap)
+
+
 def rehydrate(rows: list[dict[str, Any]], cap: int) -> list[Doc]:
     """FineWeb2-style: a document that had k near-duplicates is repeated min(k, cap) times."""
     docs = []
@@ -190,28 +210,40 @@ def rehydrate(rows: list[dict[str, Any]], cap: int) -> list[Doc]:
 
 
 def _check_outputs(cfg: CorpusConfig, stats: dict[str, Any]) -> None:
-    for src in (cfg.target, cfg.replay):
-        if src is None:
-            continue
-        s = stats["languages"].get(src.language)
-        if s is None or s["kept"] == 0:
-            reasons = s["dropped"] if s else {}
-            raise InputError(
-                f"corpus: no {src.language} documents left from '{src.path}' "
-                f"(read {s['records_read'] if s else 0} records; dropped or skipped: {reasons or 'none'})",
-                hint="check the file holds text in the expected field and language, or switch steps off "
-                "with corpus.disable (see corpus/thresholds.json for the thresholds applied)",
-            )
-    target = stats["languages"][cfg.target.language]
+    for role in ROLES:
+        listed = is_listed(cfg, role)
+        for src in sources_of(cfg, role):
+            _check_source(src, stats, f"{role}:{source_name(src)}" if listed else "")
+    target_lang = primary(cfg, "target").language  # type: ignore[union-attr]
+    target = stats["languages"][target_lang]
     if target["heldout"]["documents"] == 0:
         wanted = ", ".join(cfg.heldout_groups) if cfg.heldout_groups else f"fraction {cfg.heldout_fraction}"
         raise InputError(
-            f"corpus: no {cfg.target.language} documents are held out ({wanted}); evaluation needs some",
+            f"corpus: no {target_lang} documents are held out ({wanted}); evaluation needs some",
             hint="name existing groups in corpus.heldout_groups, raise corpus.heldout_fraction, "
             "or give the source a group_field with two or more groups",
         )
     if target["train"]["documents"] == 0:
         raise InputError(
-            f"corpus: every {cfg.target.language} document is held out; nothing is left to train on",
+            f"corpus: every {target_lang} document is held out; nothing is left to train on",
             hint="hold out fewer groups",
+        )
+
+
+def _check_source(src: Any, stats: dict[str, Any], label: str) -> None:
+    """A source with nothing left (a source of a list: its own documents; a single one: its language's)."""
+    s = stats["languages"].get(src.language)
+    if label and s is not None and stats["sources"].get(label, {}).get("kept", 0) == 0:
+        raise InputError(
+            f"corpus: no documents left from source '{label.split(':', 1)[1]}' ('{src.path}'; "
+            f"{stats['sources'].get(label, {}).get('records', 0)} records read)",
+            hint="check the file holds text in the expected field and language, or drop it from the list",
+        )
+    if s is None or s["kept"] == 0:
+        reasons = s["dropped"] if s else {}
+        raise InputError(
+            f"corpus: no {src.language} documents left from '{src.path}' "
+            f"(read {s['records_read'] if s else 0} records; dropped or skipped: {reasons or 'none'})",
+            hint="check the file holds text in the expected field and language, or switch steps off "
+            "with corpus.disable (see corpus/thresholds.json for the thresholds applied)",
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator
 
-from langadapt.config import SourceConfig
+from langadapt.config import ROLES, SourceConfig, is_listed, primary, source_name, sources_of
 from langadapt.sources.formats import expand_files, file_records
 from langadapt.sources.reading import source_records
 from langadapt.sources.records import Record
@@ -22,24 +22,33 @@ def plan_units(cfg: "CorpusConfig") -> list[dict[str, Any]]:
     import dataclasses
 
     units: list[dict[str, Any]] = []
-    for role, src in (("target", cfg.target), ("replay", cfg.replay)):
-        if src is None:
-            continue
-        base = {"role": role, "language": src.language, "source": dataclasses.asdict(src)}
-        if src.path.startswith(("builtin:", "hf:")) or src.max_documents:
-            units.append(base | {"file": ""})
-        else:
-            units.extend(base | {"file": str(f)} for f in expand_files(src.path))
+    for role in ROLES:
+        listed = is_listed(cfg, role)
+        for src in sources_of(cfg, role):
+            units.extend(_source_units(role, src, listed))
     if cfg.knowledge is not None:
         units.append(
             {
                 "role": "knowledge",
-                "language": cfg.target.language,
+                "language": primary(cfg, "target").language,  # type: ignore[union-attr]
                 "knowledge": dataclasses.asdict(cfg.knowledge),
                 "file": cfg.knowledge.triples,
             }
         )
     return units
+
+
+def _source_units(role: str, src: SourceConfig, listed: bool) -> list[dict[str, Any]]:
+    """A source's units. `label`: what the corpus's `source` column says: the role for a single source, and
+    role:name for a source of a list (the training mix draws by it)."""
+    import dataclasses
+
+    fields = {k: v for k, v in dataclasses.asdict(src).items() if k != "weight"}  # a plain SourceConfig rebuilds it
+    label = f"{role}:{source_name(src)}" if listed else role
+    base = {"role": role, "label": label, "language": src.language, "source": fields}
+    if src.path.startswith(("builtin:", "hf:")) or src.max_documents:
+        return [base | {"file": ""}]
+    return [base | {"file": str(f)} for f in expand_files(src.path)]
 
 
 def unit_records(unit: dict[str, Any], docs_per_group: int, invalid_utf8: str) -> Iterator[Record]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
+from langadapt.config import primary
+
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
 
@@ -49,7 +51,7 @@ def compare(
     """
     from langadapt.models.loading import is_encoder
 
-    column = f"{recipe.corpus.target.language} held-out {'pseudo ' if is_encoder(chosen.config) else ''}bits/byte"
+    column = f"{primary(recipe.corpus, 'target').language} held-out {'pseudo ' if is_encoder(chosen.config) else ''}bits/byte"
     rows = [_row(recipe.init.method, score(chosen, new_tok, texts, recipe, device), chosen_seconds, column, True)]
     for method in recipe.init.compare:
         if method == recipe.init.method:

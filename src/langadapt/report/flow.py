@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from langadapt.report.blocks import png as _png
 from langadapt.report.blocks import table as _table
 from langadapt.report.summary import metric_names, summary_sentences, task_rows
-from langadapt.report.training import phase_table, throughput_sentence, training_sentence
+from langadapt.report.training import mix_sentence, mix_table, phase_table, throughput_sentence, training_sentence
 from langadapt.rundir import RunDir, StageContext, read_json
 from langadapt.stage import run_stage
 
@@ -36,7 +36,7 @@ table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; font-variant-numeric: tabular-nums; }
 th { background: #f3f3f3; } img { max-width: 100%; } .note { color: #555; font-size: 0.9rem; }
 .summary { background: #f6f8fa; border-left: 4px solid #2a7ae2; padding: 0.6rem 1rem; }
-.better { color: #1a7f37; } .worse { color: #b42318; }
+.better { color: #1a7f37; } .worse { color: #b42318; } .warn { color: #b42318; }
 """
 
 
@@ -301,6 +301,95 @@ def corpus_html(rd: RunDir, corpus: dict[str, Any]) -> str:
     return "<h2>Corpus</h2>" + _table(header, rows)
 
 
+def _languages(primary: str, summary: dict[str, Any], role: str) -> str:
+    """The primary language of a side, and the other languages its sources trained (a corpus list)."""
+    others = [s["language"] for s in summary.get("mix", {}).get("sources", []) if s["role"] == role]
+    others = [lang for lang in dict.fromkeys(others) if lang != primary]
+    return primary + (f" (training also on {', '.join(others)})" if others else "")
+
+
+def pilots_plot(choice: dict[str, Any]) -> str:
+    """replay_ratio auto: each pilot's measured replay-language drift with the fit, and the fit's predictions
+    at the full schedule against the replay ratio, with the tolerance and the choice."""
+    import numpy as np
+
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    drift = choice["fit"]["replay_drift"]
+
+    def law(f: dict[str, Any], tokens: Any, rho: float) -> Any:
+        return (f["base"] + f["per_share"] * rho) * (tokens / f["tokens_scale"]) ** f["exponent"]
+
+    points = choice["points"]["replay"]
+    for p in choice["pilots"]:
+        rho = 1.0 - p["replay_ratio"]
+        pts = [(t, v) for t, r, v in points if abs(r - rho) < 1e-9]
+        if not pts:
+            continue
+        (line,) = left.plot(*zip(*pts), "o", ms=4, label=f"replay {p['replay_ratio']:g}")
+        ts = np.linspace(0, max(t for t, _ in pts), 50)
+        left.plot(ts, law(drift, ts, rho), "-", color=line.get_color(), lw=1)
+    left.axhline(0, color="0.7", lw=0.8)
+    left.set_xlabel("tokens trained (pilot)")
+    left.set_ylabel(f"{choice['replay']} held-out {choice['metric'].replace('_', ' ')} change")
+    left.legend(fontsize=8)
+    rows = choice["predictions"]
+    ratios = [r["replay_ratio"] for r in rows]
+    right.plot(ratios, [r["predicted_drift"] for r in rows], "-", label=f"{choice['replay']} drift (predicted)")
+    right.plot(ratios, [r["predicted_target_gain"] for r in rows], "--", label=f"{choice['target']} gain (predicted)")
+    right.axhline(choice["forgetting_tolerance"], color="0.5", lw=1, ls=":", label="forgetting tolerance")
+    if choice.get("chosen_replay_ratio") is not None:
+        right.axvline(
+            choice["chosen_replay_ratio"], color="#b42318", lw=1, label=f"chosen {choice['chosen_replay_ratio']:g}"
+        )
+    right.set_xlabel("replay ratio")
+    right.set_ylabel(f"bits per byte after {choice['schedule_tokens']:,.0f} tokens")
+    right.legend(fontsize=8)
+    return _png(fig)
+
+
+def pilots_html(summary: dict[str, Any]) -> str:
+    """The compute the run took (pilots included) and, for replay_ratio auto, the pilots, the fit and the choice."""
+    parts = []
+    if "training_flops" in summary:
+        text = f"Model FLOPs: {summary['training_flops']:.3g} in the training steps"
+        if "pilot_flops" in summary:
+            text += f", {summary['pilot_flops']:.3g} in the replay-ratio pilots, {summary['total_flops']:.3g} in all"
+        parts.append(f"<p class='note'>{html.escape(text)} (held-out evaluations not counted).</p>")
+    choice = summary.get("pilots")
+    if choice:
+        drift = choice["fit"]["replay_drift"]
+        chosen = next(r for r in choice["predictions"] if r["replay_ratio"] == choice["chosen_replay_ratio"])
+        ratios = ", ".join(f"{p['replay_ratio']:g}" for p in choice["pilots"])
+        parts.append(
+            "<h3>Replay ratio chosen from pilots</h3><p class='note'>"
+            + html.escape(
+                f"{len(choice['pilots'])} pilot runs of {choice['pilot_steps']} steps from the same initialised model "
+                f"at replay ratios {ratios}; their held-out "
+                f"curves fitted as change = (u + v x target share) x (tokens / schedule's tokens)^c "
+                f"({choice['replay']} drift: u = {drift['base']:.4f}, v = {drift['per_share']:.4f}, "
+                f"c = {drift['exponent']:.2f}, rmse {drift['rmse']:.4f}). Chosen: replay ratio "
+                f"{choice['chosen_replay_ratio']:g}, the smallest "
+                f"whose predicted {choice['replay']} drift over the whole schedule ({chosen['predicted_drift']:.4f}) "
+                f"is within the tolerance ({choice['forgetting_tolerance']:g}); predicted {choice['target']} gain "
+                f"{chosen['predicted_target_gain']:.4f}. Details: train/pilots/choice.json."
+            )
+            + "</p>"
+            + _img(pilots_plot(choice), "replay-ratio pilots, fit and choice")
+        )
+    return "\n".join(parts)
+
+
+def mix_html(summary: dict[str, Any]) -> str:
+    """The training mix: each source's share and epochs, and a warning for each source repeated too often."""
+    table = mix_table(summary)
+    if table is None:
+        return ""
+    warnings = summary["mix"].get("warnings", [])
+    warned = "".join(f"<p class='warn'><b>Warning:</b> {html.escape(w)}</p>" for w in warnings)
+    return f"<h3>Data mix</h3><p class='note'>{html.escape(mix_sentence(summary))}</p>{_table(*table)}{warned}"
+
+
 def init_html(init: dict[str, Any]) -> str:
     parts = [
         f"<h2>Initialisation</h2><p class='note'>{init.get('copied_rows', '?')} rows copied from the base model, "
@@ -331,8 +420,8 @@ def render(recipe: "Recipe", rd: RunDir) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} - langadapt report</title>
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Base model <code>{html.escape(recipe.model.base)}</code> adapted to <b>{html.escape(corpus["target"])}</b>
-{("with replay of <b>" + html.escape(corpus["replay"]) + "</b>") if corpus.get("replay") else ""}:
+<p>Base model <code>{html.escape(recipe.model.base)}</code> adapted to <b>{html.escape(_languages(corpus["target"], summary, "target"))}</b>
+{("with replay of <b>" + html.escape(_languages(corpus["replay"], summary, "replay")) + "</b>") if corpus.get("replay") else ""}:
 tokenizer <code>{html.escape(recipe.tokenizer.method)}</code> (+{tok.get("added_tokens", 0)} tokens),
 init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(training_sentence(recipe.train, summary))}.</p>
 <div class="summary"><b>In short.</b><ul>{"".join(f"<li>{html.escape(s)}</li>" for s in sentences)}</ul></div>
@@ -342,6 +431,8 @@ init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(train
 <p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}{factorised_phrase(summary)}.</p>
 {_table(*phase_table(recipe.train, summary))}
 <p class="note">{html.escape(throughput_sentence(recipe.train, summary))}</p>
+{mix_html(summary)}
+{pilots_html(summary)}
 {_img(loss_plot(steps), "training loss") if steps else ""}
 {_img(eval_curve_plot(steps), "held-out bits per byte during training") if any(k.startswith(("bpb_", "pseudo_bpb_")) for s in steps for k in s) else ""}
 {tokenizer_html(rd, tok)}

@@ -150,3 +150,55 @@ def throughput_sentence(train: "TrainConfig", summary: dict[str, Any]) -> str:
     else:
         text += " (each phase's MFU against the peak of the device that trained it)"
     return text + "."
+
+
+MIX_HEADER = [
+    "source",
+    "side",
+    "language",
+    "weight",
+    "share of side",
+    "tokens per epoch",
+    "epochs planned",
+    "epochs seen",
+]
+
+
+def mix_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """(header, one row per source) of the training mix in `train/summary.json`; None for a run without one."""
+    mix = summary.get("mix")
+    if not mix:
+        return None
+    rows = [
+        [
+            s["name"],
+            s["role"],
+            s["language"],
+            f"{s['weight']:g}",
+            f"{100 * s['share_of_side']:.1f}%",
+            f"{s['tokens']:,}",
+            f"{s['planned_epochs']:.2f}",
+            f"{s['epochs_seen']:.2f}" if "epochs_seen" in s else "-",
+        ]
+        for s in mix["sources"]
+    ]
+    return MIX_HEADER, rows
+
+
+def mix_sentence(summary: dict[str, Any]) -> str:
+    """How the sources were mixed, in words ('' without a mix record)."""
+    mix = summary.get("mix")
+    if not mix:
+        return ""
+    method = mix["method"]
+    how = (
+        "one source per side"
+        if method == "single source per side"
+        else f"sources of a side mixed by {method} (train.mixing)"
+    )
+    return (
+        f"Training drew {100 * (1 - mix['replay_ratio']):.0f}% of its sequences from the target side and "
+        f"{100 * mix['replay_ratio']:.0f}% from the replay side, {how}; an epoch is counted in the tokens handed "
+        f"out over the source's tokens (one separator per document included); warned past "
+        f"{mix['warn_epochs']:g} epochs (train.mixing.warn_epochs)."
+    )

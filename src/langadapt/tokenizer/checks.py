@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from langadapt.config import ROLES, primary, sources_of
 from langadapt.errors import ConfigError
 from langadapt.models.loading import cache_dir, load_tokenizer, looks_like_local_path
 from langadapt.sources.reading import source_problems
@@ -52,10 +53,11 @@ def check(recipe: "Recipe") -> list[str]:
     for key, src in (("parity_target", t.parity_target), ("parity_reference", t.parity_reference)):
         if src is not None:
             p.extend(source_problems(src, f"tokenizer.{key}"))
-    if t.parity_target is not None and t.parity_target.language != recipe.corpus.target.language:
+    target = primary(recipe.corpus, "target")
+    if t.parity_target is not None and target is not None and t.parity_target.language != target.language:
         p.append(
             f"tokenizer.parity_target.language: '{t.parity_target.language}' should be the corpus target language "
-            f"'{recipe.corpus.target.language}'"
+            f"'{target.language}'"
         )
     if t.parity_max_pairs < 1:
         p.append("tokenizer.parity_max_pairs: must be >= 1")
@@ -65,7 +67,7 @@ def check(recipe: "Recipe") -> list[str]:
 def _trim_problems(recipe: "Recipe") -> list[str]:
     """Trim options checked against the corpus languages and, when it is on disk, the base vocabulary."""
     t, p = recipe.tokenizer, []
-    known = {recipe.corpus.target.language} | ({recipe.corpus.replay.language} if recipe.corpus.replay else set())
+    known = {s.language for role in ROLES for s in sources_of(recipe.corpus, role)}
     for lang in t.trim_languages:
         if lang not in known:
             p.append(f"tokenizer.trim_languages: '{lang}' is not a corpus language ({', '.join(sorted(known))})")

@@ -14,7 +14,7 @@ from langadapt.devices import DTYPES, device_problems, resolve_device, resolve_d
 from langadapt.errors import ConfigError
 from langadapt.models.loading import base_config, is_encoder
 from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS, model_problems
-from langadapt.train.config import NOT_FACTORISED, TrainConfig, effective_batch_size
+from langadapt.train.config import AUTO_RATIO, MIXING_METHODS, NOT_FACTORISED, TrainConfig, effective_batch_size
 from langadapt.train.distributed import ACCELERATE_SHARDINGS, SHARDINGS, accelerate_fsdp_strategy, requested_sharding
 from langadapt.train.memory import memory_problems
 from langadapt.train.methods import TRAIN_METHODS
@@ -46,12 +46,15 @@ def check(recipe: "Recipe") -> list[str]:
         p.append(f"train.objective: {OBJECTIVES.unknown_message(tr.objective)} (or auto)")
     need(tr.lora_rank >= 1, "train.lora_rank: must be >= 1")
     need(bool(tr.lora_targets), "train.lora_targets: list at least one module name")
-    need(0.0 <= tr.replay_ratio < 1.0, "train.replay_ratio: must be in [0, 1)")
-    if tr.replay_ratio > 0:
-        need(
-            recipe.corpus.replay is not None,
-            "train.replay_ratio: > 0 needs a valid corpus.replay (or set train.replay_ratio: 0)",
-        )
+    p.extend(replay_ratio_problems(recipe))
+    mx = tr.mixing
+    need(
+        mx.method in MIXING_METHODS,
+        f"train.mixing.method: '{mx.method}' is not one of {', '.join(MIXING_METHODS)}",
+    )
+    need(mx.alpha >= 0, f"train.mixing.alpha: must be >= 0 (got {mx.alpha}); 0 samples sources uniformly, 1 by size")
+    need(mx.unimax_epochs > 0, f"train.mixing.unimax_epochs: must be > 0 (got {mx.unimax_epochs})")
+    need(mx.warn_epochs > 0, f"train.mixing.warn_epochs: must be > 0 (got {mx.warn_epochs})")
     need(tr.seq_len >= 8, "train.seq_len: must be >= 8")
     need(tr.batch_size >= 1, "train.batch_size: must be >= 1")
     need(tr.max_steps >= 1, "train.max_steps: must be >= 1")
@@ -73,6 +76,43 @@ def check(recipe: "Recipe") -> list[str]:
     p.extend(qlora_problems(recipe))
     p.extend(_encoder_problems(recipe))
     return p
+
+
+def replay_ratio_problems(recipe: "Recipe") -> list[str]:
+    """train.replay_ratio: a fraction in [0, 1), or auto with pilots that can run and be compared."""
+    tr = recipe.train
+    if isinstance(tr.replay_ratio, str):
+        if tr.replay_ratio != AUTO_RATIO:
+            return [f"train.replay_ratio: '{tr.replay_ratio}' is neither a fraction in [0, 1) nor auto"]
+        p = []
+        if recipe.corpus.replay is None:
+            p.append("train.replay_ratio: auto chooses how much replay text to mix in and needs corpus.replay")
+        ratios = tr.pilots.ratios
+        if len(set(ratios)) < 2 or any(not 0.0 <= r < 1.0 for r in ratios):
+            p.append(
+                f"train.pilots.ratios: give at least 2 distinct replay ratios, each in [0, 1) (got {list(ratios)})"
+            )
+        if tr.pilots.steps < 0 or 0 < tr.pilots.steps < 4:
+            p.append(f"train.pilots.steps: 0 (a tenth of the schedule) or at least 4 (got {tr.pilots.steps})")
+        if not tr.forgetting_tolerance > 0:
+            p.append(f"train.forgetting_tolerance: must be > 0 bits per byte (got {tr.forgetting_tolerance})")
+        if tr.phases:
+            p.append(
+                "train.replay_ratio: auto runs its pilots with train.method and cannot yet follow train.phases; set a ratio"
+            )
+        if tr.factorised_embeddings:
+            p.append("train.replay_ratio: auto cannot yet run pilots with train.factorised_embeddings; set a ratio")
+        if launched_world_size() > 1:
+            p.append(
+                "train.replay_ratio: auto runs its pilots in one process only; set a number under a launcher "
+                "(a one-process run with auto writes its choice to train/pilots/choice.json)"
+            )
+        return p
+    if not 0.0 <= tr.replay_ratio < 1.0:
+        return ["train.replay_ratio: must be in [0, 1) or auto"]
+    if tr.replay_ratio > 0 and recipe.corpus.replay is None:
+        return ["train.replay_ratio: > 0 needs a valid corpus.replay (or set train.replay_ratio: 0)"]
+    return []
 
 
 def memory_problems_here(recipe: "Recipe") -> list[str]:

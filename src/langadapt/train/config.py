@@ -27,6 +27,59 @@ class PhaseConfig:
     embeddings: str = opt("", "which embedding rows train in this phase: new, all, none ('': train.embeddings)")
 
 
+MIXING_METHODS = ("temperature", "unimax", "weights")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixingConfig:
+    """How training draws among several sources of one role (a corpus.target or corpus.replay list).
+
+    train.replay_ratio splits each batch between target and replay first; the mixing divides each
+    side among its sources. A role with one source draws only from it.
+    """
+
+    method: str = opt(
+        "temperature",
+        "temperature: XLM-R's sampling, p_i proportional to (tokens_i / total)^alpha (times the source's weight); "
+        "unimax: UniMax (Chung et al. 2023), the side's token budget for the whole schedule shared uniformly "
+        "(weighted by the sources' weights) with each source capped at unimax_epochs epochs and what a capped "
+        "source leaves redistributed over the others; weights: p_i = weight_i / sum of weights, the sizes ignored",
+    )
+    alpha: float = opt(
+        0.3,
+        "temperature: the exponent on each source's share of tokens; 1 samples by size, 0 uniformly; 0.3 is "
+        "XLM-R's (Conneau et al. 2020), mBERT's smoothing used 0.7",
+    )
+    unimax_epochs: float = opt(
+        4.0,
+        "unimax: at most this many epochs of any source over the schedule (UniMax's N); 4: Muennighoff et al. "
+        "2023 found up to about 4 epochs of repeated data worth nearly as much as new data. When every source is "
+        "capped and the budget is still not used up, the rest is shared by size (the caps are then exceeded, "
+        "which the summary's epochs and warning show)",
+    )
+    warn_epochs: float = opt(
+        20.0,
+        "warn (in the log, train/summary.json and the report) when a source is planned or seen for more than this "
+        "many epochs; 20: the top of the 15-20 repetitions of a scarce target corpus that mixture training was "
+        "found to tolerate in 'Scaling Laws for Mixture Pretraining Under Data Constraints' (arXiv 2605.12715)",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PilotConfig:
+    """The pilot runs of `train.replay_ratio: auto`: each from the same initialised model, one replay ratio each."""
+
+    ratios: tuple[float, ...] = opt(
+        (0.0, 0.1, 0.25, 0.5),
+        "the replay ratios the pilots train at (at least 2, each in [0, 1)); the choice stays within their range",
+    )
+    steps: int = opt(
+        0,
+        "optimizer steps of each pilot (0: a tenth of the schedule's steps, at least 8); its held-out curves are "
+        "measured 4 times (every steps / 4 steps)",
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     method: str = opt(
@@ -67,7 +120,25 @@ class TrainConfig:
         "train method but qlora; train.embeddings all trains both factors, new the new tokens' coordinates "
         "(new-rows likewise); one process or data parallel (train.sharding: none)",
     )
-    replay_ratio: float = opt(0.25, "fraction of training sequences drawn from the replay language")
+    replay_ratio: float | str = opt(
+        0.25,
+        "fraction of training sequences drawn from the replay side (the source language); auto: chosen from short "
+        "pilot runs (train.pilots): the smallest replay ratio whose fitted source-language drift at the full "
+        "schedule stays within train.forgetting_tolerance",
+    )
+    forgetting_tolerance: float = opt(
+        0.05,
+        "replay_ratio auto: how far the replay language's held-out bits per byte (mlm: pseudo bits per byte) may "
+        "rise over the whole schedule, as predicted by the fit of the pilots' curves (absolute, in bits per byte)",
+    )
+    pilots: PilotConfig = opt(
+        PilotConfig(), "replay_ratio auto: the short runs whose held-out curves the replay ratio is chosen from"
+    )
+    mixing: MixingConfig = opt(
+        MixingConfig(),
+        "how sequences are drawn among several target or replay sources (corpus.target / corpus.replay given as "
+        "lists); the epochs seen of every source are recorded either way",
+    )
     seq_len: int = opt(256, "tokens per training sequence (documents are packed)")
     batch_size: int = opt(8, "sequences per optimizer step")
     max_steps: int = opt(40, "optimizer steps")
@@ -173,6 +244,17 @@ class TrainConfig:
         "a schedule of phases run one after the other, each with its own method, steps and learning rate "
         "(e.g. new rows and head first, then adapters); empty: one phase from train.method / max_steps / lr",
     )
+
+
+AUTO_RATIO = "auto"
+
+
+def pilot_steps(tr: TrainConfig) -> int:
+    """Steps of each pilot: train.pilots.steps, or a tenth of the schedule (at least 8)."""
+    if tr.pilots.steps:
+        return tr.pilots.steps
+    total = sum(p.max_steps for p in tr.phases) if tr.phases else tr.max_steps
+    return max(8, total // 10)
 
 
 def effective_batch_size(tr: TrainConfig) -> int:

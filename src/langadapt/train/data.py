@@ -18,7 +18,7 @@ HELDOUT_CANDIDATES = 1000
 
 @dataclass
 class TokenStream:
-    """Documents of one language, shuffled per epoch and packed into blocks of seq_len tokens.
+    """Documents of one source (one language), shuffled per epoch and packed into blocks of seq_len tokens.
 
     `documents` are the tokenised documents (`tokenised.TokenisedDocuments`, the run
     directory's cache) or texts, which are then tokenised here, at once, in batches. Every
@@ -39,6 +39,7 @@ class TokenStream:
     heldout_ids: "TokenisedDocuments | None" = None  # the first of them tokenised (HELDOUT_CANDIDATES), when cached
     buffer: "np.ndarray" = field(default=None, repr=False)  # type: ignore[assignment]
     _order: list[int] = field(default_factory=list, repr=False)
+    language: str = ""  # the documents' language (held-out figures are per language); empty: the stream's key
 
     def __post_init__(self) -> None:
         import numpy as np
@@ -84,6 +85,19 @@ class TokenStream:
             n, rest = n + 1 + take, doc[take:]
         self.buffer = rest  # a view of the token array (or of a restored buffer): nothing is copied
         return block
+
+    @property
+    def epoch_tokens(self) -> int:
+        """Tokens of one pass over the documents, one separator each included."""
+        return self.docs.n_tokens + len(self.docs)
+
+    def epochs_seen(self) -> float:
+        """Passes over the documents so far, counted in tokens handed out (a document's unread rest excluded)."""
+        import numpy as np
+
+        lengths = np.diff(self.docs.offsets)[self._order[: self.next_doc]]
+        done = int(lengths.sum()) + self.next_doc - len(self.buffer)
+        return self.epoch + done / self.epoch_tokens
 
     def state(self) -> dict[str, Any]:
         return {

@@ -3,8 +3,9 @@
 One explicit loop you can read top to bottom: build the trainable model (a registered
 method wraps peft or the adapters library), stream packed sequences of the target language
 (tokenised once into the run directory's cache, `tokenised.py`) with replay of the source
-language mixed in at `replay_ratio`, step the optimizer, log one line per step, checkpoint
-every `save_every` steps. `train.phases` runs several such
+language mixed in at `replay_ratio` (several sources of a side mixed by `train.mixing`, `mixing.py`;
+`replay_ratio: auto` chooses the ratio from short pilot runs first, `pilots.py`), step the optimizer,
+log one line per step, checkpoint every `save_every` steps. `train.phases` runs several such
 trainings one after the other (e.g. new rows and head first, then adapters; `phases.py`).
 A re-run after an interruption restores the newest checkpoint (trainable weights,
 optimizer, data position, RNG) and continues, skipping finished phases; the finished model
@@ -14,29 +15,36 @@ cannot be merged travels in `final/adapters/`), and adapters are kept separately
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.config import ROLES, is_listed, is_mixed, source_name, source_weight, sources_of
 from langadapt.devices import resolve_device
 from langadapt.documents import languages, read_texts, split_file
+from langadapt.errors import InputError
 from langadapt.models.loading import load_model, load_tokenizer
 from langadapt.models.separator import document_separator
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 from langadapt.train import factorised
 from langadapt.train.adapters import config_problems, save_final
+from langadapt.train.config import AUTO_RATIO, effective_batch_size
 from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
 from langadapt.train.distributed import loads_on_meta, meta_model
 from langadapt.train.loop import set_dropout
 from langadapt.train.methods import TRAIN_METHODS
+from langadapt.train.mixing import MixPlan, Source, plan_mix, repeat_warnings
 from langadapt.train.mlm import MaskingPlan, masked_lm
 from langadapt.train.objectives import OBJECTIVES
-from langadapt.train.phases import run_phases
+from langadapt.train.phases import run_phases, schedule
+from langadapt.train.pilots import choose_from_pilots, run_pilots
 from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
 from langadapt.train.tokenised import TokenCache, tokenizer_fingerprint
+from langadapt.train.trainable import apply_method
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -53,8 +61,6 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     init_dir = rd.require("init", "config.json", "init_report.json")
     tok_metrics = read_json(rd.require("tokenizer", "metrics.json") / "metrics.json")
     target, replay = languages(rd)
-    if cfg.replay_ratio == 0:
-        replay = None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(recipe.seed)
@@ -62,46 +68,40 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     tok = load_tokenizer(str(init_dir))
     device = resolve_device(cfg.device)
     dtype = weights_dtype(recipe, device)  # the frozen weights and the final model
-    attention = recipe.model.attn_implementation
-    if cfg.method == "qlora":
-        model = _quantized_base(recipe, init_dir)
-    elif loads_on_meta(cfg.sharding):  # FSDP: rank 0 alone holds the whole model and sends each process its shards
-        model = meta_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
-    else:
-        model = load_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
-    attention = model.config._attn_implementation  # what auto became: in the summary
-    if cfg.dropout >= 0:  # before the method wraps the model: adapters keep their own dropout
-        n = set_dropout(model, cfg.dropout)
-        log.info("train.dropout: the base model's %d dropout layers and rates set to %g", n, cfg.dropout)
     new_ids = list(tok_metrics.get("new_token_ids", []))
     # the objective the loop calls; masking needs the tokenizer (and this process's rank)
     if cfg.objective == "mlm":
         objective = masked_lm(MaskingPlan.from_tokenizer(tok, cfg, launched_rank()))
     else:
         objective = OBJECTIVES.get(cfg.objective)
-    # OFA's factors train instead of the embedding matrices; folded back to full size before saving
-    factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
-
     # a decoder's end-of-text token (never a chat-turn token); an encoder's text-start token
     separator = document_separator(tok, masked=cfg.objective == "mlm")
-    sep = separator.id
     # each language's documents tokenised once into the run directory (rank 0 writes, the others wait)
     cache = TokenCache(
         rd.root / "cache" / "train" / "tokens", tok, tokenizer_fingerprint(init_dir, tok), is_main_process()
     )
-    streams = {}
-    for lang in (target, replay):
-        if lang:
-            docs = cache.documents(lang, "train", split_file(rd, lang, "train"), partial(read_texts, rd, lang, "train"))
-            streams[lang] = TokenStream(docs, tok, sep, cfg.seq_len, recipe.seed + len(streams))
-            if cfg.eval_every:  # a fixed held-out sample, evaluated every eval_every steps
-                heldout = read_texts(rd, lang, "heldout")
-                streams[lang].heldout = heldout
-                streams[lang].heldout_ids = cache.documents(
-                    lang, "heldout", split_file(rd, lang, "heldout"), heldout.copy, limit=HELDOUT_CANDIDATES
-                )
+    data = partial(_streams, recipe, rd, cache, tok, separator.id)
+
+    pilots = None
+    if cfg.replay_ratio == AUTO_RATIO:  # short runs from the same initialised model choose the ratio
+        assert replay is not None  # validation: auto needs corpus.replay
+        make_model = lambda: apply_method(cfg.method, _initialised(recipe, init_dir, device, dtype), cfg, new_ids)  # noqa: E731
+        runs = run_pilots(recipe, ctx.out, make_model, lambda: data(True)[0], target, replay, objective)
+        chosen, pilots = choose_from_pilots(recipe, ctx.out, runs, target, replay)
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(cfg, replay_ratio=chosen))
+        cfg = recipe.train
+        torch.manual_seed(recipe.seed)  # the training that follows is the one a fixed ratio would have run
+    if cfg.replay_ratio == 0:
+        replay = None
+
+    model = _initialised(recipe, init_dir, device, dtype)
+    attention = model.config._attn_implementation  # what auto became: in the summary
+    # OFA's factors train instead of the embedding matrices; folded back to full size before saving
+    factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
+    streams, weights = data(replay is not None)
+    mix = _mix_plan(recipe, streams, weights, replay is not None)
     # one phase (train.method) or a schedule (train.phases), each through the same loop
-    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, objective)
+    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, objective, mix=mix)
     if not is_main_process():
         return  # under accelerate launch / torchrun only rank 0 writes the run directory
 
@@ -121,14 +121,120 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         streams={
             k: {
                 "epochs_completed": s.epoch,
+                "epochs_seen": round(s.epochs_seen(), 4),  # tokens handed out over one epoch's, separators included
                 "documents_started": s.documents_started,
                 "documents": len(s.docs),
                 "tokens": s.docs.n_tokens,  # in the language's training documents, separators not counted
             }
             for k, s in streams.items()
         },
+        mix=_mix_record(mix, streams),
+        replay_ratio=cfg.replay_ratio,  # the ratio trained at (replay_ratio auto: the one the pilots chose)
+        **compute_record(summary, pilots),
     )
     write_json(ctx.out / "summary.json", summary)
+
+
+def compute_record(summary: dict[str, Any], pilots: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's model FLOPs: its training steps', and the pilots' of replay_ratio auto, counted in the total.
+
+    Each phase's tokens trained times its model FLOPs per token (`flops.py`); held-out evaluations are
+    not counted, in the pilots as in the run.
+    """
+    phases = summary.get("phases") or [summary]
+    training = sum(float(s.get("model_flops_per_token", 0)) * sum(s.get("tokens", {}).values()) for s in phases)
+    out: dict[str, Any] = {"training_flops": training, "total_flops": training}
+    if pilots is not None:
+        out.update(pilots=pilots, pilot_flops=pilots["pilot_flops"], total_flops=training + pilots["pilot_flops"])
+    return out
+
+
+def _initialised(recipe: "Recipe", init_dir: Path, device: Any, dtype: str) -> Any:
+    """The initialised model as training loads it (4-bit for qlora, on the meta device under FSDP), dropout set."""
+    cfg, attention = recipe.train, recipe.model.attn_implementation
+    if cfg.method == "qlora":
+        model = _quantized_base(recipe, init_dir)
+    elif loads_on_meta(cfg.sharding):  # FSDP: rank 0 alone holds the whole model and sends each process its shards
+        model = meta_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
+    else:
+        model = load_model(str(init_dir), load_dtype(recipe, dtype), device=device, attn_implementation=attention)
+    if cfg.dropout >= 0:  # before the method wraps the model: adapters keep their own dropout
+        n = set_dropout(model, cfg.dropout)
+        log.info("train.dropout: the base model's %d dropout layers and rates set to %g", n, cfg.dropout)
+    return model
+
+
+def _streams(
+    recipe: "Recipe", rd: RunDir, cache: TokenCache, tok: Any, sep: int, with_replay: bool
+) -> tuple[dict[str, TokenStream], dict[str, float]]:
+    """One token stream per source, each at its start (a single source's key is its language, as before lists
+    existed), the first stream of each language with its held-out sample (when train.eval_every or the pilots
+    of replay_ratio auto measure it); and each source's weight."""
+    cfg = recipe.train
+    streams: dict[str, TokenStream] = {}
+    weights: dict[str, float] = {}
+    for _role, src, listed in training_sources(recipe, with_replay):
+        name, lang = source_name(src), src.language
+        # a source of a list: its own documents of its language's file, cached under its own entry
+        entry = f"{lang}.{_safe(name)}" if listed else lang
+        texts = partial(read_texts, rd, lang, "train", name if listed else "")
+        docs = cache.documents(entry, "train", split_file(rd, lang, "train"), texts)
+        if len(docs) == 0:
+            raise InputError(
+                f"train: source '{name}' has no training documents left after the corpus stage (all held out?)",
+                hint="hold out fewer groups of it, or leave it out of the list",
+            )
+        streams[name] = TokenStream(docs, tok, sep, cfg.seq_len, recipe.seed + len(streams), language=lang)
+        weights[name] = source_weight(src)
+        first_of_language = all(s.language != lang or s is streams[name] for s in streams.values())
+        if (cfg.eval_every or cfg.replay_ratio == AUTO_RATIO) and first_of_language:
+            heldout = read_texts(rd, lang, "heldout")  # a fixed held-out sample per language, every eval_every steps
+            streams[name].heldout = heldout
+            streams[name].heldout_ids = cache.documents(
+                lang, "heldout", split_file(rd, lang, "heldout"), heldout.copy, limit=HELDOUT_CANDIDATES
+            )
+    return streams, weights
+
+
+def training_sources(recipe: "Recipe", with_replay: bool) -> list[tuple[str, Any, bool]]:
+    """(role, source, listed) of every source training draws from: the target's, then the replay's."""
+    roles = ROLES if with_replay else ("target",)
+    return [(role, src, is_listed(recipe.corpus, role)) for role in roles for src in sources_of(recipe.corpus, role)]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _mix_plan(recipe: "Recipe", streams: dict[str, TokenStream], weights: dict[str, float], replay: bool) -> MixPlan:
+    """Each source's share of its side, planned over the whole schedule; warns of sources repeated too often."""
+    cfg = recipe.train
+    roles = {source_name(src): role for role, src, _ in training_sources(recipe, replay)}
+    sources = [Source(k, s.language, roles[k], s.epoch_tokens, weights[k]) for k, s in streams.items()]
+    steps = sum(p.max_steps for p in schedule(cfg))
+    plan = plan_mix(
+        sources, cfg.mixing, cfg.replay_ratio if replay else 0.0, steps * effective_batch_size(cfg) * cfg.seq_len
+    )
+    for name, share in plan.shares.items():
+        if plan.mixed:
+            log.info(
+                "mix: %s draws %.1f%% of its side (%.2f epochs planned)", name, 100 * share, plan.planned_epochs()[name]
+            )
+    for line in repeat_warnings(plan.planned_epochs(), cfg.mixing.warn_epochs, "planned"):
+        log.warning("train: %s", line)
+    return plan
+
+
+def _mix_record(plan: MixPlan, streams: dict[str, TokenStream]) -> dict[str, Any]:
+    """The plan with the epochs each source was seen for, and a warning for each one repeated past the threshold."""
+    record = plan.record()
+    seen = {k: s.epochs_seen() for k, s in streams.items()}
+    for row in record["sources"]:
+        row["epochs_seen"] = round(seen[row["name"]], 4)
+    record["warnings"] = repeat_warnings(seen, plan.warn_epochs, "seen")
+    for line in record["warnings"]:
+        log.warning("train: %s", line)
+    return record
 
 
 def _quantized_base(recipe: "Recipe", init_dir: Path) -> Any:
@@ -158,6 +264,12 @@ def _merge_into_full_precision(init_dir: Path, adapter_dir: Path, dtype: str) ->
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.to_dict()["train"]
     cfg.pop("threads")  # how many cores ran it does not change what it computes
+    mixed = is_mixed(recipe.corpus)
+    if not mixed:  # one source per side: the mixing has nothing to divide (and a run from before it existed resumes)
+        cfg.pop("mixing")
+    if recipe.train.replay_ratio != AUTO_RATIO:  # the pilots' settings only matter when they run
+        cfg.pop("forgetting_tolerance")
+        cfg.pop("pilots")
     for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile", "sharding", "peak_tflops"):
         cfg.pop(key, None)  # nor where it ran, in how many pieces or against which peak: a run may resume elsewhere
     return {
@@ -168,6 +280,12 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
             load_tokenizer(str(rd.path("init"))), masked=recipe.train.objective == "mlm"
         ).record(),
         "config": cfg,
+        # a list's weights decide the mix here, not the corpus (whose fingerprint leaves them out)
+        **(
+            {"weights": {source_name(s): source_weight(s) for _, s, _ in training_sources(recipe, True)}}
+            if mixed
+            else {}
+        ),
         # what the frozen weights are held in and the final model is saved in, as model.dtype: auto resolved on
         # this device (bf16 weights compute other numbers than float32 ones). model.attn_implementation is left
         # out, like the device: flash, sdpa and eager compute the same attention to rounding, and the summary

@@ -32,17 +32,17 @@ def heldout_metric(objective: str) -> str:
 
 
 def heldout_samples(streams: dict[str, TokenStream], cfg: TrainConfig) -> dict[str, Any]:
-    """Per language, a fixed sample of its held-out documents: packed rows (`data.heldout_sample`), or for
+    """Per language (a stream's language, else its key), a fixed sample of its held-out documents: packed rows (`data.heldout_sample`), or for
     mlm the documents themselves, which pseudo-likelihood scores as the eval stage does."""
     if cfg.objective == "mlm":
         return {
-            lang: (s.tok, heldout_documents(s.heldout, s.tok, cfg.eval_tokens, s.heldout_ids))
-            for lang, s in streams.items()
+            s.language or key: (s.tok, heldout_documents(s.heldout, s.tok, cfg.eval_tokens, s.heldout_ids))
+            for key, s in streams.items()
             if s.heldout
         }
     return {
-        lang: heldout_sample(s.heldout, s.tok, s.sep_id, s.seq_len, cfg.eval_tokens, s.heldout_ids)
-        for lang, s in streams.items()
+        s.language or key: heldout_sample(s.heldout, s.tok, s.sep_id, s.seq_len, cfg.eval_tokens, s.heldout_ids)
+        for key, s in streams.items()
         if s.heldout
     }
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from langadapt.recipe import Recipe
+    from langadapt.train.mixing import MixPlan
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,16 @@ def train_loop(
     *,
     device: "torch.device | None" = None,
     objective: "Objective | None" = None,
+    mix: "MixPlan | None" = None,
+    evaluate_first: bool = False,
 ) -> dict[str, Any]:
     """Train `model` for recipe.train.max_steps optimizer steps (resuming from the newest checkpoint).
+
+    `evaluate_first`: with train.eval_every, also measure the held-out figures before the first step
+    (a row of step 0 in metrics.jsonl).
+
+    `mix`: the sources of each side and their shares (`mixing.py`); without one (or with one source
+    per side) the streams are keyed by language and a row is the target's or the replay's.
 
     `objective` defaults to train.objective from the registry; one that needs more than the
     model (mlm: its masking plan) is built by the caller with it bound.
@@ -196,7 +205,10 @@ def train_loop(
     def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]]]:
         """The step's sequences (the replay mix is a function of the step) and the streams' state after them."""
         is_replay = batch_languages(step, rows, cfg.replay_ratio if replay else 0.0, recipe.seed)
-        langs = [replay if r else target for r in is_replay]
+        if mix is not None and mix.mixed:
+            langs = mix.row_sources(is_replay, step, recipe.seed)  # stream keys: the sources' names
+        else:
+            langs = [replay if r else target for r in is_replay]
         batch = torch.from_numpy(np.stack([streams[lang].next_block() for lang in langs]))  # type: ignore[index]
         if device.type == "cuda":  # page-locked: the copy to the GPU can run beside the host
             batch = batch.pin_memory()
@@ -227,6 +239,20 @@ def train_loop(
     data = Prefetcher(prepared, start, end)
     tracker = MetricsLog(metrics_path, cfg.log_to, recipe.name, recipe.to_dict()["train"]) if procs.is_main else None
     samples = heldout_samples(streams, cfg) if cfg.eval_every else {}
+
+    def evaluate() -> dict[str, float]:
+        """The held-out figures of every language under the current weights (every process takes part)."""
+        if cfg.objective == "mlm":
+            out = heldout_pseudo_bpb(loss_module, trained, samples, recipe, device, precision)
+        else:
+            out = heldout_bpb(loss_module, samples, micro, device, precision, positions)
+        procs.release(loss_module)
+        return out
+
+    if evaluate_first and samples and start == 0:  # the starting point of the curves (replay_ratio auto's pilots)
+        first = {"step": 0, **evaluate()}
+        if tracker is not None:
+            tracker.write(first)
     metric = heldout_metric(cfg.objective)  # bpb_<lang>, or pseudo_bpb_<lang> for masked LMs
     best, evals_without_gain = math.inf, 0
     t0, tokens_done, done = time.time(), 0, start
@@ -258,11 +284,7 @@ def train_loop(
                 of_lang = [x for x, l in zip(losses, langs) if l == lang]
                 row[f"loss_{lang}"] = round(sum(of_lang) / len(of_lang), 4)
             if samples and (done % cfg.eval_every == 0 or done == cfg.max_steps):
-                if cfg.objective == "mlm":
-                    row.update(heldout_pseudo_bpb(loss_module, trained, samples, recipe, device, precision))
-                else:
-                    row.update(heldout_bpb(loss_module, samples, micro, device, precision, positions))
-                procs.release(loss_module)
+                row.update(evaluate())
                 if row[f"{metric}_{target}"] < best:
                     best, evals_without_gain = row[f"{metric}_{target}"], 0
                 else:
@@ -301,7 +323,7 @@ def train_loop(
         "resumed_from_step": start,
         "tokens_this_session": tokens_done,
         "seconds_this_session": round(time.time() - t0, 1),
-        "tokens": tokens_per_language(cfg, recipe.seed, target, replay, done),
+        "tokens": tokens_per_language(cfg, recipe.seed, target, replay, done, mix, streams),
         "precision": precision,
         "processes": procs.world_size,
         "sharding": procs.sharding,
@@ -479,10 +501,27 @@ def set_dropout(model: Any, p: float) -> int:
 
 
 def tokens_per_language(
-    cfg: TrainConfig, seed: int, target: str, replay: str | None, steps: int | None = None
+    cfg: TrainConfig,
+    seed: int,
+    target: str,
+    replay: str | None,
+    steps: int | None = None,
+    mix: "MixPlan | None" = None,
+    streams: dict[str, TokenStream] | None = None,
 ) -> dict[str, int]:
-    """Tokens trained per language in the first `steps` steps (default: the whole schedule; the mix is a function of the step)."""
+    """Tokens trained per language in the first `steps` steps (default: the whole schedule; the mix is a function of the step).
+
+    With several sources per side (`mix`), each row's source is drawn again and counted under its stream's language.
+    """
     steps = cfg.max_steps if steps is None else steps
+    if mix is not None and mix.mixed and streams is not None:
+        out: dict[str, int] = {}
+        ratio = cfg.replay_ratio if replay else 0.0
+        for s in range(steps):
+            for name in mix.row_sources(batch_languages(s, effective_batch_size(cfg), ratio, seed), s, seed):
+                lang = streams[name].language or name
+                out[lang] = out.get(lang, 0) + cfg.seq_len
+        return out
     n_replay = (
         sum(sum(batch_languages(s, effective_batch_size(cfg), cfg.replay_ratio, seed)) for s in range(steps))
         if replay

@@ -34,6 +34,7 @@ from langadapt.train.trainable import apply_method, trained_embedding_rows, weig
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
+    from langadapt.train.mixing import MixPlan
     from langadapt.train.objectives import Objective
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,12 @@ def run_phases(
     recipe: "Recipe",
     out: Path,
     objective: "Objective | None" = None,
+    mix: "MixPlan | None" = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train every phase in order (skipping finished ones); returns the model with saved adapters and a summary.
 
-    `objective`: what every phase trains on (default: train.objective from the registry).
+    `objective`: what every phase trains on (default: train.objective from the registry); `mix`: how rows
+    are drawn among several sources of a side (default: one source per side, keyed by language).
     """
     phases = schedule(recipe.train)
     single = not recipe.train.phases  # one phase keeps the plain layout: train/checkpoints, train/metrics.jsonl
@@ -108,7 +111,7 @@ def run_phases(
                 n_train / 1e6,
                 n_all / 1e6,
             )
-            summary = train_loop(model, streams, target, replay, sub, folder, objective=objective)
+            summary = train_loop(model, streams, target, replay, sub, folder, objective=objective, mix=mix)
             summary.update(
                 phase=label,
                 method=phase.method,
