@@ -243,6 +243,7 @@ def samples_results() -> dict:
         "decoding": "greedy",
         "max_new_tokens": 40,
         "prompt_chars": 100,
+        "reference_chars": 200,
         "count": 3,
         "precision": "fp32",
         "stop_tokens": {"base": ["<|endoftext|>"], "adapted": ["<|endoftext|>", "<|im_end|>"]},
@@ -253,7 +254,7 @@ def samples_results() -> dict:
             }
         },
     }
-    return {**results_fixture(), "samples": samples, "device": "cpu"}
+    return {**results_fixture(), "samples": samples, "device": {"device": "cpu", "threads": 2}}
 
 
 def test_samples_are_escaped_side_by_side_with_the_settings_and_gone_when_turned_off():
@@ -267,7 +268,12 @@ def test_samples_are_escaped_side_by_side_with_the_settings_and_gone_when_turned
     )
     assert "<h3>nya-heldout (nya)</h3>" in page and row in page
     assert "<th>prompt</th><th>held-out text</th><th>base</th><th>adapted</th>" in page
-    assert "greedy" in page and "at most 40 new tokens" in page and "first 100 characters" in page
+    assert (
+        "greedy" in page
+        and "at most 40 new tokens" in page
+        and "first 100 characters" in page
+        and "next 200 characters" in page
+    )
     assert "adapted: &lt;|endoftext|&gt;, &lt;|im_end|&gt;" in page and "fp32 on cpu" in page
     assert "<script>" not in page and "<b>" not in page
     assert render(results_fixture(), ["base", "adapted"]) == ""  # eval.samples.count: 0 wrote none

@@ -12,6 +12,9 @@ Then `eval.tasks` (topic classification, NER, bitext retrieval, alignment, harne
 see `evaluate/tasks/`) run on every model and language, the source language included.
 Models: base, adapted, and any `eval.compare` folders or hub ids (`langadapt eval --model`).
 
+`eval.samples`: a few held-out prompts per language, the same for every model and run,
+continued greedily by each decoder (`evaluate/samples.py`), for the report to show side by side.
+
 Every forward pass runs in `eval.precision` (auto: bf16 autocast on a GPU that computes it
 natively, fp32 on a CPU), recorded in `results.json`; the output head runs only at the
 positions scored (`scoring/bpb.py`, `scoring/pppl.py`).
@@ -30,7 +33,14 @@ from langadapt.config import ModelConfig
 from langadapt.documents import languages, leading_documents, normalize, read_texts
 from langadapt.evaluate.config import EvalConfig, TaskConfig
 from langadapt.evaluate.embed import Encoder
-from langadapt.evaluate.samples import ENCODER_REASON, Prompt, choose_prompts, continue_greedily, stop_ids
+from langadapt.evaluate.samples import (
+    ENCODER_REASON,
+    REFERENCE_FACTOR,
+    Prompt,
+    choose_prompts,
+    continue_greedily,
+    stop_ids,
+)
 from langadapt.evaluate.tasks import classify, harness, retrieval, tag  # noqa: F401  (register the task kinds)
 from langadapt.evaluate.tasks.base import TASKS, TaskContext, load_data
 from langadapt.evaluate.tasks.data import TaskData
@@ -248,6 +258,7 @@ def _samples_entry(cfg: EvalConfig, precision: str) -> dict[str, Any]:
         "decoding": "greedy",
         "max_new_tokens": s.max_new_tokens,
         "prompt_chars": s.prompt_chars,
+        "reference_chars": REFERENCE_FACTOR * s.prompt_chars,
         "count": s.count,
         "precision": precision,
         "stop_tokens": {},

@@ -15,6 +15,14 @@ def _continuation(c: dict[str, Any] | None) -> str:
     return f"<td>{html.escape(c['text'])}<br><span class='note'>[{html.escape(note)}]</span></td>"
 
 
+def _device(results: dict[str, Any]) -> str:
+    """Where evaluation ran, in words: `cpu`, or `cuda:0 (NVIDIA H100 ...)`."""
+    d = results.get("device") or {}
+    if not isinstance(d, dict):
+        return str(d)
+    return f"{d.get('device', '?')}" + (f" ({d['name']})" if d.get("name") else "")
+
+
 def _settings(samples: dict[str, Any], device: str) -> str:
     stops = "; ".join(f"{m}: {', '.join(t)}" for m, t in samples.get("stop_tokens", {}).items())
     return (
@@ -23,7 +31,8 @@ def _settings(samples: dict[str, Any], device: str) -> str:
         f"token at every step, no sampling, no repetition penalty), at most {samples['max_new_tokens']} new tokens, "
         f"ending early at an end-of-text token ({stops}); {samples['precision']} on {device}. A prompt is the "
         f"document's first {samples['prompt_chars']} characters or fewer, cut at a word boundary, read after the "
-        "document separator as in scoring; 'held-out text' is how the document really goes on. Lengths are in "
+        f"document separator as in scoring; 'held-out text' is how the document really goes on (its next "
+        f"{samples['reference_chars']} characters or fewer, cut the same way). Lengths are in "
         "each model's own tokens, so a tokenizer with longer tokens in a language covers more of it."
     )
 
@@ -37,7 +46,7 @@ def render(results: dict[str, Any], models: list[str]) -> str:
         return f"<h2>Generation samples</h2>\n<p class='note'>None: {html.escape(samples['none'])}.</p>"
     parts = [
         "<h2>Generation samples</h2>",
-        f"<p class='note'>{html.escape(_settings(samples, str(results.get('device', ''))))}</p>",
+        f"<p class='note'>{html.escape(_settings(samples, _device(results)))}</p>",
     ]
     header = "".join(f"<th>{html.escape(h)}</th>" for h in ["prompt", "held-out text", *models])
     for name, entry in samples["sets"].items():
