@@ -52,20 +52,21 @@ def _argmax_loop(model, tok, prompt: str, n: int, stops: set[int]) -> list[int]:
 
 
 def test_greedy_continuation_is_the_argmax_loop_whatever_the_models_generation_defaults(tiny_model):
+    """Prompts of different lengths continued together (padded on the left) each get their own argmax loop."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     # sampling and a repetition penalty among the model's defaults would change the continuation: they are not used
     model.generation_config.update(do_sample=True, temperature=0.7, repetition_penalty=3.0, top_k=5)
-    for prompt in ("the man went to the city and", "Ndikuyenda kumudzi"):
-        got = continue_greedily(model, tok, prompt, 12)
+    prompts = ["the man went to the city and", "Ndikuyenda", "a great king said to the people of the land"]
+    got = continue_greedily(model, tok, prompts, 12)
+    for prompt, c in zip(prompts, got):
         want = _argmax_loop(model, tok, prompt, 12, {tok.eos_token_id})
-        assert got.ids == want and got.new_tokens == 12 and got.stopped_by == ""
-        assert got.text == tok.decode(want) and got.prompt_tokens == 1 + len(
-            tok(prompt, add_special_tokens=False)["input_ids"]
-        )
-        assert len(set(want)) < len(want)  # repeats a token: a penalty of 3.0 would have changed this
+        assert c.ids == want and c.new_tokens == 12 and c.stopped_by == ""
+        assert c.text == tok.decode(want)
+        assert c.prompt_tokens == 1 + len(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert any(len(set(c.ids)) < len(c.ids) for c in got)  # repeats a token: a penalty of 3.0 would have changed it
 
 
 def test_an_end_of_text_token_ends_the_continuation_and_the_prompts_separator_does_not(tiny_model):
@@ -75,7 +76,7 @@ def test_an_end_of_text_token_ends_the_continuation_and_the_prompts_separator_do
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    free = continue_greedily(model, tok, "the king said", 8)
+    free = continue_greedily(model, tok, ["the king said"], 8)[0]
     calls = []
 
     def end_at_fourth(module, args, output):  # type: ignore[no-untyped-def]
@@ -86,7 +87,7 @@ def test_an_end_of_text_token_ends_the_continuation_and_the_prompts_separator_do
 
     handle = model.register_forward_hook(end_at_fourth)
     try:
-        ended = continue_greedily(model, tok, "the king said", 8)
+        ended = continue_greedily(model, tok, ["the king said"], 8)[0]
     finally:
         handle.remove()
     assert ended.ids == free.ids[:3] + [tok.eos_token_id] and ended.stopped_by == "<|endoftext|>"

@@ -241,13 +241,14 @@ def generation_samples(
 ) -> None:
     """Add one model's greedy continuation of every prompt to `samples` (the results' `samples` entry)."""
     samples["stop_tokens"][label] = list(stop_ids(model, tok).values())
-    for p in prompts:
+    continued = continue_greedily(model, tok, [p.text for p in prompts], cfg.samples.max_new_tokens)
+    for p, c in zip(prompts, continued):
         entry = samples["sets"].setdefault(p.set_name, {"language": p.language, "prompts": []})["prompts"]
         record = next((r for r in entry if r["document"] == p.document), None)
         if record is None:
             record = p.record() | {"continuations": {}}
             entry.append(record)
-        record["continuations"][label] = continue_greedily(model, tok, p.text, cfg.samples.max_new_tokens).record()
+        record["continuations"][label] = c.record()
     log.info("%s: continued %d prompts", label, len(prompts))
 
 
