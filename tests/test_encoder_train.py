@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import tiny_recipe_dict
 
+from langadapt.evaluate.samples import ENCODER_REASON
+
 ENCODER_TRAIN = {
     "objective": "mlm",
     "method": "seq-bn-inv",
@@ -152,6 +154,8 @@ def test_two_phases_resume_across_the_boundary_exactly(prepared, corpus_files, t
     results = read_json(tmp_path / "a" / "eval" / "results.json")
     assert {r["metric"] for r in results["bits_per_byte"].values()} == {"pseudo_bits_per_byte"}
     assert "base_head_created" not in results  # this base ships its MLM head: no caveat in the summary
+    # a masked LM continues no text: no generation samples, and the results (then the report) say why
+    assert results["samples"] == {"none": ENCODER_REASON} and "base: samples" not in results["seconds"]
 
 
 def test_all_embeddings_train_beside_adapters_in_a_later_phase(prepared, corpus_files, tiny_encoder, tmp_path):

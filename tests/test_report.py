@@ -233,6 +233,54 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+def samples_results() -> dict:
+    """A run's generation samples: one prompt, a reference, base and adapted continuations with markup in them."""
+    cont = {
+        "base": {"text": " <b>bold</b> & more", "prompt_tokens": 9, "new_tokens": 40, "stopped_by": ""},
+        "adapted": {"text": " ndi <i>", "prompt_tokens": 6, "new_tokens": 3, "stopped_by": "<|endoftext|>"},
+    }
+    samples = {
+        "decoding": "greedy",
+        "max_new_tokens": 40,
+        "prompt_chars": 100,
+        "reference_chars": 200,
+        "count": 3,
+        "precision": "fp32",
+        "stop_tokens": {"base": ["<|endoftext|>"], "adapted": ["<|endoftext|>", "<|im_end|>"]},
+        "sets": {
+            "nya-heldout": {
+                "language": "nya",
+                "prompts": [{"document": 0, "prompt": "Pa <script>", "reference": " x < y", "continuations": cont}],
+            }
+        },
+    }
+    return {**results_fixture(), "samples": samples, "device": {"device": "cpu", "threads": 2}}
+
+
+def test_samples_are_escaped_side_by_side_with_the_settings_and_gone_when_turned_off():
+    from langadapt.report.samples_section import render
+
+    page = render(samples_results(), ["base", "adapted"])
+    row = (
+        "<tr><td>Pa &lt;script&gt;</td><td> x &lt; y</td>"
+        "<td> &lt;b&gt;bold&lt;/b&gt; &amp; more<br><span class='note'>[40 new tokens, stopped at the token limit]"
+        "</span></td><td> ndi &lt;i&gt;<br><span class='note'>[3 new tokens, ended by &lt;|endoftext|&gt;]</span></td></tr>"
+    )
+    assert "<h3>nya-heldout (nya)</h3>" in page and row in page
+    assert "<th>prompt</th><th>held-out text</th><th>base</th><th>adapted</th>" in page
+    assert (
+        "greedy" in page
+        and "at most 40 new tokens" in page
+        and "first 100 characters" in page
+        and "next 200 characters" in page
+    )
+    assert "adapted: &lt;|endoftext|&gt;, &lt;|im_end|&gt;" in page and "fp32 on cpu" in page
+    assert "<script>" not in page and "<b>" not in page
+    assert render(results_fixture(), ["base", "adapted"]) == ""  # eval.samples.count: 0 wrote none
+    encoder = render({**results_fixture(), "samples": {"none": "a masked LM does not continue text"}}, ["base"])
+    assert encoder == "<h2>Generation samples</h2>\n<p class='note'>None: a masked LM does not continue text.</p>"
+
+
 def test_factorised_embeddings_are_reported_with_their_measured_saving():
     from langadapt.report.flow import factorised_phrase
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from langadapt.config import ModelConfig
 from langadapt.devices import device_problems, eval_precision_problems
-from langadapt.evaluate.config import PROTOCOLS, TRANSFERS
+from langadapt.evaluate.config import PROTOCOLS, TRANSFERS, SamplesConfig
 from langadapt.evaluate.embed import POOLINGS
 from langadapt.evaluate.tasks.base import TASKS, data_problems
 from langadapt.models.loading import base_problems
@@ -37,11 +37,24 @@ def check(recipe: "Recipe") -> list[str]:
     if len(set(names)) != len(names):
         p.append("eval.extra_sets: names must be unique")
     p.extend(task_problems(recipe))
+    p.extend(samples_problems(e.samples))
     p.extend(device_problems(e.device, "eval.device"))
     p.extend(eval_precision_problems(e.precision, e.device, "eval.precision"))
 
     for i, m in enumerate(e.compare):
         p.extend(f"eval.compare[{i}]: {msg.split(': ', 1)[1]}" for msg in base_problems(ModelConfig(base=m)))
+    return p
+
+
+def samples_problems(s: SamplesConfig) -> list[str]:
+    """Problems with eval.samples: counts and lengths out of range."""
+    p = []
+    if s.count < 0:
+        p.append("eval.samples.count: must be >= 0 (0: no generation samples)")
+    if s.count > 0 and s.max_new_tokens < 1:
+        p.append("eval.samples.max_new_tokens: must be >= 1 (or turn samples off with eval.samples.count: 0)")
+    if s.count > 0 and s.prompt_chars < 10:
+        p.append("eval.samples.prompt_chars: must be >= 10, enough text for a model to continue")
     return p
 
 

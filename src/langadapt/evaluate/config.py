@@ -59,6 +59,26 @@ class TaskConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SamplesConfig:
+    count: int = opt(
+        3,
+        "held-out documents per language (target and replay held-out sets) whose opening every model continues, "
+        "side by side in the report; documents spread evenly over the evaluated set, the same in every run "
+        "(0: no samples). Encoders (masked LMs) continue no text and get none",
+    )
+    max_new_tokens: int = opt(
+        40,
+        "tokens each model generates per prompt: greedy (argmax, no sampling or penalties, none of the model's "
+        "generation defaults), fewer when it generates an end-of-text token (the document separator, eos)",
+    )
+    prompt_chars: int = opt(
+        100,
+        "characters of a document's opening given as the prompt, cut at the last space (in scripts without "
+        "spaces, after the last punctuation mark) in the second half of this limit; after the document separator",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     max_chars: int = opt(
         30_000, "evaluate at most this many characters per set (whole documents; the rest is counted as skipped)"
@@ -85,6 +105,11 @@ class EvalConfig:
     )
     compare: tuple[str, ...] = opt(
         (), "more models to evaluate beside base and adapted: HF folders or hub ids (`langadapt eval --model`)"
+    )
+    samples: SamplesConfig = opt(
+        SamplesConfig(),
+        "generation samples: the opening of a few held-out documents continued greedily by every model, with the "
+        "text that follows it, in eval/results.json and the report",
     )
 
 

@@ -12,6 +12,9 @@ Then `eval.tasks` (topic classification, NER, bitext retrieval, alignment, harne
 see `evaluate/tasks/`) run on every model and language, the source language included.
 Models: base, adapted, and any `eval.compare` folders or hub ids (`langadapt eval --model`).
 
+`eval.samples`: a few held-out prompts per language, the same for every model and run,
+continued greedily by each decoder (`evaluate/samples.py`), for the report to show side by side.
+
 Every forward pass runs in `eval.precision` (auto: bf16 autocast on a GPU that computes it
 natively, fp32 on a CPU), recorded in `results.json`; the output head runs only at the
 positions scored (`scoring/bpb.py`, `scoring/pppl.py`).
@@ -30,6 +33,14 @@ from langadapt.config import ModelConfig
 from langadapt.documents import languages, leading_documents, normalize, read_texts
 from langadapt.evaluate.config import EvalConfig, TaskConfig
 from langadapt.evaluate.embed import Encoder
+from langadapt.evaluate.samples import (
+    ENCODER_REASON,
+    REFERENCE_FACTOR,
+    Prompt,
+    choose_prompts,
+    continue_greedily,
+    stop_ids,
+)
 from langadapt.evaluate.tasks import classify, harness, retrieval, tag  # noqa: F401  (register the task kinds)
 from langadapt.evaluate.tasks.base import TASKS, TaskContext, load_data
 from langadapt.evaluate.tasks.data import TaskData
@@ -209,6 +220,53 @@ def run_tasks(
     return rows, encoder.truncated
 
 
+def sample_prompts(sets: list[EvalSet], cfg: EvalConfig) -> list[Prompt]:
+    """The prompts of the generation samples, from the target's and the replay's held-out sets (`samples.py`)."""
+    s = cfg.samples
+    return [
+        p
+        for e in sets
+        if e.kind in ("target-heldout", "replay-heldout")
+        for p in choose_prompts(e.name, e.language, e.texts, s.count, s.prompt_chars)
+    ]
+
+
+def generation_samples(
+    label: str,
+    model: "PreTrainedModel",
+    tok: "PreTrainedTokenizerBase",
+    prompts: list[Prompt],
+    cfg: EvalConfig,
+    samples: dict[str, Any],
+) -> None:
+    """Add one model's greedy continuation of every prompt to `samples` (the results' `samples` entry)."""
+    samples["stop_tokens"][label] = list(stop_ids(model, tok).values())
+    continued = continue_greedily(model, tok, [p.text for p in prompts], cfg.samples.max_new_tokens)
+    for p, c in zip(prompts, continued):
+        entry = samples["sets"].setdefault(p.set_name, {"language": p.language, "prompts": []})["prompts"]
+        record = next((r for r in entry if r["document"] == p.document), None)
+        if record is None:
+            record = p.record() | {"continuations": {}}
+            entry.append(record)
+        record["continuations"][label] = c.record()
+    log.info("%s: continued %d prompts", label, len(prompts))
+
+
+def _samples_entry(cfg: EvalConfig, precision: str) -> dict[str, Any]:
+    """What the samples were made with; `generation_samples` fills in their stop tokens and continuations."""
+    s = cfg.samples
+    return {
+        "decoding": "greedy",
+        "max_new_tokens": s.max_new_tokens,
+        "prompt_chars": s.prompt_chars,
+        "reference_chars": REFERENCE_FACTOR * s.prompt_chars,
+        "count": s.count,
+        "precision": precision,
+        "stop_tokens": {},
+        "sets": {},
+    }
+
+
 class _Clock:
     """Wall and CPU seconds per part of the stage: on a shared machine CPU time is the fair measure."""
 
@@ -246,6 +304,9 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         "device": describe_device(device),
         "precision": precision,
     }
+    prompts = sample_prompts(sets, recipe.eval)
+    if prompts:
+        results["samples"] = _samples_entry(recipe.eval, precision)
     scores = {}
     for label, path in models.items():
         clock = _Clock()
@@ -261,6 +322,12 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         with autocast(device, precision):  # the forward passes; log-likelihoods are summed in fp32
             scores[label] = evaluate_model(model, tok, sets, recipe.eval, label)
         clock.lap(results, f"{label}: {'pseudo ' if is_encoder(model.config) else ''}bits per byte")
+        if prompts and is_encoder(model.config):
+            results["samples"] = {"none": ENCODER_REASON}  # masked LMs continue no text; the report says why
+        elif prompts:
+            with autocast(device, precision):
+                generation_samples(label, model, tok, prompts, recipe.eval, results["samples"])
+            clock.lap(results, f"{label}: samples")
         with autocast(device, precision):
             rows, truncated = run_tasks(label, path, model, tok, tasks, rd)
         results["tasks"].extend(rows)

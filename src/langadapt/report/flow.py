@@ -2,7 +2,8 @@
 
 It answers, in this order: what did adaptation buy on the target language and what did it
 cost the source language (a summary in plain words, then bits per byte and every task
-with its spread over seeds, the source language beside the target), how did training go,
+with its spread over seeds, the source language beside the target), what do the models
+write when they continue held-out text (`samples_section.py`), how did training go,
 what did the tokenizer and the corpus look like. Plots are PNGs embedded in the page, so
 `report/index.html` can be mailed or archived alone. The tokenizer and corpus sections
 come from their own modules (`tokenizer_section.py`, `corpus_section.py`) when present.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.report.blocks import png as _png
 from langadapt.report.blocks import table as _table
+from langadapt.report.samples_section import render as samples_html
 from langadapt.report.summary import metric_names, summary_sentences, task_rows
 from langadapt.report.training import mix_sentence, mix_table, phase_table, throughput_sentence, training_sentence
 from langadapt.rundir import RunDir, StageContext, read_json
@@ -37,6 +39,7 @@ th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; font-
 th { background: #f3f3f3; } img { max-width: 100%; } .note { color: #555; font-size: 0.9rem; }
 .summary { background: #f6f8fa; border-left: 4px solid #2a7ae2; padding: 0.6rem 1rem; }
 .better { color: #1a7f37; } .worse { color: #b42318; } .warn { color: #b42318; }
+table.samples td { white-space: pre-wrap; vertical-align: top; width: 14rem; }
 """
 
 
@@ -427,6 +430,7 @@ init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(train
 <div class="summary"><b>In short.</b><ul>{"".join(f"<li>{html.escape(s)}</li>" for s in sentences)}</ul></div>
 {bpb_section(results)}
 {tasks_section(results)}
+{samples_html(results, _models(results))}
 <h2>Training</h2>
 <p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}{factorised_phrase(summary)}.</p>
 {_table(*phase_table(recipe.train, summary))}
