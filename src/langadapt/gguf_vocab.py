@@ -210,7 +210,10 @@ def readers(path: Path) -> dict[str, Reader]:
     if importlib.util.find_spec("llama_cpp") is not None:
         from llama_cpp import Llama
 
-        llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+        try:
+            llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+        except ValueError as e:  # llama.cpp says why on stderr (an unknown pre-tokenizer name, a bad key)
+            raise LangAdaptError(f"llama.cpp cannot load the written GGUF file's vocabulary: {e}", hint=_HINT) from None
         out["llama.cpp (llama-cpp-python)"] = lambda texts: [
             llm.tokenize(t.encode("utf-8"), add_bos=False, special=False) for t in texts
         ]
