@@ -136,7 +136,7 @@ def test_the_pre_tokenizer_is_named_from_the_base(tmp_path):
     from transformers import PreTrainedTokenizerFast
 
     from langadapt.config import ModelConfig
-    from langadapt.gguf_vocab import _gguf_pre, base_pre, pre_name
+    from langadapt.gguf_vocab import _gguf_field, base_tokenizer, pre_name
 
     assert (
         pre_name({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}) == "gpt-2"
@@ -157,14 +157,14 @@ def test_the_pre_tokenizer_is_named_from_the_base(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    assert _gguf_pre(tmp_path / "base.gguf") == "smollm"
+    assert _gguf_field(tmp_path / "base.gguf", "tokenizer.ggml.pre", "default") == "smollm"
 
     tk = Tokenizer(models.BPE(vocab={"a": 0, "▁": 1}, merges=[]))
     tk.pre_tokenizer = pre_tokenizers.Metaspace()
     base = tmp_path / "metaspace"
     PreTrainedTokenizerFast(tokenizer_object=tk).save_pretrained(base)
     with pytest.raises(InputError, match="cannot tell which llama.cpp pre-tokenizer the base"):
-        base_pre(ModelConfig(base=str(base)), PreTrainedTokenizerFast(tokenizer_object=tk))
+        base_tokenizer(ModelConfig(base=str(base)), PreTrainedTokenizerFast(tokenizer_object=tk))
 
 
 CHATML = (
@@ -189,7 +189,7 @@ def test_the_modelfile_carries_the_chat_template_and_stop_tokens(template, expec
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from langadapt.gguf_vocab import build_vocab
+    from langadapt.gguf_vocab import BaseTokenizer, build_vocab
 
     tk = Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -197,7 +197,7 @@ def test_the_modelfile_carries_the_chat_template_and_stop_tokens(template, expec
         tokenizer_object=tk, eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>"]
     )
     tok.chat_template = template
-    text = gguf_export.modelfile("m.gguf", tok, build_vocab(tok, len(tok), "gpt2", "test"))
+    text = gguf_export.modelfile("m.gguf", tok, build_vocab(tok, len(tok), BaseTokenizer("gpt-2", "a test")))
     assert text.startswith("FROM ./m.gguf\n") and 'PARAMETER stop "<|im_end|>"' in text
     for line in expect:
         assert line in text, text

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 from langadapt.config import ModelConfig
 from langadapt.documents import languages, read_texts
 from langadapt.errors import ConfigError, InputError
-from langadapt.gguf_vocab import Vocab, base_pre, build_vocab, parity, tokenizer_problems, write_vocab
+from langadapt.gguf_vocab import (
+    BaseTokenizer,
+    Vocab,
+    base_tokenizer,
+    build_vocab,
+    parity,
+    tokenizer_problems,
+    write_vocab,
+)
 from langadapt.models.loading import load_tokenizer
 from langadapt.rundir import RunDir, read_json, write_json
 
@@ -54,8 +62,7 @@ class Plan:
     arch: Arch
     quant: str
     tokenizer: "PreTrainedTokenizerBase"
-    pre: str
-    pre_source: str
+    base: BaseTokenizer
     name: str
 
 
@@ -69,8 +76,7 @@ def plan(final: Path, base: ModelConfig, quant: str, name: str) -> Plan:
     problems += tokenizer_problems(tok)
     if problems:
         raise ConfigError(problems, source=f"GGUF export of {final}")
-    pre, source = base_pre(base, tok)
-    return Plan(final, config, ARCHS[config["model_type"]], quant, tok, pre, source, name)
+    return Plan(final, config, ARCHS[config["model_type"]], quant, tok, base_tokenizer(base, tok), name)
 
 
 def architecture_problems(config: dict[str, Any]) -> list[str]:
@@ -95,7 +101,7 @@ def write(p: Plan, rd: RunDir, out: Path) -> dict[str, Any]:
     """The GGUF file, its parity check and the Modelfile in `out`; returns the export's record."""
     started = time.perf_counter()
     n_vocab = int(p.config["vocab_size"])
-    vocab = build_vocab(p.tokenizer, n_vocab, p.pre, p.pre_source)
+    vocab = build_vocab(p.tokenizer, n_vocab, p.base)
     path = out / f"{p.name}.{p.quant}.gguf"
     tensors = write_gguf(p, vocab, path)
     target, replay = languages(rd)
@@ -107,7 +113,7 @@ def write(p: Plan, rd: RunDir, out: Path) -> dict[str, Any]:
         "quant": p.quant,
         "architecture": p.arch.gguf,
         "vocab_size": n_vocab,
-        "tokenizer": {"model": "gpt2", "pre": p.pre, "pre_from": p.pre_source, "add_bos": vocab.add_bos},
+        "tokenizer": {"model": "gpt2", "pre": vocab.pre, "pre_from": vocab.pre_source, "add_bos": vocab.add_bos},
         "tensors": tensors,
         "parity": checked,
         "bytes": path.stat().st_size,

@@ -12,6 +12,8 @@ What llama.cpp gets (`tokenizer.ggml.*`) comes from the adapted `tokenizer.json`
   comes from the base model, never from the extended vocabulary: from the base GGUF file
   when the base was one, else by matching the base `tokenizer.json`'s pre-tokenizer to the
   llama.cpp name that applies the same split (`data/gguf_pre.json`).
+- whether llama.cpp prepends a BOS: a base GGUF file's own setting (transformers' import of
+  such a file may add a BOS the original never had); else what the adapted tokenizer does.
 
 `parity` reads the written file back with every reader available (transformers' GGUF
 tokenizer, and llama.cpp through llama-cpp-python when installed) and compares token ids
@@ -53,6 +55,15 @@ class Vocab:
     chat_template: str | None
     pre: str
     pre_source: str  # where the pre-tokenizer identity was read
+
+
+@dataclass(frozen=True)
+class BaseTokenizer:
+    """What the GGUF tokenizer takes from the base model rather than from the adapted tokenizer."""
+
+    pre: str  # tokenizer.ggml.pre
+    source: str  # where it was read
+    add_bos: bool | None = None  # a base GGUF file's tokenizer.ggml.add_bos_token; None: as the adapted tokenizer does
 
 
 def tokenizer_json(tok: "PreTrainedTokenizerBase") -> dict[str, Any]:
@@ -110,8 +121,8 @@ def pre_name(pre_tokenizer: Any) -> str | None:
     return next((k["pre"] for k in known_pre_tokenizers() if canonical(k["pre_tokenizer"]) == want), None)
 
 
-def base_pre(cfg: ModelConfig, adapted: "PreTrainedTokenizerBase") -> tuple[str, str]:
-    """(tokenizer.ggml.pre, where it came from) for the run's base model.
+def base_tokenizer(cfg: ModelConfig, adapted: "PreTrainedTokenizerBase") -> BaseTokenizer:
+    """The pre-tokenizer identity (and a GGUF base's BOS setting) of the run's base model.
 
     The adapted tokenizer must split text as the base's does (the extension adds tokens,
     never a new pre-tokenizer); otherwise the base's identity would not describe it.
@@ -119,7 +130,12 @@ def base_pre(cfg: ModelConfig, adapted: "PreTrainedTokenizerBase") -> tuple[str,
     gguf_file = base_gguf_file(cfg)
     if gguf_file is not None:
         base_tok = gguf_tokenizer(gguf_file.parent, gguf_file.name)
-        pre, source = _gguf_pre(gguf_file), f"the base GGUF file {gguf_file.name}"
+        pre = _gguf_field(gguf_file, "tokenizer.ggml.pre", "default")  # llama.cpp's reading of a file without it
+        base = BaseTokenizer(
+            pre,
+            f"the base GGUF file {gguf_file.name}",
+            bool(_gguf_field(gguf_file, "tokenizer.ggml.add_bos_token", True)),
+        )
     else:
         base_tok = load_tokenizer(resolve_base(cfg), cfg.revision)
         pre_tokenizer = tokenizer_json(base_tok).get("pre_tokenizer")
@@ -131,7 +147,7 @@ def base_pre(cfg: ModelConfig, adapted: "PreTrainedTokenizerBase") -> tuple[str,
                 f"pre-tokenizer {json.dumps(canonical(pre_tokenizer))[:300]} is none of the known ones ({names})",
                 hint="export --format merged and convert with llama.cpp's own converter, which knows more tokenizers",
             )
-        pre, source = found, f"the base tokenizer.json's pre-tokenizer (the split llama.cpp calls '{found}')"
+        base = BaseTokenizer(found, f"the base tokenizer.json's pre-tokenizer (the split llama.cpp calls '{found}')")
     base_split = canonical(tokenizer_json(base_tok).get("pre_tokenizer"))
     if canonical(tokenizer_json(adapted).get("pre_tokenizer")) != base_split:
         raise InputError(
@@ -139,18 +155,18 @@ def base_pre(cfg: ModelConfig, adapted: "PreTrainedTokenizerBase") -> tuple[str,
             "so the base's llama.cpp pre-tokenizer identity does not describe it",
             hint="export --format merged; the GGUF export needs the base's pre-tokenizer",
         )
-    return pre, source
+    return base
 
 
-def _gguf_pre(path: Path) -> str:
+def _gguf_field(path: Path, key: str, default: Any) -> Any:
+    """A metadata value of a GGUF file, or what llama.cpp assumes when the file lacks it."""
     import gguf
 
-    field = gguf.GGUFReader(path).fields.get("tokenizer.ggml.pre")
-    # llama.cpp reads a file without the key with its default split; the export says so explicitly
-    return str(field.contents()) if field is not None else "default"
+    field = gguf.GGUFReader(path).fields.get(key)
+    return field.contents() if field is not None else default
 
 
-def build_vocab(tok: "PreTrainedTokenizerBase", n_vocab: int, pre: str, pre_source: str) -> Vocab:
+def build_vocab(tok: "PreTrainedTokenizerBase", n_vocab: int, base: BaseTokenizer) -> Vocab:
     """The `tokenizer.ggml.*` content of a byte-level BPE tokenizer, padded to the model's `n_vocab` rows."""
     data = tokenizer_json(tok)
     model = data["model"]
@@ -173,10 +189,10 @@ def build_vocab(tok: "PreTrainedTokenizerBase", n_vocab: int, pre: str, pre_sour
         if isinstance(getattr(tok, f"{name}_token_id", None), int)
     }
     plain, full = tok("a", add_special_tokens=False)["input_ids"], tok("a")["input_ids"]
-    add_bos = len(full) > len(plain) and full[0] == special.get("bos")
+    add_bos = (len(full) > len(plain) and full[0] == special.get("bos")) if base.add_bos is None else base.add_bos
     add_eos = len(full) > len(plain) and full[-1] == special.get("eos")
     template = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else None
-    return Vocab(tokens, types, merges, special, add_bos, add_eos, template, pre, pre_source)
+    return Vocab(tokens, types, merges, special, add_bos, add_eos, template, base.pre, base.source)
 
 
 def write_vocab(writer: Any, vocab: Vocab) -> None:
