@@ -76,7 +76,7 @@ def main() -> None:
     target, replay = languages(rd)
     texts = {f"{lang}-heldout": read_texts(rd, lang, "heldout") for lang in (target, replay) if lang}
     parity_pct = []
-    for reader, read in readers(files[quants[0]]).items():
+    for reader, read in readers(files[quants[0]])[0].items():
         for name, docs in texts.items():
             want, got = tok(docs, add_special_tokens=False)["input_ids"], read(docs)
             same_texts = sum(list(a) == list(b) for a, b in zip(want, got))

@@ -159,12 +159,110 @@ def test_the_pre_tokenizer_is_named_from_the_base(tmp_path):
     writer.close()
     assert _gguf_field(tmp_path / "base.gguf", "tokenizer.ggml.pre", "default") == "smollm"
 
-    tk = Tokenizer(models.BPE(vocab={"a": 0, "▁": 1}, merges=[]))
-    tk.pre_tokenizer = pre_tokenizers.Metaspace()
-    base = tmp_path / "metaspace"
+    tk = Tokenizer(models.BPE(vocab={"a": 0, "Ġ": 1}, merges=[]))
+    # a split llama.cpp has no name for: punctuation apart, then GPT-2's
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Punctuation(), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    base = tmp_path / "punctuation"
     PreTrainedTokenizerFast(tokenizer_object=tk).save_pretrained(base)
     with pytest.raises(InputError, match="cannot tell which llama.cpp pre-tokenizer the base"):
         base_tokenizer(ModelConfig(base=str(base)), PreTrainedTokenizerFast(tokenizer_object=tk))
+
+
+def spm_tokenizer():
+    """A SentencePiece-style BPE ('▁' for spaces, <0xNN> byte fallback, as Llama 2 and Mistral ship), trained here."""
+    from conftest import english_lines, target_docs
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    meta = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = meta
+    texts = english_lines(200, seed=3) + [d["text"] for d in target_docs(seed=9)[:30]]
+    tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials))
+    data = json.loads(tk.to_str())
+    vocab = data["model"]["vocab"]
+    order = (
+        specials + [f"<0x{b:02X}>" for b in range(256)] + [t for t in sorted(vocab, key=vocab.get) if t not in specials]
+    )
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
+    bpe = models.BPE(vocab={t: i for i, t in enumerate(order)}, merges=merges, unk_token="<unk>", byte_fallback=True)
+    tk = Tokenizer(bpe)
+    tk.pre_tokenizer = meta
+    tk.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tk.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def _tiny(folder, kind, tok):
+    """A 2-layer decoder of `kind` sized to `tok`, saved with it (Qwen2: q/k/v biases and an untied head)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        kind,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=kind != "qwen2",
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    if kind == "qwen2":
+        with torch.no_grad():  # nonzero biases, so a misplaced one shows in the logits
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind, tokenizer", [("mistral", "sentencepiece"), ("qwen2", "byte-level")])
+def test_mistral_and_qwen2_with_either_tokenizer_family_read_back_identically(kind, tokenizer, tiny_model, tmp_path):
+    """Written straight from a model folder: the same logits through transformers' GGUF loader, the same ids
+    through every GGUF tokenizer reader (llama.cpp's too when installed), SentencePiece merges as scores."""
+    import gguf
+    import torch
+    from conftest import english_lines, target_docs
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langadapt.config import ModelConfig
+    from langadapt.gguf_vocab import BYTE, build_vocab, parity
+
+    tok = spm_tokenizer() if tokenizer == "sentencepiece" else AutoTokenizer.from_pretrained(tiny_model)
+    folder = _tiny(tmp_path / kind, kind, tok)
+    plan = gguf_export.plan(folder, ModelConfig(base=str(folder)), "f32", "tiny")
+    vocab = build_vocab(plan.tokenizer, len(tok), plan.base)
+    path = tmp_path / f"{kind}.gguf"
+    gguf_export.write_gguf(plan, vocab, path)
+    texts = [d["text"] for d in target_docs(seed=5)[:8]] + english_lines(8, seed=11) + ["Ŋanga 12 ☃ café  two  spaces"]
+    assert parity(path, tok, {"texts": texts})["sets"]["texts"]["identical"]
+
+    r = gguf.GGUFReader(path)
+    assert _field(r, "general.architecture") == ("llama" if kind == "mistral" else "qwen2")
+    if tokenizer == "sentencepiece":
+        assert _field(r, "tokenizer.ggml.model") == "llama" and _field(r, "tokenizer.ggml.add_space_prefix") is True
+        types, scores = _field(r, "tokenizer.ggml.token_type"), _field(r, "tokenizer.ggml.scores")
+        assert types[3] == types[258] == BYTE and types[0] == 2  # <0x00>, <0xFF>, <unk>
+        assert scores[-1] < scores[300] <= 0  # later merges score lower: llama.cpp applies them later
+    else:
+        assert _field(r, "tokenizer.ggml.model") == "gpt2" and "blk.0.attn_q.bias" in {t.name for t in r.tensors}
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
+    original = AutoModelForCausalLM.from_pretrained(folder).eval()
+    ids = torch.tensor([tok(texts[0], add_special_tokens=False)["input_ids"][:40]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, original(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 CHATML = (

@@ -113,7 +113,7 @@ def write(p: Plan, rd: RunDir, out: Path) -> dict[str, Any]:
         "quant": p.quant,
         "architecture": p.arch.gguf,
         "vocab_size": n_vocab,
-        "tokenizer": {"model": "gpt2", "pre": vocab.pre, "pre_from": vocab.pre_source, "add_bos": vocab.add_bos},
+        "tokenizer": {"model": vocab.model, "pre": vocab.pre, "pre_from": vocab.pre_source, "add_bos": vocab.add_bos},
         "tensors": tensors,
         "parity": checked,
         "bytes": path.stat().st_size,
@@ -295,11 +295,18 @@ def summary(record: dict[str, Any]) -> str:
     sets = record["parity"]["sets"]
     lines = [
         f"GGUF: {record['file']} ({record['architecture']}, {record['quant']}, {record['bytes'] / 1e6:.1f} MB, "
-        f"{record['vocab_size']} tokens); pre-tokenizer '{record['tokenizer']['pre']}' from {record['tokenizer']['pre_from']}",
+        f"{record['vocab_size']} tokens); "
+        + (
+            f"pre-tokenizer '{record['tokenizer']['pre']}' from {record['tokenizer']['pre_from']}"
+            if record["tokenizer"]["model"] == "gpt2"
+            else "SentencePiece-style tokenizer (llama.cpp's 'llama' model, merges as token scores)"
+        ),
         "token-id parity with the adapted tokenizer: identical on "
         + ", ".join(f"{k} ({v['texts']} texts, {v['tokens']:,} tokens)" for k, v in sets.items())
         + f"; read back by {' and '.join(record['parity']['readers'])}",
     ]
+    for reader, why in record["parity"]["unreadable"].items():
+        lines.append(f"not checked by {reader}, which cannot read the file: {why}")
     if record["tensors"]["f16_fallback"]:
         lines.append(
             f"kept in f16 (rows not a whole number of quant blocks): {', '.join(record['tensors']['f16_fallback'])}"

@@ -8,6 +8,10 @@ What llama.cpp gets (`tokenizer.ggml.*`) comes from the adapted `tokenizer.json`
   merges are ordinary tokens (type NORMAL) that llama.cpp builds by merging, exactly as the
   HF tokenizer does; only what the HF tokenizer itself matches as a whole string (its added
   tokens) becomes a CONTROL (special) or USER_DEFINED token.
+- SentencePiece-style BPE (`llama`: '▁' for spaces, `<0xNN>` byte fallback; Llama 2,
+  Mistral): llama.cpp merges by token score instead of a merge list, so each token built by
+  a merge scores minus that merge's rank (earlier merges win, the extension's appended
+  merges come last, as in the HF tokenizer); byte tokens are type BYTE.
 - the pre-tokenizer identity (`tokenizer.ggml.pre`, which picks llama.cpp's split regex)
   comes from the base model, never from the extended vocabulary: from the base GGUF file
   when the base was one, else by matching the base `tokenizer.json`'s pre-tokenizer to the
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,7 +43,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 # tokenizer.ggml.token_type values (gguf.TokenType)
-NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
 Reader = Callable[[list[str]], list[list[int]]]
 
 
@@ -46,9 +52,12 @@ Reader = Callable[[list[str]], list[list[int]]]
 class Vocab:
     """Everything `tokenizer.ggml.*` holds for a byte-level BPE tokenizer."""
 
+    model: str  # tokenizer.ggml.model: gpt2 (byte-level BPE) or llama (SentencePiece-style BPE)
     tokens: list[str]
     types: list[int]
-    merges: list[str]
+    merges: list[str]  # gpt2
+    scores: list[float]  # llama
+    add_space_prefix: bool  # llama: a '▁' before the text
     special: dict[str, int]  # bos / eos / pad / unk -> id
     add_bos: bool
     add_eos: bool
@@ -76,26 +85,46 @@ def tokenizer_json(tok: "PreTrainedTokenizerBase") -> dict[str, Any]:
     return json.loads(backend.to_str())
 
 
-def tokenizer_problems(tok: "PreTrainedTokenizerBase") -> list[str]:
-    """Why the GGUF export cannot hold this tokenizer (empty: it can): byte-level BPE only."""
+def tokenizer_model(tok: "PreTrainedTokenizerBase") -> str | None:
+    """The GGUF tokenizer model that holds this tokenizer: gpt2, llama, or None (none of them)."""
     data = tokenizer_json(tok)
     model = data.get("model", {})
+    if model.get("type") != "BPE":
+        return None
     # byte_fallback is inert under a ByteLevel pre-tokenizer (every byte is a token already)
-    if model.get("type") != "BPE" or not _has_byte_level(data.get("pre_tokenizer")):
-        kind = "SentencePiece-style BPE" if model.get("type") == "BPE" else model.get("type", "unknown")
+    if _find(data.get("pre_tokenizer"), "ByteLevel"):
+        return "gpt2"
+    spaces = _find(data.get("pre_tokenizer"), "Metaspace") or _find(data.get("normalizer"), "Replace")
+    return "llama" if model.get("byte_fallback") and spaces else None
+
+
+def tokenizer_problems(tok: "PreTrainedTokenizerBase") -> list[str]:
+    """Why the GGUF export cannot hold this tokenizer (empty: it can)."""
+    if tokenizer_model(tok) is None:
+        kind = tokenizer_json(tok).get("model", {}).get("type", "unknown")
         return [
-            f"the adapted tokenizer is {kind}; the GGUF export writes byte-level BPE tokenizers "
-            "(GPT-2, Llama 3, SmolLM, Qwen2 families) only"
+            f"the adapted tokenizer ({kind}) is neither byte-level BPE (GPT-2, Llama 3, SmolLM, Qwen2) nor "
+            "SentencePiece-style BPE with byte fallback (Llama 2, Mistral), the two the GGUF export writes"
         ]
     return []
 
 
-def _has_byte_level(pre: dict[str, Any] | None) -> bool:
-    if not pre:
-        return False
-    if pre.get("type") == "Sequence":
-        return any(_has_byte_level(p) for p in pre.get("pretokenizers", []))
-    return pre.get("type") == "ByteLevel"
+def _find(node: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    """The first step of type `kind` in a normalizer or pre-tokenizer (or a Sequence of them)."""
+    if not node:
+        return None
+    if node.get("type") == "Sequence":
+        steps = node.get("pretokenizers", node.get("normalizers", []))
+        return next((found for step in steps if (found := _find(step, kind))), None)
+    return node if node.get("type") == kind else None
+
+
+def _space_prefix(data: dict[str, Any]) -> bool:
+    """Whether the tokenizer puts a '▁' before the text (a Metaspace that prepends, or a Prepend normalizer)."""
+    meta = _find(data.get("pre_tokenizer"), "Metaspace")
+    if meta is not None:
+        return meta.get("prepend_scheme", "always" if meta.get("add_prefix_space", True) else "never") != "never"
+    return _find(data.get("normalizer"), "Prepend") is not None
 
 
 def canonical(pre: Any) -> Any:
@@ -139,7 +168,7 @@ def base_tokenizer(cfg: ModelConfig, adapted: "PreTrainedTokenizerBase") -> Base
     else:
         base_tok = load_tokenizer(resolve_base(cfg), cfg.revision)
         pre_tokenizer = tokenizer_json(base_tok).get("pre_tokenizer")
-        found = pre_name(pre_tokenizer)
+        found = pre_name(pre_tokenizer) if tokenizer_model(adapted) == "gpt2" else ""
         if found is None:
             names = ", ".join(k["pre"] for k in known_pre_tokenizers())
             raise InputError(
@@ -147,7 +176,12 @@ def base_tokenizer(cfg: ModelConfig, adapted: "PreTrainedTokenizerBase") -> Base
                 f"pre-tokenizer {json.dumps(canonical(pre_tokenizer))[:300]} is none of the known ones ({names})",
                 hint="export --format merged and convert with llama.cpp's own converter, which knows more tokenizers",
             )
-        base = BaseTokenizer(found, f"the base tokenizer.json's pre-tokenizer (the split llama.cpp calls '{found}')")
+        base = BaseTokenizer(
+            found,
+            f"the base tokenizer.json's pre-tokenizer (the split llama.cpp calls '{found}')"
+            if found
+            else "none: SentencePiece-style tokenizers have no pre-tokenizer in llama.cpp",
+        )
     base_split = canonical(tokenizer_json(base_tok).get("pre_tokenizer"))
     if canonical(tokenizer_json(adapted).get("pre_tokenizer")) != base_split:
         raise InputError(
@@ -167,10 +201,13 @@ def _gguf_field(path: Path, key: str, default: Any) -> Any:
 
 
 def build_vocab(tok: "PreTrainedTokenizerBase", n_vocab: int, base: BaseTokenizer) -> Vocab:
-    """The `tokenizer.ggml.*` content of a byte-level BPE tokenizer, padded to the model's `n_vocab` rows."""
+    """The `tokenizer.ggml.*` content of the tokenizer, padded to the model's `n_vocab` rows."""
     data = tokenizer_json(tok)
     model = data["model"]
-    by_id: dict[int, tuple[str, int]] = {i: (t, NORMAL) for t, i in model["vocab"].items()}
+    kind = tokenizer_model(tok) or "gpt2"
+    by_id: dict[int, tuple[str, int]] = {
+        i: (t, BYTE if kind == "llama" and _BYTE_TOKEN.fullmatch(t) else NORMAL) for t, i in model["vocab"].items()
+    }
     for added in data.get("added_tokens", []):
         # the HF tokenizer matches added tokens as whole strings before BPE; llama.cpp does the
         # same for CONTROL and USER_DEFINED tokens, whose text is the raw string, not byte-level
@@ -179,10 +216,17 @@ def build_vocab(tok: "PreTrainedTokenizerBase", n_vocab: int, base: BaseTokenize
         raise InputError(f"the tokenizer has ids up to {max(by_id)} but the model only {n_vocab} embedding rows")
     tokens, types = [], []
     for i in range(n_vocab):
-        text, kind = by_id.get(i, (f"[PAD{i}]", UNUSED))  # rows no token uses (a vocabulary rounded up)
+        text, token_type = by_id.get(i, (f"[PAD{i}]", UNUSED))  # rows no token uses (a vocabulary rounded up)
         tokens.append(text)
-        types.append(kind)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+        types.append(token_type)
+    pairs = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
+    merges = [" ".join(m) for m in pairs]
+    rank: dict[str, int] = {}
+    for r, (a, b) in enumerate(pairs):
+        rank.setdefault(a + b, r)
+    scores = [-float(rank.get(t, 0)) for t in tokens] if kind == "llama" else []
+    if kind == "llama" and isinstance(getattr(tok, "unk_token_id", None), int):
+        types[tok.unk_token_id] = UNKNOWN
     special = {
         name: getattr(tok, f"{name}_token_id")
         for name in ("bos", "eos", "pad", "unk")
@@ -192,16 +236,33 @@ def build_vocab(tok: "PreTrainedTokenizerBase", n_vocab: int, base: BaseTokenize
     add_bos = (len(full) > len(plain) and full[0] == special.get("bos")) if base.add_bos is None else base.add_bos
     add_eos = len(full) > len(plain) and full[-1] == special.get("eos")
     template = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else None
-    return Vocab(tokens, types, merges, special, add_bos, add_eos, template, base.pre, base.source)
+    return Vocab(
+        kind,
+        tokens,
+        types,
+        merges if kind == "gpt2" else [],
+        scores,
+        kind == "llama" and _space_prefix(data),
+        special,
+        add_bos,
+        add_eos,
+        template,
+        base.pre,
+        base.source,
+    )
 
 
 def write_vocab(writer: Any, vocab: Vocab) -> None:
     """The tokenizer keys of a GGUF file (`writer` is a gguf.GGUFWriter)."""
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_tokenizer_model(vocab.model)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.types)
-    writer.add_token_merges(vocab.merges)
+    if vocab.model == "gpt2":
+        writer.add_tokenizer_pre(vocab.pre)
+        writer.add_token_merges(vocab.merges)
+    else:
+        writer.add_token_scores(vocab.scores)
+        writer.add_add_space_prefix(vocab.add_space_prefix)
     for name, token_id in vocab.special.items():
         getattr(writer, {"pad": "add_pad_token_id", "unk": "add_unk_token_id"}.get(name, f"add_{name}_token_id"))(
             token_id
@@ -215,14 +276,20 @@ def write_vocab(writer: Any, vocab: Vocab) -> None:
 # -- parity ---------------------------------------------------------------------------------
 
 
-def readers(path: Path) -> dict[str, Reader]:
-    """Independent readers of the GGUF file's tokenizer: transformers' always, llama.cpp's when installed."""
+def readers(path: Path) -> tuple[dict[str, Reader], dict[str, str]]:
+    """Independent readers of the GGUF file's tokenizer (transformers', and llama.cpp's when installed),
+    and why any could not read it. llama.cpp failing to load the file is an error of its own."""
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    out: dict[str, Reader] = {
-        "transformers (GGUF tokenizer)": lambda texts: hf(texts, add_special_tokens=False)["input_ids"]
-    }
+    out: dict[str, Reader] = {}
+    unreadable: dict[str, str] = {}
+    try:
+        hf = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        out["transformers (GGUF tokenizer)"] = lambda texts: hf(texts, add_special_tokens=False)["input_ids"]
+    except Exception as e:  # its converters know fewer files than llama.cpp (e.g. a name with 'mistral' in it)
+        unreadable["transformers (GGUF tokenizer)"] = (
+            f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        )
     if importlib.util.find_spec("llama_cpp") is not None:
         from llama_cpp import Llama
 
@@ -233,7 +300,12 @@ def readers(path: Path) -> dict[str, Reader]:
         out["llama.cpp (llama-cpp-python)"] = lambda texts: [
             llm.tokenize(t.encode("utf-8"), add_bos=False, special=False) for t in texts
         ]
-    return out
+    if not out:
+        raise LangAdaptError(
+            f"no reader could read the GGUF file's tokenizer back to check it ({'; '.join(unreadable.values())})",
+            hint="install llama-cpp-python (pip install langadapt[gguf]); " + _HINT,
+        )
+    return out, unreadable
 
 
 def parity(
@@ -244,8 +316,10 @@ def parity(
     Returns what was compared (readers, texts and tokens per set); raises at the first text
     whose ids differ, naming the reader, the text and both id sequences from the difference on.
     """
-    use = readers(path) if use is None else use
-    report: dict[str, Any] = {"readers": list(use), "sets": {}}
+    unreadable: dict[str, str] = {}
+    if use is None:
+        use, unreadable = readers(path)
+    report: dict[str, Any] = {"readers": list(use), "unreadable": unreadable, "sets": {}}
     for name, texts in sets.items():
         want = tok(texts, add_special_tokens=False)["input_ids"]
         for reader, read in use.items():
