@@ -3,8 +3,9 @@
 Written with the `gguf` library from the merged model (`train/final`): the architecture's
 hyperparameters, every tensor under llama.cpp's name (the library's name map), 1-D tensors
 in f32 and matrices in the chosen `--quant` (the library's numpy quantisers), and the
-adapted tokenizer (`gguf_vocab.py`). Llama-family decoders only: Llama (SmolLM), Mistral
-(written as llama, as llama.cpp reads it) and Qwen2; anything else is refused before work.
+adapted tokenizer (`gguf_vocab.py`: byte-level or SentencePiece-style BPE). Llama-family
+decoders only: Llama (SmolLM), Mistral (written as llama, as llama.cpp reads it) and Qwen2;
+anything else is refused before work, every problem at once.
 
 Before the folder is published, the file's tokenizer is read back by every reader there is
 and must give the adapted tokenizer's token ids on all held-out target and source text;
