@@ -170,16 +170,25 @@ def test_the_pre_tokenizer_is_named_from_the_base(tmp_path):
         base_tokenizer(ModelConfig(base=str(base)), PreTrainedTokenizerFast(tokenizer_object=tk))
 
 
-def spm_tokenizer():
-    """A SentencePiece-style BPE ('▁' for spaces, <0xNN> byte fallback, as Llama 2 and Mistral ship), trained here."""
+def spm_tokenizer(prefix: bool = True):
+    """A SentencePiece-style BPE ('▁' for spaces, <0xNN> byte fallback), trained here: as Llama 2 and Mistral
+    ship it (a '▁' before the text), or without the prefix, spaces replaced by a normalizer (Gemma's)."""
     from conftest import english_lines, target_docs
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>"]
     meta = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    spaces = normalizers.Replace(" ", "▁")
+
+    def split(tk):
+        if prefix:
+            tk.pre_tokenizer = meta
+        else:
+            tk.normalizer = spaces
+
     tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = meta
+    split(tk)
     texts = english_lines(200, seed=3) + [d["text"] for d in target_docs(seed=9)[:30]]
     tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials))
     data = json.loads(tk.to_str())
@@ -190,9 +199,10 @@ def spm_tokenizer():
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
     bpe = models.BPE(vocab={t: i for i, t in enumerate(order)}, merges=merges, unk_token="<unk>", byte_fallback=True)
     tk = Tokenizer(bpe)
-    tk.pre_tokenizer = meta
+    split(tk)
     tk.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+        + ([decoders.Strip(" ", 1, 0)] if prefix else [])
     )
     tk.add_special_tokens(specials)
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
@@ -216,8 +226,14 @@ def _tiny(folder, kind, tok):
         tie_word_embeddings=kind != "qwen2",
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
+        **({"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 64} if kind == "gemma2" else {}),
     )
     model = AutoModelForCausalLM.from_config(config)
+    if kind == "gemma2":
+        with torch.no_grad():  # Gemma's norms scale by 1 + w: nonzero w, so a missing offset shows
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.normal_()
     if kind == "qwen2":
         with torch.no_grad():  # nonzero biases, so a misplaced one shows in the logits
             for layer in model.model.layers:
@@ -228,8 +244,26 @@ def _tiny(folder, kind, tok):
     return folder
 
 
-@pytest.mark.parametrize("kind, tokenizer", [("mistral", "sentencepiece"), ("qwen2", "byte-level")])
-def test_mistral_and_qwen2_with_either_tokenizer_family_read_back_identically(kind, tokenizer, tiny_model, tmp_path):
+LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+
+
+@pytest.mark.parametrize(
+    "kind, tokenizer",
+    [
+        ("mistral", "sentencepiece"),
+        ("qwen2", "byte-level"),
+        pytest.param(
+            "gemma2",
+            "sentencepiece-no-prefix",
+            marks=pytest.mark.skipif(
+                not LLAMA_CPP, reason="only llama.cpp reads a Gemma GGUF vocabulary as it is meant"
+            ),
+        ),
+    ],
+)
+def test_mistral_qwen2_and_gemma2_with_their_tokenizer_families_read_back_identically(
+    kind, tokenizer, tiny_model, tmp_path
+):
     """Written straight from a model folder: the same logits through transformers' GGUF loader, the same ids
     through every GGUF tokenizer reader (llama.cpp's too when installed), SentencePiece merges as scores."""
     import gguf
@@ -240,29 +274,50 @@ def test_mistral_and_qwen2_with_either_tokenizer_family_read_back_identically(ki
     from langadapt.config import ModelConfig
     from langadapt.gguf_vocab import BYTE, build_vocab, parity
 
-    tok = spm_tokenizer() if tokenizer == "sentencepiece" else AutoTokenizer.from_pretrained(tiny_model)
+    if tokenizer == "byte-level":
+        tok = AutoTokenizer.from_pretrained(tiny_model)
+    else:
+        tok = spm_tokenizer(prefix=tokenizer == "sentencepiece")
     folder = _tiny(tmp_path / kind, kind, tok)
     plan = gguf_export.plan(folder, ModelConfig(base=str(folder)), "f32", "tiny")
     vocab = build_vocab(plan.tokenizer, len(tok), plan.base)
     path = tmp_path / f"{kind}.gguf"
     gguf_export.write_gguf(plan, vocab, path)
     texts = [d["text"] for d in target_docs(seed=5)[:8]] + english_lines(8, seed=11) + ["Ŋanga 12 ☃ café  two  spaces"]
-    assert parity(path, tok, {"texts": texts})["sets"]["texts"]["identical"]
+    checked = parity(path, tok, {"texts": texts})
+    assert checked["sets"]["texts"]["identical"]
+    assert ("transformers (GGUF tokenizer)" in checked["unreadable"]) == (kind == "gemma2")
 
     r = gguf.GGUFReader(path)
-    assert _field(r, "general.architecture") == ("llama" if kind == "mistral" else "qwen2")
-    if tokenizer == "sentencepiece":
-        assert _field(r, "tokenizer.ggml.model") == "llama" and _field(r, "tokenizer.ggml.add_space_prefix") is True
+    assert _field(r, "general.architecture") == {"mistral": "llama"}.get(kind, kind)
+    if tokenizer.startswith("sentencepiece"):
+        assert _field(r, "tokenizer.ggml.model") == "llama"
+        assert _field(r, "tokenizer.ggml.add_space_prefix") is (tokenizer == "sentencepiece")
         types, scores = _field(r, "tokenizer.ggml.token_type"), _field(r, "tokenizer.ggml.scores")
         assert types[3] == types[258] == BYTE and types[0] == 2  # <0x00>, <0xFF>, <unk>
-        assert scores[-1] < scores[300] <= 0  # later merges score lower: llama.cpp applies them later
+        merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
+        first, last = ("".join(m if isinstance(m, list) else m.split(" ")) for m in (merges[0], merges[-1]))
+        ids = tok.convert_tokens_to_ids([first, last, "K"])
+        # earlier merges score higher (llama.cpp applies them first); single characters lowest
+        assert scores[ids[0]] > scores[ids[1]] > scores[ids[2]]
     else:
         assert _field(r, "tokenizer.ggml.model") == "gpt2" and "blk.0.attn_q.bias" in {t.name for t in r.tensors}
-    model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
-    original = AutoModelForCausalLM.from_pretrained(folder).eval()
-    ids = torch.tensor([tok(texts[0], add_special_tokens=False)["input_ids"][:40]])
+    original = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    ids = tok(texts[0], add_special_tokens=False)["input_ids"][:40]
     with torch.no_grad():
-        torch.testing.assert_close(model(ids).logits, original(ids).logits, rtol=1e-5, atol=1e-5)
+        want = original(torch.tensor([ids])).logits
+    if kind == "gemma2":  # transformers' GGUF loader does not know Gemma 2's attention scale: llama.cpp runs it
+        import numpy as np
+        from llama_cpp import Llama
+
+        llm = Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False)
+        llm.eval(ids)
+        got = torch.from_numpy(np.asarray(llm.scores[: len(ids)]))[None]
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-3 * float(want.abs().max()))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(torch.tensor([ids])).logits, want, rtol=1e-5, atol=1e-5)
 
 
 CHATML = (

@@ -4,7 +4,8 @@ Written with the `gguf` library from the merged model (`train/final`): the archi
 hyperparameters, every tensor under llama.cpp's name (the library's name map), 1-D tensors
 in f32 and matrices in the chosen `--quant` (the library's numpy quantisers), and the
 adapted tokenizer (`gguf_vocab.py`: byte-level or SentencePiece-style BPE). Llama-family
-decoders only: Llama (SmolLM), Mistral (written as llama, as llama.cpp reads it) and Qwen2;
+decoders only: Llama (SmolLM), Mistral (written as llama, as llama.cpp reads it), Qwen2 and
+Gemma 2 (its norms stored as llama.cpp applies them, 1 + w);
 anything else is refused before work, every problem at once.
 
 Before the folder is published, the file's tokenizer is read back by every reader there is
@@ -49,9 +50,15 @@ FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q
 class Arch:
     gguf: str  # general.architecture: which llama.cpp graph runs it
     unrotate_qk: bool  # llama.cpp's llama graph pairs rotary dimensions (i, i+1); HF's pairs (i, i + d/2)
+    norm_offset: float = 0.0  # Gemma's RMSNorm scales by (1 + w); llama.cpp stores the factor itself
 
 
-ARCHS = {"llama": Arch("llama", True), "mistral": Arch("llama", True), "qwen2": Arch("qwen2", False)}
+ARCHS = {
+    "llama": Arch("llama", True),
+    "mistral": Arch("llama", True),
+    "qwen2": Arch("qwen2", False),
+    "gemma2": Arch("gemma2", False, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,10 @@ def architecture_problems(config: dict[str, Any]) -> list[str]:
         out.append(f"rope_scaling {scaling} has no GGUF form here (only none or linear)")
     if ARCHS[kind].gguf == "llama" and (config.get("attention_bias") or config.get("mlp_bias")):
         out.append("attention or MLP biases on a Llama model are not written by the GGUF export")
+    if kind == "gemma2" and config.get("query_pre_attn_scalar", config.get("head_dim")) != config.get("head_dim"):
+        out.append(
+            "Gemma 2 with query_pre_attn_scalar other than head_dim (the 27B's) is not written by the GGUF export"
+        )
     return out
 
 
@@ -147,6 +158,8 @@ def write_gguf(p: Plan, vocab: Vocab, path: Path) -> dict[str, Any]:
             w = unrotate(w, int(cfg["num_attention_heads"]))
         elif p.arch.unrotate_qk and name.endswith(("attn_k.weight", "attn_k.bias")):
             w = unrotate(w, int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]))
+        elif p.arch.norm_offset and name.endswith("norm.weight"):
+            w = w + p.arch.norm_offset
         data, qtype, used = encode(w, p.quant)
         if used != p.quant and w.ndim > 1:
             fallback.append(name)
@@ -175,9 +188,13 @@ def _hyperparameters(writer: Any, cfg: dict[str, Any], p: Plan) -> None:
     writer.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
     writer.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
     writer.add_rope_dimension_count(head_dim)
-    if head_dim * heads != int(cfg["hidden_size"]):
+    if head_dim * heads != int(cfg["hidden_size"]) or p.arch.gguf == "gemma2":
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
+    if p.arch.gguf == "gemma2":  # soft-capping and the sliding window of every other layer
+        writer.add_attn_logit_softcapping(float(cfg.get("attn_logit_softcapping") or 0.0))
+        writer.add_final_logit_softcapping(float(cfg.get("final_logit_softcapping") or 0.0))
+        writer.add_sliding_window(int(cfg.get("sliding_window") or 4096))
     scaling = cfg.get("rope_scaling") or {}
     if scaling:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)

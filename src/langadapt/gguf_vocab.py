@@ -224,7 +224,14 @@ def build_vocab(tok: "PreTrainedTokenizerBase", n_vocab: int, base: BaseTokenize
     rank: dict[str, int] = {}
     for r, (a, b) in enumerate(pairs):
         rank.setdefault(a + b, r)
-    scores = [-float(rank.get(t, 0)) for t in tokens] if kind == "llama" else []
+    # single characters score below every merged token, as in SentencePiece's own BPE models;
+    # special and byte tokens 0 (llama.cpp never looks their scores up while merging)
+    last = -float(len(pairs) + 1)
+    scores = (
+        [-float(rank[t]) if t in rank else (last if k == NORMAL else 0.0) for t, k in zip(tokens, types)]
+        if kind == "llama"
+        else []
+    )
     if kind == "llama" and isinstance(getattr(tok, "unk_token_id", None), int):
         types[tok.unk_token_id] = UNKNOWN
     special = {
@@ -284,6 +291,10 @@ def readers(path: Path) -> tuple[dict[str, Reader], dict[str, str]]:
     out: dict[str, Reader] = {}
     unreadable: dict[str, str] = {}
     try:
+        if str(_gguf_field(path, "general.architecture", "")).startswith("gemma"):
+            raise LookupError(
+                "it reads a Gemma file's vocabulary as a Unigram model over the scores, not as llama.cpp's merges"
+            )
         hf = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         out["transformers (GGUF tokenizer)"] = lambda texts: hf(texts, add_special_tokens=False)["input_ids"]
     except Exception as e:  # its converters know fewer files than llama.cpp (e.g. a name with 'mistral' in it)
