@@ -295,6 +295,8 @@ def readers(path: Path) -> tuple[dict[str, Reader], dict[str, str]]:
             raise LookupError(
                 "it reads a Gemma file's vocabulary as a Unigram model over the scores, not as llama.cpp's merges"
             )
+        if USER_DEFINED in _gguf_field(path, "tokenizer.ggml.token_type", []):
+            raise LookupError("it leaves out user-defined (added, non-special) tokens, which llama.cpp matches whole")
         hf = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         out["transformers (GGUF tokenizer)"] = lambda texts: hf(texts, add_special_tokens=False)["input_ids"]
     except Exception as e:  # its converters know fewer files than llama.cpp (e.g. a name with 'mistral' in it)
