@@ -65,6 +65,11 @@ def export(
         raise InputError(f"{to} exists and is not empty", hint="choose another --to, or pass --force to replace it")
     if quant is not None and fmt != "gguf":
         raise InputError(f"--quant applies to --format gguf only (not {fmt})")
+    if fmt == "gguf" and _bottleneck(final):
+        raise InputError(
+            f"{rd.root} trained bottleneck adapters ({recipe.train.method}), which a GGUF file cannot hold",
+            hint="export --format adapter (an AdapterHub adapter folder with the model it applies to)",
+        )
     # everything the GGUF file needs is checked before anything is written
     gguf_plan = gguf_export.plan(final, recipe.model, quant or "f16", recipe.name) if fmt == "gguf" else None
     tmp = to.with_name(to.name + ".partial")
