@@ -195,6 +195,8 @@ def test_encoder_with_bottleneck_adapters_exports_as_an_adapterhub_folder(corpus
     code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "merged"))
     assert code == 1 and "cannot be merged" in out and "--format adapter" in out
     assert not (tmp_path / "merged").exists() and not (tmp_path / "merged.partial").exists()
+    code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "g"), "--format", "gguf")
+    assert code == 1 and "which a GGUF file cannot hold" in out and not (tmp_path / "g.partial").exists()
 
     code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "a"), "--format", "adapter")
     assert code == 0, out

