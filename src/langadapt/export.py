@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.distill.card import distill_table
 from langadapt.errors import InputError, LangAdaptError, StageError
 from langadapt.rundir import RunDir, read_json, write_json
 
@@ -265,6 +266,16 @@ def model_card(recipe: "Recipe", rd: RunDir, results: dict[str, Any], fmt: str, 
     if results:
         lines += _eval_lines(results, task_rows, metric_names(results))
         lines += _forgetting_lines(results, replay)
+    student = rd.path("distill") / "summary.json"
+    if rd.is_complete("distill") and student.is_file():
+        lines += [
+            "## Distilled student",
+            "",
+            "`langadapt distill` made a smaller student of this model (distill/student/ in the run directory):",
+            "",
+            *distill_table(read_json(student)),
+            "",
+        ]
     lines += [
         "## Use",
         "",
