@@ -226,3 +226,43 @@ def test_distillation_resumed_in_the_middle_ends_where_a_straight_run_ends(tiny_
     first, second = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not torch.equal(first["model.norm.weight"], build_student(teacher, kept, layers).model.norm.weight)
+
+
+def test_an_encoder_student_of_every_layer_matches_its_teacher_and_a_shallower_one_does_not(tiny_encoder):
+    """Masked input (train's plan), KL at the masked positions, hidden states and MiniLM's attention KL:
+    zero for the teacher itself restricted to its tokens, positive for a student with one layer."""
+    from langadapt.models.encoder import document_inputs
+    from langadapt.models.loading import load_model
+    from langadapt.train.config import TrainConfig
+    from langadapt.train.mlm import MaskingPlan
+
+    teacher = load_model(str(tiny_encoder), attn_implementation="eager").eval()
+    with torch.no_grad():  # a random tiny model attends almost uniformly everywhere: sharpen its attention
+        for layer in layer_list(teacher)[1]:
+            layer.attention.self.query.weight.mul_(30)
+            layer.attention.self.key.weight.mul_(30)
+    tok = load_tokenizer(str(tiny_encoder))
+    kept = list(range(len(tok)))
+    ids = torch.tensor([tok("the king said hello to the river and the sea")["input_ids"]] * 2)
+    plan = MaskingPlan.from_tokenizer(tok, TrainConfig(mlm_probability=0.3))
+
+    def loss(layers, **weights):  # type: ignore[no-untyped-def]
+        student = build_student(teacher, kept, layers).eval()  # dropout off: the comparison is exact
+        student.config._attn_implementation = "eager"
+        objective = Distillation(
+            teacher,
+            layer_list(teacher)[1],
+            layer_list(student)[1],
+            torch.tensor(kept),
+            list(enumerate(layers)),
+            DistillConfig(**weights),
+            plan=plan,
+            packed_inputs=document_inputs,
+        )
+        assert objective.host_inputs is not None  # the loop computes the words on the host
+        return objective(student, ids, seed=7)
+
+    same = loss((0, 1))
+    assert same.shape == (2, 1) and same.abs().max().item() < 1e-5
+    assert loss((1,), kl_weight=0.0, hidden_weight=0.0, attention_weight=1.0).min().item() > 1e-4  # attention alone
+    assert loss((1,)).min().item() > 1e-3
