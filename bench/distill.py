@@ -104,6 +104,12 @@ def main() -> int:
     ap.add_argument("--layers", default="", help="explicit teacher layers, comma-separated (instead of --layers-every)")
     ap.add_argument("--vocab-size", type=int, default=0, help="cap on the student's vocabulary (0: every used token)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of both trainings")
+    ap.add_argument(
+        "--warmup", type=int, default=-1, help="warmup steps of both trainings (-1: steps // 8, at least 1)"
+    )
+    ap.add_argument(
+        "--batch-size", type=int, default=0, help="sequences per step of both trainings (0: the run's train.batch_size)"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -116,8 +122,10 @@ def main() -> int:
         f"distill.layers=[{args.layers}]",
         f"distill.vocab_size={args.vocab_size}",
         f"distill.lr={args.lr}",
+        f"distill.warmup_steps={args.warmup if args.warmup >= 0 else max(1, args.steps // 8)}",
         f"distill.save_every={max(1, args.steps // 4)}",
         f"train.threads={args.threads}",
+        *([f"train.batch_size={args.batch_size}", "train.tokens_per_step=0"] if args.batch_size else []),
         f"run_dir={rd.root}",
     ]
     recipe = Recipe.from_yaml(rd.root / "recipe.yaml", overrides=sets)

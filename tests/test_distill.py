@@ -266,3 +266,39 @@ def test_an_encoder_student_of_every_layer_matches_its_teacher_and_a_shallower_o
     assert same.shape == (2, 1) and same.abs().max().item() < 1e-5
     assert loss((1,), kl_weight=0.0, hidden_weight=0.0, attention_weight=1.0).min().item() > 1e-4  # attention alone
     assert loss((1,)).min().item() > 1e-3
+
+
+@pytest.mark.slow
+def test_a_recipe_distils_after_eval_and_the_report_and_model_cards_show_the_student(
+    corpus_files, tiny_model, tmp_path
+):
+    """The whole pipeline with `distill.enabled` on a tiny Llama, then `langadapt export` and `langadapt distill --to`."""
+    from conftest import tiny_recipe_dict, write_recipe
+    from typer.testing import CliRunner
+
+    from langadapt.cli import app
+    from langadapt.rundir import read_json
+
+    data = tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run")
+    data["distill"] = {"enabled": True, "layers": [1], "max_steps": 3, "save_every": 2}
+    recipe = write_recipe(tmp_path / "tiny.yaml", data)
+    done = CliRunner().invoke(app, ["run", str(recipe)])
+    assert done.exit_code == 0, done.output
+    summary = read_json(tmp_path / "run" / "distill" / "summary.json")
+    assert summary["student_layers"] == [1] and summary["training"]["steps"] == 3
+    assert summary["student_parameters"] < summary["teacher_parameters"]
+    assert set(summary["bits_per_byte"]) == {"nya-heldout", "eng-heldout"}
+    assert summary["inference"]["student"]["tokens_per_s"] > 0
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "Distilled student" in page and f"{summary['student_parameters']:,}" in page
+    exported = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--to", str(tmp_path / "merged")])
+    assert exported.exit_code == 0, exported.output
+    assert "## Distilled student" in (tmp_path / "merged" / "README.md").read_text()
+    student = CliRunner().invoke(app, ["distill", str(tmp_path / "run"), "--to", str(tmp_path / "student")])
+    assert student.exit_code == 0, student.output
+    assert (tmp_path / "student" / "config.json").is_file() and (tmp_path / "student" / "tokenizer.json").is_file()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
+    assert model.config.num_hidden_layers == 1 and model.config.vocab_size == summary["vocabulary"]["student_tokens"]
+    assert "| parameters |" in (tmp_path / "student" / "README.md").read_text()
