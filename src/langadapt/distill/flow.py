@@ -170,6 +170,13 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         device=device,
         objective=objective,
     )
+    # the loop's loss and speed records speak of the objective it was given and of the student's own FLOPs
+    trained["loss"] = "distillation (distill.losses): logit KL + hidden-state matching" + (
+        " + attention KL" if encoder and d.attention_weight else ""
+    )
+    trained["flops_counted"] = (
+        "the student's forward and backward passes only; the teacher's forward passes are not in the MFU"
+    )
     student.save_pretrained(folder)
 
     # teacher and student side by side: the same held-out text, the same forward passes timed
