@@ -304,7 +304,8 @@ def distill_cmd(
     The student trains on the run's corpus (target and replay, train's mix) against the teacher's
     logits and hidden states (encoders: and attention); an interrupted distillation resumes. Its
     held-out bits per byte, parameters and inference tokens/s beside the teacher's are in
-    distill/summary.json and the student's model card.
+    distill/summary.json and the student's model card. The --set values are recorded in the run's
+    recipe.yaml, as for any stage run there.
     """
     from langadapt.distill.flow import export_student
     from langadapt.pipeline import run
