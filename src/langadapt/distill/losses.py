@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from langadapt.errors import ConfigError
+
 if TYPE_CHECKING:
     import torch
 
@@ -143,6 +145,13 @@ class Distillation:
         kl_rows = torch.where(chosen, kl, 0.0).sum(dim=1) / chosen.sum(dim=1).clamp(min=1)
         rows = self.cfg.kl_weight * kl_rows + self.cfg.hidden_weight * hidden.mean(dim=1)
         if self.attention:
+            if not t_out.attentions or not s_out.attentions:
+                raise ConfigError(
+                    [
+                        f"distill.attention_weight: {type(model).__name__} returns no attention weights; set "
+                        "distill.attention_weight: 0 to distil it on logits and hidden states alone"
+                    ]
+                )
             attention = attention_kl(s_out.attentions[-1], t_out.attentions[self.pairs[-1][1]])
             rows = rows + self.cfg.attention_weight * attention.mean(dim=1)
         return rows.unsqueeze(1)
