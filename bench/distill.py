@@ -59,6 +59,7 @@ def train_scratch(recipe: Recipe, rd: RunDir, summary: dict, out: Path):  # type
     if (final / "config.json").is_file():
         cls = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
         return cls.from_pretrained(final), tok
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     model = (AutoModelForMaskedLM if encoder else AutoModelForCausalLM).from_config(config).float()
     target, replay = languages(rd)
