@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from langadapt.errors import LangAdaptError
+from langadapt.errors import ConfigError, LangAdaptError
 from langadapt.rundir import STAGES
 
 app = typer.Typer(
@@ -349,6 +349,43 @@ def graft(
     folder = to if to is not None else run_dir.resolve().parent / (run_dir.resolve().name + "-instruct")
     folder = export(run_dir, folder, "merged", force=force, graft=GraftSpec(instruct, base, allow_double))
     out.print(escape(f"grafted: {folder}; what the graft did: {folder / 'README.md'} (Instruction graft)"))
+@app.command("distill")
+@handled
+def distill_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory whose train stage has finished (runs/<name>)"),
+    to: Path = typer.Option(..., "--to", help="folder to write the student into (model, tokenizer, model card)"),
+    overrides: Optional[list[str]] = typer.Option(
+        None,
+        "--set",
+        help="override a recipe value, e.g. --set distill.layers_every=2 (see `langadapt validate --explain`)",
+    ),
+    force: bool = typer.Option(False, "--force", help="distil again even if up to date, and replace the --to folder"),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Distil the run's adapted model into a small student: trimmed vocabulary, every k-th layer (writes distill/).
+
+    The student trains on the run's corpus (target and replay, train's mix) against the teacher's
+    logits and hidden states (encoders: and attention); an interrupted distillation resumes. Its
+    held-out bits per byte, parameters and inference tokens/s beside the teacher's are in
+    distill/summary.json and the student's model card. The --set values are recorded in the run's
+    recipe.yaml, as for any stage run there.
+    """
+    from langadapt.distill.flow import export_student
+    from langadapt.pipeline import run
+    from langadapt.recipe import Recipe
+    from langadapt.rundir import RunDir
+
+    _setup_logging(verbose)
+    recipe_file = run_dir / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise ConfigError(
+            [f"{run_dir} is not a run directory (no recipe.yaml); run a recipe first: langadapt run RECIPE"],
+            source="distill",
+        )
+    sets = [*(overrides or []), "distill.enabled=true", f"run_dir={run_dir}"]
+    run(Recipe.from_yaml(recipe_file, overrides=sets), stages=("distill",), force=force)
+    folder = export_student(RunDir(run_dir), to, force=force)
+    out.print(escape(f"student: {folder}; model card: {folder / 'README.md'}"))
 
 
 _recipe_command("report", ("report",), "Stage 6: the HTML report (needs eval/; writes report/index.html).")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt import gguf_export
 from langadapt.config import ROLES, primary, source_name, sources_of
+from langadapt.distill.card import distill_table
 from langadapt.errors import InputError, LangAdaptError, StageError
 from langadapt.rundir import RunDir, read_json, write_json
 
@@ -315,6 +316,16 @@ def model_card(
     if results:
         lines += _eval_lines(results, task_rows, metric_names(results))
         lines += _forgetting_lines(results, replay)
+    student = rd.path("distill") / "summary.json"
+    if rd.is_complete("distill") and student.is_file():
+        lines += [
+            "## Distilled student",
+            "",
+            "`langadapt distill` made a smaller student of this model (distill/student/ in the run directory):",
+            "",
+            *distill_table(read_json(student)),
+            "",
+        ]
     lines += list(extra or [])
     if fmt == "gguf":
         lines += ["## Use", "", load, ""]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.corpus import flow as corpus
+from langadapt.distill import flow as distill
 from langadapt.errors import ConfigError
 from langadapt.evaluate import flow as evaluate
 from langadapt.init import flow as init
@@ -27,6 +28,7 @@ STAGE_MODULES = {
     "init": init,
     "train": train,
     "eval": evaluate,
+    "distill": distill,
     "report": report,
 }
 assert tuple(STAGE_MODULES) == STAGES

@@ -19,6 +19,7 @@ import yaml
 
 from langadapt.config import ModelConfig, SourceConfig, opt, req
 from langadapt.corpus.config import CorpusConfig
+from langadapt.distill.config import DistillConfig
 from langadapt.errors import ConfigError
 from langadapt.evaluate.config import EvalConfig
 from langadapt.init.config import InitConfig
@@ -28,6 +29,7 @@ from langadapt.train.config import TrainConfig
 
 __all__ = [
     "CorpusConfig",
+    "DistillConfig",
     "EvalConfig",
     "InitConfig",
     "ModelConfig",
@@ -48,6 +50,9 @@ class Recipe:
     init: InitConfig = opt(InitConfig(), "initialisation of new token rows")
     train: TrainConfig = opt(TrainConfig(), "continued pretraining")
     eval: EvalConfig = opt(EvalConfig(), "evaluation of base vs adapted model")
+    distill: DistillConfig = opt(
+        DistillConfig(), "distillation of the adapted model into a small student (langadapt distill RUN --to DIR)"
+    )
     report: ReportConfig = opt(ReportConfig(), "the HTML report")
     seed: int = opt(0, "seed for every random choice (data order, init noise, LoRA init)")
     run_dir: str = opt("", "where the run's outputs go (default runs/<name>, relative to the current directory)")

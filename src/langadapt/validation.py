@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import langadapt.catalog  # noqa: F401  (every registry whole: a recipe may name any registered part)
 from langadapt.corpus import checks as corpus_checks
 from langadapt.devices import DTYPES, device_problems, resolve_device
+from langadapt.distill import checks as distill_checks
 from langadapt.evaluate import checks as eval_checks
 from langadapt.init import checks as init_checks
 from langadapt.models.attention import attention_problems, model_class
@@ -32,7 +33,15 @@ def semantic_problems(recipe: "Recipe") -> list[str]:
     if recipe.model.dtype not in DTYPES:
         p.append(f"model.dtype: '{recipe.model.dtype}' is not one of {', '.join(DTYPES)}")
     p.extend(_attention_problems(recipe))
-    for section in (corpus_checks, tokenizer_checks, init_checks, train_checks, eval_checks, report_config):
+    for section in (
+        corpus_checks,
+        tokenizer_checks,
+        init_checks,
+        train_checks,
+        eval_checks,
+        distill_checks,
+        report_config,
+    ):
         p.extend(section.check(recipe))
     return p
 

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.report import distill_section
 from langadapt.report.blocks import png as _png
 from langadapt.report.blocks import table as _table
 from langadapt.report.samples_section import render as samples_html
@@ -431,6 +432,7 @@ init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(train
 {bpb_section(results)}
 {tasks_section(results)}
 {samples_html(results, _models(results))}
+{distill_section.render(rd)}
 <h2>Training</h2>
 <p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}{factorised_phrase(summary)}.</p>
 {_table(*phase_table(recipe.train, summary))}
@@ -459,6 +461,7 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         "eval": rd.fingerprint_of("eval"),
         "train": rd.fingerprint_of("train"),
         "config": recipe.to_dict()["report"],
+        **({"distill": rd.fingerprint_of("distill")} if rd.is_complete("distill") else {}),
     }
 
 
