@@ -349,6 +349,8 @@ def graft(
     folder = to if to is not None else run_dir.resolve().parent / (run_dir.resolve().name + "-instruct")
     folder = export(run_dir, folder, "merged", force=force, graft=GraftSpec(instruct, base, allow_double))
     out.print(escape(f"grafted: {folder}; what the graft did: {folder / 'README.md'} (Instruction graft)"))
+
+
 @app.command("distill")
 @handled
 def distill_cmd(
