@@ -238,6 +238,11 @@ _recipe_command(
 )
 _recipe_command("init", ("init",), "Stage 3: initialise rows for new tokens (needs tokenizer/; writes model-init/).")
 _recipe_command("train", ("train",), "Stage 4: continued pretraining, resumable (needs model-init/; writes train/).")
+_recipe_command(
+    "reference",
+    ("reference",),
+    "Stage 4b, with eval.reference scratch: a model trained from scratch on the same text, resumable (writes reference/).",
+)
 
 
 @app.command("eval")

@@ -75,3 +75,12 @@ class SourceConfig:
     split: str = opt("train", "hf: data set split to read")
     subset: str = opt("", "hf: data set configuration, e.g. nya_Latn for HuggingFaceFW/fineweb-2")
     max_documents: int = opt(0, "read at most this many documents (0: all); the rest are counted as not read")
+
+
+# the from-scratch model's tokenizer, a folder inside the tokenizer stage's output
+SCRATCH_TOKENIZER = "scratch"
+
+
+def scratch_requested(recipe: Any) -> bool:
+    """Whether a run trains a from-scratch model: as its own model (train.method scratch) or as a reference."""
+    return recipe.train.method == "scratch" or recipe.eval.reference == "scratch"

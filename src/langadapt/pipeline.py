@@ -17,6 +17,7 @@ from langadapt.report import flow as report
 from langadapt.rundir import STAGES, RunDir, read_json
 from langadapt.tokenizer import flow as tokenizer
 from langadapt.train import flow as train
+from langadapt.train import reference
 from langadapt.train.checks import memory_problems_here, resolve_objective
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ STAGE_MODULES = {
     "tokenizer": tokenizer,
     "init": init,
     "train": train,
+    "reference": reference,  # eval.reference: scratch; otherwise it does nothing
     "eval": evaluate,
     "report": report,
 }

@@ -36,6 +36,7 @@ from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.phases import run_phases
 from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
+from langadapt.train.reference import train_from_scratch
 from langadapt.train.tokenised import TokenCache, tokenizer_fingerprint
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     import torch
 
     cfg = recipe.train
+    if cfg.method == "scratch":  # no adaptation: this run's model is trained from scratch, as a reference would be
+        summary = train_from_scratch(recipe, rd, ctx.out)
+        summary["model_dtype"] = weights_dtype(recipe, resolve_device(cfg.device))
+        write_json(ctx.out / "summary.json", summary)
+        return
     init_dir = rd.require("init", "config.json", "init_report.json")
     tok_metrics = read_json(rd.require("tokenizer", "metrics.json") / "metrics.json")
     target, replay = languages(rd)
@@ -157,6 +163,8 @@ def _merge_into_full_precision(init_dir: Path, adapter_dir: Path, dtype: str) ->
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.to_dict()["train"]
+    if recipe.train.method != "scratch":
+        cfg.pop("scratch")  # what only a from-scratch model reads: an adaptation run keeps its fingerprint
     cfg.pop("threads")  # how many cores ran it does not change what it computes
     for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile", "sharding", "peak_tflops"):
         cfg.pop(key, None)  # nor where it ran, in how many pieces or against which peak: a run may resume elsewhere
