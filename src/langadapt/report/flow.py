@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.report.blocks import png as _png
 from langadapt.report.blocks import table as _table
+from langadapt.report.compare import model_rows, sizing_note
 from langadapt.report.summary import metric_names, summary_sentences, task_rows
 from langadapt.report.training import phase_table, throughput_sentence, training_sentence
 from langadapt.rundir import RunDir, StageContext, read_json
@@ -252,6 +253,23 @@ def tasks_section(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def models_section(recipe: "Recipe", rd: RunDir, results: dict[str, Any], summary: dict[str, Any]) -> str:
+    """Base, adapted and from scratch side by side: parameters, training compute, held-out figures."""
+    if "parameters" not in results:  # evaluated before models' sizes were recorded
+        return ""
+    ref_file = rd.path("reference") / "summary.json"
+    reference = read_json(ref_file) if "scratch" in results["parameters"] and ref_file.is_file() else None
+    header, rows = model_rows(results, summary, reference, recipe.train.method == "scratch")
+    note = sizing_note(reference if reference is not None else summary)
+    return (
+        "<h2>Models side by side</h2>\n<p class='note'>Parameters, the training this run did (model FLOPs per "
+        "trained token times tokens trained; the base's pretraining is not counted) and each held-out set's "
+        f"{html.escape(metric_names(results))}.</p>\n"
+        + _table(header, rows)
+        + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
+    )
+
+
 def _section_module(name: str) -> Any:
     """A report section written as its own module, when this installation has it."""
     full = f"langadapt.report.{name}"
@@ -337,6 +355,7 @@ tokenizer <code>{html.escape(recipe.tokenizer.method)}</code> (+{tok.get("added_
 init <code>{html.escape(recipe.init.method)}</code>, training {html.escape(training_sentence(recipe.train, summary))}.</p>
 <div class="summary"><b>In short.</b><ul>{"".join(f"<li>{html.escape(s)}</li>" for s in sentences)}</ul></div>
 {bpb_section(results)}
+{models_section(recipe, rd, results, summary)}
 {tasks_section(results)}
 <h2>Training</h2>
 <p>{len(steps)} logged steps; final loss {last.get("loss", "n/a")}{factorised_phrase(summary)}.</p>
@@ -360,11 +379,14 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
-    return {
+    out = {
         "eval": rd.fingerprint_of("eval"),
         "train": rd.fingerprint_of("train"),
         "config": recipe.to_dict()["report"],
     }
+    if recipe.eval.reference:
+        out["reference"] = rd.fingerprint_of("reference")
+    return out
 
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
