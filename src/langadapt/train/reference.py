@@ -29,6 +29,7 @@ from langadapt.stage import run_stage
 from langadapt.train import scratch
 from langadapt.train.adapters import save_final
 from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
+from langadapt.train.loop import set_dropout
 from langadapt.train.mlm import MaskingPlan, masked_lm
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.phases import run_phases
@@ -118,6 +119,8 @@ def train_from_scratch(recipe: "Recipe", rd: RunDir, out: Path) -> dict[str, Any
     objective = masked_lm(MaskingPlan.from_tokenizer(tok, sub.train, launched_rank())) if masked else None
     objective = objective or OBJECTIVES.get(cfg.objective)
     model = scratch.build_model(config, recipe.seed)
+    if cfg.dropout >= 0:  # train.dropout: the fresh model's own dropout layers, as for an adapted model
+        set_dropout(model, cfg.dropout)
     n_params = scratch.parameters(model)
     model, summary = run_phases(model, [], {target: stream}, target, None, sub, out, objective)
     save_final(model, tok, out / "final", weights_dtype(recipe, resolve_device(cfg.device)))
@@ -157,7 +160,22 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.to_dict()["train"]
-    keep = ("scratch", "objective", "precision", "save_every", "keep_checkpoints", "eval_every", "eval_tokens")
+    # what the from-scratch training reads from the train section (train.scratch, and the loop's own settings);
+    # where it runs, in how many pieces and with how many threads do not change what it computes
+    keep = (
+        "scratch",
+        "objective",
+        "precision",
+        "low_precision_master_weights",
+        "dropout",
+        "grad_clip",
+        "packed_attention",
+        "early_stopping_patience",
+        "save_every",
+        "keep_checkpoints",
+        "eval_every",
+        "eval_tokens",
+    )
     return {
         "corpus": rd.fingerprint_of("corpus"),
         "tokenizer": rd.fingerprint_of("tokenizer"),
