@@ -77,10 +77,6 @@ class SourceConfig:
     max_documents: int = opt(0, "read at most this many documents (0: all); the rest are counted as not read")
 
 
-# the from-scratch model's tokenizer, a folder inside the tokenizer stage's output
-SCRATCH_TOKENIZER = "scratch"
-
-
 def scratch_requested(recipe: Any) -> bool:
     """Whether a run trains a from-scratch model: as its own model (train.method scratch) or as a reference."""
     return recipe.train.method == "scratch" or recipe.eval.reference == "scratch"

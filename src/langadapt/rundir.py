@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from langadapt.errors import StageError
 
-STAGES = ("corpus", "tokenizer", "init", "train", "reference", "eval", "report")
+STAGES = ("corpus", "tokenizer", "scratch-tokenizer", "init", "train", "reference", "eval", "report")
 FOLDERS = {"init": "model-init"}  # stage name -> folder name, where they differ
 MARKER = ".complete.json"
 

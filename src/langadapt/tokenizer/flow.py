@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langadapt.config import SCRATCH_TOKENIZER, scratch_requested
 from langadapt.documents import languages, read_docs, read_texts
 from langadapt.models.loading import load_tokenizer, resolve_base
 from langadapt.rundir import RunDir, StageContext, write_json
@@ -21,7 +20,6 @@ from langadapt.stage import run_stage
 from langadapt.tokenizer import extend, replace, translit, trim  # noqa: F401  (register their methods)
 from langadapt.tokenizer.methods import TOKENIZER_METHODS, MethodInputs
 from langadapt.tokenizer.metrics import parity, tokenizer_metrics
-from langadapt.tokenizer.scratch import scratch_tokenizer
 from langadapt.tokenizer.state import check_extendable
 
 if TYPE_CHECKING:
@@ -75,10 +73,6 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             )
     if recipe.tokenizer.parity_target is not None:
         metrics["parity"] = _parity(recipe, rd, target_lang, base, adapted)
-    if scratch_requested(recipe):  # the from-scratch model's own tokenizer, measured on the same held-out text
-        tok, about = scratch_tokenizer(base, inputs.target_texts, recipe, ctx.out / SCRATCH_TOKENIZER)
-        about["heldout"] = {target_lang: tokenizer_metrics(tok, read_texts(rd, target_lang, "heldout"))}
-        metrics["scratch"] = about
     write_json(ctx.out / "metrics.json", metrics)
 
 
@@ -124,16 +118,12 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     from langadapt.sources.reading import source_identity
 
     t = recipe.tokenizer
-    out = {
+    return {
         "corpus": rd.fingerprint_of("corpus"),
         "model": recipe.to_dict()["model"],
         "config": recipe.to_dict()["tokenizer"],
         "texts": [source_identity(s) for s in (*t.trim_sources, t.parity_target, t.parity_reference) if s is not None],
     }
-    if scratch_requested(recipe):  # only then: a run without a from-scratch model keeps its fingerprint
-        s = recipe.train.scratch
-        out["scratch"] = {"vocabulary": s.vocabulary, "vocab_size": s.vocab_size}
-    return out
 
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:

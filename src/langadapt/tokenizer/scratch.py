@@ -1,10 +1,16 @@
-"""The from-scratch model's tokenizer (`tokenizer/scratch/`): trained on the target text, or bytes.
+"""The scratch-tokenizer stage (`scratch-tokenizer/`): the from-scratch model's tokenizer, trained on the target text.
 
 `target`: a tokenizer of the base's family (normaliser, pre-tokeniser, special tokens) trained on
 the target's cleaned training text, exactly as `tokenizer.method: replace` trains one; Goldfish
 trains a monolingual tokenizer per language likewise. `bytes`: MonoByte's vocabulary (Abdaoui et
 al. 2022): one token per UTF-8 byte value, 256 of them, after the base's special tokens; nothing
 to train, no unknown token possible.
+
+A stage of its own, run only when the recipe asks for a from-scratch model (train.method scratch,
+eval.reference scratch), so that asking for one leaves the adaptation's own stages (tokenizer,
+init, train) and their fingerprints as they were: a reference added to a finished run trains
+the reference alone. It writes the tokenizer and `metrics.json` (its size and its metrics on the
+target's held-out text, beside the tokenizer stage's).
 """
 
 from __future__ import annotations
@@ -13,6 +19,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.config import scratch_requested
+from langadapt.documents import languages, read_texts
+from langadapt.models.loading import load_tokenizer, resolve_base
+from langadapt.rundir import RunDir, StageContext, write_json
+from langadapt.stage import run_stage
+from langadapt.tokenizer.metrics import tokenizer_metrics
 from langadapt.tokenizer.replace import train_replacement
 
 if TYPE_CHECKING:
@@ -21,6 +33,7 @@ if TYPE_CHECKING:
     from langadapt.recipe import Recipe
 
 log = logging.getLogger(__name__)
+NAME = "scratch-tokenizer"
 GOLDFISH_VOCAB = 50_000  # Goldfish's SentencePiece vocabulary per language
 
 
@@ -82,3 +95,29 @@ def byte_tokenizer(base: "PreTrainedTokenizerBase", out: Path) -> "PreTrainedTok
     tok.save_pretrained(out)
     log.info("byte-level vocabulary: %d special tokens + 256 bytes", len(specials))
     return PreTrainedTokenizerFast.from_pretrained(out)
+
+
+def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
+    target, _ = languages(rd)
+    base = load_tokenizer(resolve_base(recipe.model), recipe.model.revision)
+    tok, about = scratch_tokenizer(base, read_texts(rd, target, "train"), recipe, ctx.out)
+    about["heldout"] = {target: tokenizer_metrics(tok, read_texts(rd, target, "heldout"))}
+    write_json(ctx.out / "metrics.json", about)
+
+
+def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
+    s = recipe.train.scratch
+    return {
+        "corpus": rd.fingerprint_of("corpus"),
+        "model": recipe.to_dict()["model"],  # the base's tokenizer family and special tokens
+        "config": {"vocabulary": s.vocabulary, "vocab_size": s.vocab_size},
+        "min_frequency": recipe.tokenizer.min_frequency if s.vocabulary == "target" else None,
+    }
+
+
+def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
+    """The stage, when the recipe trains a from-scratch model; else nothing is done."""
+    if not scratch_requested(recipe):
+        log.info("[%s] not needed (no train.method scratch, no eval.reference scratch)", NAME)
+        return rd.path(NAME)
+    return run_stage(NAME, recipe, rd, inputs(recipe, rd), _build, force)

@@ -41,7 +41,7 @@ class ScratchConfig:
     vocabulary: str = opt(
         "target",
         "target: a tokenizer of the base's family trained on the target's cleaned training text in the "
-        "tokenizer stage (tokenizer/scratch/, as tokenizer.method replace trains one), of vocab_size tokens; "
+        "scratch-tokenizer stage (scratch-tokenizer/, as tokenizer.method replace trains one), of vocab_size tokens; "
         "bytes: a vocabulary of the 256 UTF-8 byte values plus the base's special tokens (MonoByte, Abdaoui et "
         "al. 2022): no tokenizer to train, about 4 times the tokens per text",
     )

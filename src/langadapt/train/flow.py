@@ -36,7 +36,7 @@ from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.phases import run_phases
 from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
-from langadapt.train.reference import train_from_scratch
+from langadapt.train.reference import SCRATCH_TOKENIZER, train_from_scratch
 from langadapt.train.tokenised import TokenCache, tokenizer_fingerprint
 
 if TYPE_CHECKING:
@@ -163,7 +163,8 @@ def _merge_into_full_precision(init_dir: Path, adapter_dir: Path, dtype: str) ->
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.to_dict()["train"]
-    if recipe.train.method != "scratch":
+    scratch = recipe.train.method == "scratch"
+    if not scratch:
         cfg.pop("scratch")  # what only a from-scratch model reads: an adaptation run keeps its fingerprint
     cfg.pop("threads")  # how many cores ran it does not change what it computes
     for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile", "sharding", "peak_tflops"):
@@ -171,6 +172,7 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     return {
         "init": rd.fingerprint_of("init"),
         "corpus": rd.fingerprint_of("corpus"),
+        **({SCRATCH_TOKENIZER: rd.fingerprint_of(SCRATCH_TOKENIZER)} if scratch else {}),
         # which token separates documents (recorded in the manifest; a new rule retrains)
         "document_separator": document_separator(
             load_tokenizer(str(rd.path("init"))), masked=recipe.train.objective == "mlm"

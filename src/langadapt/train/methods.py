@@ -110,7 +110,7 @@ def full(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
 @TRAIN_METHODS.register(
     "scratch",
     help="no adaptation: a fresh model of the base's family, sized by the corpus (Goldfish's recipe, "
-    "train.scratch), trained whole on the target text with its own tokenizer (tokenizer/scratch/)",
+    "train.scratch), trained whole on the target text with its own tokenizer (scratch-tokenizer/)",
 )
 def scratch(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
     """Every weight of the freshly built model trains (the train stage builds it; `train/scratch.py`)."""

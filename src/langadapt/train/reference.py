@@ -2,8 +2,8 @@
 
 Would a small monolingual model trained from scratch have done as well as adapting a large
 one? `eval.reference: scratch` trains one (Goldfish's recipe, `scratch.py`) on the corpus
-stage's target training text, with the tokenizer the tokenizer stage trained for it
-(`tokenizer/scratch/`), and writes it to `reference/final/`; the eval stage scores it on the
+stage's target training text, with the tokenizer the scratch-tokenizer stage trained for it
+(`scratch-tokenizer/`), and writes it to `reference/final/`; the eval stage scores it on the
 same held-out text (in bits per byte, fair across the two tokenizers) and tasks, and the report
 puts base, adapted and from-scratch side by side. The stage resumes like training does (the
 newest checkpoint in `reference.partial/checkpoints/`), and `train.method: scratch` trains the
@@ -17,7 +17,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langadapt.config import SCRATCH_TOKENIZER
 from langadapt.devices import resolve_device
 from langadapt.documents import languages, read_texts, split_file
 from langadapt.errors import ConfigError, StageError
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NAME = "reference"
+SCRATCH_TOKENIZER = "scratch-tokenizer"  # the stage that trains its tokenizer
 
 
 def byte_premium(recipe: "Recipe") -> dict[str, Any]:
@@ -77,7 +77,7 @@ def train_from_scratch(recipe: "Recipe", rd: RunDir, out: Path) -> dict[str, Any
     cfg = recipe.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tok_dir = rd.require("tokenizer", f"{SCRATCH_TOKENIZER}/tokenizer.json") / SCRATCH_TOKENIZER
+    tok_dir = rd.require(SCRATCH_TOKENIZER, "tokenizer.json")
     init_dir = rd.require("init", "config.json")
     tok = load_tokenizer(str(tok_dir))
     base = load_config(str(init_dir))  # the base's config class and shape (the init stage's copy)
@@ -178,7 +178,7 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     )
     return {
         "corpus": rd.fingerprint_of("corpus"),
-        "tokenizer": rd.fingerprint_of("tokenizer"),
+        SCRATCH_TOKENIZER: rd.fingerprint_of(SCRATCH_TOKENIZER),
         "model": recipe.to_dict()["model"],  # the base's config class and shape (read from model-init/config.json)
         "config": {k: cfg[k] for k in keep} | {"mlm": {k: v for k, v in cfg.items() if k.startswith("mlm_")}},
         "model_dtype": weights_dtype(recipe),
