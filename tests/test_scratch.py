@@ -99,7 +99,7 @@ def _reference_run(finished_run, tmp_path, name, **scratch_cfg):
     import yaml
 
     from langadapt.recipe import Recipe
-    from langadapt.tokenizer.scratch import scratch_tokenizer
+    from langadapt.tokenizer import scratch as scratch_tokenizer
 
     run_dir, recipe_file, _ = finished_run
     root = tmp_path / name
@@ -112,13 +112,7 @@ def _reference_run(finished_run, tmp_path, name, **scratch_cfg):
     data["run_dir"] = str(root)
     recipe = Recipe.from_dict(data)
     rd = RunDir(root)
-    # what the tokenizer stage writes for a reference (tokenizer/scratch/), written here without re-running it
-    from langadapt.documents import languages, read_texts
-    from langadapt.models.loading import load_tokenizer
-
-    target, _ = languages(rd)
-    base = load_tokenizer(str(run_dir / "model-init"))
-    scratch_tokenizer(base, read_texts(rd, target, "train"), recipe, rd.path("tokenizer") / "scratch")
+    scratch_tokenizer.run(recipe, rd)  # the stage before the reference: its own tokenizer
     return recipe, rd
 
 
@@ -259,18 +253,26 @@ def test_scratch_recipes_that_make_no_sense_are_refused_at_validation(tiny_recip
 
 
 def test_a_run_without_a_scratch_model_keeps_its_fingerprints(tiny_recipe):
-    """The from-scratch options enter the tokenizer's inputs only when a scratch model is asked for, and never the
-    adapted model's training inputs: an adaptation run keeps the fingerprints it had."""
+    """The from-scratch options enter none of the adaptation's own stages: asking for a reference leaves the
+    tokenizer's and the training's inputs (so their fingerprints) as they were."""
     from langadapt.tokenizer import flow as tokenizer_flow
     from langadapt.train import flow as train_flow
 
     plain = tiny_recipe()
-    with_ref = tiny_recipe(train={"scratch": {"byte_premium": 1.0}}, eval={"reference": "scratch"})
+    with_ref = tiny_recipe(
+        train={"scratch": {"byte_premium": 1.0, "layers": 2, "hidden": 64}}, eval={"reference": "scratch"}
+    )
     rd = RunDir(plain.resolved_run_dir)
     for stage in ("corpus", "init"):  # the inputs read the upstream fingerprints (and init's tokenizer) only
         rd.path(stage).mkdir(parents=True)
         (rd.path(stage) / ".complete.json").write_text(f'{{"fingerprint": "{stage}"}}')
     shutil.copytree(plain.model.base, rd.path("init"), dirs_exist_ok=True)
-    assert "scratch" not in tokenizer_flow.inputs(plain, rd)
-    assert tokenizer_flow.inputs(with_ref, rd)["scratch"] == {"vocabulary": "target", "vocab_size": 0}
+    assert tokenizer_flow.inputs(plain, rd) == tokenizer_flow.inputs(with_ref, rd)
     assert train_flow.inputs(plain, rd) == train_flow.inputs(with_ref, rd)
+    assert "scratch" not in train_flow.inputs(plain, rd)["config"]
+    # and a run that asks for no from-scratch model runs neither of its stages
+    from langadapt.tokenizer import scratch as scratch_tokenizer
+
+    scratch_tokenizer.run(plain, rd)
+    reference.run(plain, rd)
+    assert not rd.path("scratch-tokenizer").exists() and not rd.path("reference").exists()
