@@ -72,6 +72,10 @@ def test_methods_train_what_they_claim(tiny_recipe, method):
         with pytest.raises(ConfigError, match="train.method qlora: needs"):
             tiny_recipe(train={"method": method, "max_steps": 2})
         return
+    if method == "scratch":  # a fresh model with a tokenizer of its own: tests/test_scratch.py
+        with pytest.raises(ConfigError, match="tokenizer.method: extend adapts a tokenizer that train.method scratch"):
+            tiny_recipe(train={"method": method, "max_steps": 2})
+        return
     recipe = tiny_recipe(train={"method": method, "max_steps": 2})
     rd = _prepare(recipe)
     if method == "head":  # the tiny Llama ties its head to the embeddings: nothing of its own to train

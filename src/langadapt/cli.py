@@ -240,8 +240,19 @@ _recipe_command(
     ("tokenizer",),
     "Stage 2: adapt the tokenizer and measure it before/after (needs corpus/; writes tokenizer/).",
 )
+_recipe_command(
+    "scratch-tokenizer",
+    ("scratch-tokenizer",),
+    "Stage 2b, for a from-scratch model: its own tokenizer, trained on the target text or bytes "
+    "(needs corpus/; writes scratch-tokenizer/).",
+)
 _recipe_command("init", ("init",), "Stage 3: initialise rows for new tokens (needs tokenizer/; writes model-init/).")
 _recipe_command("train", ("train",), "Stage 4: continued pretraining, resumable (needs model-init/; writes train/).")
+_recipe_command(
+    "reference",
+    ("reference",),
+    "Stage 4b, with eval.reference scratch: a model trained from scratch on the same text, resumable (needs scratch-tokenizer/; writes reference/).",
+)
 
 
 @app.command("eval")

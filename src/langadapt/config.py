@@ -128,3 +128,8 @@ def is_listed(cfg: Any, role: str) -> bool:
 def is_mixed(cfg: Any) -> bool:
     """Whether either role has several sources (a list of one counts as one)."""
     return any(len(sources_of(cfg, role)) > 1 for role in ROLES)
+
+
+def scratch_requested(recipe: Any) -> bool:
+    """Whether a run trains a from-scratch model: as its own model (train.method scratch) or as a reference."""
+    return recipe.train.method == "scratch" or recipe.eval.reference == "scratch"

@@ -17,7 +17,9 @@ from langadapt.recipe import Recipe
 from langadapt.report import flow as report
 from langadapt.rundir import STAGES, RunDir, read_json
 from langadapt.tokenizer import flow as tokenizer
+from langadapt.tokenizer import scratch as scratch_tokenizer
 from langadapt.train import flow as train
+from langadapt.train import reference
 from langadapt.train.checks import memory_problems_here, resolve_objective
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,10 @@ log = logging.getLogger(__name__)
 STAGE_MODULES = {
     "corpus": corpus,
     "tokenizer": tokenizer,
+    "scratch-tokenizer": scratch_tokenizer,  # with a from-scratch model only (train.method or eval.reference scratch)
     "init": init,
     "train": train,
+    "reference": reference,  # with eval.reference scratch only
     "eval": evaluate,
     "distill": distill,
     "report": report,

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from langadapt.errors import StageError
 
-STAGES = ("corpus", "tokenizer", "init", "train", "eval", "distill", "report")
+STAGES = ("corpus", "tokenizer", "scratch-tokenizer", "init", "train", "reference", "eval", "distill", "report")
 FOLDERS = {"init": "model-init"}  # stage name -> folder name, where they differ
 MARKER = ".complete.json"
 

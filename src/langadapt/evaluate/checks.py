@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from langadapt.config import ModelConfig
 from langadapt.devices import device_problems, eval_precision_problems
-from langadapt.evaluate.config import PROTOCOLS, TRANSFERS, SamplesConfig
+from langadapt.evaluate.config import PROTOCOLS, REFERENCES, TRANSFERS, SamplesConfig
 from langadapt.evaluate.embed import POOLINGS
 from langadapt.evaluate.tasks.base import TASKS, data_problems
 from langadapt.models.loading import base_problems
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 def check(recipe: "Recipe") -> list[str]:
     """Problems with the eval section."""
     e, p = recipe.eval, []
+    if e.reference not in REFERENCES:
+        p.append(f"eval.reference: '{e.reference}' is not one of: scratch, or '' (none)")
     if e.max_chars < 100:
         p.append("eval.max_chars: must be >= 100")
     if e.context_length < 16:

@@ -103,6 +103,12 @@ class EvalConfig:
         "over the weights as loaded; on a CPU only where it has AVX-512 BF16 or AMX); the log-likelihoods are summed in "
         "fp32 whatever it says",
     )
+    reference: str = opt(
+        "",
+        "scratch: also train a model from scratch on the same cleaned target text (Goldfish's recipe, sized by "
+        "the corpus; train.scratch) in the run's reference stage (reference/), and evaluate it beside base and "
+        "adapted on the same held-out text and tasks: the report says whether adapting beat it; '': none",
+    )
     compare: tuple[str, ...] = opt(
         (), "more models to evaluate beside base and adapted: HF folders or hub ids (`langadapt eval --model`)"
     )
@@ -113,5 +119,6 @@ class EvalConfig:
     )
 
 
+REFERENCES = ("", "scratch")
 TRANSFERS = ("in-language", "cross-lingual", "both")
 PROTOCOLS = ("probe", "finetune")

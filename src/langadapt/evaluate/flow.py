@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NAME = "eval"
+REFERENCE, SCRATCH = "reference", "scratch"  # the reference stage's folder, and the from-scratch model's label
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,12 @@ def evaluate_model(
     return out
 
 
-def model_labels(recipe: "Recipe", final: Path) -> dict[str, str]:
-    """label -> model path: base, adapted, then every `eval.compare` model under a short unique label."""
+def model_labels(recipe: "Recipe", final: Path, reference: Path | None = None) -> dict[str, str]:
+    """label -> model path: base, adapted, the from-scratch reference (eval.reference), then every
+    `eval.compare` model under a short unique label."""
     out = {"base": resolve_base(recipe.model), "adapted": str(final)}
+    if reference is not None:
+        out[SCRATCH] = str(reference)
     for m in recipe.eval.compare:
         p = Path(m.rstrip("/"))
         label = p.parent.parent.name if p.parts[-2:] == ("train", "final") else (p.name or m)  # another run's model
@@ -292,11 +296,13 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     precision = resolve_eval_precision(recipe.eval.precision, device)
     sets = eval_sets(recipe, rd)
     tasks, about = _task_data(recipe, rd)  # bad task data fails here, before any model is loaded
-    models = model_labels(recipe, final)
+    reference = rd.require(REFERENCE, "final/config.json") / "final" if recipe.eval.reference == SCRATCH else None
+    models = model_labels(recipe, final, reference)
+    named = {"base": recipe.model.base, "adapted": str(final)} | ({SCRATCH: str(reference)} if reference else {})
     results: dict[str, Any] = {
         "sets": _set_summary(sets),
-        "models": {"base": recipe.model.base, "adapted": str(final)}
-        | {k: v for k, v in zip(list(models)[2:], recipe.eval.compare)},
+        "models": named | {k: v for k, v in zip(list(models)[len(named) :], recipe.eval.compare)},
+        "parameters": {},
         "bits_per_byte": {},
         "tasks": [],
         "task_data": about,
@@ -316,6 +322,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             device=device,
             attn_implementation=recipe.model.attn_implementation,
         ).to(device)
+        results["parameters"][label] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         if label == "base" and getattr(model.config, "mlm_head_created", False):
             results["base_head_created"] = True  # the base's scores come from an untrained head: said in the summary
         tok = load_tokenizer(path)
@@ -340,14 +347,20 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
-    return {
+    config = recipe.to_dict()["eval"]
+    out = {
         "train": rd.fingerprint_of("train"),
         "corpus": rd.fingerprint_of("corpus"),
         "model": recipe.to_dict()["model"],
-        "config": recipe.to_dict()["eval"],
+        "config": config,
         "extra": [source_identity(s) for s in recipe.eval.extra_sets],
         "data_versions": _data_versions(recipe),
     }
+    if recipe.eval.reference:
+        out[REFERENCE] = rd.fingerprint_of(REFERENCE)
+    else:
+        config.pop("reference")  # a run without a reference keeps the fingerprint it had before there were any
+    return out
 
 
 def _data_versions(recipe: "Recipe") -> dict[str, str]:

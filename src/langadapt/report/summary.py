@@ -88,6 +88,9 @@ def summary_sentences(results: dict[str, Any], target: str | None, replay: str |
         out.append(
             f"{what} {s['language']} text ({name}{_extent(s)}): {metric_name(r)} {_pct(r['base'], r['adapted'])}".strip()
         )
+    verdict = reference_sentence(results)
+    if verdict:
+        out.insert(1 if out else 0, verdict)
     if results.get("base_head_created") and sets:
         out.append(
             "the base model has no masked-LM head: its scores come from a head created untrained, so the change "
@@ -112,6 +115,28 @@ def summary_sentences(results: dict[str, Any], target: str | None, replay: str |
             where = r["setting"]
         out.append(f"{r['task']} {r['metric']} {where} {_move(base, adapted)}")
     return out
+
+
+def _parameters(n: int | None) -> str:
+    if not n:
+        return "parameters not recorded"
+    return f"{n / 1e6:.3g}M parameters" if n >= 1e6 else f"{n / 1e3:.3g}k parameters"
+
+
+def reference_sentence(results: dict[str, Any]) -> str:
+    """Whether adapting beat the model trained from scratch (eval.reference), by held-out target bits per byte."""
+    for name, r in results.get("bits_per_byte", {}).items():
+        scratch = r.get("models", {}).get("scratch")
+        if scratch is None or results["sets"][name]["kind"] != "target-heldout":
+            continue
+        adapted, size = r["adapted"], results.get("parameters", {})
+        verdict = "beat" if adapted < scratch else "did not beat"
+        return (
+            f"adapting {verdict} the model trained from scratch on the same text: held-out "
+            f"{results['sets'][name]['language']} {metric_name(r)} {adapted:.3f} adapted against {scratch:.3f} from "
+            f"scratch ({_parameters(size.get('adapted'))} against {_parameters(size.get('scratch'))})"
+        )
+    return ""
 
 
 def task_rows(rows: list[dict[str, Any]], models: list[str]) -> tuple[list[str], list[list[Any]]]:

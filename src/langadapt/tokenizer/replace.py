@@ -10,7 +10,8 @@ keep their rows: the init stage copies rows by token string.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from langadapt.tokenizer.extend import train_target
 from langadapt.tokenizer.methods import TOKENIZER_METHODS, MethodInputs
@@ -22,6 +23,9 @@ from langadapt.tokenizer.state import (
     tokenizer_state,
     vocab_of,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,20 @@ def with_byte_pieces(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def train_replacement(
+    base: "PreTrainedTokenizerBase", texts: list[str], vocab_size: int, min_frequency: int, out: Path
+) -> "PreTrainedTokenizerBase":
+    """A tokenizer of the base's family trained on `texts`, with the base's special tokens, saved in `out`."""
+    check_extendable(base)
+    target = train_target(base, texts, vocab_size, min_frequency)
+    state = with_byte_pieces(tokenizer_state(target))
+    tok = tokenizer_from_state(target, state, out)
+    missing = special_tokens(base) - set(tok.get_vocab())
+    if missing:  # train_new_from_iterator keeps them; this guards the contract the init stage relies on
+        raise RuntimeError(f"replace lost special tokens {sorted(missing)}")
+    return tok
+
+
 @TOKENIZER_METHODS.register(
     "replace",
     help="a tokenizer of the base's family trained on the target corpus replaces the vocabulary; shared tokens "
@@ -50,13 +68,8 @@ def with_byte_pieces(state: dict[str, Any]) -> dict[str, Any]:
 )
 def replace(inp: MethodInputs) -> dict[str, Any]:
     cfg = inp.recipe.tokenizer
-    check_extendable(inp.base)
-    target = train_target(inp.base, inp.target_texts, cfg.target_vocab_size, cfg.min_frequency)
-    state = with_byte_pieces(tokenizer_state(target))
-    tok = tokenizer_from_state(target, state, inp.out)
-    missing = special_tokens(inp.base) - set(tok.get_vocab())
-    if missing:  # train_new_from_iterator keeps them; this guards the contract the init stage relies on
-        raise RuntimeError(f"replace lost special tokens {sorted(missing)}")
+    tok = train_replacement(inp.base, inp.target_texts, cfg.target_vocab_size, cfg.min_frequency, inp.out)
+    state = tokenizer_state(tok)
     old = inp.base.get_vocab()
     new = tok.get_vocab()
     fresh = sorted(i for t, i in new.items() if t not in old)

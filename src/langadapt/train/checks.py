@@ -10,17 +10,26 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING
 
+from langadapt.config import scratch_requested
 from langadapt.devices import DTYPES, device_problems, resolve_device, resolve_dtype
 from langadapt.errors import ConfigError
 from langadapt.models.loading import base_config, is_encoder
 from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS, model_problems
-from langadapt.train.config import AUTO_RATIO, MIXING_METHODS, NOT_FACTORISED, TrainConfig, effective_batch_size
+from langadapt.train.config import (
+    AUTO_RATIO,
+    MIXING_METHODS,
+    NOT_FACTORISED,
+    SCRATCH_VOCABULARIES,
+    TrainConfig,
+    effective_batch_size,
+)
 from langadapt.train.distributed import ACCELERATE_SHARDINGS, SHARDINGS, accelerate_fsdp_strategy, requested_sharding
 from langadapt.train.memory import memory_problems
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.objectives import OBJECTIVES
 from langadapt.train.precision import WEIGHT_PRECISIONS, load_dtype, precision_problems, resolve_precision, supports
 from langadapt.train.processes import env_flag, launched_world_size, node_size
+from langadapt.train.scratch import byte_premium_problems, size_problems
 from langadapt.train.tracking import sink_problems
 from langadapt.train.zero import accelerate_deepspeed_config, accelerate_zero_sharding, zero_problems
 
@@ -75,6 +84,44 @@ def check(recipe: "Recipe") -> list[str]:
     p.extend(throughput_problems(recipe))
     p.extend(qlora_problems(recipe))
     p.extend(_encoder_problems(recipe))
+    p.extend(scratch_problems(recipe))
+    return p
+
+
+def scratch_problems(recipe: "Recipe") -> list[str]:
+    """train.method scratch and eval.reference scratch: what the from-scratch model needs, and what it cannot be."""
+    tr, p = recipe.train, []
+    for i, ph in enumerate(tr.phases):
+        if ph.method == "scratch":
+            p.append(
+                f"train.phases[{i}].method: scratch trains a fresh model whole and cannot be a phase beside "
+                "adaptation methods; use train.method: scratch without phases, or eval.reference: scratch for a "
+                "from-scratch model beside the adapted one"
+            )
+    if tr.method == "scratch":
+        if tr.phases:
+            p.append("train.phases: train.method scratch trains one fresh model in one phase; remove train.phases")
+        if recipe.eval.reference == "scratch":
+            p.append(
+                "eval.reference: scratch trains a from-scratch model beside an adapted one, and with train.method "
+                "scratch this run's model is already from scratch; remove one of them"
+            )
+        if recipe.tokenizer.method != "keep":
+            p.append(
+                f"tokenizer.method: {recipe.tokenizer.method} adapts a tokenizer that train.method scratch does not "
+                "use (the model gets its own, train.scratch.vocabulary); set tokenizer.method: keep"
+            )
+        if tr.factorised_embeddings:
+            p.append(
+                "train.factorised_embeddings: OFA's factors need an initialised model; train.method scratch has none"
+            )
+    if not scratch_requested(recipe):
+        return p
+    s = tr.scratch
+    if s.vocabulary not in SCRATCH_VOCABULARIES:
+        p.append(f"train.scratch.vocabulary: '{s.vocabulary}' is not one of {', '.join(SCRATCH_VOCABULARIES)}")
+    p.extend(size_problems(s))
+    p.extend(byte_premium_problems(recipe))
     return p
 
 
@@ -121,6 +168,8 @@ def memory_problems_here(recipe: "Recipe") -> list[str]:
     Run before the train stage (`pipeline.run`), not at every recipe load: a recipe written for a
     GPU cluster must still run its corpus and tokenizer stages on a laptop.
     """
+    if recipe.train.method == "scratch":  # the estimate is of the base model; a from-scratch one is at most 12 x 768
+        return []
     device = resolve_device(recipe.train.device)
     return memory_problems(recipe, device, resolve_precision(recipe.train.precision, device))
 

@@ -81,10 +81,69 @@ class PilotConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScratchConfig:
+    """The from-scratch model (train.method: scratch, or eval.reference: scratch beside the adapted model).
+
+    The recipe is Goldfish's (Chang et al. 2024, "Goldfish: Monolingual Language Models for 350
+    Languages", which follows their "When Is Multilinguality a Curse?"; its training scripts,
+    training_code/prepare_training_scripts.py): 10 epochs, peak learning rate 1e-4, linear warmup
+    over the first 10% of the steps, AdamW with weight decay 0.01, sequences of 512 tokens, and a
+    size and batch chosen by the corpus's size in byte-premium-scaled MB (`train/scratch.py`'s SIZES).
+    """
+
+    vocabulary: str = opt(
+        "target",
+        "target: a tokenizer of the base's family trained on the target's cleaned training text in the "
+        "scratch-tokenizer stage (scratch-tokenizer/, as tokenizer.method replace trains one), of vocab_size tokens; "
+        "bytes: a vocabulary of the 256 UTF-8 byte values plus the base's special tokens (MonoByte, Abdaoui et "
+        "al. 2022): no tokenizer to train, about 4 times the tokens per text",
+    )
+    vocab_size: int = opt(
+        0,
+        "vocabulary target: tokens in the scratch tokenizer (0: Goldfish's 50,000, capped at what the tokenizer "
+        "trainer finds in the corpus)",
+    )
+    byte_premium: float = opt(
+        0.0,
+        "UTF-8 bytes the target language needs for the content of one English byte (Arnett et al. 2024, 'A Bit "
+        "of a Problem'; Goldfish's model cards give it per language). The corpus's cleaned training bytes divided "
+        "by it are the English-equivalent MB that choose the size. 0: computed from parallel text: "
+        "tokenizer.parity_target and parity_reference when the recipe names them (the reference must be English), "
+        "else the bundled English translation of a bundled target corpus (builtin:bible-nya: builtin:bible-eng); "
+        "a recipe with neither must give it",
+    )
+    layers: int = opt(0, "transformer layers; 0: from the size table (give layers and hidden together, or neither)")
+    hidden: int = opt(
+        0,
+        "hidden size, a multiple of 64 (attention heads of 64 dimensions, as Goldfish's); 0: from the size table. "
+        "The feed-forward width keeps the base's ratio to the hidden size, rounded to a multiple of 64",
+    )
+    epochs: float = opt(10.0, "passes over the target's training tokens (Goldfish: 10)")
+    lr: float = opt(1e-4, "peak learning rate (Goldfish: 1e-4)")
+    warmup_ratio: float = opt(0.1, "linear warmup over this fraction of the steps (Goldfish: 0.1)")
+    weight_decay: float = opt(0.01, "AdamW weight decay (Goldfish: 0.01)")
+    seq_len: int = opt(
+        512,
+        "tokens per training sequence (Goldfish: 512); capped at the base config's max_position_embeddings minus 2",
+    )
+    batch_size: int = opt(0, "sequences per optimizer step; 0: from the size table (Goldfish: 4, 8, 32 or 64)")
+    max_steps: int = opt(
+        0,
+        "stop after at most this many optimizer steps (0: the steps epochs need); a cap below that departs from "
+        "Goldfish, and the report gives the tokens the model saw and the epochs they make",
+    )
+
+
+SCRATCH_VOCABULARIES = ("target", "bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     method: str = opt(
         "lora",
-        "lora: LoRA on the transformer + trainable new-token rows; full: all weights (see `langadapt list train-methods`)",
+        "lora: LoRA on the transformer + trainable new-token rows; full: all weights; scratch: no adaptation: a "
+        "fresh model of the base's family sized by the corpus (train.scratch) is this run's model (see `langadapt "
+        "list train-methods`)",
     )
     objective: str = opt(
         "auto",
@@ -238,6 +297,11 @@ class TrainConfig:
         True,
         "encoders: the masked-LM head's own weights (transform, bias) train beside adapter and LoRA methods; "
         "its vocabulary projection is tied to the embeddings",
+    )
+    scratch: ScratchConfig = opt(
+        ScratchConfig(),
+        "the from-scratch model of train.method scratch and eval.reference scratch: Goldfish's size table and "
+        "training recipe (see each key)",
     )
     phases: tuple[PhaseConfig, ...] = opt(
         (),

@@ -43,6 +43,7 @@ from langadapt.train.phases import run_phases, schedule
 from langadapt.train.pilots import choose_from_pilots, run_pilots
 from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
+from langadapt.train.reference import SCRATCH_TOKENIZER, train_from_scratch
 from langadapt.train.tokenised import TokenCache, tokenizer_fingerprint
 from langadapt.train.trainable import apply_method
 
@@ -58,6 +59,11 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     import torch
 
     cfg = recipe.train
+    if cfg.method == "scratch":  # no adaptation: this run's model is trained from scratch, as a reference would be
+        summary = train_from_scratch(recipe, rd, ctx.out)
+        summary["model_dtype"] = weights_dtype(recipe, resolve_device(cfg.device))
+        write_json(ctx.out / "summary.json", summary)
+        return
     init_dir = rd.require("init", "config.json", "init_report.json")
     tok_metrics = read_json(rd.require("tokenizer", "metrics.json") / "metrics.json")
     target, replay = languages(rd)
@@ -263,6 +269,9 @@ def _merge_into_full_precision(init_dir: Path, adapter_dir: Path, dtype: str) ->
 
 def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     cfg = recipe.to_dict()["train"]
+    scratch = recipe.train.method == "scratch"
+    if not scratch:
+        cfg.pop("scratch")  # what only a from-scratch model reads: an adaptation run keeps its fingerprint
     cfg.pop("threads")  # how many cores ran it does not change what it computes
     mixed = is_mixed(recipe.corpus)
     if not mixed:  # one source per side: the mixing has nothing to divide (and a run from before it existed resumes)
@@ -275,6 +284,7 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     return {
         "init": rd.fingerprint_of("init"),
         "corpus": rd.fingerprint_of("corpus"),
+        **({SCRATCH_TOKENIZER: rd.fingerprint_of(SCRATCH_TOKENIZER)} if scratch else {}),
         # which token separates documents (recorded in the manifest; a new rule retrains)
         "document_separator": document_separator(
             load_tokenizer(str(rd.path("init"))), masked=recipe.train.objective == "mlm"

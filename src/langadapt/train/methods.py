@@ -105,3 +105,13 @@ def full(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "Pre
     for p in model.parameters():
         p.requires_grad_(True)
     return model
+
+
+@TRAIN_METHODS.register(
+    "scratch",
+    help="no adaptation: a fresh model of the base's family, sized by the corpus (Goldfish's recipe, "
+    "train.scratch), trained whole on the target text with its own tokenizer (scratch-tokenizer/)",
+)
+def scratch(model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
+    """Every weight of the freshly built model trains (the train stage builds it; `train/scratch.py`)."""
+    return full(model, cfg, new_ids)
