@@ -23,7 +23,7 @@ import random
 from collections import defaultdict
 
 from langadapt.evaluate.tasks.data import Example, TaskData
-from langadapt.sources.bible import aligned_verses
+from langadapt.sources.bible import BITEXT_BOOKS, aligned_verses
 from langadapt.sources.bundled import bible_books
 
 LANGUAGES = ("nya", "eng")
@@ -37,7 +37,6 @@ TEST_BOOKS = {
     "Epistles": ("PHM", "JUD", "2JN", "3JN", "TIT"),
 }
 TEST_CHAPTERS = {"ACT": 21, "REV": 15}  # book -> first test chapter
-BITEXT_BOOKS = ("RUT", "JON", "PHM", "JUD", "2JN", "3JN")
 TRAIN_PER_GENRE, TEST_PER_GENRE, BITEXT_PAIRS = 64, 32, 300
 MIN_CHARS, MAX_CHARS = 30, 220
 
