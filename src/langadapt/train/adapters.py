@@ -25,7 +25,8 @@ from langadapt.errors import ConfigError, MissingDependencyError
 from langadapt.models.encoder import PACKED_ENCODERS
 from langadapt.models.loading import ADAPTER_NAME, adapter_activation, is_encoder
 from langadapt.train import factorised
-from langadapt.train.config import TrainConfig
+from langadapt.train.config import TrainConfig, objective_settings
+from langadapt.train.objectives import CAUSAL_OBJECTIVES, MASKED_OBJECTIVES, is_masked
 from langadapt.train.processes import is_main_process
 from langadapt.train.trainable import TRAIN_METHODS, new_token_rows, train_all_embeddings
 
@@ -310,10 +311,15 @@ def config_problems(recipe: "Recipe", config: "PretrainedConfig") -> list[str]:
     tr, p = recipe.train, []
     encoder = is_encoder(config)
     kind = f"{config.model_type} ({'encoder' if encoder else 'decoder'})"
-    if encoder and tr.objective != "mlm":
-        p.append(f"train.objective: {tr.objective} does not train an encoder such as {kind}; use mlm")
-    if not encoder and tr.objective == "mlm":
-        p.append(f"train.objective: mlm needs an encoder; {kind} is a decoder: use clm")
+    for where, objective in objective_settings(tr):
+        if encoder and not is_masked(objective):
+            p.append(
+                f"{where}: {objective} does not train an encoder such as {kind}; use mlm ({', '.join(MASKED_OBJECTIVES)})"
+            )
+        if not encoder and is_masked(objective):
+            p.append(
+                f"{where}: {objective} needs an encoder; {kind} is a decoder: use clm ({', '.join(CAUSAL_OBJECTIVES)})"
+            )
     if encoder and tr.packed_attention == "document" and config.model_type not in PACKED_ENCODERS:
         p.append(
             f"train.packed_attention: document needs a per-document attention mask and position ids, which "

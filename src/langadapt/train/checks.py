@@ -13,15 +13,24 @@ from typing import TYPE_CHECKING
 from langadapt.devices import DTYPES, device_problems, resolve_device, resolve_dtype
 from langadapt.errors import ConfigError
 from langadapt.models.loading import base_config, is_encoder
+from langadapt.sources.parallel import language_problems, pair_problems
 from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS, model_problems
-from langadapt.train.config import NOT_FACTORISED, TrainConfig, effective_batch_size
+from langadapt.train.config import NOT_FACTORISED, TrainConfig, effective_batch_size, objective_settings
 from langadapt.train.distributed import ACCELERATE_SHARDINGS, SHARDINGS, accelerate_fsdp_strategy, requested_sharding
 from langadapt.train.memory import memory_problems
 from langadapt.train.methods import TRAIN_METHODS
-from langadapt.train.objectives import OBJECTIVES
+from langadapt.train.objectives import (
+    CAUSAL_OBJECTIVES,
+    MASKED_OBJECTIVES,
+    OBJECTIVES,
+    PAIR_OBJECTIVES,
+    is_masked,
+)
+from langadapt.train.pairs import DIRECTIONS
 from langadapt.train.precision import WEIGHT_PRECISIONS, load_dtype, precision_problems, resolve_precision, supports
 from langadapt.train.processes import env_flag, launched_world_size, node_size
 from langadapt.train.tracking import sink_problems
+from langadapt.train.translation import TRANSLATION_LOSS_ON
 from langadapt.train.zero import accelerate_deepspeed_config, accelerate_zero_sharding, zero_problems
 
 if TYPE_CHECKING:
@@ -72,6 +81,45 @@ def check(recipe: "Recipe") -> list[str]:
     p.extend(throughput_problems(recipe))
     p.extend(qlora_problems(recipe))
     p.extend(_encoder_problems(recipe))
+    p.extend(objective_problems(recipe))
+    return p
+
+
+def objective_problems(recipe: "Recipe") -> list[str]:
+    """Each phase's objective, and what the objectives need: parallel data for the pair objectives,
+    checked here (files, counts, empty sides, languages) before any work."""
+    tr, p = recipe.train, []
+    settings = objective_settings(tr)
+    for where, name in settings:
+        if where != "train.objective" and name not in OBJECTIVES:
+            p.append(f"{where}: {OBJECTIVES.unknown_message(name)}")
+    kinds = {is_masked(name) for _, name in settings if name != AUTO}
+    if len(kinds) > 1:
+        p.append(
+            "train.phases: every phase's objective must be of one kind, masked (" + ", ".join(MASKED_OBJECTIVES) + ") "
+            "or causal (" + ", ".join(CAUSAL_OBJECTIVES) + "): they train one model"
+        )
+    pair_users = [(where, name) for where, name in settings if name in PAIR_OBJECTIVES]
+    if pair_users and tr.parallel is None:
+        p.append(
+            f"{pair_users[0][0]} {pair_users[0][1]}: trains on translation pairs and train.parallel is not set; set "
+            "train.parallel.path (builtin:bible-bitext, a two-column TSV, or two aligned files)"
+        )
+    if not 0 < tr.parallel_ratio <= 1:
+        p.append("train.parallel_ratio: must be in (0, 1]")
+    if tr.pair_direction not in DIRECTIONS:
+        p.append(f"train.pair_direction: '{tr.pair_direction}' is not one of {', '.join(DIRECTIONS)}")
+    if tr.translation_loss_on not in TRANSLATION_LOSS_ON:
+        p.append(
+            f"train.translation_loss_on: '{tr.translation_loss_on}' is not one of {', '.join(TRANSLATION_LOSS_ON)}"
+        )
+    if not tr.pair_separator:
+        p.append("train.pair_separator: must not be empty (it marks where the translation starts)")
+    if tr.parallel is not None:
+        target = recipe.corpus.target.language if recipe.corpus.target is not None else ""
+        replay = recipe.corpus.replay.language if recipe.corpus.replay is not None else None
+        p.extend(language_problems(tr.parallel, target, replay, "train.parallel"))
+        p.extend(pair_problems(tr.parallel, "train.parallel"))
     return p
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from langadapt.config import opt, req
+from langadapt.config import ParallelConfig, opt, req
 
 if TYPE_CHECKING:
     pass
@@ -25,6 +25,11 @@ class PhaseConfig:
     lr: float = opt(0.0, "peak learning rate of this phase (0: train.lr)")
     warmup_steps: int = opt(-1, "linear warmup steps of this phase (-1: train.warmup_steps, at most the phase's steps)")
     embeddings: str = opt("", "which embedding rows train in this phase: new, all, none ('': train.embeddings)")
+    objective: str = opt(
+        "",
+        "the objective of this phase ('': train.objective), of the same kind (masked or causal) as train.objective: "
+        "e.g. tlm then mlm, or meco then clm (MeCo's cool-down on plain text)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +173,31 @@ class TrainConfig:
         "encoders: the masked-LM head's own weights (transform, bias) train beside adapter and LoRA methods; "
         "its vocabulary projection is tied to the embeddings",
     )
+    # -- parallel data and the pair objectives (tlm, translation-clm) ---------------------------------
+    parallel: ParallelConfig | None = opt(
+        None, "aligned sentence pairs for the pair objectives (tlm, translation-clm); see train.parallel.*"
+    )
+    parallel_ratio: float = opt(
+        0.5,
+        "tlm, translation-clm: the share of the target language's rows that are translation pairs, drawn per row "
+        "as a function of the step; the rest are monolingual target text under mlm (clm), as XLM mixes TLM with MLM. "
+        "Replay rows stay monolingual",
+    )
+    pair_direction: str = opt(
+        "both",
+        "tlm, translation-clm: both: each pair shows either side first, drawn per pair and epoch (translation both "
+        "ways); forward: train.parallel's first side always first",
+    )
+    pair_separator: str = opt(
+        "\n",
+        "translation-clm: the text between a pair's two sides, encoded on its own: a pair reads "
+        "<eos>first<pair_separator>second (newlines inside a side become spaces). Encoders put their sep token there",
+    )
+    translation_loss_on: str = opt(
+        "target",
+        "translation-clm: target: the loss on the side after the separator (the translation) and its end; both: on "
+        "both sides. Monolingual rows train on every token as clm does",
+    )
     phases: tuple[PhaseConfig, ...] = opt(
         (),
         "a schedule of phases run one after the other, each with its own method, steps and learning rate "
@@ -178,3 +208,13 @@ class TrainConfig:
 def effective_batch_size(tr: TrainConfig) -> int:
     """Sequences per optimizer step: from tokens_per_step when given, else batch_size."""
     return -(-tr.tokens_per_step // tr.seq_len) if tr.tokens_per_step else tr.batch_size
+
+
+def objective_settings(tr: TrainConfig) -> list[tuple[str, str]]:
+    """(recipe key, objective) of every phase: each phase's own, else train.objective."""
+    if not tr.phases:
+        return [("train.objective", tr.objective)]
+    return [
+        (f"train.phases[{i}].objective" if ph.objective else "train.objective", ph.objective or tr.objective)
+        for i, ph in enumerate(tr.phases)
+    ]

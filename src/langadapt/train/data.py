@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from langadapt.train.pairs import text_segments
 from langadapt.train.tokenised import TokenisedDocuments, tokenise
 
 if TYPE_CHECKING:
@@ -105,6 +106,22 @@ def batch_languages(step: int, batch_size: int, replay_ratio: float, seed: int) 
     """Which sequences of a step are replay; a pure function of the step, so resumable."""
     rng = random.Random(seed * 7_919 + step)
     return [rng.random() < replay_ratio for _ in range(batch_size)]
+
+
+def pair_rows(step: int, langs: list[str], target: str, pairs: str, ratio: float, seed: int) -> list[str]:
+    """Which of a step's target rows come from the stream of pairs `pairs` (each with probability `ratio`);
+    replay rows stay. A pure function of the step, drawn apart from the replay mix, so resumable."""
+    rng = random.Random(seed * 104_729 + step * 31 + 7)
+    return [pairs if lang == target and rng.random() < ratio else lang for lang in langs]
+
+
+def row_with_segments(stream: Any) -> tuple["np.ndarray", "np.ndarray"]:
+    """A stream's next row and its segments (`train/pairs.py`): a stream of pairs lays them out itself; in a
+    monolingual row the separators start documents and the rest is text."""
+    if hasattr(stream, "next_block_with_segments"):
+        return stream.next_block_with_segments()
+    ids = stream.next_block()
+    return ids, text_segments(ids, stream.sep_id)
 
 
 def document_positions(ids: "torch.Tensor", sep_id: int) -> "torch.Tensor":

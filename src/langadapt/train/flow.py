@@ -27,16 +27,19 @@ from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 from langadapt.train import factorised
 from langadapt.train.adapters import config_problems, save_final
+from langadapt.train.config import objective_settings
 from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
 from langadapt.train.distributed import loads_on_meta, meta_model
 from langadapt.train.loop import set_dropout
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, masked_lm
-from langadapt.train.objectives import OBJECTIVES
-from langadapt.train.phases import run_phases
+from langadapt.train.objectives import OBJECTIVES, PAIR_OBJECTIVES, is_masked
+from langadapt.train.pairs import build_pair_stream
+from langadapt.train.phases import ObjectiveFactory, run_phases
 from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
 from langadapt.train.tokenised import TokenCache, tokenizer_fingerprint
+from langadapt.train.translation import PairObjective
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -74,16 +77,11 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         n = set_dropout(model, cfg.dropout)
         log.info("train.dropout: the base model's %d dropout layers and rates set to %g", n, cfg.dropout)
     new_ids = list(tok_metrics.get("new_token_ids", []))
-    # the objective the loop calls; masking needs the tokenizer (and this process's rank)
-    if cfg.objective == "mlm":
-        objective = masked_lm(MaskingPlan.from_tokenizer(tok, cfg, launched_rank()))
-    else:
-        objective = OBJECTIVES.get(cfg.objective)
     # OFA's factors train instead of the embedding matrices; folded back to full size before saving
     factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
 
     # a decoder's end-of-text token (never a chat-turn token); an encoder's text-start token
-    separator = document_separator(tok, masked=cfg.objective == "mlm")
+    separator = document_separator(tok, masked=is_masked(cfg.objective))
     sep = separator.id
     # each language's documents tokenised once into the run directory (rank 0 writes, the others wait)
     cache = TokenCache(
@@ -100,8 +98,34 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
                 streams[lang].heldout_ids = cache.documents(
                     lang, "heldout", split_file(rd, lang, "heldout"), heldout.copy, limit=HELDOUT_CANDIDATES
                 )
+    # the pairs of train.parallel, for the phases whose objective trains on them (tlm, translation-clm)
+    pair_key, pair_record = "", None
+    if any(name in PAIR_OBJECTIVES for _, name in objective_settings(cfg)):
+        stats = read_json(rd.require("corpus", "stats.json") / "stats.json")
+        held = {g for lang in stats["languages"].values() for g in lang.get("heldout", {}).get("groups", [])}
+        pair_key, streams[pair_key], pair_record = build_pair_stream(
+            cfg, tok, sep, is_masked(cfg.objective), recipe.seed + len(streams), target, replay, held
+        )
+        log.info(
+            "train.parallel: %d pairs (%s), %d left out as held out",
+            pair_record["pairs"],
+            pair_key,
+            pair_record["pairs_held_out"],
+        )
+
+    def build(name: str) -> Any:
+        """The objective the loop calls; masking needs the tokenizer (and this process's rank)."""
+        plan = MaskingPlan.from_tokenizer(tok, cfg, launched_rank()) if is_masked(name) else None
+        if name == "mlm":
+            return masked_lm(plan)  # type: ignore[arg-type]
+        if name == "tlm":
+            return PairObjective(name, pair_key, cfg.parallel_ratio, plan=plan)
+        if name == "translation-clm":
+            return PairObjective(name, pair_key, cfg.parallel_ratio, loss_on=cfg.translation_loss_on)
+        return OBJECTIVES.get(name)
+
     # one phase (train.method) or a schedule (train.phases), each through the same loop
-    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, objective)
+    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, ObjectiveFactory(build))
     if not is_main_process():
         return  # under accelerate launch / torchrun only rank 0 writes the run directory
 
@@ -126,8 +150,15 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
                 "tokens": s.docs.n_tokens,  # in the language's training documents, separators not counted
             }
             for k, s in streams.items()
+            if k != pair_key
         },
     )
+    if pair_record is not None:
+        summary["parallel"] = {
+            **pair_record,
+            "pairs_started": streams[pair_key].documents_started,
+            "pairs_truncated": streams[pair_key].truncated,
+        }
     write_json(ctx.out / "summary.json", summary)
 
 
@@ -165,7 +196,7 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         "corpus": rd.fingerprint_of("corpus"),
         # which token separates documents (recorded in the manifest; a new rule retrains)
         "document_separator": document_separator(
-            load_tokenizer(str(rd.path("init"))), masked=recipe.train.objective == "mlm"
+            load_tokenizer(str(rd.path("init"))), masked=is_masked(recipe.train.objective)
         ).record(),
         "config": cfg,
         # what the frozen weights are held in and the final model is saved in, as model.dtype: auto resolved on

@@ -20,11 +20,13 @@ from langadapt.train.data import (
     TokenStream,
     batch_languages,
     document_positions,
+    pair_rows,
+    row_with_segments,
 )
 from langadapt.train.distributed import resolve_sharding, setup
 from langadapt.train.flops import Utilisation, device_peak, flops_per_token
 from langadapt.train.heldout import HELDOUT_METRICS, heldout_bpb, heldout_metric, heldout_pseudo_bpb, heldout_samples
-from langadapt.train.objectives import OBJECTIVES, Objective, prepare_loss
+from langadapt.train.objectives import OBJECTIVES, Objective, is_masked, prepare_loss
 from langadapt.train.precision import frozen_dtype, grad_scaler, resolve_precision
 from langadapt.train.processes import launched_world_size, training_copy
 from langadapt.train.tracking import MetricsLog
@@ -154,7 +156,7 @@ def train_loop(
         trained, objective, lambda m: _optimizer(m, cfg), device, rows, micro, sharding, cfg
     )
     # model FLOPs per token (from the unsharded model: what trains is set on it) and the device's peak
-    flops = flops_per_token(model, cfg.seq_len, cfg.mlm_probability if cfg.objective == "mlm" else 1.0)
+    flops = flops_per_token(model, cfg.seq_len, cfg.mlm_probability if is_masked(cfg.objective) else 1.0)
     peak, peak_line = device_peak(device, precision, cfg.peak_tflops) if procs.is_main else (None, "")
     utilisation = Utilisation(flops, peak, procs.world_size)
     procs.wait()  # rank 0 has prepared the stage's folder before anyone reads its checkpoints
@@ -193,21 +195,36 @@ def train_loop(
         )
     loss_module.train()
 
-    def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]]]:
-        """The step's sequences (the replay mix is a function of the step) and the streams' state after them."""
+    # a pair objective (tlm, translation-clm) draws a share of the target's rows from its stream of pairs
+    pair_stream = getattr(objective, "pair_stream", None)
+    use_segments = "segments" in takes  # what each position of a row is (train/pairs.py), drawn with the row
+
+    def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], "torch.Tensor | None"]:
+        """The step's sequences (the replay mix is a function of the step), their segments when the objective
+        takes them, and the streams' state after them."""
         is_replay = batch_languages(step, rows, cfg.replay_ratio if replay else 0.0, recipe.seed)
         langs = [replay if r else target for r in is_replay]
-        batch = torch.from_numpy(np.stack([streams[lang].next_block() for lang in langs]))  # type: ignore[index]
+        if pair_stream:
+            langs = pair_rows(step, langs, target, pair_stream, objective.pair_ratio, recipe.seed)  # type: ignore[union-attr]
+        segments = None
+        if use_segments:
+            drawn = [row_with_segments(streams[lang]) for lang in langs]  # type: ignore[index]
+            batch = torch.from_numpy(np.stack([ids for ids, _ in drawn]))
+            segments = torch.from_numpy(np.stack([seg for _, seg in drawn]))
+        else:
+            batch = torch.from_numpy(np.stack([streams[lang].next_block() for lang in langs]))  # type: ignore[index]
         if device.type == "cuda":  # page-locked: the copy to the GPU can run beside the host
             batch = batch.pin_memory()
-        return batch, langs, {k: s.state() for k, s in streams.items()}  # type: ignore[return-value]
+        return batch, langs, {k: s.state() for k, s in streams.items()}, segments  # type: ignore[return-value]
 
     def prepared(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], dict[str, Any]]:
         """`draw`, and this process's rows with every per-row input the objective takes, computed on the host
         (in the data thread, while the previous step trains) and pinned for copies that do not wait."""
-        batch, langs, states = draw(step)
+        batch, langs, states, segments = draw(step)
         mine = batch[procs.share(rows)]
         inputs: dict[str, Any] = {"input_ids": mine}
+        if segments is not None:
+            inputs["segments"] = segments[procs.share(rows)]
         if use_positions:
             inputs["position_ids"] = document_positions(mine, sep_id)
         if host_inputs is not None:
@@ -258,7 +275,7 @@ def train_loop(
                 of_lang = [x for x, l in zip(losses, langs) if l == lang]
                 row[f"loss_{lang}"] = round(sum(of_lang) / len(of_lang), 4)
             if samples and (done % cfg.eval_every == 0 or done == cfg.max_steps):
-                if cfg.objective == "mlm":
+                if is_masked(cfg.objective):
                     row.update(heldout_pseudo_bpb(loss_module, trained, samples, recipe, device, precision))
                 else:
                     row.update(heldout_bpb(loss_module, samples, micro, device, precision, positions))

