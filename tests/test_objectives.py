@@ -239,15 +239,19 @@ def test_translation_clm_counts_the_target_side_and_its_end_only(tiny_model):
     assert not torch.allclose(got[0, 0], per_token.mean(), atol=1e-3)
 
 
-def test_tlm_trains_end_to_end_with_pairs_beside_monolingual_rows(corpus_files, tiny_encoder, tmp_path):
+def test_codeswitch_then_tlm_phases_train_end_to_end(corpus_files, tiny_encoder, tmp_path):
+    from conftest import target_docs
+
     from langadapt.pipeline import run
     from langadapt.recipe import Recipe
 
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("".join(f"ndi ku mwa zi {i}\tthe man went {i}\n" for i in range(30)), encoding="utf-8")
+    vocab = sorted({w.strip(".").lower() for d in target_docs() for w in d["text"].split()})
+    dictionary = tmp_path / "dict.tsv"
+    dictionary.write_text("".join(f"{w}\tword{i}\n" for i, w in enumerate(vocab)), encoding="utf-8")
     train = {
-        "objective": "tlm",
-        "method": "full",
+        "objective": "mlm",
         "max_steps": 3,
         "seq_len": 32,
         "batch_size": 4,
@@ -255,11 +259,81 @@ def test_tlm_trains_end_to_end_with_pairs_beside_monolingual_rows(corpus_files, 
         "save_every": 0,
         "replay_ratio": 0.25,
         "parallel": {"path": str(tsv)},
+        "codeswitch_dictionary": str(dictionary),
+        "phases": [
+            {"name": "switch", "method": "full", "max_steps": 2, "objective": "codeswitch"},
+            {"name": "pairs", "method": "full", "max_steps": 2, "objective": "tlm"},
+        ],
     }
     data = tiny_recipe_dict(corpus_files, tiny_encoder, tmp_path / "run", tokenizer={"method": "keep"}, train=train)
     run(Recipe.from_dict(data), stages=("corpus", "tokenizer", "init", "train"))
     summary = json.loads((tmp_path / "run" / "train" / "summary.json").read_text())
+    assert [p["objective"] for p in summary["phases"]] == ["codeswitch", "tlm"]
     assert summary["parallel"]["pairs"] == 30 and summary["parallel"]["languages"] == ["nya", "eng"]
     assert summary["parallel"]["pairs_started"] > 0
+    switched = summary["codeswitch"]["nya-codeswitch"]
+    assert switched["words_switched"] > 0 and 0.15 < switched["switched_share"] < 0.45  # p = 0.3 of covered words
     rows = [json.loads(line) for line in (tmp_path / "run" / "train" / "metrics.jsonl").read_text().splitlines()]
-    assert any("loss_nya-eng" in r for r in rows)
+    assert any("loss_nya-eng" in r for r in rows if r["phase"] == "pairs")
+    assert any("loss_nya-codeswitch" in r for r in rows if r["phase"] == "switch")
+
+
+# -- 4. code-switching ----------------------------------------------------------------------------
+
+
+def test_codeswitch_replaces_dictionary_words_at_the_rate_asked_and_keeps_the_rest():
+    import random
+
+    from langadapt.train.codeswitch import switcher_from_pairs
+
+    words = [f"w{i}" for i in range(50)]
+    text = " ".join(random.Random(0).choice(words) for _ in range(4000)) + " Mawu, (w1)! zinthu"
+    pairs = [(f"T{w}", w) for w in words] + [("word", "mawu")]
+    for p in (0.1, 0.3, 0.7):
+        out, n, replaced = switcher_from_pairs(pairs, p).switch(text, random.Random(1))
+        assert n == 4003 and abs(replaced / 4002 - p) < 0.03  # zinthu is in no entry
+    out, n, replaced = switcher_from_pairs(pairs, 1.0).switch(text, random.Random(1))
+    assert replaced == 4002 and out.endswith("Word, (Tw1)! zinthu")  # case, punctuation and unknown words kept
+    han = switcher_from_pairs([("hello", "你好"), ("world", "世界")], 1.0)
+    assert han.switch("你好世界。好", random.Random(0)) == ("helloworld。好", 3, 2)  # longest entries first
+
+
+def test_codeswitch_restore_pairs_the_switched_text_with_the_original_and_counts_the_original():
+    import torch
+
+    from langadapt.train.codeswitch import RestoreStream, switcher_from_pairs
+    from langadapt.train.pairs import FIRST, SECOND, predicted_counts
+
+    class Tok:  # one id per word: 100 + its index in a shared vocabulary
+        vocab: dict[str, int] = {}
+
+        def __call__(self, texts, **_):  # type: ignore[no-untyped-def]
+            return {"input_ids": [[100 + self.vocab.setdefault(w, len(self.vocab)) for w in t.split()] for t in texts]}
+
+    tok = Tok()
+    switcher = switcher_from_pairs([("one", "modzi"), ("two", "awiri")], 1.0)
+    empty = [np.zeros(0, dtype=np.int64)]
+    stream = RestoreStream(
+        empty, empty, SEP, (MID,), 12, 0, "forward", tok=tok, texts=["modzi awiri zitatu"], switcher=switcher
+    )
+    ids, seg = stream.next_block_with_segments()
+    v = tok.vocab
+    first, second = ids[seg == FIRST].tolist(), ids[seg == SECOND].tolist()
+    assert first == [100 + v["one"], 100 + v["two"], 100 + v["zitatu"]]  # switched
+    assert second == [MID, 100 + v["modzi"], 100 + v["awiri"], 100 + v["zitatu"]]  # the original, to restore
+    counted = predicted_counts(torch.from_numpy(seg)[None], "second")[0]
+    targets = torch.from_numpy(seg)[1:]
+    assert (targets[counted] == SECOND).sum() == 4 and not (targets[counted] == FIRST).any()
+
+
+def test_codeswitch_without_a_dictionary_is_refused(corpus_files, tiny_encoder, tmp_path):
+    problems = _problems(corpus_files, tiny_encoder, tmp_path, objective="codeswitch")
+    assert len(problems) == 1 and problems[0].startswith(
+        "train.objective codeswitch: replaces words by their dictionary translations and "
+        "train.codeswitch_dictionary is not set"
+    )
+    problems = _problems(corpus_files, tiny_encoder, tmp_path, objective="codeswitch", codeswitch_dictionary="init")
+    assert problems == [
+        "train.codeswitch_dictionary: init takes the dictionary WECHSEL aligns with, and init.method is fvt; set "
+        "init.method: wechsel or give a dictionary file"
+    ]

@@ -21,6 +21,7 @@ from langadapt.train.memory import memory_problems
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.objectives import (
     CAUSAL_OBJECTIVES,
+    CODESWITCH_OBJECTIVES,
     MASKED_OBJECTIVES,
     OBJECTIVES,
     PAIR_OBJECTIVES,
@@ -115,6 +116,25 @@ def objective_problems(recipe: "Recipe") -> list[str]:
         )
     if not tr.pair_separator:
         p.append("train.pair_separator: must not be empty (it marks where the translation starts)")
+    switch_users = [(where, name) for where, name in settings if name in CODESWITCH_OBJECTIVES]
+    if switch_users:
+        where, name = switch_users[0]
+        if not tr.codeswitch_dictionary:
+            p.append(
+                f"{where} {name}: replaces words by their dictionary translations and train.codeswitch_dictionary "
+                "is not set; give a TSV of word pairs, a dictd .index file (freedict), or init (WECHSEL's dictionary)"
+            )
+        elif tr.codeswitch_dictionary == "init" and recipe.init.method != "wechsel":
+            p.append(
+                f"train.codeswitch_dictionary: init takes the dictionary WECHSEL aligns with, and init.method is "
+                f"{recipe.init.method}; set init.method: wechsel or give a dictionary file"
+            )
+        elif tr.codeswitch_dictionary != "init" and not os.path.isfile(os.path.expanduser(tr.codeswitch_dictionary)):
+            p.append(f"train.codeswitch_dictionary: no such file: {tr.codeswitch_dictionary}")
+    if not 0 < tr.codeswitch_probability <= 1:
+        p.append("train.codeswitch_probability: must be in (0, 1]")
+    if not 0 < tr.codeswitch_ratio <= 1:
+        p.append("train.codeswitch_ratio: must be in (0, 1]")
     if tr.parallel is not None:
         target = recipe.corpus.target.language if recipe.corpus.target is not None else ""
         replay = recipe.corpus.replay.language if recipe.corpus.replay is not None else None

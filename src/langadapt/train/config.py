@@ -198,6 +198,24 @@ class TrainConfig:
         "translation-clm: target: the loss on the side after the separator (the translation) and its end; both: on "
         "both sides. Monolingual rows train on every token as clm does",
     )
+    # -- code-switching (codeswitch, codeswitch-restore) ---------------------------------------------
+    codeswitch_dictionary: str = opt(
+        "",
+        "codeswitch, codeswitch-restore: the bilingual dictionary: a TSV file of word pairs (word<TAB>translation, "
+        "either language first: the side the target text uses is detected), a dictd index (.index beside its "
+        ".dict.dz, as Debian's freedict packages install them), or init: the word pairs WECHSEL aligned its "
+        "spaces with (init.method: wechsel)",
+    )
+    codeswitch_probability: float = opt(
+        0.3,
+        "codeswitch, codeswitch-restore: the probability that a target word the dictionary holds is replaced by one "
+        "of its translations (drawn per word, per document and epoch); words it lacks never change",
+    )
+    codeswitch_ratio: float = opt(
+        0.5,
+        "codeswitch, codeswitch-restore: the share of the target language's rows drawn from code-switched text "
+        "(codeswitch) or (switched, original) pairs (codeswitch-restore); the rest are plain target text",
+    )
     phases: tuple[PhaseConfig, ...] = opt(
         (),
         "a schedule of phases run one after the other, each with its own method, steps and learning rate "

@@ -27,14 +27,15 @@ from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
 from langadapt.train import factorised
 from langadapt.train.adapters import config_problems, save_final
+from langadapt.train.codeswitch import SwitchedMaskedLM, build_switch_stream
 from langadapt.train.config import objective_settings
 from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
 from langadapt.train.distributed import loads_on_meta, meta_model
 from langadapt.train.loop import set_dropout
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, masked_lm
-from langadapt.train.objectives import OBJECTIVES, PAIR_OBJECTIVES, is_masked
-from langadapt.train.pairs import build_pair_stream
+from langadapt.train.objectives import CODESWITCH_OBJECTIVES, OBJECTIVES, PAIR_OBJECTIVES, is_masked
+from langadapt.train.pairs import build_pair_stream, sides_separator
 from langadapt.train.phases import ObjectiveFactory, run_phases
 from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
@@ -113,6 +114,28 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             pair_record["pairs_held_out"],
         )
 
+    # code-switched target text, for the phases that train on it (codeswitch, codeswitch-restore)
+    switch_keys: dict[str, str] = {}
+    switch_records: dict[str, dict[str, Any]] = {}
+    for name in sorted({n for _, n in objective_settings(cfg) if n in CODESWITCH_OBJECTIVES}):
+        key = switch_keys[name] = f"{target}-{name}"
+        init_report = read_json(init_dir / "init_report.json")
+        docs = cache.documents(
+            target, "train", split_file(rd, target, "train"), partial(read_texts, rd, target, "train")
+        )
+        mid = sides_separator(tok, False, cfg.pair_separator) if name == "codeswitch-restore" else ()
+        streams[key], switch_records[key] = build_switch_stream(
+            cfg,
+            name,
+            tok,
+            sep,
+            recipe.seed + len(streams),
+            read_texts(rd, target, "train"),
+            docs,
+            init_report,
+            mid,
+        )
+
     def build(name: str) -> Any:
         """The objective the loop calls; masking needs the tokenizer (and this process's rank)."""
         plan = MaskingPlan.from_tokenizer(tok, cfg, launched_rank()) if is_masked(name) else None
@@ -122,6 +145,12 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             return PairObjective(name, pair_key, cfg.parallel_ratio, plan=plan)
         if name == "translation-clm":
             return PairObjective(name, pair_key, cfg.parallel_ratio, loss_on=cfg.translation_loss_on)
+        if name == "codeswitch":
+            return SwitchedMaskedLM(plan, switch_keys[name], cfg.codeswitch_ratio)  # type: ignore[arg-type]
+        if name == "codeswitch-restore":
+            return PairObjective(
+                "translation-clm", switch_keys[name], cfg.codeswitch_ratio, loss_on=cfg.translation_loss_on
+            )
         return OBJECTIVES.get(name)
 
     # one phase (train.method) or a schedule (train.phases), each through the same loop
@@ -150,9 +179,20 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
                 "tokens": s.docs.n_tokens,  # in the language's training documents, separators not counted
             }
             for k, s in streams.items()
-            if k != pair_key
+            if k != pair_key and k not in switch_records
         },
     )
+    for key, record in switch_records.items():
+        stream = streams[key]
+        seen = getattr(stream, "words_seen", 0)
+        summary.setdefault("codeswitch", {})[key] = {
+            **record,
+            "probability": cfg.codeswitch_probability,
+            "documents_started": stream.documents_started,
+            "words_seen": seen,
+            "words_switched": getattr(stream, "words_switched", 0),  # of this session's draws (a resume counts anew)
+            "switched_share": round(getattr(stream, "words_switched", 0) / seen, 4) if seen else 0.0,
+        }
     if pair_record is not None:
         summary["parallel"] = {
             **pair_record,

@@ -195,8 +195,8 @@ def train_loop(
         )
     loss_module.train()
 
-    # a pair objective (tlm, translation-clm) draws a share of the target's rows from its stream of pairs
-    pair_stream = getattr(objective, "pair_stream", None)
+    # a pair or code-switching objective draws a share of the target's rows from a stream of its own (pairs, switched text)
+    target_stream = getattr(objective, "target_stream", None)
     use_segments = "segments" in takes  # what each position of a row is (train/pairs.py), drawn with the row
 
     def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], "torch.Tensor | None"]:
@@ -204,8 +204,8 @@ def train_loop(
         takes them, and the streams' state after them."""
         is_replay = batch_languages(step, rows, cfg.replay_ratio if replay else 0.0, recipe.seed)
         langs = [replay if r else target for r in is_replay]
-        if pair_stream:
-            langs = pair_rows(step, langs, target, pair_stream, objective.pair_ratio, recipe.seed)  # type: ignore[union-attr]
+        if target_stream:
+            langs = pair_rows(step, langs, target, target_stream, objective.target_share, recipe.seed)  # type: ignore[union-attr]
         segments = None
         if use_segments:
             drawn = [row_with_segments(streams[lang]) for lang in langs]  # type: ignore[index]

@@ -31,10 +31,11 @@ Objective = Callable[..., "torch.Tensor"]
 OBJECTIVES: Registry[Objective] = Registry("objectives")
 
 # objectives by the kind of model they train: masked (encoders) and causal (decoders)
-MASKED_OBJECTIVES = ("mlm", "tlm", "lem")
-CAUSAL_OBJECTIVES = ("clm", "translation-clm", "meco")
-# objectives that train on pairs of train.parallel
+MASKED_OBJECTIVES = ("mlm", "tlm", "codeswitch", "lem")
+CAUSAL_OBJECTIVES = ("clm", "translation-clm", "codeswitch-restore", "meco")
+# objectives that train on pairs of train.parallel, and on code-switched text (train.codeswitch_*)
 PAIR_OBJECTIVES = ("tlm", "translation-clm")
+CODESWITCH_OBJECTIVES = ("codeswitch", "codeswitch-restore")
 
 
 def is_masked(objective: str) -> bool:

@@ -71,12 +71,12 @@ def translation_clm_loss(
 class PairObjective:
     """A pair objective with its settings bound: what the training loop calls.
 
-    `pair_stream` names the stream of pairs and `pair_ratio` the share of the target's rows drawn
-    from it; `host_inputs` (tlm) is mlm's word boundaries.
+    `target_stream` names the stream of pairs and `target_share` the share of the target's rows
+    drawn from it; `host_inputs` (tlm) is mlm's word boundaries.
     """
 
-    def __init__(self, name: str, pair_stream: str, pair_ratio: float, **bound: Any) -> None:
-        self.name, self.pair_stream, self.pair_ratio, self.bound = name, pair_stream, pair_ratio, bound
+    def __init__(self, name: str, target_stream: str, target_share: float, **bound: Any) -> None:
+        self.name, self.target_stream, self.target_share, self.bound = name, target_stream, target_share, bound
         plan = bound.get("plan")
         if plan is not None:
             self.host_inputs = plan.host_inputs
