@@ -337,3 +337,106 @@ def test_codeswitch_without_a_dictionary_is_refused(corpus_files, tiny_encoder, 
         "train.codeswitch_dictionary: init takes the dictionary WECHSEL aligns with, and init.method is fvt; set "
         "init.method: wechsel or give a dictionary file"
     ]
+
+
+# -- 5. MeCo --------------------------------------------------------------------------------------
+
+
+class WordTok:
+    """One id per word (100 + its index in a shared vocabulary): token counts that can be told by eye."""
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return 1000
+
+    def __call__(self, texts, **_):  # type: ignore[no-untyped-def]
+        one = isinstance(texts, str)
+        ids = [
+            [100 + self.vocab.setdefault(w, len(self.vocab)) for w in t.split()] for t in ([texts] if one else texts)
+        ]
+        return {"input_ids": ids[0] if one else ids}
+
+
+def test_meco_prefixes_each_document_with_its_domain_and_resumes_inside_a_prefix():
+    from langadapt.train.meco import MetadataStream, domain, metadata_prefixes
+    from langadapt.train.pairs import PREFIX, SEPARATOR, TEXT
+    from langadapt.train.tokenised import tokenise
+
+    assert domain("https://www.Example.org:8080/a?b") == "example.org" and domain("news.mw/x") == "news.mw"
+    prefixes, by = metadata_prefixes("URL: {domain} |", ["https://www.nation.mw/x", ""], 2, "bible-nya")
+    assert prefixes == ["URL: nation.mw |", "URL: bible-nya |"] and by == {"url_domain": 1, "source_name": 1}
+    tok = WordTok()
+    docs = tokenise(["a b c d e", "f g"], tok)
+    stream = MetadataStream(docs, tok, SEP, 6, seed=0, prefixes=prefixes)
+    order = list(stream._order)
+    rows = [stream.next_block_with_segments() for _ in range(2)]
+    ids = np.concatenate([r[0] for r in rows]).tolist()
+    seg = np.concatenate([r[1] for r in rows]).tolist()
+    first = order[0]
+    n_words = 5 if first == 0 else 2
+    assert ids[0] == SEP and seg[:4] == [SEPARATOR, PREFIX, PREFIX, PREFIX]  # "URL:", the domain, "|"
+    assert seg[4 : 4 + n_words] == [TEXT] * n_words
+    # a row that ends inside a prefix: the next row starts with the prefix's rest, and resume does the same
+    stream = MetadataStream(docs, tok, SEP, 3, seed=0, prefixes=prefixes)
+    _, seg1 = stream.next_block_with_segments()
+    state = json.loads(json.dumps(stream.state()))
+    ids2, seg2 = stream.next_block_with_segments()
+    assert seg1.tolist() == [SEPARATOR, PREFIX, PREFIX] and seg2.tolist()[0] == PREFIX and state["prefix_left"] == 1
+    again = MetadataStream(docs, tok, SEP, 3, seed=0, prefixes=prefixes)
+    again.restore(state)
+    assert again.next_block_with_segments()[0].tolist() == ids2.tolist()
+
+
+def test_meco_puts_no_loss_on_the_prefix(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from langadapt.train.meco import meco_loss
+    from langadapt.train.objectives import plain_clm_loss
+    from langadapt.train.pairs import PREFIX, SEPARATOR, TEXT, predicted_counts, segment_positions
+
+    seg = torch.tensor([[SEPARATOR, PREFIX, PREFIX, TEXT, TEXT, TEXT, SEPARATOR, PREFIX, TEXT]])
+    counted = predicted_counts(seg, "both")
+    assert counted.int().tolist() == [[0, 0, 1, 1, 1, 1, 0, 1]]  # never a prefix token; the text after it, yes
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    ids = torch.randint(3, 300, seg.shape, generator=torch.Generator().manual_seed(1))
+    per_token = plain_clm_loss(model, ids, segment_positions(seg, restart_second=False))
+    assert torch.allclose(meco_loss(model, ids, seg)[0, 0], per_token[counted].mean(), atol=1e-5)
+
+
+def test_meco_without_a_cooldown_phase_is_refused(corpus_files, tiny_model, tmp_path):
+    problems = _problems(corpus_files, tiny_model, tmp_path, objective="meco")
+    assert len(problems) == 1 and problems[0].startswith("train.objective meco: MeCo ends with a cool-down")
+    phases = [
+        {"name": "meco", "method": "lora", "max_steps": 2, "objective": "meco"},
+        {"name": "cool", "method": "lora", "max_steps": 1},
+    ]
+    assert _problems(corpus_files, tiny_model, tmp_path, objective="clm", phases=phases) == []
+
+
+def test_decoder_phases_translation_clm_meco_and_cooldown_train_end_to_end(corpus_files, tiny_model, tmp_path):
+    from langadapt.pipeline import run
+    from langadapt.recipe import Recipe
+
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"ndi ku mwa zi {i}\tthe man went {i}\n" for i in range(20)), encoding="utf-8")
+    train = {
+        "objective": "clm",
+        "save_every": 0,
+        "parallel": {"path": str(tsv)},
+        "phases": [
+            {"name": "pairs", "method": "lora", "max_steps": 2, "objective": "translation-clm"},
+            {"name": "meco", "method": "lora", "max_steps": 2, "objective": "meco"},
+            {"name": "cool", "method": "lora", "max_steps": 1},
+        ],
+    }
+    run(Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run", train=train)))
+    summary = json.loads((tmp_path / "run" / "train" / "summary.json").read_text())
+    assert [p["objective"] for p in summary["phases"]] == ["translation-clm", "meco", "clm"]
+    assert summary["meco"]["prefixed_by"] == {"url_domain": 0, "source_name": summary["meco"]["documents"]}
+    assert summary["meco"]["documents_started"] > 0 and summary["parallel"]["pairs_started"] > 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_nya-meco" in r for r in rows if r["phase"] == "meco")
+    assert all("loss_nya-meco" not in r and "loss_nya-eng" not in r for r in rows if r["phase"] == "cool")

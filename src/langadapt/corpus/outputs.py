@@ -54,7 +54,7 @@ def _read_rows(folder: Path, columns: list[str]) -> list[dict[str, Any]]:
 
 def assemble(cfg: CorpusConfig, work: Path, out: Path, plan: dict[str, Any]) -> dict[str, Any]:
     cols = ["id", "text", "source", "language", "group", "doc_id", "drop_step", "drop_reason", "repaired", "lid",
-            "pii", "lines_removed", "chars_removed", "minhash_cluster_size"]  # fmt: skip
+            "pii", "lines_removed", "chars_removed", "minhash_cluster_size", "url"]  # fmt: skip
     kept = _read_rows(work / "kept", cols)
     dropped = _read_rows(work / "dropped", cols)
     kept.sort(key=_order)
@@ -109,7 +109,13 @@ def _write_language(
     train_docs = [Doc(r["doc_id"], r["text"], r["group"]) for r in train]
     if cfg.near_dedup.rehydrate:
         train_docs = rehydrate(train, cfg.near_dedup.rehydrate_cap)
-    write_docs(out / lang / "train.parquet", train_docs)
+    # each training document's URL, when it has one (metadata conditioning reads it), repeated as rehydration repeats it
+    copies = [
+        min(max(r["minhash_cluster_size"] or 1, 1), cfg.near_dedup.rehydrate_cap) if cfg.near_dedup.rehydrate else 1
+        for r in train
+    ]
+    urls = [r["url"] or "" for r, k in zip(train, copies) for _ in range(k)]
+    write_docs(out / lang / "train.parquet", train_docs, extra={"url": urls})
     write_docs(out / lang / "heldout.parquet", [Doc(r["doc_id"], r["text"], r["group"]) for r in heldout])
     write_docs(
         out / "dropped" / f"{lang}.parquet",

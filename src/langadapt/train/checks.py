@@ -135,6 +135,14 @@ def objective_problems(recipe: "Recipe") -> list[str]:
         p.append("train.codeswitch_probability: must be in (0, 1]")
     if not 0 < tr.codeswitch_ratio <= 1:
         p.append("train.codeswitch_ratio: must be in (0, 1]")
+    meco = [i for i, (_, name) in enumerate(settings) if name == "meco"]
+    if meco and (meco[-1] == len(settings) - 1 or settings[-1][1] != "clm"):
+        p.append(
+            "train.objective meco: MeCo ends with a cool-down on plain text, so that the model needs no metadata; "
+            "use train.phases with the meco phase(s) followed by a clm phase (the paper: the last 10% of steps)"
+        )
+    if "{domain}" not in tr.meco_template:
+        p.append("train.meco_template: must contain {domain}, where each document's URL domain or source name goes")
     if tr.parallel is not None:
         target = recipe.corpus.target.language if recipe.corpus.target is not None else ""
         replay = recipe.corpus.replay.language if recipe.corpus.replay is not None else None

@@ -216,6 +216,12 @@ class TrainConfig:
         "codeswitch, codeswitch-restore: the share of the target language's rows drawn from code-switched text "
         "(codeswitch) or (switched, original) pairs (codeswitch-restore); the rest are plain target text",
     )
+    # -- metadata conditioning (meco) ---------------------------------------------------------------
+    meco_template: str = opt(
+        "URL: {domain}\n\n",
+        "meco: the prefix each target document is trained after ({domain}: its URL's host without www., or the "
+        "name of its corpus source when it has no URL), never a prediction target; the default is the paper's",
+    )
     phases: tuple[PhaseConfig, ...] = opt(
         (),
         "a schedule of phases run one after the other, each with its own method, steps and learning rate "

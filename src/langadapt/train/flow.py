@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.devices import resolve_device
-from langadapt.documents import languages, read_texts, split_file
+from langadapt.documents import languages, read_column, read_texts, split_file
 from langadapt.models.loading import load_model, load_tokenizer
 from langadapt.models.separator import document_separator
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
@@ -32,6 +32,7 @@ from langadapt.train.config import objective_settings
 from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
 from langadapt.train.distributed import loads_on_meta, meta_model
 from langadapt.train.loop import set_dropout
+from langadapt.train.meco import MetadataLM, MetadataStream, metadata_prefixes, source_name
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mlm import MaskingPlan, masked_lm
 from langadapt.train.objectives import CODESWITCH_OBJECTIVES, OBJECTIVES, PAIR_OBJECTIVES, is_masked
@@ -136,6 +137,17 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             mid,
         )
 
+    # target documents after their metadata, for the phases that train on them (meco)
+    meco_key, meco_record = "", None
+    if any(name == "meco" for _, name in objective_settings(cfg)):
+        meco_key = f"{target}-meco"
+        texts_file = split_file(rd, target, "train")
+        docs = cache.documents(target, "train", texts_file, partial(read_texts, rd, target, "train"))
+        source = source_name(recipe.corpus.target.path)
+        prefixes, by = metadata_prefixes(cfg.meco_template, read_column(texts_file, "url"), len(docs), source)
+        streams[meco_key] = MetadataStream(docs, tok, sep, cfg.seq_len, recipe.seed + len(streams), prefixes=prefixes)
+        meco_record = {"template": cfg.meco_template, "documents": len(docs), "prefixed_by": by}
+
     def build(name: str) -> Any:
         """The objective the loop calls; masking needs the tokenizer (and this process's rank)."""
         plan = MaskingPlan.from_tokenizer(tok, cfg, launched_rank()) if is_masked(name) else None
@@ -151,6 +163,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             return PairObjective(
                 "translation-clm", switch_keys[name], cfg.codeswitch_ratio, loss_on=cfg.translation_loss_on
             )
+        if name == "meco":
+            return MetadataLM(meco_key)
         return OBJECTIVES.get(name)
 
     # one phase (train.method) or a schedule (train.phases), each through the same loop
@@ -179,9 +193,11 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
                 "tokens": s.docs.n_tokens,  # in the language's training documents, separators not counted
             }
             for k, s in streams.items()
-            if k != pair_key and k not in switch_records
+            if k not in (pair_key, meco_key) and k not in switch_records
         },
     )
+    if meco_record is not None:
+        summary["meco"] = {**meco_record, "documents_started": streams[meco_key].documents_started}
     for key, record in switch_records.items():
         stream = streams[key]
         seen = getattr(stream, "words_seen", 0)
