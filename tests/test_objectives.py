@@ -3,7 +3,9 @@ the pair layout (tlm, translation-clm), and what each objective masks and counts
 
 from __future__ import annotations
 
+import inspect
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -425,6 +427,7 @@ def test_decoder_phases_translation_clm_meco_and_cooldown_train_end_to_end(corpu
     train = {
         "objective": "clm",
         "save_every": 0,
+        "langsamp": True,
         "parallel": {"path": str(tsv)},
         "phases": [
             {"name": "pairs", "method": "lora", "max_steps": 2, "objective": "translation-clm"},
@@ -440,3 +443,67 @@ def test_decoder_phases_translation_clm_meco_and_cooldown_train_end_to_end(corpu
     rows = [json.loads(line) for line in (tmp_path / "run" / "train" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss_nya-meco" in r for r in rows if r["phase"] == "meco")
     assert all("loss_nya-meco" not in r and "loss_nya-eng" not in r for r in rows if r["phase"] == "cool")
+    assert summary["langsamp"]["languages"] == ["nya", "eng"] and min(summary["langsamp"]["language_row_norms"]) > 0
+    assert all(p["loss"].startswith("plain (LangSAMP") for p in summary["phases"])
+    _assert_same_shapes(tmp_path / "run" / "model-init", tmp_path / "run" / "train" / "final")
+
+
+# -- 6. LangSAMP ----------------------------------------------------------------------------------
+
+
+def _assert_same_shapes(base: Path, final: Path) -> None:
+    from safetensors import safe_open
+
+    def shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+        out = {}
+        for f in folder.glob("*.safetensors"):
+            with safe_open(str(f), "pt") as fh:
+                out.update({k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()})
+        return out
+
+    assert shapes(final) == shapes(base) and shapes(base)
+
+
+def test_langsamp_adds_language_and_script_rows_before_the_head_and_leaves_nothing_behind(tiny_encoder):
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from langadapt.train import langsamp
+
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    model = AutoModelForMaskedLM.from_pretrained(tiny_encoder).eval()
+    keys = {k: v.shape for k, v in model.state_dict().items()}
+    ids = torch.tensor([tok("the man went ndi ku", add_special_tokens=True)["input_ids"]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    scripts, names = langsamp.token_scripts(tok, model.get_input_embeddings().weight.shape[0])
+    assert "Latn" in names and names[0] == "Zyyy" and scripts[tok.convert_tokens_to_ids("<s>")] == 0
+    tables = langsamp.attach(model, ["nya", "eng"], scripts, names)
+    seen = {}
+
+    def objective(m, input_ids):  # type: ignore[no-untyped-def]
+        seen["logits"] = m(input_ids=input_ids).logits
+        return seen["logits"]
+
+    wrapped = langsamp.WithLanguages(objective, {"nya": 0, "eng": 1})
+    assert "languages" in inspect.signature(wrapped).parameters
+    with torch.no_grad():
+        tables.language.weight[1] = 1.0
+        wrapped(model, ids, languages=torch.ones_like(ids))  # every position English
+        off = model(input_ids=ids).logits  # outside a training call: no hook
+    assert not torch.allclose(seen["logits"], before) and torch.equal(off, before)
+    record = langsamp.detach(model)
+    assert record["languages"] == ["nya", "eng"] and record["language_row_norms"] == [0.0, pytest.approx(32**0.5, abs=1e-3)]
+    assert {k: v.shape for k, v in model.state_dict().items()} == keys
+    with torch.no_grad():
+        assert torch.equal(wrapped(model, ids, languages=torch.ones_like(ids)), before)  # gone with the tables
+
+
+def test_langsamp_on_a_model_without_an_lm_head_is_one_clear_error(tiny_encoder):
+    from transformers import AutoModel
+
+    from langadapt.errors import ConfigError
+    from langadapt.train import langsamp
+
+    with pytest.raises(ConfigError, match="train.langsamp: adds language and script embeddings before the LM head"):
+        langsamp.head_module(AutoModel.from_pretrained(tiny_encoder))

@@ -222,6 +222,14 @@ class TrainConfig:
         "meco: the prefix each target document is trained after ({domain}: its URL's host without www., or the "
         "name of its corpus source when it has no URL), never a prediction target; the default is the paper's",
     )
+    langsamp: bool = opt(
+        False,
+        "LangSAMP (Liu et al. 2024): a language embedding (target, replay, parallel languages) and a script "
+        "embedding (each token's writing system) added to the transformer's output before the LM head, in every "
+        "phase, trained from zero at the embedding learning rate; removed before the final model is saved, which "
+        "keeps the base's shape. Any objective; a ForMaskedLM or ForCausalLM model; a decoder's loss then runs "
+        "unfused (full logits)",
+    )
     phases: tuple[PhaseConfig, ...] = opt(
         (),
         "a schedule of phases run one after the other, each with its own method, steps and learning rate "

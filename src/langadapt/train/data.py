@@ -36,6 +36,7 @@ class TokenStream:
     epoch: int = 0
     next_doc: int = 0
     documents_started: int = 0
+    language: str = ""  # the language of its documents (LangSAMP's per-position ids)
     heldout: list[str] = field(default_factory=list)  # documents never trained on, for evaluation during training
     heldout_ids: "TokenisedDocuments | None" = None  # the first of them tokenised (HELDOUT_CANDIDATES), when cached
     buffer: "np.ndarray" = field(default=None, repr=False)  # type: ignore[assignment]
@@ -122,6 +123,16 @@ def row_with_segments(stream: Any) -> tuple["np.ndarray", "np.ndarray"]:
         return stream.next_block_with_segments()
     ids = stream.next_block()
     return ids, text_segments(ids, stream.sep_id)
+
+
+def row_languages(stream: Any, segments: "np.ndarray", index: dict[str, int]) -> "np.ndarray":
+    """Each position's language index (`index`: language -> row of LangSAMP's table) for a row just drawn from
+    `stream`: a stream of pairs knows each side's; any other stream is of one language."""
+    import numpy as np
+
+    if hasattr(stream, "position_languages"):
+        return stream.position_languages(index)
+    return np.full(len(segments), index.get(stream.language, 0), dtype=np.int64)
 
 
 def document_positions(ids: "torch.Tensor", sep_id: int) -> "torch.Tensor":

@@ -25,7 +25,7 @@ from langadapt.models.loading import load_model, load_tokenizer
 from langadapt.models.separator import document_separator
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
-from langadapt.train import factorised
+from langadapt.train import factorised, langsamp
 from langadapt.train.adapters import config_problems, save_final
 from langadapt.train.codeswitch import SwitchedMaskedLM, build_switch_stream
 from langadapt.train.config import objective_settings
@@ -167,8 +167,27 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             return MetadataLM(meco_key)
         return OBJECTIVES.get(name)
 
+    for key, stream in streams.items():  # each stream's language, for LangSAMP's per-position ids
+        stream.language = target if key != replay else replay
+    if switch_keys.get("codeswitch-restore"):
+        streams[switch_keys["codeswitch-restore"]].languages = (target, target)  # type: ignore[union-attr]
+    made = build
+    if cfg.langsamp:  # language and script embeddings before the head, for training only
+        index = {
+            lang: i
+            for i, lang in enumerate(
+                dict.fromkeys([target, *([replay] if replay else []), *pair_languages_of(pair_record)])
+            )
+        }
+        scripts, script_names = langsamp.token_scripts(tok, model.get_input_embeddings().weight.shape[0])
+        langsamp.attach(model, list(index), scripts, script_names)
+
+        def made(name: str) -> Any:
+            return langsamp.WithLanguages(build(name), index)
+
     # one phase (train.method) or a schedule (train.phases), each through the same loop
-    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, ObjectiveFactory(build))
+    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, ObjectiveFactory(made))
+    langsamp_record = langsamp.detach(model)  # the exported model has the base's modules and shapes
     if not is_main_process():
         return  # under accelerate launch / torchrun only rank 0 writes the run directory
 
@@ -196,6 +215,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             if k not in (pair_key, meco_key) and k not in switch_records
         },
     )
+    if langsamp_record is not None:
+        summary["langsamp"] = langsamp_record
     if meco_record is not None:
         summary["meco"] = {**meco_record, "documents_started": streams[meco_key].documents_started}
     for key, record in switch_records.items():
@@ -216,6 +237,10 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             "pairs_truncated": streams[pair_key].truncated,
         }
     write_json(ctx.out / "summary.json", summary)
+
+
+def pair_languages_of(record: dict[str, Any] | None) -> list[str]:
+    return list(record["languages"]) if record else []
 
 
 def _quantized_base(recipe: "Recipe", init_dir: Path) -> Any:

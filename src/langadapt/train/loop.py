@@ -21,6 +21,7 @@ from langadapt.train.data import (
     batch_languages,
     document_positions,
     pair_rows,
+    row_languages,
     row_with_segments,
 )
 from langadapt.train.distributed import resolve_sharding, setup
@@ -78,7 +79,7 @@ def _optimizer(model: Any, cfg: TrainConfig) -> "torch.optim.Optimizer":
     emb, rest = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (emb if ("trainable_tokens" in name or "embed" in name or "lm_head" in name) else rest).append(p)
+            (emb if any(k in name for k in ("trainable_tokens", "embed", "lm_head", "langsamp")) else rest).append(p)
     groups = [{"params": rest, "weight_decay": cfg.weight_decay, "lr_scale": 1.0}]
     if emb:
         groups.append(
@@ -198,33 +199,43 @@ def train_loop(
     # a pair or code-switching objective draws a share of the target's rows from a stream of its own (pairs, switched text)
     target_stream = getattr(objective, "target_stream", None)
     use_segments = "segments" in takes  # what each position of a row is (train/pairs.py), drawn with the row
+    # LangSAMP: each position's language, drawn with the row (train/langsamp.py)
+    language_index = getattr(objective, "language_index", None) if "languages" in takes else None
 
-    def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], "torch.Tensor | None"]:
-        """The step's sequences (the replay mix is a function of the step), their segments when the objective
-        takes them, and the streams' state after them."""
+    def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], tuple[Any, Any]]:
+        """The step's sequences (the replay mix is a function of the step), the streams' state after them, and
+        their segments and per-position languages when the objective takes them."""
         is_replay = batch_languages(step, rows, cfg.replay_ratio if replay else 0.0, recipe.seed)
         langs = [replay if r else target for r in is_replay]
         if target_stream:
             langs = pair_rows(step, langs, target, target_stream, objective.target_share, recipe.seed)  # type: ignore[union-attr]
-        segments = None
-        if use_segments:
-            drawn = [row_with_segments(streams[lang]) for lang in langs]  # type: ignore[index]
+        segments = languages = None
+        if use_segments or language_index is not None:
+            drawn, places = [], []
+            for lang in langs:
+                ids, seg = row_with_segments(streams[lang])  # type: ignore[index]
+                drawn.append((ids, seg))
+                if language_index is not None:  # read right after the row: a stream of pairs knows its last row's
+                    places.append(row_languages(streams[lang], seg, language_index))  # type: ignore[index]
             batch = torch.from_numpy(np.stack([ids for ids, _ in drawn]))
-            segments = torch.from_numpy(np.stack([seg for _, seg in drawn]))
+            segments = torch.from_numpy(np.stack([seg for _, seg in drawn])) if use_segments else None
+            languages = torch.from_numpy(np.stack(places)) if places else None
         else:
             batch = torch.from_numpy(np.stack([streams[lang].next_block() for lang in langs]))  # type: ignore[index]
         if device.type == "cuda":  # page-locked: the copy to the GPU can run beside the host
             batch = batch.pin_memory()
-        return batch, langs, {k: s.state() for k, s in streams.items()}, segments  # type: ignore[return-value]
+        return batch, langs, {k: s.state() for k, s in streams.items()}, (segments, languages)  # type: ignore[return-value]
 
     def prepared(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], dict[str, Any]]:
         """`draw`, and this process's rows with every per-row input the objective takes, computed on the host
         (in the data thread, while the previous step trains) and pinned for copies that do not wait."""
-        batch, langs, states, segments = draw(step)
+        batch, langs, states, (segments, languages) = draw(step)
         mine = batch[procs.share(rows)]
         inputs: dict[str, Any] = {"input_ids": mine}
         if segments is not None:
             inputs["segments"] = segments[procs.share(rows)]
+        if languages is not None:
+            inputs["languages"] = languages[procs.share(rows)]
         if use_positions:
             inputs["position_ids"] = document_positions(mine, sep_id)
         if host_inputs is not None:

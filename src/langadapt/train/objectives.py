@@ -196,6 +196,8 @@ def _check_fused(model: Any, vocab_size: int | None) -> str | None:
     problem = head_problem(model)
     if problem is not None:
         return problem
+    if getattr(_innermost(model), "langsamp", None) is not None:  # train/langsamp.py: its hook is on the head
+        return "LangSAMP adds its embeddings to the head's input"
     weight = output_head(model)[1]  # type: ignore[index]
     if weight.is_meta:  # no weights yet: they come from rank 0 (train/distributed.py), and so does its choice
         return None

@@ -69,7 +69,11 @@ class PairStream:
     next_doc: int = 0
     documents_started: int = 0
     truncated: int = 0
+    languages: tuple[str, str] = ("", "")  # of the first and second side as read (LangSAMP)
     heldout: list[str] = field(default_factory=list)  # no held-out sample of pairs (train.eval_every skips them)
+    _row_sides: "np.ndarray | None" = field(
+        default=None, repr=False
+    )  # per position of the last row: 0/1, which language
     _order: list[int] = field(default_factory=list, repr=False)
     _swap: list[bool] = field(default_factory=list, repr=False)
 
@@ -112,9 +116,11 @@ class PairStream:
 
         ids = np.full(self.seq_len, self.sep_id, dtype=np.int64)
         seg = np.full(self.seq_len, FILLER, dtype=np.int8)
+        sides = np.zeros(self.seq_len, dtype=np.int64)
         n = 0
         while True:
             whole = self._peek()
+            swapped = self._swap[self.next_doc]  # after the peek, which may have begun an epoch
             a, b = self._fit(*whole)
             size = 1 + len(a) + len(self.mid_ids) + len(b)
             if n + size > self.seq_len:
@@ -125,13 +131,23 @@ class PairStream:
             ids[m : m + len(self.mid_ids)] = self.mid_ids
             ids[m + len(self.mid_ids) : n + size] = b
             seg[n], seg[n + 1 : m], seg[m : n + size] = SEPARATOR, FIRST, SECOND
+            sides[n:m], sides[m : n + size] = int(swapped), 1 - int(swapped)
             n += size
             self.next_doc += 1
             self.documents_started += 1
+        self._row_sides = sides
         return ids, seg
 
     def next_block(self) -> "np.ndarray":
         return self.next_block_with_segments()[0]
+
+    def position_languages(self, index: dict[str, int]) -> "np.ndarray":
+        """The last row's language index per position (`index`: language -> LangSAMP's row)."""
+        import numpy as np
+
+        assert self._row_sides is not None
+        table = np.array([index.get(self.languages[0], 0), index.get(self.languages[1], 0)], dtype=np.int64)
+        return table[self._row_sides]
 
     def state(self) -> dict[str, Any]:
         return {
@@ -263,7 +279,7 @@ def build_pair_stream(
         )
     a, b = encode_pairs([(p.first, p.second) for p in kept], tok)
     mid = sides_separator(tok, masked, cfg.pair_separator)
-    stream = PairStream(a, b, sep_id, mid, cfg.seq_len, seed, cfg.pair_direction, tok=tok)
+    stream = PairStream(a, b, sep_id, mid, cfg.seq_len, seed, cfg.pair_direction, tok=tok, languages=(first, second))
     record = {
         "path": cfg.parallel.path,
         "languages": [first, second],
