@@ -493,7 +493,10 @@ def test_langsamp_adds_language_and_script_rows_before_the_head_and_leaves_nothi
         off = model(input_ids=ids).logits  # outside a training call: no hook
     assert not torch.allclose(seen["logits"], before) and torch.equal(off, before)
     record = langsamp.detach(model)
-    assert record["languages"] == ["nya", "eng"] and record["language_row_norms"] == [0.0, pytest.approx(32**0.5, abs=1e-3)]
+    assert record["languages"] == ["nya", "eng"] and record["language_row_norms"] == [
+        0.0,
+        pytest.approx(32**0.5, abs=1e-3),
+    ]
     assert {k: v.shape for k, v in model.state_dict().items()} == keys
     with torch.no_grad():
         assert torch.equal(wrapped(model, ids, languages=torch.ones_like(ids)), before)  # gone with the tables
@@ -507,3 +510,39 @@ def test_langsamp_on_a_model_without_an_lm_head_is_one_clear_error(tiny_encoder)
 
     with pytest.raises(ConfigError, match="train.langsamp: adds language and script embeddings before the LM head"):
         langsamp.head_module(AutoModel.from_pretrained(tiny_encoder))
+
+
+# -- 7. lem ---------------------------------------------------------------------------------------
+
+
+def test_lem_masks_only_the_pieces_of_tagged_words(tiny_encoder, tmp_path):
+    import torch
+    from transformers import AutoTokenizer
+
+    from langadapt.train.config import TrainConfig
+    from langadapt.train.lem import EntityMasking, read_lexicon
+    from langadapt.train.mlm import MaskingPlan
+
+    lexicon = tmp_path / "nya.tsv"
+    lexicon.write_text("man\tNOUN\nwent\tVERB\nthe\tDET\nkingdom\n", encoding="utf-8")
+    assert read_lexicon(str(lexicon), ("NOUN", "VERB", "PROPN", "NE")) == {"man", "went", "kingdom"}
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    plan = MaskingPlan.from_tokenizer(tok, TrainConfig())
+    lem = EntityMasking(plan, tok, read_lexicon(str(lexicon), ("NOUN",)), probability=0.5)
+    text = "the man saw the river, and the man said."
+    ids = torch.tensor([tok(text, add_special_tokens=True)["input_ids"]] * 32)
+    host = lem.host_inputs(ids)
+    pieces = [tok.decode(ids[0, i : i + 1]).strip() for i in range(ids.shape[1])]
+    allowed = {i for i, p in enumerate(pieces) if p == "man" or p in tok.tokenize("man")}
+    chosen, _ = lem.plan.draw(ids, 5, host["words"], host["longest_word"])
+    where = set(chosen.nonzero()[:, 1].tolist())
+    assert where and where <= allowed  # only the two occurrences of "man" are ever chosen
+    assert (chosen.sum(dim=1) > 0).all()
+
+
+def test_lem_without_a_lexicon_or_tagger_names_what_is_missing(corpus_files, tiny_encoder, tmp_path):
+    problems = _problems(corpus_files, tiny_encoder, tmp_path, objective="lem")
+    assert problems == [
+        "train.objective lem: masks nouns, verbs and named entities, and nothing says which words of nya those are: "
+        "set train.lem_lexicon (a TSV of word<TAB>tag) or train.lem_tagger (a spaCy pipeline for the language)"
+    ]

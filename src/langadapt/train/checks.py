@@ -7,6 +7,7 @@ only mechanics.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import TYPE_CHECKING
 
@@ -135,6 +136,21 @@ def objective_problems(recipe: "Recipe") -> list[str]:
         p.append("train.codeswitch_probability: must be in (0, 1]")
     if not 0 < tr.codeswitch_ratio <= 1:
         p.append("train.codeswitch_ratio: must be in (0, 1]")
+    lem = [where for where, name in settings if name == "lem"]
+    if lem:
+        target = recipe.corpus.target.language
+        if not tr.lem_lexicon and not tr.lem_tagger:
+            p.append(
+                f"{lem[0]} lem: masks nouns, verbs and named entities, and nothing says which words of {target} "
+                "those are: set train.lem_lexicon (a TSV of word<TAB>tag) or train.lem_tagger (a spaCy pipeline "
+                "for the language)"
+            )
+        if tr.lem_lexicon and not os.path.isfile(os.path.expanduser(tr.lem_lexicon)):
+            p.append(f"train.lem_lexicon: no such file: {tr.lem_lexicon}")
+        if tr.lem_tagger and importlib.util.find_spec("spacy") is None:
+            p.append("train.lem_tagger: needs the package spacy: pip install spacy")
+        if not 0 < tr.lem_probability <= 1:
+            p.append("train.lem_probability: must be in (0, 1]")
     meco = [i for i, (_, name) in enumerate(settings) if name == "meco"]
     if meco and (meco[-1] == len(settings) - 1 or settings[-1][1] != "clm"):
         p.append(

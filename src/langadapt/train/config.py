@@ -222,6 +222,23 @@ class TrainConfig:
         "meco: the prefix each target document is trained after ({domain}: its URL's host without www., or the "
         "name of its corpus source when it has no URL), never a prediction target; the default is the paper's",
     )
+    # -- linguistic entity masking (lem) ------------------------------------------------------------
+    lem_lexicon: str = opt(
+        "",
+        "lem: a TSV file of the target language's words and tags (word<TAB>tag; a word alone on its line is an "
+        "entity); the words tagged with one of train.lem_tags are the ones masked",
+    )
+    lem_tagger: str = opt(
+        "",
+        "lem: a spaCy pipeline (package name or folder, pip install spacy) for the target language; it tags the "
+        "training text once, and the words it tags with train.lem_tags (NE: inside a named entity) are masked",
+    )
+    lem_tags: tuple[str, ...] = opt(
+        ("NOUN", "VERB", "PROPN", "NE"), "lem: the tags whose words are masked (Universal Dependencies POS, NE)"
+    )
+    lem_probability: float = opt(
+        0.5, "lem: the fraction of the tagged words' tokens in each row chosen for prediction (whole words)"
+    )
     langsamp: bool = opt(
         False,
         "LangSAMP (Liu et al. 2024): a language embedding (target, replay, parallel languages) and a script "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.devices import resolve_device
 from langadapt.documents import languages, read_column, read_texts, split_file
+from langadapt.errors import InputError
 from langadapt.models.loading import load_model, load_tokenizer
 from langadapt.models.separator import document_separator
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
@@ -31,6 +32,7 @@ from langadapt.train.codeswitch import SwitchedMaskedLM, build_switch_stream
 from langadapt.train.config import objective_settings
 from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
 from langadapt.train.distributed import loads_on_meta, meta_model
+from langadapt.train.lem import EntityMasking, read_lexicon, tag_lexicon
 from langadapt.train.loop import set_dropout
 from langadapt.train.meco import MetadataLM, MetadataStream, metadata_prefixes, source_name
 from langadapt.train.methods import TRAIN_METHODS
@@ -148,6 +150,20 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         streams[meco_key] = MetadataStream(docs, tok, sep, cfg.seq_len, recipe.seed + len(streams), prefixes=prefixes)
         meco_record = {"template": cfg.meco_template, "documents": len(docs), "prefixed_by": by}
 
+    def entity_lexicon() -> set[str]:
+        """lem's words: the lexicon file's, else those the tagger tags in the target's training text."""
+        if cfg.lem_lexicon:
+            words = read_lexicon(cfg.lem_lexicon, cfg.lem_tags)
+        else:
+            words = tag_lexicon(cfg.lem_tagger, read_texts(rd, target, "train"), cfg.lem_tags)
+        log.info("lem: %d entity words (%s)", len(words), cfg.lem_lexicon or cfg.lem_tagger)
+        if not words:
+            raise InputError(
+                f"lem: no word of {cfg.lem_lexicon or cfg.lem_tagger} is tagged with {', '.join(cfg.lem_tags)}",
+                hint="check train.lem_tags against the lexicon's or tagger's tags",
+            )
+        return words
+
     def build(name: str) -> Any:
         """The objective the loop calls; masking needs the tokenizer (and this process's rank)."""
         plan = MaskingPlan.from_tokenizer(tok, cfg, launched_rank()) if is_masked(name) else None
@@ -165,6 +181,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
             )
         if name == "meco":
             return MetadataLM(meco_key)
+        if name == "lem":
+            return EntityMasking(plan, tok, entity_lexicon(), cfg.lem_probability)  # type: ignore[arg-type]
         return OBJECTIVES.get(name)
 
     for key, stream in streams.items():  # each stream's language, for LangSAMP's per-position ids
