@@ -91,6 +91,7 @@ def test_a_pair_objective_without_parallel_data_is_refused(corpus_files, tiny_en
     assert len(problems) == 1 and problems[0].startswith("train.phases[0].objective translation-clm: trains on")
 
 
+@pytest.mark.slow  # reads both bundled Bibles
 def test_bundled_bitext_leaves_out_the_evaluation_books_and_held_out_ones_are_dropped():
     from langadapt.config import ParallelConfig
     from langadapt.sources.bible import BITEXT_BOOKS
@@ -418,6 +419,7 @@ def test_meco_without_a_cooldown_phase_is_refused(corpus_files, tiny_model, tmp_
     assert _problems(corpus_files, tiny_model, tmp_path, objective="clm", phases=phases) == []
 
 
+@pytest.mark.slow  # four stages and three phases on a tiny decoder
 def test_decoder_phases_translation_clm_meco_and_cooldown_train_end_to_end(corpus_files, tiny_model, tmp_path):
     from langadapt.pipeline import run
     from langadapt.recipe import Recipe
@@ -435,7 +437,8 @@ def test_decoder_phases_translation_clm_meco_and_cooldown_train_end_to_end(corpu
             {"name": "cool", "method": "lora", "max_steps": 1},
         ],
     }
-    run(Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run", train=train)))
+    recipe = Recipe.from_dict(tiny_recipe_dict(corpus_files, tiny_model, tmp_path / "run", train=train))
+    run(recipe, stages=("corpus", "tokenizer", "init", "train"))
     summary = json.loads((tmp_path / "run" / "train" / "summary.json").read_text())
     assert [p["objective"] for p in summary["phases"]] == ["translation-clm", "meco", "clm"]
     assert summary["meco"]["prefixed_by"] == {"url_domain": 0, "source_name": summary["meco"]["documents"]}
