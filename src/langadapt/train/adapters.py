@@ -326,6 +326,13 @@ def config_problems(recipe: "Recipe", config: "PretrainedConfig") -> list[str]:
             f"{config.model_type}'s masked-LM class does not take; set train.packed_attention: row (packed "
             f"documents then attend to each other), or use an encoder of type {', '.join(PACKED_ENCODERS)}"
         )
+    tlm = [where for where, objective in objective_settings(tr) if objective == "tlm"]
+    if encoder and tlm and config.model_type not in PACKED_ENCODERS:
+        p.append(
+            f"{tlm[0]}: tlm keeps each pair apart with its own attention mask and restarts positions at the second "
+            f"side, which {config.model_type}'s masked-LM class does not take; use an encoder of type "
+            f"{', '.join(PACKED_ENCODERS)}"
+        )
     methods = [ph.method for ph in tr.phases] if tr.phases else [tr.method]
     via_adapters = set(methods) & set(ADAPTER_METHODS) | ({"lora"} & set(methods) if encoder else set())
     for m in sorted(via_adapters):
