@@ -274,6 +274,8 @@ def test_codeswitch_then_tlm_phases_train_end_to_end(corpus_files, tiny_encoder,
     assert [p["objective"] for p in summary["phases"]] == ["codeswitch", "tlm"]
     assert summary["parallel"]["pairs"] == 30 and summary["parallel"]["languages"] == ["nya", "eng"]
     assert summary["parallel"]["pairs_started"] > 0
+    tokens = summary["tokens"]  # rows drawn from pairs or switched text are counted apart from the target's
+    assert tokens["nya-eng"] > 0 and tokens["nya-codeswitch"] > 0 and sum(tokens.values()) == (2 + 2) * 4 * 32
     switched = summary["codeswitch"]["nya-codeswitch"]
     assert switched["words_switched"] > 0 and 0.15 < switched["switched_share"] < 0.45  # p = 0.3 of covered words
     rows = [json.loads(line) for line in (tmp_path / "run" / "train" / "metrics.jsonl").read_text().splitlines()]

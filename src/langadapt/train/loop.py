@@ -329,7 +329,14 @@ def train_loop(
         "resumed_from_step": start,
         "tokens_this_session": tokens_done,
         "seconds_this_session": round(time.time() - t0, 1),
-        "tokens": tokens_per_language(cfg, recipe.seed, target, replay, done),
+        "tokens": tokens_per_language(
+            cfg,
+            recipe.seed,
+            target,
+            replay,
+            done,
+            (target_stream, objective.target_share) if target_stream else None,  # type: ignore[union-attr]
+        ),
         "precision": precision,
         "processes": procs.world_size,
         "sharding": procs.sharding,
@@ -507,16 +514,29 @@ def set_dropout(model: Any, p: float) -> int:
 
 
 def tokens_per_language(
-    cfg: TrainConfig, seed: int, target: str, replay: str | None, steps: int | None = None
+    cfg: TrainConfig,
+    seed: int,
+    target: str,
+    replay: str | None,
+    steps: int | None = None,
+    stream: tuple[str, float] | None = None,
 ) -> dict[str, int]:
-    """Tokens trained per language in the first `steps` steps (default: the whole schedule; the mix is a function of the step)."""
+    """Tokens trained per language in the first `steps` steps (default: the whole schedule; the mix is a function of the step).
+
+    `stream`: (key, share) of an objective that draws a share of the target's rows from a stream of its own
+    (pairs, code-switched or prefixed text); those rows' tokens are counted under its key, not the target's.
+    """
     steps = cfg.max_steps if steps is None else steps
-    n_replay = (
-        sum(sum(batch_languages(s, effective_batch_size(cfg), cfg.replay_ratio, seed)) for s in range(steps))
-        if replay
-        else 0
-    )
-    out = {target: (steps * effective_batch_size(cfg) - n_replay) * cfg.seq_len}
+    rows = effective_batch_size(cfg)
+    n_replay = n_stream = 0
+    for s in range(steps):
+        langs = [replay if r else target for r in batch_languages(s, rows, cfg.replay_ratio if replay else 0.0, seed)]
+        n_replay += sum(1 for lang in langs if lang == replay)
+        if stream is not None:
+            n_stream += sum(1 for lang in pair_rows(s, langs, target, stream[0], stream[1], seed) if lang == stream[0])
+    out = {target: (steps * rows - n_replay - n_stream) * cfg.seq_len}
     if replay:
         out[replay] = n_replay * cfg.seq_len
+    if stream is not None:
+        out[stream[0]] = n_stream * cfg.seq_len
     return out
