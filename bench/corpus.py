@@ -192,7 +192,7 @@ def run_stock(corpus_dir: Path, out: Path, workers: int, shards: int) -> tuple[f
     from datatrove.pipeline.writers import JsonlWriter
 
     from langadapt.corpus.dedup import minhash_config
-    from langadapt.corpus.script import make_word_tokenizer
+    from langadapt.script import make_word_tokenizer
 
     tok = make_word_tokenizer()
     mh = minhash_config(5, 14, 8)

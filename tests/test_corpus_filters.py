@@ -10,7 +10,7 @@ from langadapt.corpus import kg2text, lid, pii, thresholds
 from langadapt.corpus.config import Thresholds, threshold_fields
 from langadapt.corpus.filters import ENGLISH, FILTERS, STATS, _punctuation, measure, quality_reason, step_of
 from langadapt.corpus.filters import terminal_punctuation as terminal
-from langadapt.corpus.script import dominant_script, words
+from langadapt.script import dominant_script, words
 
 KINDS = {"read", "lid", "quality", "dedup", "format", "url"}
 

@@ -17,7 +17,7 @@ from langadapt.models import loading  # noqa: F401
 from langadapt.registry import REGISTRIES, Registry
 from langadapt.sources import bundled  # noqa: F401
 from langadapt.tokenizer import extend, methods, replace, translit, trim  # noqa: F401
-from langadapt.train import adapters, mlm, objectives  # noqa: F401
+from langadapt.train import adapters, codeswitch, lem, meco, mlm, objectives, translation  # noqa: F401
 from langadapt.train import methods as train_methods  # noqa: F401
 
 

@@ -133,3 +133,29 @@ def is_mixed(cfg: Any) -> bool:
 def scratch_requested(recipe: Any) -> bool:
     """Whether a run trains a from-scratch model: as its own model (train.method scratch) or as a reference."""
     return recipe.train.method == "scratch" or recipe.eval.reference == "scratch"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParallelConfig:
+    path: str = req(
+        "aligned sentence pairs: builtin:bible-bitext (the bundled Chichewa-English Bible verses, languages nya "
+        "and eng; the books of the bible-bitext evaluation set and corpus.heldout_groups are left out), a TSV file "
+        "of two columns (first<TAB>second, align: column), or the first language's file when second_path is set"
+    )
+    second_path: str = opt(
+        "", "the second language's file, aligned with `path` line by line (align: line) or by id (align: id)"
+    )
+    align: str = opt(
+        "auto",
+        "how the two sides are matched: column (one TSV file, two columns), line (two text files, line i with "
+        "line i: equal line counts), id (two files of `id<TAB>text` lines, or .jsonl records with id_field and "
+        "text_field, matched by id: every id on both sides, once); auto: column for one file, line for two",
+    )
+    id_field: str = opt("id", "align: id, .jsonl files: the key of the id")
+    text_field: str = opt("text", "align: id, .jsonl files: the key of the text")
+    languages: tuple[str, ...] = opt(
+        (),
+        "the languages of the first and second side (ISO 639-3), one of them corpus.target's language; empty: "
+        "(corpus.target's, corpus.replay's) for files, (nya, eng) for builtin:bible-bitext",
+    )
+    max_pairs: int = opt(0, "read at most this many pairs, in file order (0: all)")

@@ -1,6 +1,6 @@
 """The corpus stage's output format, read by every later stage.
 
-Documents are parquet tables (id, group, text) under `corpus/<lang>/{train,heldout}.parquet`;
+Documents are parquet tables (id, group, text; training documents also url) under `corpus/<lang>/{train,heldout}.parquet`;
 `corpus/stats.json` names the target and replay languages. Stages read the corpus through
 these functions, never through the corpus stage's code.
 """
@@ -55,6 +55,15 @@ def read_docs(path: Path) -> list[Doc]:
 
     table = pq.read_table(path, columns=["id", "group", "text"]).to_pydict()
     return [Doc(i, t, g) for i, g, t in zip(table["id"], table["group"], table["text"])]
+
+
+def read_column(path: Path, column: str) -> list[str] | None:
+    """One string column of a documents table (`url`), in document order; None when it has none."""
+    import pyarrow.parquet as pq
+
+    if column not in pq.read_schema(path).names:
+        return None
+    return [v or "" for v in pq.read_table(path, columns=[column]).column(column).to_pylist()]
 
 
 def split_file(rd: "RunDir", language: str, split: str) -> Path:

@@ -258,7 +258,18 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
 
     corpus = dataclasses.replace(recipe.corpus, target=fix(recipe.corpus.target), replay=fix(recipe.corpus.replay))
     extra = tuple(fix(s) for s in recipe.eval.extra_sets)
-    return dataclasses.replace(recipe, corpus=corpus, eval=dataclasses.replace(recipe.eval, extra_sets=extra))
+    train = recipe.train
+    if train.parallel is not None:  # the parallel files, likewise
+        files = {}
+        for key in ("path", "second_path"):
+            value = getattr(train.parallel, key)
+            if value and ":" not in value.split("/")[0] and not Path(value).is_absolute():
+                if not Path(value).exists() and (base_dir / value).exists():
+                    files[key] = str(base_dir / value)
+        train = dataclasses.replace(train, parallel=dataclasses.replace(train.parallel, **files))
+    return dataclasses.replace(
+        recipe, corpus=corpus, eval=dataclasses.replace(recipe.eval, extra_sets=extra), train=train
+    )
 
 
 def field_help(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -246,7 +246,7 @@ class LanguageTagger(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from langadapt.corpus.lid import load_identifier
-        from langadapt.corpus.script import dominant_script
+        from langadapt.script import dominant_script
 
         identifier = load_identifier(self.model_file) if self.run_lid else None
         for doc in data:

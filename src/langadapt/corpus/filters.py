@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from langadapt.corpus.script import has_unspaced_script, words
 from langadapt.registry import Registry
+from langadapt.script import has_unspaced_script, words
 
 
 @dataclass(frozen=True)

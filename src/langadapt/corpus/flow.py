@@ -125,7 +125,7 @@ def _decide_pass(cfg: CorpusConfig, work: Path, disabled: set[str]) -> list[Any]
         from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 
         from langadapt.corpus.dedup import minhash_config
-        from langadapt.corpus.script import make_word_tokenizer
+        from langadapt.script import make_word_tokenizer
 
         nd = cfg.near_dedup
         mh = minhash_config(nd.shingle_size, nd.bands, nd.rows)

@@ -149,7 +149,7 @@ def confidence_threshold(given: float | None, confidences: list[float], min_docu
 
 
 def is_script_code(code: str) -> bool:
-    from langadapt.corpus.script import script_codes
+    from langadapt.script import script_codes
 
     return code in script_codes() or code == "Jpan"
 

@@ -55,7 +55,7 @@ def _read_rows(folder: Path, columns: list[str]) -> list[dict[str, Any]]:
 
 def assemble(cfg: CorpusConfig, work: Path, out: Path, plan: dict[str, Any]) -> dict[str, Any]:
     cols = ["id", "text", "source", "language", "group", "doc_id", "drop_step", "drop_reason", "repaired", "lid",
-            "pii", "lines_removed", "chars_removed", "minhash_cluster_size"]  # fmt: skip
+            "pii", "lines_removed", "chars_removed", "minhash_cluster_size", "url"]  # fmt: skip
     kept = _read_rows(work / "kept", cols)
     dropped = _read_rows(work / "dropped", cols)
     kept.sort(key=_order)
@@ -110,11 +110,11 @@ def _write_language(
     train_docs = [Doc(r["doc_id"], r["text"], r["group"]) for r in train]
     if cfg.near_dedup.rehydrate:
         train_docs = rehydrate(train, cfg.near_dedup.rehydrate_cap)
-    # a source of a list: each training document names it, so the training mix draws per source
-    listed = any(":" in r["source"] for r in train)
-    extra = {"source": [_source_of(r, cfg) for r in train]} if listed else None
-    if cfg.near_dedup.rehydrate and extra is not None:
-        extra = {"source": [s for r, s in zip(train, extra["source"]) for _ in range(_copies(r, cfg))]}
+    copies = [_copies(r, cfg) if cfg.near_dedup.rehydrate else 1 for r in train]  # rehydration repeats documents
+    # each training document's URL, when it has one (metadata conditioning reads it)
+    extra = {"url": [r["url"] or "" for r, k in zip(train, copies) for _ in range(k)]}
+    if any(":" in r["source"] for r in train):  # a source of a list: each document names it (the mix draws per source)
+        extra["source"] = [_source_of(r, cfg) for r, k in zip(train, copies) for _ in range(k)]
     write_docs(out / lang / "train.parquet", train_docs, extra=extra)
     write_docs(out / lang / "heldout.parquet", [Doc(r["doc_id"], r["text"], r["group"]) for r in heldout])
     write_docs(

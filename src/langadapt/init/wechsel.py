@@ -124,6 +124,10 @@ def aligned_spaces(ctx: InitContext) -> Aligned:
     old_ok = np.array([bool(s) and s in si for s in old_surfaces])
     log.info("wechsel: %d dictionary pairs (%s) aligned the spaces", len(usable), d.origin)
     report = {"dictionary": d.origin, "dictionary_pairs": len(d.pairs), "pairs_used": len(usable), **d.stats}
+    # the (source word, target word) pairs that aligned the spaces: train.codeswitch_dictionary: init reads them
+    report["word_pairs"] = list(
+        dict.fromkeys((a, b) for a, b in d.pairs if a in si and b in ti and src.trained[si[a]] and tgt.trained[ti[b]])
+    )
     return Aligned(old_vecs, old_ok, new_vecs, w, report)
 
 

@@ -285,8 +285,11 @@ def mlm_logits_at(
     attention_mask: "torch.Tensor | None",
     select: "torch.Tensor | tuple[torch.Tensor, torch.Tensor]",
     position_ids: "torch.Tensor | None" = None,
+    **extra: "torch.Tensor",
 ) -> "torch.Tensor":
     """Masked-LM logits at the positions where `select` (batch, seq) is True only: (n_selected, vocab).
+
+    `extra`: further inputs of the model (token_type_ids).
 
     `select` may also be a pair (rows, columns) of index tensors, which selects without the host
     reading how many positions there are (a boolean mask's count is read back from the device).
@@ -302,7 +305,7 @@ def mlm_logits_at(
         return (args[0][select],) + args[1:]
 
     handle = head.register_forward_pre_hook(gather)
-    extra = {} if position_ids is None else {"position_ids": position_ids}
+    extra = extra if position_ids is None else {**extra, "position_ids": position_ids}
     try:
         return model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
     finally:

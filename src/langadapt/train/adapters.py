@@ -25,7 +25,8 @@ from langadapt.errors import ConfigError, MissingDependencyError
 from langadapt.models.encoder import PACKED_ENCODERS
 from langadapt.models.loading import ADAPTER_NAME, adapter_activation, is_encoder
 from langadapt.train import factorised
-from langadapt.train.config import TrainConfig
+from langadapt.train.config import TrainConfig, objective_settings
+from langadapt.train.objectives import CAUSAL_OBJECTIVES, MASKED_OBJECTIVES, is_masked
 from langadapt.train.processes import is_main_process
 from langadapt.train.trainable import TRAIN_METHODS, new_token_rows, train_all_embeddings
 
@@ -310,15 +311,27 @@ def config_problems(recipe: "Recipe", config: "PretrainedConfig") -> list[str]:
     tr, p = recipe.train, []
     encoder = is_encoder(config)
     kind = f"{config.model_type} ({'encoder' if encoder else 'decoder'})"
-    if encoder and tr.objective != "mlm":
-        p.append(f"train.objective: {tr.objective} does not train an encoder such as {kind}; use mlm")
-    if not encoder and tr.objective == "mlm":
-        p.append(f"train.objective: mlm needs an encoder; {kind} is a decoder: use clm")
+    for where, objective in objective_settings(tr):
+        if encoder and not is_masked(objective):
+            p.append(
+                f"{where}: {objective} does not train an encoder such as {kind}; use mlm ({', '.join(MASKED_OBJECTIVES)})"
+            )
+        if not encoder and is_masked(objective):
+            p.append(
+                f"{where}: {objective} needs an encoder; {kind} is a decoder: use clm ({', '.join(CAUSAL_OBJECTIVES)})"
+            )
     if encoder and tr.packed_attention == "document" and config.model_type not in PACKED_ENCODERS:
         p.append(
             f"train.packed_attention: document needs a per-document attention mask and position ids, which "
             f"{config.model_type}'s masked-LM class does not take; set train.packed_attention: row (packed "
             f"documents then attend to each other), or use an encoder of type {', '.join(PACKED_ENCODERS)}"
+        )
+    tlm = [where for where, objective in objective_settings(tr) if objective == "tlm"]
+    if encoder and tlm and config.model_type not in PACKED_ENCODERS:
+        p.append(
+            f"{tlm[0]}: tlm keeps each pair apart with its own attention mask and restarts positions at the second "
+            f"side, which {config.model_type}'s masked-LM class does not take; use an encoder of type "
+            f"{', '.join(PACKED_ENCODERS)}"
         )
     methods = [ph.method for ph in tr.phases] if tr.phases else [tr.method]
     via_adapters = set(methods) & set(ADAPTER_METHODS) | ({"lora"} & set(methods) if encoder else set())

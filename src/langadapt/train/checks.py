@@ -7,13 +7,15 @@ only mechanics.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import TYPE_CHECKING
 
-from langadapt.config import scratch_requested
+from langadapt.config import is_mixed, primary, scratch_requested
 from langadapt.devices import DTYPES, device_problems, resolve_device, resolve_dtype
 from langadapt.errors import ConfigError
 from langadapt.models.loading import base_config, is_encoder
+from langadapt.sources.parallel import language_problems, pair_problems
 from langadapt.train.adapters import ADAPTER_METHODS, MERGEABLE_METHODS, model_problems
 from langadapt.train.config import (
     AUTO_RATIO,
@@ -22,15 +24,25 @@ from langadapt.train.config import (
     SCRATCH_VOCABULARIES,
     TrainConfig,
     effective_batch_size,
+    objective_settings,
 )
 from langadapt.train.distributed import ACCELERATE_SHARDINGS, SHARDINGS, accelerate_fsdp_strategy, requested_sharding
 from langadapt.train.memory import memory_problems
 from langadapt.train.methods import TRAIN_METHODS
-from langadapt.train.objectives import OBJECTIVES
+from langadapt.train.objectives import (
+    CAUSAL_OBJECTIVES,
+    CODESWITCH_OBJECTIVES,
+    MASKED_OBJECTIVES,
+    OBJECTIVES,
+    PAIR_OBJECTIVES,
+    is_masked,
+)
+from langadapt.train.pairs import DIRECTIONS
 from langadapt.train.precision import WEIGHT_PRECISIONS, load_dtype, precision_problems, resolve_precision, supports
 from langadapt.train.processes import env_flag, launched_world_size, node_size
 from langadapt.train.scratch import byte_premium_problems, size_problems
 from langadapt.train.tracking import sink_problems
+from langadapt.train.translation import TRANSLATION_LOSS_ON
 from langadapt.train.zero import accelerate_deepspeed_config, accelerate_zero_sharding, zero_problems
 
 if TYPE_CHECKING:
@@ -85,6 +97,94 @@ def check(recipe: "Recipe") -> list[str]:
     p.extend(qlora_problems(recipe))
     p.extend(_encoder_problems(recipe))
     p.extend(scratch_problems(recipe))
+    p.extend(objective_problems(recipe))
+    return p
+
+
+def objective_problems(recipe: "Recipe") -> list[str]:
+    """Each phase's objective, and what the objectives need: parallel data for the pair objectives,
+    checked here (files, counts, empty sides, languages) before any work."""
+    tr, p = recipe.train, []
+    settings = objective_settings(tr)
+    for where, name in settings:
+        if where != "train.objective" and name not in OBJECTIVES:
+            p.append(f"{where}: {OBJECTIVES.unknown_message(name)}")
+    kinds = {is_masked(name) for _, name in settings if name != AUTO}
+    if len(kinds) > 1:
+        p.append(
+            "train.phases: every phase's objective must be of one kind, masked (" + ", ".join(MASKED_OBJECTIVES) + ") "
+            "or causal (" + ", ".join(CAUSAL_OBJECTIVES) + "): they train one model"
+        )
+    pair_users = [(where, name) for where, name in settings if name in PAIR_OBJECTIVES]
+    if pair_users and tr.parallel is None:
+        p.append(
+            f"{pair_users[0][0]} {pair_users[0][1]}: trains on translation pairs and train.parallel is not set; set "
+            "train.parallel.path (builtin:bible-bitext, a two-column TSV, or two aligned files)"
+        )
+    if not 0 < tr.parallel_ratio <= 1:
+        p.append("train.parallel_ratio: must be in (0, 1]")
+    if tr.pair_direction not in DIRECTIONS:
+        p.append(f"train.pair_direction: '{tr.pair_direction}' is not one of {', '.join(DIRECTIONS)}")
+    if tr.translation_loss_on not in TRANSLATION_LOSS_ON:
+        p.append(
+            f"train.translation_loss_on: '{tr.translation_loss_on}' is not one of {', '.join(TRANSLATION_LOSS_ON)}"
+        )
+    if not tr.pair_separator:
+        p.append("train.pair_separator: must not be empty (it marks where the translation starts)")
+    switch_users = [(where, name) for where, name in settings if name in CODESWITCH_OBJECTIVES]
+    if switch_users:
+        where, name = switch_users[0]
+        if not tr.codeswitch_dictionary:
+            p.append(
+                f"{where} {name}: replaces words by their dictionary translations and train.codeswitch_dictionary "
+                "is not set; give a TSV of word pairs, a dictd .index file (freedict), or init (WECHSEL's dictionary)"
+            )
+        elif tr.codeswitch_dictionary == "init" and recipe.init.method != "wechsel":
+            p.append(
+                f"train.codeswitch_dictionary: init takes the dictionary WECHSEL aligns with, and init.method is "
+                f"{recipe.init.method}; set init.method: wechsel or give a dictionary file"
+            )
+        elif tr.codeswitch_dictionary != "init" and not os.path.isfile(os.path.expanduser(tr.codeswitch_dictionary)):
+            p.append(f"train.codeswitch_dictionary: no such file: {tr.codeswitch_dictionary}")
+    if not 0 < tr.codeswitch_probability <= 1:
+        p.append("train.codeswitch_probability: must be in (0, 1]")
+    if not 0 < tr.codeswitch_ratio <= 1:
+        p.append("train.codeswitch_ratio: must be in (0, 1]")
+    lem = [where for where, name in settings if name == "lem"]
+    if lem:
+        target = primary(recipe.corpus, "target").language
+        if not tr.lem_lexicon and not tr.lem_tagger:
+            p.append(
+                f"{lem[0]} lem: masks nouns, verbs and named entities, and nothing says which words of {target} "
+                "those are: set train.lem_lexicon (a TSV of word<TAB>tag) or train.lem_tagger (a spaCy pipeline "
+                "for the language)"
+            )
+        if tr.lem_lexicon and not os.path.isfile(os.path.expanduser(tr.lem_lexicon)):
+            p.append(f"train.lem_lexicon: no such file: {tr.lem_lexicon}")
+        if tr.lem_tagger and importlib.util.find_spec("spacy") is None:
+            p.append("train.lem_tagger: needs the package spacy: pip install spacy")
+        if not 0 < tr.lem_probability <= 1:
+            p.append("train.lem_probability: must be in (0, 1]")
+    meco = [i for i, (_, name) in enumerate(settings) if name == "meco"]
+    if meco and (meco[-1] == len(settings) - 1 or settings[-1][1] != "clm"):
+        p.append(
+            "train.objective meco: MeCo ends with a cool-down on plain text, so that the model needs no metadata; "
+            "use train.phases with the meco phase(s) followed by a clm phase (the paper: the last 10% of steps)"
+        )
+    if "{domain}" not in tr.meco_template:
+        p.append("train.meco_template: must contain {domain}, where each document's URL domain or source name goes")
+    own_stream = sorted({name for _, name in settings if name in (*PAIR_OBJECTIVES, *CODESWITCH_OBJECTIVES, "meco")})
+    if own_stream and is_mixed(recipe.corpus):
+        p.append(
+            f"train.objective {', '.join(own_stream)}: draws target rows from a stream of its own and cannot yet share "
+            "them with several target or replay sources (corpus.target / corpus.replay as lists); give one source each"
+        )
+    if tr.parallel is not None:
+        target_src, replay_src = primary(recipe.corpus, "target"), primary(recipe.corpus, "replay")
+        target = target_src.language if target_src is not None else ""
+        replay = replay_src.language if replay_src is not None else None
+        p.extend(language_problems(tr.parallel, target, replay, "train.parallel"))
+        p.extend(pair_problems(tr.parallel, "train.parallel"))
     return p
 
 
@@ -149,6 +249,11 @@ def replay_ratio_problems(recipe: "Recipe") -> list[str]:
             )
         if tr.factorised_embeddings:
             p.append("train.replay_ratio: auto cannot yet run pilots with train.factorised_embeddings; set a ratio")
+        if tr.objective not in ("clm", "mlm", "auto") or tr.langsamp:
+            p.append(
+                f"train.replay_ratio: auto runs its pilots with plain clm or mlm and train.objective is "
+                f"{tr.objective}{' with train.langsamp' if tr.langsamp else ''}; set a ratio"
+            )
         if launched_world_size() > 1:
             p.append(
                 "train.replay_ratio: auto runs its pilots in one process only; set a number under a launcher "

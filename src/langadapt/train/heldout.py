@@ -15,6 +15,7 @@ from langadapt.models.encoder import mlm_logits_at
 from langadapt.scoring.pppl import score as pppl_score
 from langadapt.train.config import TrainConfig
 from langadapt.train.data import TokenStream, heldout_documents, heldout_sample
+from langadapt.train.objectives import is_masked
 
 if TYPE_CHECKING:
     import torch
@@ -28,13 +29,13 @@ HELDOUT_METRICS = {"bpb": "bits per byte", "pseudo_bpb": "pseudo bits per byte"}
 
 def heldout_metric(objective: str) -> str:
     """Bits per byte for a causal LM; a masked LM has no next-token likelihood: pseudo bits per byte."""
-    return "pseudo_bpb" if objective == "mlm" else "bpb"
+    return "pseudo_bpb" if is_masked(objective) else "bpb"
 
 
 def heldout_samples(streams: dict[str, TokenStream], cfg: TrainConfig) -> dict[str, Any]:
     """Per language (a stream's language, else its key), a fixed sample of its held-out documents: packed rows (`data.heldout_sample`), or for
     mlm the documents themselves, which pseudo-likelihood scores as the eval stage does."""
-    if cfg.objective == "mlm":
+    if is_masked(cfg.objective):
         return {
             s.language or key: (s.tok, heldout_documents(s.heldout, s.tok, cfg.eval_tokens, s.heldout_ids))
             for key, s in streams.items()

@@ -20,11 +20,14 @@ from langadapt.train.data import (
     TokenStream,
     batch_languages,
     document_positions,
+    pair_rows,
+    row_languages,
+    row_with_segments,
 )
 from langadapt.train.distributed import resolve_sharding, setup
 from langadapt.train.flops import Utilisation, device_peak, flops_per_token
 from langadapt.train.heldout import HELDOUT_METRICS, heldout_bpb, heldout_metric, heldout_pseudo_bpb, heldout_samples
-from langadapt.train.objectives import OBJECTIVES, Objective, prepare_loss
+from langadapt.train.objectives import OBJECTIVES, Objective, is_masked, prepare_loss
 from langadapt.train.precision import frozen_dtype, grad_scaler, resolve_precision
 from langadapt.train.processes import launched_world_size, training_copy
 from langadapt.train.tracking import MetricsLog
@@ -77,7 +80,7 @@ def _optimizer(model: Any, cfg: TrainConfig) -> "torch.optim.Optimizer":
     emb, rest = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (emb if ("trainable_tokens" in name or "embed" in name or "lm_head" in name) else rest).append(p)
+            (emb if any(k in name for k in ("trainable_tokens", "embed", "lm_head", "langsamp")) else rest).append(p)
     groups = [{"params": rest, "weight_decay": cfg.weight_decay, "lr_scale": 1.0}]
     if emb:
         groups.append(
@@ -163,7 +166,7 @@ def train_loop(
         trained, objective, lambda m: _optimizer(m, cfg), device, rows, micro, sharding, cfg
     )
     # model FLOPs per token (from the unsharded model: what trains is set on it) and the device's peak
-    flops = flops_per_token(model, cfg.seq_len, cfg.mlm_probability if cfg.objective == "mlm" else 1.0)
+    flops = flops_per_token(model, cfg.seq_len, cfg.mlm_probability if is_masked(cfg.objective) else 1.0)
     peak, peak_line = device_peak(device, precision, cfg.peak_tflops) if procs.is_main else (None, "")
     utilisation = Utilisation(flops, peak, procs.world_size)
     procs.wait()  # rank 0 has prepared the stage's folder before anyone reads its checkpoints
@@ -202,24 +205,49 @@ def train_loop(
         )
     loss_module.train()
 
-    def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]]]:
-        """The step's sequences (the replay mix is a function of the step) and the streams' state after them."""
+    # a pair or code-switching objective draws a share of the target's rows from a stream of its own (pairs, switched text)
+    target_stream = getattr(objective, "target_stream", None)
+    use_segments = "segments" in takes  # what each position of a row is (train/pairs.py), drawn with the row
+    # LangSAMP: each position's language, drawn with the row (train/langsamp.py)
+    language_index = getattr(objective, "language_index", None) if "languages" in takes else None
+
+    def draw(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], tuple[Any, Any]]:
+        """The step's sequences (the replay mix is a function of the step), the streams' state after them, and
+        their segments and per-position languages when the objective takes them."""
         is_replay = batch_languages(step, rows, cfg.replay_ratio if replay else 0.0, recipe.seed)
         if mix is not None and mix.mixed:
             langs = mix.row_sources(is_replay, step, recipe.seed)  # stream keys: the sources' names
         else:
             langs = [replay if r else target for r in is_replay]
-        batch = torch.from_numpy(np.stack([streams[lang].next_block() for lang in langs]))  # type: ignore[index]
+        if target_stream:  # validation: an objective with a stream of its own trains on one source per side
+            langs = pair_rows(step, langs, target, target_stream, objective.target_share, recipe.seed)  # type: ignore[union-attr]
+        segments = languages = None
+        if use_segments or language_index is not None:
+            drawn, places = [], []
+            for lang in langs:
+                ids, seg = row_with_segments(streams[lang])  # type: ignore[index]
+                drawn.append((ids, seg))
+                if language_index is not None:  # read right after the row: a stream of pairs knows its last row's
+                    places.append(row_languages(streams[lang], seg, language_index))  # type: ignore[index]
+            batch = torch.from_numpy(np.stack([ids for ids, _ in drawn]))
+            segments = torch.from_numpy(np.stack([seg for _, seg in drawn])) if use_segments else None
+            languages = torch.from_numpy(np.stack(places)) if places else None
+        else:
+            batch = torch.from_numpy(np.stack([streams[lang].next_block() for lang in langs]))  # type: ignore[index]
         if device.type == "cuda":  # page-locked: the copy to the GPU can run beside the host
             batch = batch.pin_memory()
-        return batch, langs, {k: s.state() for k, s in streams.items()}  # type: ignore[return-value]
+        return batch, langs, {k: s.state() for k, s in streams.items()}, (segments, languages)  # type: ignore[return-value]
 
     def prepared(step: int) -> tuple["torch.Tensor", list[str], dict[str, dict[str, Any]], dict[str, Any]]:
         """`draw`, and this process's rows with every per-row input the objective takes, computed on the host
         (in the data thread, while the previous step trains) and pinned for copies that do not wait."""
-        batch, langs, states = draw(step)
+        batch, langs, states, (segments, languages) = draw(step)
         mine = batch[procs.share(rows)]
         inputs: dict[str, Any] = {"input_ids": mine}
+        if segments is not None:
+            inputs["segments"] = segments[procs.share(rows)]
+        if languages is not None:
+            inputs["languages"] = languages[procs.share(rows)]
         if use_positions:
             inputs["position_ids"] = document_positions(mine, sep_id)
         if host_inputs is not None:
@@ -242,7 +270,7 @@ def train_loop(
 
     def evaluate() -> dict[str, float]:
         """The held-out figures of every language under the current weights (every process takes part)."""
-        if cfg.objective == "mlm":
+        if is_masked(cfg.objective):
             out = heldout_pseudo_bpb(loss_module, trained, samples, recipe, device, precision)
         else:
             out = heldout_bpb(loss_module, samples, micro, device, precision, positions)
@@ -323,7 +351,16 @@ def train_loop(
         "resumed_from_step": start,
         "tokens_this_session": tokens_done,
         "seconds_this_session": round(time.time() - t0, 1),
-        "tokens": tokens_per_language(cfg, recipe.seed, target, replay, done, mix, streams),
+        "tokens": tokens_per_language(
+            cfg,
+            recipe.seed,
+            target,
+            replay,
+            done,
+            mix,
+            streams,
+            (target_stream, objective.target_share) if target_stream else None,  # type: ignore[union-attr]
+        ),
         "precision": precision,
         "processes": procs.world_size,
         "sharding": procs.sharding,
@@ -508,26 +545,33 @@ def tokens_per_language(
     steps: int | None = None,
     mix: "MixPlan | None" = None,
     streams: dict[str, TokenStream] | None = None,
+    stream: tuple[str, float] | None = None,
 ) -> dict[str, int]:
     """Tokens trained per language in the first `steps` steps (default: the whole schedule; the mix is a function of the step).
 
     With several sources per side (`mix`), each row's source is drawn again and counted under its stream's language.
+    `stream`: (key, share) of an objective that draws a share of the target's rows from a stream of its own
+    (pairs, code-switched or prefixed text); those rows' tokens are counted under its key, not the target's.
     """
     steps = cfg.max_steps if steps is None else steps
+    rows = effective_batch_size(cfg)
     if mix is not None and mix.mixed and streams is not None:
         out: dict[str, int] = {}
         ratio = cfg.replay_ratio if replay else 0.0
         for s in range(steps):
-            for name in mix.row_sources(batch_languages(s, effective_batch_size(cfg), ratio, seed), s, seed):
+            for name in mix.row_sources(batch_languages(s, rows, ratio, seed), s, seed):
                 lang = streams[name].language or name
                 out[lang] = out.get(lang, 0) + cfg.seq_len
         return out
-    n_replay = (
-        sum(sum(batch_languages(s, effective_batch_size(cfg), cfg.replay_ratio, seed)) for s in range(steps))
-        if replay
-        else 0
-    )
-    out = {target: (steps * effective_batch_size(cfg) - n_replay) * cfg.seq_len}
+    n_replay = n_stream = 0
+    for s in range(steps):
+        langs = [replay if r else target for r in batch_languages(s, rows, cfg.replay_ratio if replay else 0.0, seed)]
+        n_replay += sum(1 for lang in langs if lang == replay)
+        if stream is not None:
+            n_stream += sum(1 for lang in pair_rows(s, langs, target, stream[0], stream[1], seed) if lang == stream[0])
+    out = {target: (steps * rows - n_replay - n_stream) * cfg.seq_len}
     if replay:
         out[replay] = n_replay * cfg.seq_len
+    if stream is not None:
+        out[stream[0]] = n_stream * cfg.seq_len
     return out

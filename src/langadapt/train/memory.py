@@ -56,7 +56,7 @@ from langadapt.models.loading import MODELS, base_config, cache_dir, is_encoder
 from langadapt.train.config import TrainConfig, effective_batch_size
 from langadapt.train.distributed import requested_sharding
 from langadapt.train.loop import auto_micro_batch
-from langadapt.train.objectives import CHUNK_TOKENS
+from langadapt.train.objectives import CHUNK_TOKENS, is_masked
 from langadapt.train.processes import launched_world_size, node_size
 
 if TYPE_CHECKING:
@@ -284,7 +284,7 @@ def estimate(
     if attention == "eager":
         per_layer += EAGER_BYTES * shape.heads * tr.seq_len
     layers = shape.layers * 4 * shape.hidden + per_layer if tr.gradient_checkpointing else shape.layers * per_layer
-    predicted = tokens * tr.mlm_probability if tr.objective == "mlm" else tokens
+    predicted = tokens * tr.mlm_probability if is_masked(tr.objective) else tokens
     output_head = 2 * min(predicted, CHUNK_TOKENS) * (shape.vocab + added) * 4
     est = Estimate(
         weights=weights,

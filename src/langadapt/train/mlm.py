@@ -245,6 +245,24 @@ def mlm_loss(
     (`plan.most_chosen`, a little more than the budget): selecting exactly the chosen positions
     would need their count on the host. The others are computed and not counted.
     """
+    packed = document_inputs(model, position_ids) if position_ids is not None else {}
+    # packed rows hold no padding: the only attention mask is the one between documents
+    return masked_loss(model, input_ids, plan, words, longest_word, seed, packed)
+
+
+def masked_loss(
+    model: Any,
+    input_ids: "torch.Tensor",
+    plan: MaskingPlan,
+    words: "torch.Tensor | None",
+    longest_word: int | None,
+    seed: int | None,
+    model_inputs: dict[str, "torch.Tensor"],
+    maskable: "torch.Tensor | None" = None,
+) -> "torch.Tensor":
+    """The masked loss of `mlm_loss` with the model's other inputs given (`model_inputs`: attention mask,
+    position ids, token types, as the caller lays the row out); shape (batch, 1). `maskable` (batch, seq),
+    when given, narrows which positions may be chosen (lem: the pieces of tagged words)."""
     import torch
     import torch.nn.functional as F
 
@@ -252,6 +270,8 @@ def mlm_loss(
     if words is None or longest_word is None:  # outside the training loop: the words from the ids, here
         host = plan.host_inputs(input_ids.cpu())
         words, longest_word = host["words"].to(device), host["longest_word"]
+    if maskable is not None:
+        words = words.masked_fill(~maskable, -1)
     chosen, corrupted = plan.draw(input_ids, seed, words, longest_word)
     rows, width = input_ids.shape
     places = torch.arange(width, device=device)
@@ -259,9 +279,10 @@ def mlm_loss(
     at = slots.indices  # (rows, k): the chosen positions first
     counted = chosen.gather(1, at)
     select = (torch.arange(rows, device=device)[:, None].expand_as(at).reshape(-1), at.reshape(-1))
-    packed = document_inputs(model, position_ids) if position_ids is not None else {}
-    # packed rows hold no padding: the only attention mask is the one between documents
-    logits = mlm_logits_at(model, corrupted, packed.get("attention_mask"), select, packed.get("position_ids"))
+    extra = {k: v for k, v in model_inputs.items() if k not in ("attention_mask", "position_ids")}
+    logits = mlm_logits_at(
+        model, corrupted, model_inputs.get("attention_mask"), select, model_inputs.get("position_ids"), **extra
+    )
     loss = F.cross_entropy(logits.float(), input_ids.gather(1, at).reshape(-1), reduction="none").view_as(at)
     loss = torch.where(counted, loss, 0.0)
     return (loss.sum(dim=1) / counted.sum(dim=1).clamp(min=1)).unsqueeze(1)

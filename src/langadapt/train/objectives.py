@@ -30,6 +30,19 @@ if TYPE_CHECKING:
 Objective = Callable[..., "torch.Tensor"]
 OBJECTIVES: Registry[Objective] = Registry("objectives")
 
+# objectives by the kind of model they train: masked (encoders) and causal (decoders)
+MASKED_OBJECTIVES = ("mlm", "tlm", "codeswitch", "lem")
+CAUSAL_OBJECTIVES = ("clm", "translation-clm", "codeswitch-restore", "meco")
+# objectives that train on pairs of train.parallel, and on code-switched text (train.codeswitch_*)
+PAIR_OBJECTIVES = ("tlm", "translation-clm")
+CODESWITCH_OBJECTIVES = ("codeswitch", "codeswitch-restore")
+
+
+def is_masked(objective: str) -> bool:
+    """Whether `objective` trains an encoder (masked positions, the text-start separator)."""
+    return objective in MASKED_OBJECTIVES
+
+
 CHUNK_TOKENS = 1024  # tokens per chunk of the fused head + loss: 1024 x 250k fp32 logits (and softmax) = 1 GB each
 
 
@@ -149,7 +162,7 @@ def prepare_loss(objective: str, model: Any, vocab_size: int | None = None) -> s
     For clm: "fused" when the chunked head + loss gives the model's own per-token losses on a
     probe batch, else "plain (reason)". The decision is stored on the model for `clm_loss`.
     """
-    if objective != "clm":
+    if objective not in CAUSAL_OBJECTIVES:
         return f"plain ({objective}: the head runs at the predicted positions only)"
     reason = _check_fused(model, vocab_size)
     _innermost(model).__dict__[FUSED_ATTRIBUTE] = True if reason is None else reason
@@ -183,6 +196,8 @@ def _check_fused(model: Any, vocab_size: int | None) -> str | None:
     problem = head_problem(model)
     if problem is not None:
         return problem
+    if getattr(_innermost(model), "langsamp", None) is not None:  # train/langsamp.py: its hook is on the head
+        return "LangSAMP adds its embeddings to the head's input"
     weight = output_head(model)[1]  # type: ignore[index]
     if weight.is_meta:  # no weights yet: they come from rank 0 (train/distributed.py), and so does its choice
         return None

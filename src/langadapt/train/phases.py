@@ -33,11 +33,26 @@ from langadapt.train.loop import train_loop
 from langadapt.train.trainable import apply_method, trained_embedding_rows, weight_dtypes
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from langadapt.recipe import Recipe
     from langadapt.train.mixing import MixPlan
     from langadapt.train.objectives import Objective
 
 log = logging.getLogger(__name__)
+
+
+class ObjectiveFactory:
+    """Builds each phase's objective from its name (the flow binds what objectives need: tokenizer, pairs)."""
+
+    def __init__(self, build: "Callable[[str], Objective]") -> None:
+        self._build = build
+        self._made: dict[str, Objective] = {}
+
+    def __call__(self, name: str) -> "Objective":
+        if name not in self._made:
+            self._made[name] = self._build(name)
+        return self._made[name]
 
 
 def schedule(cfg: TrainConfig) -> list[PhaseConfig]:
@@ -62,6 +77,7 @@ def phase_recipe(recipe: "Recipe", phase: PhaseConfig) -> "Recipe":
         lr=phase.lr or cfg.lr,
         warmup_steps=warmup,
         embeddings=phase.embeddings or cfg.embeddings,
+        objective=phase.objective or cfg.objective,
         phases=(),
     )
     return dataclasses.replace(recipe, train=train)
@@ -75,13 +91,14 @@ def run_phases(
     replay: str | None,
     recipe: "Recipe",
     out: Path,
-    objective: "Objective | None" = None,
+    objective: "Objective | ObjectiveFactory | None" = None,
     mix: "MixPlan | None" = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train every phase in order (skipping finished ones); returns the model with saved adapters and a summary.
 
-    `objective`: what every phase trains on (default: train.objective from the registry); `mix`: how rows
-    are drawn among several sources of a side (default: one source per side, keyed by language).
+    `objective`: what every phase trains on, or a function from an objective's name (each phase's own,
+    `PhaseConfig.objective`, else train.objective) to what the loop calls; default: the registry's.
+    `mix`: how rows are drawn among several sources of a side (default: one source per side, keyed by language).
     """
     phases = schedule(recipe.train)
     single = not recipe.train.phases  # one phase keeps the plain layout: train/checkpoints, train/metrics.jsonl
@@ -111,10 +128,12 @@ def run_phases(
                 n_train / 1e6,
                 n_all / 1e6,
             )
-            summary = train_loop(model, streams, target, replay, sub, folder, objective=objective, mix=mix)
+            chosen = objective(sub.train.objective) if isinstance(objective, ObjectiveFactory) else objective
+            summary = train_loop(model, streams, target, replay, sub, folder, objective=chosen, mix=mix)
             summary.update(
                 phase=label,
                 method=phase.method,
+                objective=sub.train.objective,
                 lr=sub.train.lr,
                 trainable_parameters=n_train,
                 total_parameters=n_all,

@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from langadapt.config import SourceConfig
+from langadapt.config import SourceConfig, primary
 from langadapt.errors import ConfigError
 from langadapt.models.loading import is_encoder, max_sequence_length
 from langadapt.train.config import ScratchConfig
@@ -144,9 +144,10 @@ def parallel_sources(recipe: "Recipe") -> tuple[SourceConfig, SourceConfig] | No
     t = recipe.tokenizer
     if t.parity_target is not None and t.parity_reference is not None:
         return t.parity_target, t.parity_reference
-    english = BUNDLED_PARALLEL.get(recipe.corpus.target.path)
+    target = primary(recipe.corpus, "target")
+    english = BUNDLED_PARALLEL.get(target.path) if target is not None else None
     if english is not None:
-        return recipe.corpus.target, SourceConfig(path=english, language="eng")
+        return target, SourceConfig(path=english, language="eng")
     return None
 
 

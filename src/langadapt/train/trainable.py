@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from langadapt.errors import ConfigError
 from langadapt.registry import Registry
-from langadapt.train import factorised
+from langadapt.train import factorised, langsamp
 from langadapt.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ TRAIN_METHODS: Registry[TrainMethod] = Registry("train-methods")
 def apply_method(name: str, model: "PreTrainedModel", cfg: TrainConfig, new_ids: list[int]) -> "PreTrainedModel":
     """The model as train method `name` trains it, its trainable weights float32 (see `hold_master_weights`)."""
     model = TRAIN_METHODS.get(name)(model, cfg, new_ids)
+    langsamp.enable(model)  # LangSAMP's tables train whatever the method froze
     hold_master_weights(model, cfg.low_precision_master_weights)
     return model
 

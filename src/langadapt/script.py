@@ -121,3 +121,34 @@ def make_word_tokenizer():  # type: ignore[no-untyped-def]
             return spans
 
     return ScriptWordTokenizer()
+
+
+@lru_cache(maxsize=1)
+def _span_pattern():  # type: ignore[no-untyped-def]
+    import re
+
+    cls = _unspaced_class()
+    return re.compile(rf"{cls}|[^\s{cls[1:-1]}]+")
+
+
+def _is_edge(ch: str) -> bool:
+    """Punctuation or a symbol: trimmed from a word's edges (quotes, commas, brackets)."""
+    import unicodedata
+
+    return unicodedata.category(ch)[0] in "PS"
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each word of `text`, of any script: the runs `words` finds, with punctuation and
+    symbols trimmed from their edges (a word's inner apostrophe or hyphen stays), so that a word can be
+    replaced in place. Runs of punctuation alone are no word."""
+    spans = []
+    for m in _span_pattern().finditer(text):
+        start, end = m.start(), m.end()
+        while start < end and _is_edge(text[start]):
+            start += 1
+        while end > start and _is_edge(text[end - 1]):
+            end -= 1
+        if start < end:
+            spans.append((start, end))
+    return spans
