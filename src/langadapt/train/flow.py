@@ -195,7 +195,8 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         return OBJECTIVES.get(name)
 
     for stream in streams.values():  # each stream's language, for LangSAMP's per-position ids
-        stream.language = stream.language or target  # the objectives' own streams hold target text
+        if not getattr(stream, "language", ""):
+            stream.language = target  # the objectives' own streams hold target text
     if switch_keys.get("codeswitch-restore"):
         streams[switch_keys["codeswitch-restore"]].languages = (target, target)  # type: ignore[union-attr]
     made = build
@@ -372,7 +373,7 @@ def _mix_plan(recipe: "Recipe", streams: dict[str, TokenStream], weights: dict[s
 def _mix_record(plan: MixPlan, streams: dict[str, TokenStream]) -> dict[str, Any]:
     """The plan with the epochs each source was seen for, and a warning for each one repeated past the threshold."""
     record = plan.record()
-    seen = {k: s.epochs_seen() for k, s in streams.items()}
+    seen = {row["name"]: streams[row["name"]].epochs_seen() for row in record["sources"]}  # not the objectives' own
     for row in record["sources"]:
         row["epochs_seen"] = round(seen[row["name"]], 4)
     record["warnings"] = repeat_warnings(seen, plan.warn_epochs, "seen")
