@@ -113,7 +113,8 @@ def test_eval_stores_the_same_prompts_continued_by_base_and_adapted_and_the_repo
     assert stored == [(p.set_name, p.document, p.text) for p in again] and len(stored) == 6
     for s in samples["sets"].values():
         for p in s["prompts"]:
-            assert set(p["continuations"]) == {"base", "adapted"}
+            # every model the evaluation compared (base, adapted, and any a test added to the shared run)
+            assert set(p["continuations"]) == set(results["models"]) and {"base", "adapted"} <= set(results["models"])
             assert all(0 < c["new_tokens"] <= 40 and c["text"] for c in p["continuations"].values())
     assert "base: samples" in results["seconds"] and "adapted: samples" in results["seconds"]
     page = (run_dir / "report" / "index.html").read_text()
