@@ -551,3 +551,24 @@ def test_lem_without_a_lexicon_or_tagger_names_what_is_missing(corpus_files, tin
         "train.objective lem: masks nouns, verbs and named entities, and nothing says which words of nya those are: "
         "set train.lem_lexicon (a TSV of word<TAB>tag) or train.lem_tagger (a spaCy pipeline for the language)"
     ]
+
+
+def test_settings_of_objectives_no_phase_uses_stay_out_of_the_train_fingerprint():
+    """A run that trains plain clm or mlm keeps the fingerprint it had before the objectives existed (it resumes);
+    a setting an objective reads is in the fingerprint as soon as a phase trains with it."""
+    import dataclasses
+
+    from langadapt.train.config import TrainConfig
+    from langadapt.train.flow import unused_objective_settings
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    plain = unused_objective_settings({"clm"}, langsamp=False)
+    assert set(plain) <= fields and "langsamp" in plain and "parallel" in plain and "meco_template" in plain
+    assert "parallel" not in unused_objective_settings({"tlm"}, langsamp=False)
+    restore = unused_objective_settings({"codeswitch-restore"}, langsamp=False)
+    assert "pair_separator" not in restore and "codeswitch_dictionary" not in restore and "parallel" in restore
+    assert "lem_lexicon" not in unused_objective_settings({"lem"}, langsamp=False)
+    assert "langsamp" not in unused_objective_settings({"mlm"}, langsamp=True)
+    # every objective-specific setting is covered, so a new one cannot slip into old runs' fingerprints
+    base = {f.name for f in dataclasses.fields(TrainConfig)} - set(plain)
+    assert not {"codeswitch_ratio", "lem_tags", "translation_loss_on", "parallel_ratio"} & base

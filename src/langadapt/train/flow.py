@@ -422,6 +422,9 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
     if recipe.train.replay_ratio != AUTO_RATIO:  # the pilots' settings only matter when they run
         cfg.pop("forgetting_tolerance")
         cfg.pop("pilots")
+    used = {name for _, name in objective_settings(recipe.train)}
+    for key in unused_objective_settings(used, recipe.train.langsamp):  # so a run from before them resumes
+        cfg.pop(key)
     for key in ("device", "micro_batch_size", "gradient_checkpointing", "compile", "sharding", "peak_tflops"):
         cfg.pop(key, None)  # nor where it ran, in how many pieces or against which peak: a run may resume elsewhere
     return {
@@ -448,6 +451,21 @@ def inputs(recipe: "Recipe", rd: RunDir) -> dict[str, Any]:
         "dtype": weights_dtype(recipe),
         "seed": recipe.seed,
     }
+
+
+def unused_objective_settings(used: set[str], langsamp: bool) -> list[str]:
+    """The train settings of objectives no phase trains with: left out of the fingerprint."""
+    pairs, switch = bool(used & set(PAIR_OBJECTIVES)), bool(used & set(CODESWITCH_OBJECTIVES))
+    unused = [] if pairs else ["parallel", "parallel_ratio", "pair_direction"]
+    if not pairs and "codeswitch-restore" not in used:
+        unused += ["pair_separator", "translation_loss_on"]
+    if not switch:
+        unused += ["codeswitch_dictionary", "codeswitch_probability", "codeswitch_ratio"]
+    if "meco" not in used:
+        unused.append("meco_template")
+    if "lem" not in used:
+        unused += ["lem_lexicon", "lem_tagger", "lem_tags", "lem_probability"]
+    return unused if langsamp else [*unused, "langsamp"]
 
 
 def _file_identities(recipe: "Recipe") -> dict[str, str]:
