@@ -294,3 +294,16 @@ def test_an_encoders_card_and_cli_say_pseudo_bits_per_byte(tmp_path, capsys):
     _print_results({**results, "tasks": []})
     printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert "pseudo bits per byte on held-out text" in printed and "pseudo bits per byte fell 27.0%" in printed
+
+
+def test_options_of_one_format_given_to_another_are_refused_before_any_work(finished_run, tmp_path):
+    """--quant is the GGUF file's, the graft writes a merged folder: each mix-up is one error, nothing written."""
+    run_dir, _, _ = finished_run
+    code, out = invoke("export", str(run_dir), "--to", str(tmp_path / "q"), "--quant", "q8_0")
+    assert code == 1 and "--quant applies to --format gguf only (not merged)" in out
+    code, out = invoke(
+        "export", str(run_dir), "--to", str(tmp_path / "g"), "--format", "gguf",
+        "--graft-instruct", str(tmp_path / "i"), "--graft-base", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert code == 1 and "the instruction graft writes a merged model, not --format gguf" in out
+    assert not any(tmp_path.iterdir())
