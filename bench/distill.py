@@ -19,14 +19,13 @@ line is `ratio: R`, the teacher's parameters over the student's (goal R >= 2.5).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from functools import partial
 from pathlib import Path
 
 from langadapt.devices import autocast, resolve_device, resolve_eval_precision
-from langadapt.distill.flow import forward_speed
+from langadapt.distill.flow import forward_speed, student_schedule
 from langadapt.distill.student import parameter_count
 from langadapt.documents import languages, leading_documents, read_texts, split_file
 from langadapt.models.loading import is_encoder, load_tokenizer
@@ -63,7 +62,7 @@ def train_scratch(recipe: Recipe, rd: RunDir, summary: dict, out: Path):  # type
     torch.manual_seed(recipe.seed)
     model = (AutoModelForMaskedLM if encoder else AutoModelForCausalLM).from_config(config).float()
     target, replay = languages(rd)
-    cfg, d = recipe.train, recipe.distill
+    cfg = recipe.train
     replay = replay if cfg.replay_ratio else None
     separator = document_separator(tok, masked=encoder)
     cache = TokenCache(rd.root / "cache" / "distill" / "tokens", tok, tokenizer_fingerprint(student_dir, tok), True)
@@ -72,23 +71,7 @@ def train_scratch(recipe: Recipe, rd: RunDir, summary: dict, out: Path):  # type
         if lang:
             docs = cache.documents(lang, "train", split_file(rd, lang, "train"), partial(read_texts, rd, lang, "train"))
             streams[lang] = TokenStream(docs, tok, separator.id, cfg.seq_len, recipe.seed + len(streams))
-    schedule = dataclasses.replace(
-        recipe,
-        train=dataclasses.replace(
-            cfg,
-            method="full",
-            embeddings="all",
-            max_steps=d.max_steps,
-            lr=d.lr,
-            embedding_lr=0.0,
-            warmup_steps=d.warmup_steps,
-            save_every=d.save_every,
-            eval_every=0,
-            early_stopping_patience=0,
-            phases=(),
-            log_to=(),
-        ),
-    )
+    schedule = student_schedule(recipe)  # the student's own schedule, on the plain objective
     objective = masked_lm(MaskingPlan.from_tokenizer(tok, cfg)) if encoder else None
     trained = train_loop(model, streams, target, replay, schedule, out, objective=objective)
     assert trained["tokens"] == summary["training"]["tokens"], (trained["tokens"], summary["training"]["tokens"])

@@ -142,24 +142,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
         plan=MaskingPlan.from_tokenizer(tok, cfg) if encoder else None,
         packed_inputs=document_inputs,
     )
-    schedule = dataclasses.replace(
-        recipe,
-        train=dataclasses.replace(
-            cfg,
-            method="full",
-            embeddings="all",
-            max_steps=d.max_steps,
-            lr=d.lr,
-            embedding_lr=0.0,
-            warmup_steps=d.warmup_steps,
-            save_every=d.save_every,
-            eval_every=0,
-            early_stopping_patience=0,
-            phases=(),
-            sharding="none",
-            log_to=(),
-        ),
-    )
+    schedule = student_schedule(recipe)
     trained = train_loop(
         student,
         streams,
@@ -311,3 +294,27 @@ def export_student(rd: RunDir, to: Path, force: bool = False) -> Path:
     summary = read_json(rd.path(NAME) / "summary.json")
     (to / "README.md").write_text(student_card(summary), encoding="utf-8")
     return to
+
+
+def student_schedule(recipe: "Recipe") -> "Recipe":
+    """The recipe the train loop runs for a student: every weight trains in one phase of distill.max_steps at
+    distill.lr, in one process, checkpointing every distill.save_every steps, with no held-out evaluation."""
+    cfg, d = recipe.train, recipe.distill
+    return dataclasses.replace(
+        recipe,
+        train=dataclasses.replace(
+            cfg,
+            method="full",
+            embeddings="all",
+            max_steps=d.max_steps,
+            lr=d.lr,
+            embedding_lr=0.0,
+            warmup_steps=d.warmup_steps,
+            save_every=d.save_every,
+            eval_every=0,
+            early_stopping_patience=0,
+            phases=(),
+            sharding="none",
+            log_to=(),
+        ),
+    )
