@@ -110,7 +110,6 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     factors = factorised.factorise(model, init_dir / factorised.FACTORS_FILE) if cfg.factorised_embeddings else None
     streams, weights = data(replay is not None)
     mix = _mix_plan(recipe, streams, weights, replay is not None)
-    # one phase (train.method) or a schedule (train.phases), each through the same loop
     # the pairs of train.parallel, for the phases whose objective trains on them (tlm, translation-clm)
     pair_key, pair_record = "", None
     if any(name in PAIR_OBJECTIVES for _, name in objective_settings(cfg)):
