@@ -23,17 +23,18 @@ import argparse
 import time
 from pathlib import Path
 
-from langadapt.devices import autocast, resolve_device, resolve_dtype, resolve_eval_precision
+from langadapt.devices import autocast, resolve_device, resolve_eval_precision
 from langadapt.evaluate.flow import (
     _samples_entry,
     eval_sets,
     evaluate_model,
     generation_samples,
+    load_evaluated,
     model_labels,
     sample_prompts,
 )
 from langadapt.evaluate.samples import continue_greedily
-from langadapt.models.loading import load_model, load_tokenizer
+from langadapt.models.loading import load_tokenizer
 from langadapt.recipe import Recipe
 from langadapt.rundir import RunDir
 
@@ -83,12 +84,7 @@ def main() -> None:
     totals = {"samples": [0.0, 0.0], "bits per byte": [0.0, 0.0]}
     chosen = args.models.split(",")
     for label, path in [(k, v) for k, v in model_labels(recipe, rd.path("train") / "final").items() if k in chosen]:
-        model = load_model(
-            path,
-            resolve_dtype(recipe.model.dtype, device, recipe.train.precision),
-            device=device,
-            attn_implementation=recipe.model.attn_implementation,
-        ).to(device)
+        model = load_evaluated(recipe, path, device)
         tok = load_tokenizer(path)
         if args.batching:
             with autocast(device, precision):

@@ -289,7 +289,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
 
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    from langadapt.devices import autocast, describe_device, resolve_device, resolve_dtype, resolve_eval_precision
+    from langadapt.devices import autocast, describe_device, resolve_device, resolve_eval_precision
 
     final = rd.require("train", "final/config.json") / "final"
     device = resolve_device(recipe.eval.device)
@@ -316,12 +316,7 @@ def _build(recipe: "Recipe", rd: RunDir, ctx: StageContext) -> None:
     scores = {}
     for label, path in models.items():
         clock = _Clock()
-        model = load_model(
-            path,
-            resolve_dtype(recipe.model.dtype, device, recipe.train.precision),
-            device=device,
-            attn_implementation=recipe.model.attn_implementation,
-        ).to(device)
+        model = load_evaluated(recipe, path, device)
         results["parameters"][label] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         if label == "base" and getattr(model.config, "mlm_head_created", False):
             results["base_head_created"] = True  # the base's scores come from an untrained head: said in the summary
@@ -385,3 +380,15 @@ def _data_versions(recipe: "Recipe") -> dict[str, str]:
 
 def run(recipe: "Recipe", rd: RunDir, force: bool = False) -> Path:
     return run_stage(NAME, recipe, rd, inputs(recipe, rd), _build, force)
+
+
+def load_evaluated(recipe: "Recipe", path: str, device: Any) -> Any:
+    """A model as the eval stage scores it: model.dtype resolved for `device`, the recipe's attention kernel."""
+    from langadapt.devices import resolve_dtype
+
+    return load_model(
+        path,
+        resolve_dtype(recipe.model.dtype, device, recipe.train.precision),
+        device=device,
+        attn_implementation=recipe.model.attn_implementation,
+    ).to(device)
